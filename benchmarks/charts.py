@@ -1,0 +1,193 @@
+"""PNG charts of a load-benchmark results file (``benchmarks/results/latest.json``).
+
+Two figures, one panel per load (the loads differ by orders of magnitude, so they do not share
+an axis): ``throughput.png`` shows requests per second and ``latency_p99.png`` the 99th
+percentile latency. In each panel a bar is a target's median over the rounds and the dots are
+the individual rounds, so the spread is visible. Failed and not-applicable cells are labelled
+instead of drawn.
+
+Importable (``render_charts``) and runnable::
+
+    python benchmarks/charts.py [RESULTS_JSON] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never needs a display
+
+# pyplot is imported after the backend is chosen.
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
+# One stable colour per target, so that figures of different runs read the same way.
+TARGET_COLOURS = {
+    "direct": "#7f7f7f",
+    "sozu": "#d62728",
+    "haproxy": "#1f77b4",
+    "nginx": "#2ca02c",
+    "aiohttp": "#ff7f0e",
+}
+_FALLBACK_COLOUR = "#9467bd"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One quantity to chart: where its median and its per-round values sit in the results."""
+
+    file_name: str
+    title: str
+    axis_label: str
+    summary_key: str
+    run_key: str
+
+
+THROUGHPUT = Metric(
+    "throughput.png",
+    "Requests per second (bar: median of rounds, dots: rounds)",
+    "requests/s",
+    "median_requests_per_s",
+    "requests_per_s",
+)
+LATENCY_P99 = Metric(
+    "latency_p99.png",
+    "p99 latency (bar: median of rounds, dots: rounds; lower is better)",
+    "ms",
+    "median_p99_ms",
+    "latency_p99_ms",
+)
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """Read a results file written by ``benchmarks/load.py``."""
+    results: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return results
+
+
+def _round_values(results: Mapping[str, Any], load: str, target: str, key: str) -> list[float]:
+    """Per-round values of the runs the medians were taken over (clean runs, else flagged)."""
+    runs = [
+        run
+        for run in results["runs"]
+        if run["load"] == load and run["target"] == target and run["wrk"] is not None
+    ]
+    clean = [run for run in runs if run["status"] == "ok"]
+    return [float(run["wrk"][key]) for run in clean or runs]
+
+
+def _compact(value: float) -> str:
+    """A bar label short enough to sit above a narrow bar: ``18.7k``, ``914``, ``2.35``."""
+    if value >= 10_000:
+        return f"{value / 1000:.0f}k"
+    if value >= 1000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _draw_panel(
+    axes: Axes, results: Mapping[str, Any], load: str, targets: Sequence[str], metric: Metric
+) -> None:
+    summaries = {
+        summary["target"]: summary for summary in results["summary"] if summary["load"] == load
+    }
+    # x in data coordinates, y as a fraction of the panel: labels stay inside whatever the scale.
+    along_bottom = axes.get_xaxis_transform()
+    heights = []
+    for position, target in enumerate(targets):
+        summary = summaries.get(target, {})
+        median = summary.get(metric.summary_key)
+        if median is None:
+            label = summary.get("status", "n/a")
+            axes.text(
+                position,
+                0.03,
+                label,
+                transform=along_bottom,
+                ha="center",
+                va="bottom",
+                rotation=90,
+                fontsize=8,
+                color="#444444",
+            )
+            continue
+        flagged = summary.get("status") == "flagged"
+        axes.bar(
+            position,
+            median,
+            color=TARGET_COLOURS.get(target, _FALLBACK_COLOUR),
+            alpha=0.75,
+            hatch="//" if flagged else None,
+            edgecolor="#333333",
+        )
+        rounds = _round_values(results, load, target, metric.run_key)
+        axes.scatter([position] * len(rounds), rounds, color="black", s=10, zorder=3)
+        top = max([median, *rounds])
+        heights.append(top)
+        label = _compact(median) + (" !" if flagged else "")
+        axes.text(position, top, label, ha="center", va="bottom", fontsize=7)
+    axes.set_title(load, fontsize=10)
+    axes.set_xticks(range(len(targets)), targets, rotation=30, ha="right", fontsize=8)
+    axes.set_ylabel(metric.axis_label, fontsize=8)
+    axes.tick_params(axis="y", labelsize=8)
+    # Fixed limits: a target without a bar must still have its slot (and its label) shown.
+    axes.set_xlim(-0.6, len(targets) - 0.4)
+    axes.set_ylim(0, max(heights, default=0.0) * 1.15 or 1.0)
+    axes.grid(axis="y", alpha=0.3)
+
+
+def render_metric(results: Mapping[str, Any], metric: Metric, out_dir: Path) -> Path:
+    """Draw one figure for ``metric``, one panel per load; return the PNG's path."""
+    loads = [load["name"] for load in results["loads"]]
+    targets = list(results["settings"]["targets"])
+    columns = min(4, max(1, len(loads)))
+    rows = math.ceil(len(loads) / columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), squeeze=False)
+    for index, load in enumerate(loads):
+        _draw_panel(grid[index // columns][index % columns], results, load, targets, metric)
+    for index in range(len(loads), rows * columns):
+        grid[index // columns][index % columns].set_visible(False)
+    settings = results["settings"]
+    machine = results["machine"]
+    figure.suptitle(
+        f"{metric.title}\n{settings['rounds']} round(s) x {settings['duration_s']:g} s, "
+        f"{machine['cpu_model']}, {machine['date']}",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / metric.file_name
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def render_charts(results: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``throughput.png`` and ``latency_p99.png`` into ``out_dir``; return their paths."""
+    return [render_metric(results, metric, out_dir) for metric in (THROUGHPUT, LATENCY_P99)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Render the charts of a results file next to it (or into ``--out``)."""
+    parser = argparse.ArgumentParser(description="Draw the load-benchmark charts.")
+    parser.add_argument("results", nargs="?", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--out", type=Path, help="directory of the PNGs (default: beside it)")
+    arguments = parser.parse_args(argv)
+    results = load_results(arguments.results)
+    for path in render_charts(results, arguments.out or arguments.results.parent):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

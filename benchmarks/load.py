@@ -1,0 +1,564 @@
+"""Load benchmark: sōzu for Python against HAProxy, nginx and a naive aiohttp proxy.
+
+Everything runs on loopback. An nginx origin and wrk share the first CPU; each proxy runs on
+the second, one at a time under load, all of them forwarding ``Host: bench.local`` requests to
+the origin. For every round, every load and every target (in a fixed order, A B C ... A B C ...)
+wrk runs once for ``--duration`` seconds after a one-second warm-up whose numbers are dropped.
+The report gives, per load and target, the median requests/s, p50 and p99 latency over the
+rounds and the median of the per-round ratios to HAProxy; it is printed, written to
+``<out>/latest.json`` with charts beside it, and copied into ``docs/benchmarks.md``.
+
+Usage::
+
+    python benchmarks/load.py [--rounds N] [--duration S] [--targets a,b,..] [--loads x,y,..]
+                              [--quick] [--out DIR] [--no-docs]
+
+See ``docs/benchmarks.md`` for what is measured and how to read the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import charts
+from loadbench.certificates import write_self_signed
+from loadbench.loads import HOSTNAME, LOADS, LOADS_BY_NAME, Load
+from loadbench.machine import describe_machine
+from loadbench.report import (
+    CellSummary,
+    RunRecord,
+    failure_notes,
+    markdown_table,
+    replace_between_markers,
+    summarise,
+    text_table,
+    write_json,
+)
+from loadbench.targets import (
+    LOOPBACK,
+    TARGET_NAMES,
+    TARGETS_BY_NAME,
+    Origin,
+    Readiness,
+    Server,
+    Target,
+    build_servers,
+)
+from loadbench.wrk import WrkInvocation, WrkResult, run_wrk
+
+BENCHMARKS_DIRECTORY = Path(__file__).resolve().parent
+REPOSITORY = BENCHMARKS_DIRECTORY.parent
+DOCS_PAGE = REPOSITORY / "docs" / "benchmarks.md"
+DEFAULT_OUT = BENCHMARKS_DIRECTORY / "results"
+
+REQUIRED_TOOLS = ("wrk", "nginx", "haproxy", "taskset")
+INSTALL_COMMAND = ("apt-get", "install", "-y", "wrk", "haproxy", "nginx-light")
+
+DEFAULT_ROUNDS = 3
+# wrk takes whole seconds only (``2s``; ``1.5s`` is rejected), hence the integers.
+DEFAULT_DURATION_S = 5
+QUICK_ROUNDS = 1
+QUICK_DURATION_S = 2
+WARMUP_S = 1
+# What a run costs beyond wrk's own duration (process start, connection set-up, teardown).
+RUN_OVERHEAD_S = 0.1
+# The budget of a default run; the estimate printed at start is checked against it.
+DEFAULT_BUDGET_S = 12 * 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one invocation of the benchmark measures and where it writes."""
+
+    rounds: int
+    duration_s: int
+    warmup_s: int
+    targets: tuple[str, ...]
+    loads: tuple[Load, ...]
+    quick: bool
+    out_dir: Path
+    docs_page: Path | None
+
+    def to_json(self) -> dict[str, object]:
+        """The settings as recorded in the results file."""
+        return {
+            "rounds": self.rounds,
+            "duration_s": self.duration_s,
+            "warmup_s": self.warmup_s,
+            "targets": list(self.targets),
+            "loads": [load.name for load in self.loads],
+            "quick": self.quick,
+        }
+
+
+def _names(text: str, known: Sequence[str], what: str) -> tuple[str, ...]:
+    """Parse a comma-separated selection, keeping the canonical order of ``known``."""
+    chosen = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = chosen - set(known)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {sorted(unknown)}; choose among {', '.join(known)}"
+        )
+    return tuple(name for name in known if name in chosen)
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> Settings:
+    """Read the command line; ``--quick`` sets 1 round of 2 s unless those are given."""
+    parser = argparse.ArgumentParser(
+        description="Load benchmark of sozu against HAProxy, nginx and a naive aiohttp proxy.",
+    )
+    parser.add_argument("--rounds", type=int, help=f"rounds (default {DEFAULT_ROUNDS})")
+    parser.add_argument(
+        "--duration",
+        type=int,
+        help=f"whole seconds per measured run (default {DEFAULT_DURATION_S})",
+    )
+    parser.add_argument(
+        "--targets",
+        type=lambda text: _names(text, TARGET_NAMES, "targets"),
+        default=TARGET_NAMES,
+        help=f"comma-separated targets (default all: {','.join(TARGET_NAMES)})",
+    )
+    parser.add_argument(
+        "--loads",
+        type=lambda text: _names(text, [load.name for load in LOADS], "loads"),
+        default=tuple(load.name for load in LOADS),
+        help=f"comma-separated loads (default all: {','.join(load.name for load in LOADS)})",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 round of 2 s per run (a smoke test, not a result)"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
+    parser.add_argument(
+        "--no-docs", action="store_true", help="do not rewrite the table in docs/benchmarks.md"
+    )
+    arguments = parser.parse_args(argv)
+    rounds = arguments.rounds or (QUICK_ROUNDS if arguments.quick else DEFAULT_ROUNDS)
+    duration = arguments.duration or (QUICK_DURATION_S if arguments.quick else DEFAULT_DURATION_S)
+    if rounds < 1 or duration < 1:
+        parser.error("--rounds and --duration must be at least 1")
+    return Settings(
+        rounds=rounds,
+        duration_s=duration,
+        warmup_s=WARMUP_S,
+        targets=arguments.targets,
+        loads=tuple(LOADS_BY_NAME[name] for name in arguments.loads),
+        quick=arguments.quick,
+        out_dir=arguments.out.resolve(),
+        docs_page=None if arguments.no_docs else DOCS_PAGE,
+    )
+
+
+# --- tools and CPUs -----------------------------------------------------------------------
+
+
+def missing_tools() -> list[str]:
+    """The required programs that are not on ``PATH``."""
+    return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+
+
+def ensure_tools() -> None:
+    """Make sure wrk, nginx, HAProxy and taskset are there, installing them when root.
+
+    Raises ``SystemExit`` with the command to run when they are missing and this process may
+    not install them.
+    """
+    missing = missing_tools()
+    if not missing:
+        return
+    command = list(INSTALL_COMMAND)
+    if "taskset" in missing:
+        command.append("util-linux")  # taskset's package, present on any normal system
+    if os.geteuid() != 0:
+        raise SystemExit(
+            f"missing tools: {', '.join(missing)}. Install them with:\n  sudo {' '.join(command)}"
+        )
+    print(f"missing tools: {', '.join(missing)}; running: {' '.join(command)}", flush=True)
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(command, env=environment, check=False).returncode != 0:
+        # Usually stale package lists on a fresh machine: refresh them once and retry.
+        subprocess.run(["apt-get", "update"], env=environment, check=False)
+        subprocess.run(command, env=environment, check=False)
+    still_missing = missing_tools()
+    if still_missing:
+        raise SystemExit(f"could not install {', '.join(still_missing)}: run {' '.join(command)}")
+
+
+def choose_cpus() -> tuple[int, int]:
+    """The CPU for wrk and the origin, and the CPU for the proxies.
+
+    With a single usable CPU both are the same, and the results are not comparable with a
+    two-CPU run (a warning says so).
+    """
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        print(
+            f"warning: only CPU {usable[0]} is usable; the proxies share it with wrk",
+            file=sys.stderr,
+        )
+        return usable[0], usable[0]
+    return usable[0], usable[1]
+
+
+# --- the benchmark proper -------------------------------------------------------------------
+
+
+def load_applies(load: Load, target: Target | type[Target]) -> bool:
+    """Whether ``load`` is measured on ``target`` (TLS loads need a TLS listener)."""
+    return not load.tls or target.serves_tls
+
+
+def estimated_seconds(settings: Settings) -> float:
+    """How long the measuring takes if every target starts (start-up not included)."""
+    runs = sum(
+        load_applies(load, TARGETS_BY_NAME[name])
+        for load in settings.loads
+        for name in settings.targets
+    )
+    return settings.rounds * runs * (settings.warmup_s + settings.duration_s + RUN_OVERHEAD_S)
+
+
+class Benchmark:
+    """The measuring loop over rounds, loads and targets, with the targets already running.
+
+    ``readiness`` is what starting each target gave; a target that did not start, or whose
+    process died since, gets ``failed`` records instead of runs.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        targets: Sequence[Target],
+        readiness: dict[str, Readiness],
+        client_cpu: int,
+    ) -> None:
+        self.settings = settings
+        self.targets = targets
+        self.readiness = readiness
+        self.client_cpu = client_cpu
+        # Targets found dead during the benchmark (their readiness already says so).
+        self.exited: set[str] = set()
+
+    def run(self) -> list[RunRecord]:
+        """Every (round, load, target) slot, in benchmark order, one record each."""
+        records = []
+        for round_index in range(self.settings.rounds):
+            for load in self.settings.loads:
+                for target in self.targets:
+                    record = self.measure(round_index, load, target)
+                    records.append(record)
+                    self._print_progress(record)
+        return records
+
+    def measure(self, round_index: int, load: Load, target: Target) -> RunRecord:
+        """One slot: warm up, then one measured wrk run, unless the target cannot take it."""
+        skipped = self._skipped(round_index, load, target)
+        if skipped is not None:
+            return skipped
+        self._wrk(target, load, self.settings.warmup_s)
+        result, output = self._wrk(target, load, self.settings.duration_s)
+        return RunRecord.from_wrk(round_index, load.name, target.name, result, output)
+
+    def _skipped(self, round_index: int, load: Load, target: Target) -> RunRecord | None:
+        """The record of a slot that cannot be measured, or ``None`` if it can."""
+        readiness = self.readiness[target.name]
+
+        def record(status: str, detail: str) -> RunRecord:
+            return RunRecord(round_index, load.name, target.name, status, None, detail)
+
+        if not load_applies(load, target):
+            return record("n/a", "no TLS listener")
+        if not readiness.available:
+            return record("failed", f"did not start: {readiness.detail}")
+        code = target.exit_code()
+        if code is not None:
+            if target.name not in self.exited:
+                # First time it is seen dead: say so in the report, with its output.
+                self.exited.add(target.name)
+                death = f"exited with status {code} during the benchmark"
+                readiness.detail = f"{readiness.detail}; {death}" if readiness.detail else death
+                readiness.output_head = target.output_head()
+            return record("failed", f"process exited with status {code}")
+        if load.tls and readiness.tls_available is False:
+            return record("failed", readiness.detail)
+        return None
+
+    def _wrk(self, target: Target, load: Load, duration_s: int) -> tuple[WrkResult | None, str]:
+        invocation = WrkInvocation(
+            url=target.url(load),
+            connections=load.connections,
+            duration_s=duration_s,
+            headers=load.headers(),
+            cpu=self.client_cpu,
+        )
+        return run_wrk(invocation)
+
+    def _print_progress(self, record: RunRecord) -> None:
+        position = f"[round {record.round + 1}/{self.settings.rounds}]"
+        if record.result is None:
+            outcome = f"{record.status}: {record.detail}" if record.detail else record.status
+        else:
+            outcome = (
+                f"{record.result.requests_per_s:>10,.0f} req/s  "
+                f"p50 {record.result.latency_p50_ms:7.2f} ms  "
+                f"p99 {record.result.latency_p99_ms:7.2f} ms"
+            )
+            if record.status == "flagged":
+                outcome += f"  FLAGGED ({record.detail})"
+        print(f"{position} {record.load:<14} {record.target:<8} {outcome}", flush=True)
+
+
+def start_servers(
+    origin: Origin, targets: Sequence[Target], started: list[Server]
+) -> dict[str, Readiness]:
+    """Start the origin, then every target; return how each target came up.
+
+    Every started server is appended to ``started`` at once, so the caller stops it whatever
+    happens next. The origin failing ends the benchmark (``SystemExit``): nothing can be
+    measured without it.
+    """
+    # Recorded before starting: stopping a server that never started is harmless.
+    started.append(origin)
+    origin.start()
+    origin_readiness = origin.wait_until_ready()
+    if not origin_readiness.available or not origin_readiness.tls_available:
+        output = "\n".join(f"    {line}" for line in origin_readiness.output_head)
+        raise SystemExit(f"the origin nginx did not start: {origin_readiness.detail}\n{output}")
+    # Start them all before waiting: slow starters then overlap.
+    for target in targets:
+        started.append(target)
+        target.start()
+    readiness = {}
+    for target in targets:
+        readiness[target.name] = target.wait_until_ready()
+        state = readiness[target.name]
+        if not state.available:
+            # A hung or half-started server must not take CPU from the others under load.
+            target.stop()
+            shown = "FAILED: " + state.detail
+        elif state.tls_available is False:
+            shown = "up, but " + state.detail
+        else:
+            shown = f"up on http {target.http_port}" + (
+                f", https {target.https_port}" if state.tls_available else ""
+            )
+        print(f"  {target.name:<8} {shown}", flush=True)
+    return readiness
+
+
+# Signals that end the benchmark early; each one goes through the same clean-up.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+SignalHandler = Callable[[int, FrameType | None], object] | int | None
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _catch_stop_signals() -> dict[signal.Signals, SignalHandler]:
+    """Turn the stop signals into ``KeyboardInterrupt``; return the handlers they had.
+
+    SIGINT and SIGHUP stay ignored when they were (a run under ``nohup`` or started in the
+    background must not be ended by the terminal); SIGTERM always stops the benchmark cleanly.
+    """
+    previous = {}
+    for signum in STOP_SIGNALS:
+        previous[signum] = signal.getsignal(signum)
+        if signum == signal.SIGTERM or previous[signum] != signal.SIG_IGN:
+            signal.signal(signum, _raise_keyboard_interrupt)
+    return previous
+
+
+def _ignore_stop_signals() -> None:
+    # A second Ctrl-C must not cut the clean-up short and leave servers behind.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _restore_signals(previous: dict[signal.Signals, SignalHandler]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+
+def results_payload(
+    settings: Settings,
+    machine: dict[str, object],
+    targets: Sequence[Target],
+    readiness: dict[str, Readiness],
+    records: Sequence[RunRecord],
+    summaries: Sequence[CellSummary],
+    elapsed_s: float,
+) -> dict[str, Any]:
+    """Everything the run produced, as the JSON document ``latest.json`` holds."""
+    return {
+        "schema": 1,
+        "settings": settings.to_json(),
+        "machine": machine,
+        "elapsed_s": round(elapsed_s, 1),
+        "loads": [
+            {
+                "name": load.name,
+                "path": load.path,
+                "connections": load.connections,
+                "tls": load.tls,
+                "keep_alive": load.keep_alive,
+                "description": load.description,
+            }
+            for load in settings.loads
+        ],
+        "targets": [
+            {
+                "name": target.name,
+                "description": target.description,
+                "available": readiness[target.name].available,
+                "tls_available": readiness[target.name].tls_available,
+                "detail": readiness[target.name].detail,
+                "output_head": readiness[target.name].output_head,
+            }
+            for target in targets
+        ],
+        "runs": [record.to_json() for record in records],
+        "summary": [asdict(summary) for summary in summaries],
+    }
+
+
+def target_problems(readiness: dict[str, Readiness]) -> dict[str, Readiness]:
+    """The targets worth a note: failed, half-failed (no TLS) or died during the run."""
+    return {name: state for name, state in readiness.items() if state.detail}
+
+
+def describe_run(settings: Settings, machine: dict[str, Any]) -> str:
+    """One paragraph saying when, where and how the numbers were measured."""
+    tools = machine["tools"]
+    kind = "quick smoke run (not a result)" if settings.quick else "full run"
+    return (
+        f"{kind}: {settings.rounds} round(s) x {settings.duration_s:g} s per run after a "
+        f"{settings.warmup_s:g} s warm-up; {machine['date']}; {machine['cpu_model']}, "
+        f"{machine['cpu_count']} CPUs; {machine['kernel']}; Python {machine['python']}; "
+        f"{tools['wrk']}; {tools['nginx']}; {tools['haproxy']}."
+    )
+
+
+def markdown_report(
+    settings: Settings,
+    machine: dict[str, Any],
+    summaries: Sequence[CellSummary],
+    readiness: dict[str, Readiness],
+) -> str:
+    """The text that goes between the results markers of ``docs/benchmarks.md``."""
+    lines = [
+        f"_{describe_run(settings, machine)}_",
+        "",
+        "Medians over the rounds; _vs haproxy_ is the median of the per-round ratios "
+        "(target req/s / HAProxy req/s in the same round); `!` marks a cell where wrk "
+        "counted errors (see the notes).",
+        "",
+        markdown_table(summaries),
+    ]
+    notes = failure_notes(summaries, target_problems(readiness))
+    if notes:
+        lines += ["", "Notes:", "", "```text", *notes, "```"]
+    if settings.docs_page is not None:
+        charts_dir = Path(os.path.relpath(settings.out_dir, settings.docs_page.parent))
+        lines += [
+            "",
+            f"![requests per second]({(charts_dir / 'throughput.png').as_posix()})",
+            f"![p99 latency]({(charts_dir / 'latency_p99.png').as_posix()})",
+        ]
+    return "\n".join(lines)
+
+
+def write_reports(
+    settings: Settings,
+    payload: dict[str, Any],
+    summaries: Sequence[CellSummary],
+    readiness: dict[str, Readiness],
+) -> None:
+    """Print the table, write ``latest.json`` (and a dated copy), the charts and the docs table."""
+    print()
+    print(describe_run(settings, payload["machine"]))
+    print(text_table(summaries))
+    notes = failure_notes(summaries, target_problems(readiness))
+    if notes:
+        print("\nNotes:")
+        print("\n".join(f"  {note}" for note in notes))
+    latest = settings.out_dir / "latest.json"
+    write_json(latest, payload)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    write_json(settings.out_dir / "runs" / f"{stamp}.json", payload)
+    chart_paths = charts.render_charts(payload, settings.out_dir)
+    print(f"\nresults: {latest}")
+    print("charts: " + ", ".join(str(path) for path in chart_paths))
+    if settings.docs_page is not None:
+        if settings.docs_page.exists():
+            page = settings.docs_page.read_text(encoding="utf-8")
+            report = markdown_report(settings, payload["machine"], summaries, readiness)
+            settings.docs_page.write_text(replace_between_markers(page, report), encoding="utf-8")
+            print(f"table rewritten in {settings.docs_page}")
+        else:
+            print(f"warning: {settings.docs_page} not found; table not written", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; return the process exit status."""
+    settings = parse_arguments(argv)
+    ensure_tools()
+    client_cpu, proxy_cpu = choose_cpus()
+    estimate = estimated_seconds(settings)
+    print(
+        f"{settings.rounds} round(s) x {len(settings.loads)} load(s) x "
+        f"{len(settings.targets)} target(s), {settings.duration_s:g} s per run: "
+        f"about {estimate / 60:.1f} min of measuring "
+        f"(wrk and origin on CPU {client_cpu}, proxies on CPU {proxy_cpu})",
+        flush=True,
+    )
+    if estimate > DEFAULT_BUDGET_S:
+        print(f"warning: longer than the {DEFAULT_BUDGET_S / 60:g} min budget", file=sys.stderr)
+    previous_handlers = _catch_stop_signals()
+    began = time.monotonic()
+    workspace = Path(tempfile.mkdtemp(prefix="sozu-bench-"))
+    # Servers started as root drop to ``nobody``, which must reach the files inside.
+    workspace.chmod(0o755)
+    started: list[Server] = []
+    try:
+        tls = write_self_signed(workspace / "tls", HOSTNAME, LOOPBACK)
+        origin, targets = build_servers(settings.targets, workspace, client_cpu, proxy_cpu, tls)
+        readiness = start_servers(origin, targets, started)
+        records = Benchmark(settings, targets, readiness, client_cpu).run()
+        machine = describe_machine(REPOSITORY)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping everything, no results written", file=sys.stderr)
+        return 130
+    finally:
+        _ignore_stop_signals()
+        for server in reversed(started):
+            server.stop()
+        shutil.rmtree(workspace, ignore_errors=True)
+        _restore_signals(previous_handlers)
+    summaries = summarise(records, [load.name for load in settings.loads], settings.targets)
+    payload = results_payload(
+        settings, machine, targets, readiness, records, summaries, time.monotonic() - began
+    )
+    write_reports(settings, payload, summaries, readiness)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

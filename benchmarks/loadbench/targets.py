@@ -1,0 +1,449 @@
+"""The origin server and the targets wrk is pointed at.
+
+A target is something with an HTTP port (and, unless it is the naive proxy, an HTTPS port)
+that answers ``Host: bench.local`` requests with the origin's content: the origin itself
+(``direct``), sōzu, HAProxy, nginx or the naive aiohttp proxy. Each proxy is a small class that
+writes its configuration and knows its command line; starting, probing and stopping are shared.
+
+Placement: the origin and wrk share the client CPU, every proxy runs alone on the proxy CPU, so
+a proxy's throughput is bounded by one core and never competes with the load generator.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from loadbench.certificates import TlsMaterial
+from loadbench.config_templates import write_config
+from loadbench.loads import HOSTNAME, Load
+from loadbench.processes import PinnedProcess
+
+# Every server listens on loopback only.
+LOOPBACK = "127.0.0.1"
+
+# What the origin serves; the probes check that a target relays exactly this.
+SMALL_BODY = b"hello world\n"
+STATIC_FILES = {"/64k": 64 * 1024, "/1m": 1024 * 1024}
+
+BENCHMARKS_DIRECTORY = Path(__file__).resolve().parent.parent
+
+# How often readiness is probed while a server starts.
+_PROBE_INTERVAL_S = 0.1
+_PROBE_TIMEOUT_S = 2.0
+
+
+def allocate_ports(count: int) -> list[int]:
+    """Ask the kernel for ``count`` distinct free ephemeral ports on loopback.
+
+    All sockets are held open until every port is known so the ports are distinct; another
+    program could still take one before the server binds it, which only makes that server fail
+    to start (and be reported as failed).
+    """
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _client_tls_context() -> ssl.SSLContext:
+    # The certificate is self-signed and the probes check content, not identity.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def fetch(
+    port: int, path: str, tls: bool, timeout_s: float = _PROBE_TIMEOUT_S
+) -> tuple[int, bytes]:
+    """GET ``path`` from ``127.0.0.1:port`` with ``Host: bench.local``; return status and body.
+
+    Over TLS the SNI is ``bench.local`` (Python sends no SNI for an IP address, unlike wrk).
+    Raises ``OSError`` or ``http.client.HTTPException`` when there is no valid answer.
+    """
+    raw = socket.create_connection((LOOPBACK, port), timeout=timeout_s)
+    sock: socket.socket = raw
+    try:
+        if tls:
+            sock = _client_tls_context().wrap_socket(raw, server_hostname=HOSTNAME)
+        request = f"GET {path} HTTP/1.1\r\nHost: {HOSTNAME}\r\nConnection: close\r\n\r\n"
+        sock.sendall(request.encode("ascii"))
+        response = http.client.HTTPResponse(sock)
+        try:
+            response.begin()
+            return response.status, response.read()
+        finally:
+            response.close()
+    finally:
+        sock.close()
+
+
+@dataclass
+class Readiness:
+    """The outcome of starting a target.
+
+    ``available`` is false when the plain-HTTP probes never succeeded; ``tls_available`` is
+    ``None`` for a target that serves no TLS. ``detail`` says what went wrong and
+    ``output_head`` holds the first lines the target printed, for the report.
+    """
+
+    available: bool
+    tls_available: bool | None
+    detail: str = ""
+    output_head: list[str] = field(default_factory=list)
+
+
+def _content_problem(port: int, tls: bool) -> str | None:
+    """Check that ``/``, ``/64k`` and ``/1m`` come back intact; describe the first problem."""
+    status, body = fetch(port, "/", tls)
+    if status != 200 or body != SMALL_BODY:
+        return f"GET / answered {status} with {body[:40]!r}"
+    for path, size in STATIC_FILES.items():
+        status, body = fetch(port, path, tls, timeout_s=10.0)
+        if status != 200 or len(body) != size:
+            return f"GET {path} answered {status} with {len(body)} bytes, expected {size}"
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+class Server(ABC):
+    """A server process of the benchmark, with its own directory and its own two ports."""
+
+    name: ClassVar[str]
+    # Seconds to wait for the first 200 before declaring the server failed.
+    startup_timeout_s: ClassVar[float] = 10.0
+
+    def __init__(self, directory: Path, cpu: int, http_port: int, https_port: int) -> None:
+        self.directory = directory
+        self.cpu = cpu
+        self.http_port = http_port
+        self.https_port = https_port
+        self.process: PinnedProcess | None = None
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """Write the configuration into ``directory`` and return the command line to run."""
+
+    def start(self) -> None:
+        """Write the configuration and start the pinned process."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Group- and world-traversable: nginx started as root serves files as ``nobody``.
+        self.directory.chmod(0o755)
+        self.process = PinnedProcess(
+            self.name, self.command(), self.cpu, self.directory / "output.log"
+        )
+        self.process.start(cwd=self.directory)
+
+    def stop(self) -> None:
+        """Stop the process group, if it was started (idempotent)."""
+        if self.process is not None:
+            self.process.stop()
+
+    def exit_code(self) -> int | None:
+        """The process's exit status if it has ended, else ``None``."""
+        return self.process.exit_code() if self.process else None
+
+    def output_head(self, lines: int = 8) -> list[str]:
+        """The first lines the process printed."""
+        return self.process.output_head(lines) if self.process else []
+
+    def url(self, load: Load) -> str:
+        """The URL wrk requests for ``load``."""
+        if load.tls:
+            return f"https://{LOOPBACK}:{self.https_port}{load.path}"
+        return f"http://{LOOPBACK}:{self.http_port}{load.path}"
+
+    def answers(self) -> bool:
+        """One readiness probe: does ``GET /`` answer 200 over plain HTTP?"""
+        try:
+            status, _ = fetch(self.http_port, "/", tls=False, timeout_s=1.0)
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 200
+
+    def wait_until_ready(self) -> Readiness:
+        """Poll until the server answers, it exits, or ``startup_timeout_s`` passes.
+
+        Once it answers, the content of every path is checked over HTTP and, if the server has
+        a TLS listener, over HTTPS, so that a proxy relaying wrong bytes is never benchmarked.
+        """
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not self.answers():
+            code = self.exit_code()
+            if code is not None:
+                return self._failed(f"exited with status {code} before answering")
+            if time.monotonic() > deadline:
+                return self._failed(f"no 200 on GET / within {self.startup_timeout_s:g} s")
+            time.sleep(_PROBE_INTERVAL_S)
+        try:
+            problem = _content_problem(self.http_port, tls=False)
+        except (OSError, http.client.HTTPException) as error:
+            problem = _describe(error)
+        if problem:
+            return self._failed(f"wrong content over HTTP: {problem}")
+        return self._tls_readiness()
+
+    def _tls_readiness(self) -> Readiness:
+        try:
+            problem = _content_problem(self.https_port, tls=True)
+        except (OSError, http.client.HTTPException) as error:
+            problem = _describe(error)
+        if problem:
+            return Readiness(True, False, f"HTTPS failed: {problem}", self.output_head())
+        return Readiness(True, True)
+
+    def _failed(self, detail: str) -> Readiness:
+        return Readiness(False, None, detail, self.output_head())
+
+
+class Origin(Server):
+    """nginx serving the benchmark's content, on the client CPU.
+
+    ``/`` answers the 12-byte ``hello world\\n``; ``/64k`` and ``/1m`` are static files. It also
+    has a TLS listener so that the ``direct`` target has a TLS baseline.
+    """
+
+    name = "origin"
+
+    def __init__(
+        self, directory: Path, cpu: int, http_port: int, https_port: int, tls: TlsMaterial
+    ) -> None:
+        super().__init__(directory, cpu, http_port, https_port)
+        self.tls = tls
+
+    def command(self) -> list[str]:
+        """Write the document root and ``nginx.conf``; return the nginx command line."""
+        document_root = self.directory / "www"
+        document_root.mkdir(exist_ok=True)
+        document_root.chmod(0o755)
+        pattern = bytes(range(256))
+        for path, size in STATIC_FILES.items():
+            static_file = document_root / path.lstrip("/")
+            static_file.write_bytes(pattern * (size // len(pattern)))
+            static_file.chmod(0o644)
+        config = write_config(
+            "origin-nginx.conf",
+            self.directory / "nginx.conf",
+            {
+                "workspace": str(self.directory),
+                "address": LOOPBACK,
+                "http_port": self.http_port,
+                "https_port": self.https_port,
+                "certificate": str(self.tls.certificate_path),
+                "key": str(self.tls.key_path),
+                "document_root": str(document_root),
+            },
+        )
+        return _nginx_command(self.directory, config)
+
+
+def _nginx_command(prefix: Path, config: Path) -> list[str]:
+    # ``-e stderr`` keeps nginx from opening the system error log before reading the config.
+    return ["nginx", "-p", f"{prefix}/", "-c", str(config), "-e", "stderr"]
+
+
+class Target(Server):
+    """A server wrk is pointed at, forwarding to the origin.
+
+    ``serves_tls`` false means the TLS loads do not apply (reported as ``n/a``).
+    """
+
+    serves_tls: ClassVar[bool] = True
+    description: ClassVar[str]
+
+    def __init__(
+        self,
+        directory: Path,
+        cpu: int,
+        http_port: int,
+        https_port: int,
+        origin: Origin,
+        tls: TlsMaterial,
+    ) -> None:
+        super().__init__(directory, cpu, http_port, https_port)
+        self.origin = origin
+        self.tls = tls
+
+    def common_values(self) -> dict[str, str | int]:
+        """The template values every proxy configuration needs."""
+        return {
+            "address": LOOPBACK,
+            "http_port": self.http_port,
+            "https_port": self.https_port,
+            "hostname": HOSTNAME,
+            "origin_address": LOOPBACK,
+            "origin_port": self.origin.http_port,
+        }
+
+
+class DirectTarget(Target):
+    """No proxy: wrk talks to the origin itself, the physical limit of the machine."""
+
+    name = "direct"
+    description = "no proxy: wrk to the origin nginx (the physical limit)"
+
+    def __init__(self, origin: Origin, tls: TlsMaterial) -> None:
+        super().__init__(
+            origin.directory, origin.cpu, origin.http_port, origin.https_port, origin, tls
+        )
+
+    def command(self) -> list[str]:
+        """Never called: there is nothing to start."""
+        raise NotImplementedError("the direct target starts no process")
+
+    def start(self) -> None:
+        """Nothing to start: the origin is already running."""
+
+    def stop(self) -> None:
+        """Nothing to stop: the origin is stopped on its own."""
+
+    def exit_code(self) -> int | None:
+        """The origin's status: if it died, the direct target died with it."""
+        return self.origin.exit_code()
+
+    def output_head(self, lines: int = 8) -> list[str]:
+        """The origin's output."""
+        return self.origin.output_head(lines)
+
+
+def sozu_executable() -> Path:
+    """The ``sozu`` script installed next to the Python interpreter running the benchmark."""
+    return Path(sys.executable).parent / "sozu"
+
+
+class SozuTarget(Target):
+    """This project's daemon with one worker, started with ``sozu -c config.toml start``."""
+
+    name = "sozu"
+    description = "sozu for Python, 1 worker"
+    # The daemon imports more and starts a worker; it gets longer than the C servers.
+    startup_timeout_s = 20.0
+
+    def command(self) -> list[str]:
+        """Write ``config.toml`` (sozu's format) and return the start command."""
+        config = write_config(
+            "sozu.toml",
+            self.directory / "config.toml",
+            {
+                **self.common_values(),
+                "command_socket": str(self.directory / "sozu.sock"),
+                "certificate": str(self.tls.certificate_path),
+                "key": str(self.tls.key_path),
+            },
+        )
+        return [str(sozu_executable()), "-c", str(config), "start"]
+
+    def wait_until_ready(self) -> Readiness:
+        """As for every target, but a missing ``sozu`` script fails at once, explained."""
+        if not sozu_executable().exists():
+            return self._failed(f"{sozu_executable()} not found (is sozu-cli installed?)")
+        return super().wait_until_ready()
+
+
+class HaproxyTarget(Target):
+    """HAProxy, one thread, HTTP mode with backend connection reuse."""
+
+    name = "haproxy"
+    description = "HAProxy, nbthread 1, http-reuse always"
+
+    def command(self) -> list[str]:
+        """Write ``haproxy.cfg`` and return the foreground HAProxy command."""
+        config = write_config(
+            "haproxy.cfg",
+            self.directory / "haproxy.cfg",
+            {**self.common_values(), "bundle": str(self.tls.bundle_path)},
+        )
+        return ["haproxy", "-db", "-f", str(config)]
+
+
+class NginxTarget(Target):
+    """nginx as a reverse proxy, one worker, keep-alive upstream pool of 64."""
+
+    name = "nginx"
+    description = "nginx reverse proxy, 1 worker, upstream keepalive 64"
+
+    def command(self) -> list[str]:
+        """Write ``nginx.conf`` and return the nginx command line."""
+        config = write_config(
+            "proxy-nginx.conf",
+            self.directory / "nginx.conf",
+            {
+                **self.common_values(),
+                "workspace": str(self.directory),
+                "certificate": str(self.tls.certificate_path),
+                "key": str(self.tls.key_path),
+            },
+        )
+        return _nginx_command(self.directory, config)
+
+
+class AiohttpTarget(Target):
+    """The naive aiohttp reverse proxy of ``benchmarks/naive_aiohttp_proxy.py`` (no TLS)."""
+
+    name = "aiohttp"
+    description = "naive aiohttp.web proxy with one ClientSession (plain HTTP only)"
+    serves_tls = False
+
+    def command(self) -> list[str]:
+        """Return the command line; the proxy takes its settings as arguments."""
+        return [
+            sys.executable,
+            str(BENCHMARKS_DIRECTORY / "naive_aiohttp_proxy.py"),
+            "--listen",
+            f"{LOOPBACK}:{self.http_port}",
+            "--origin",
+            f"{LOOPBACK}:{self.origin.http_port}",
+        ]
+
+    def _tls_readiness(self) -> Readiness:
+        return Readiness(True, None)
+
+
+# Benchmark order within a round (A B C ... A B C ...); also the order of the report.
+TARGET_CLASSES: tuple[type[Target], ...] = (
+    DirectTarget,
+    SozuTarget,
+    HaproxyTarget,
+    NginxTarget,
+    AiohttpTarget,
+)
+TARGET_NAMES: tuple[str, ...] = tuple(cls.name for cls in TARGET_CLASSES)
+TARGETS_BY_NAME: dict[str, type[Target]] = {cls.name: cls for cls in TARGET_CLASSES}
+
+
+def build_servers(
+    names: Sequence[str], workspace: Path, client_cpu: int, proxy_cpu: int, tls: TlsMaterial
+) -> tuple[Origin, list[Target]]:
+    """Create (without starting) the origin and the named targets, in ``TARGET_NAMES`` order.
+
+    Each server gets its own subdirectory of ``workspace`` and two ports, all allocated at once
+    so that no two servers are given the same port.
+    """
+    chosen = [cls for cls in TARGET_CLASSES if cls.name in names]
+    proxies = [cls for cls in chosen if cls is not DirectTarget]
+    ports = iter(allocate_ports(2 + 2 * len(proxies)))
+    origin = Origin(workspace / "origin", client_cpu, next(ports), next(ports), tls)
+    targets: list[Target] = []
+    for cls in chosen:
+        if cls is DirectTarget:
+            targets.append(DirectTarget(origin, tls))
+        else:
+            directory = workspace / cls.name
+            targets.append(cls(directory, proxy_cpu, next(ports), next(ports), origin, tls))
+    return origin, targets

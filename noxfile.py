@@ -1,0 +1,56 @@
+"""Development tasks: `nox -s tests`, `lint`, `typecheck`, `schema`, `bench`, `demo`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PACKAGES = ["./packages/sozu-config", "./packages/sozu-runtime", "./packages/sozu-cli"]
+TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.2", "hypothesis>=6.100", "aiohttp>=3.9"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite (unit, property and end-to-end tests)."""
+    session.install(*PACKAGES, *TEST_DEPS)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy (--strict on sozu_config, as configured in pyproject.toml)."""
+    session.install("mypy>=1.10", *PACKAGES)
+    session.run("mypy", "packages/sozu-config/src/sozu_config")
+    session.run("mypy", "packages/sozu-runtime/src/sozu_runtime", "packages/sozu-cli/src/sozu_cli")
+
+
+@nox.session
+def schema(session: nox.Session) -> None:
+    """Regenerate the protocol's JSON Schema and fail if the committed copy differs."""
+    session.install("./packages/sozu-config")
+    session.run("python", "-m", "sozu_config.schema", "--check")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: library (diff, generate, load) and load tests against other proxies."""
+    session.install(*PACKAGES, "aiohttp>=3.9", "matplotlib>=3.8")
+    session.run("python", "benchmarks/config_bench.py")
+    session.run("python", "benchmarks/load.py", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Start the proxy on examples/demo.toml with two built-in demo backends."""
+    session.install(*PACKAGES)
+    session.run("python", "examples/demo.py", *session.posargs)

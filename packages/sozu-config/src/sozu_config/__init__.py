@@ -1,0 +1,268 @@
+"""sozu-config: the routing state, configuration file, change plans and command protocol of
+the sōzu reverse proxy.
+
+A tool author needs only the names exported here::
+
+    from sozu_config import CommandClient, ConfigState, QueryState, load_config
+
+    desired = load_config("config.toml")
+    with CommandClient(desired.command_socket) as client:
+        live = client.send(QueryState()).content
+    for request in ConfigState.from_snapshot(live.state).diff(desired.state):
+        print(request.describe())
+
+This package has no server code and imports neither aiohttp, rich, uvloop nor httptools.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .addresses import SocketAddress, normalize_address, split_address
+from .certificates import (
+    CertificateAndKey,
+    CertificateError,
+    CertificateInfo,
+    CertificateSummary,
+    certificate_info,
+    fingerprint_of,
+)
+from .client import (
+    AsyncCommandClient,
+    ClientError,
+    CommandClient,
+    CommandTimeout,
+    DaemonUnreachable,
+)
+from .models import (
+    Backend,
+    Cluster,
+    HeaderEdit,
+    HeaderPosition,
+    HttpFrontend,
+    HttpListenerConfig,
+    HttpsListenerConfig,
+    ListenerType,
+    LoadBalancingAlgorithm,
+    LoadMetric,
+    PathRule,
+    PathRuleKind,
+    ProxyProtocolConfig,
+    RedirectPolicy,
+    RedirectScheme,
+    RulePosition,
+    TcpFrontend,
+    TcpListenerConfig,
+    TlsVersion,
+)
+from .protocol import (
+    PROTOCOL_VERSION,
+    LineReader,
+    ProtocolError,
+    RequestMessage,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+)
+from .requests import (
+    MUTATING_TYPES,
+    QUERY_TYPES,
+    ActivateListener,
+    AddBackend,
+    AddCertificate,
+    AddCluster,
+    AddHttpFrontend,
+    AddHttpListener,
+    AddHttpsFrontend,
+    AddHttpsListener,
+    AddTcpFrontend,
+    AddTcpListener,
+    Batch,
+    ConfigureMetrics,
+    CountRequests,
+    DeactivateListener,
+    HardStop,
+    ListFrontends,
+    ListListeners,
+    ListWorkers,
+    LoadState,
+    Logging,
+    MutatingRequest,
+    QueryCertificates,
+    QueryCertificatesFromWorkers,
+    QueryClusterById,
+    QueryClustersByDomain,
+    QueryClustersHashes,
+    QueryMetrics,
+    QueryState,
+    ReloadConfiguration,
+    RemoveBackend,
+    RemoveCertificate,
+    RemoveCluster,
+    RemoveHttpFrontend,
+    RemoveHttpsFrontend,
+    RemoveListener,
+    RemoveTcpFrontend,
+    ReplaceCertificate,
+    Request,
+    SaveState,
+    SoftStop,
+    StateRequest,
+    Status,
+    SubscribeEvents,
+    UpdateHttpListener,
+    UpdateHttpsListener,
+    UpdateTcpListener,
+    UpgradeMain,
+    UpgradeWorker,
+    parse_request,
+)
+from .responses import (
+    Event,
+    EventKind,
+    Response,
+    ResponseContent,
+    ResponseStatus,
+    RunState,
+    StateSnapshot,
+    WorkerInfo,
+)
+from .state import AlreadyExists, ConfigState, InvalidRequest, NotFound, StateError, VersionMismatch
+from .statefile import StateFileError, iter_state_file, load_state_file, write_state_file
+
+__all__ = [
+    "MUTATING_TYPES",
+    "PROTOCOL_VERSION",
+    "QUERY_TYPES",
+    "ActivateListener",
+    "AddBackend",
+    "AddCertificate",
+    "AddCluster",
+    "AddHttpFrontend",
+    "AddHttpListener",
+    "AddHttpsFrontend",
+    "AddHttpsListener",
+    "AddTcpFrontend",
+    "AddTcpListener",
+    "AlreadyExists",
+    "AsyncCommandClient",
+    "Backend",
+    "Batch",
+    "CertificateAndKey",
+    "CertificateError",
+    "CertificateInfo",
+    "CertificateSummary",
+    "ClientError",
+    "Cluster",
+    "CommandClient",
+    "CommandTimeout",
+    "Config",
+    "ConfigError",
+    "ConfigState",
+    "ConfigureMetrics",
+    "CountRequests",
+    "DaemonUnreachable",
+    "DeactivateListener",
+    "Event",
+    "EventKind",
+    "HardStop",
+    "HeaderEdit",
+    "HeaderPosition",
+    "HttpFrontend",
+    "HttpListenerConfig",
+    "HttpsListenerConfig",
+    "InvalidRequest",
+    "LineReader",
+    "ListFrontends",
+    "ListListeners",
+    "ListWorkers",
+    "ListenerType",
+    "LoadBalancingAlgorithm",
+    "LoadMetric",
+    "LoadState",
+    "Logging",
+    "MutatingRequest",
+    "NotFound",
+    "PathRule",
+    "PathRuleKind",
+    "ProtocolError",
+    "ProxyProtocolConfig",
+    "QueryCertificates",
+    "QueryCertificatesFromWorkers",
+    "QueryClusterById",
+    "QueryClustersByDomain",
+    "QueryClustersHashes",
+    "QueryMetrics",
+    "QueryState",
+    "RedirectPolicy",
+    "RedirectScheme",
+    "ReloadConfiguration",
+    "RemoveBackend",
+    "RemoveCertificate",
+    "RemoveCluster",
+    "RemoveHttpFrontend",
+    "RemoveHttpsFrontend",
+    "RemoveListener",
+    "RemoveTcpFrontend",
+    "ReplaceCertificate",
+    "Request",
+    "RequestMessage",
+    "Response",
+    "ResponseContent",
+    "ResponseStatus",
+    "RulePosition",
+    "RunState",
+    "SaveState",
+    "SocketAddress",
+    "SoftStop",
+    "StateError",
+    "StateFileError",
+    "StateRequest",
+    "StateSnapshot",
+    "Status",
+    "SubscribeEvents",
+    "TcpFrontend",
+    "TcpListenerConfig",
+    "TlsVersion",
+    "UpdateHttpListener",
+    "UpdateHttpsListener",
+    "UpdateTcpListener",
+    "UpgradeMain",
+    "UpgradeWorker",
+    "VersionMismatch",
+    "WorkerInfo",
+    "__version__",
+    "certificate_info",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+    "fingerprint_of",
+    "iter_state_file",
+    "load_config",
+    "load_config_text",
+    "load_state_file",
+    "normalize_address",
+    "parse_request",
+    "split_address",
+    "write_state_file",
+]
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Config": "config",
+    "ConfigError": "config",
+    "load_config": "config",
+    "load_config_text": "config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sozu_config' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f".{module}", __name__), name)

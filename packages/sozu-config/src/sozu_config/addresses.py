@@ -1,0 +1,75 @@
+"""Socket addresses: validation and the one normal form used everywhere.
+
+An address is written ``IPv4:port`` or ``[IPv6]:port``. Every address that enters the models is
+normalised (``ipaddress`` canonical text, IPv6 in brackets, no leading zeros in the port), so
+that two spellings of the same address compare equal as dictionary keys in the state and in the
+workers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+__all__ = ["SocketAddress", "normalize_address", "split_address"]
+
+
+@lru_cache(maxsize=65536)
+def normalize_address(text: str) -> str:
+    """Return the normal form of ``text`` or raise ``ValueError`` saying what is wrong.
+
+    Accepted: ``1.2.3.4:80``, ``[::1]:80``, ``[fe80::1%eth0]:80`` (scope kept). The port must be
+    1-65535 written in decimal digits only.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"an address must be a string like '127.0.0.1:8080', not {text!r}")
+    raw = text.strip()
+    if raw.startswith("["):
+        end = raw.find("]")
+        if end < 0 or raw[end + 1 : end + 2] != ":":
+            raise ValueError(f"invalid address {text!r}: expected '[IPv6]:port'")
+        host, port_text = raw[1:end], raw[end + 2 :]
+        try:
+            ip = ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"invalid address {text!r}: {host!r} is not an IPv6 address") from None
+        host_text = f"[{ip.compressed}]"
+    else:
+        host, sep, port_text = raw.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"invalid address {text!r}: expected 'IP:port', e.g. '127.0.0.1:8080'")
+        if ":" in host:
+            raise ValueError(f"invalid address {text!r}: write IPv6 addresses as '[addr]:port'")
+        try:
+            ip4 = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(
+                f"invalid address {text!r}: {host!r} is not an IPv4 address "
+                "(host names are not accepted, use an IP address)"
+            ) from None
+        host_text = ip4.compressed
+    if not port_text.isdigit() or not port_text.isascii():
+        raise ValueError(f"invalid address {text!r}: the port must be a number from 1 to 65535")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"invalid address {text!r}: port {port} is not in 1-65535")
+    return f"{host_text}:{port}"
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split a normalised address into (host, port); the IPv6 host is returned without brackets."""
+    host, _, port = address.rpartition(":")
+    if host.startswith("["):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _validate(value: str) -> str:
+    return normalize_address(value)
+
+
+SocketAddress = Annotated[str, AfterValidator(_validate)]
+"""A socket address in normal form (``127.0.0.1:8080``, ``[::1]:8080``)."""

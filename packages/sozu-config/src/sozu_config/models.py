@@ -1,0 +1,458 @@
+"""The routing state as pydantic models: listeners, clusters, frontends, backends, certificates.
+
+Every model is frozen (a value: safe to share between states) and refuses unknown fields.
+Defaults are the ones of sōzu's ``config.toml`` (reference §B), so that a request that omits a
+field means the same as a configuration file that omits the key. Enumerations are written in
+snake_case on the wire (``round_robin``, ``prefix``); the TOML loader also accepts sōzu's
+SCREAMING_SNAKE_CASE spellings.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .addresses import SocketAddress
+from .tls import ALPN_PROTOCOLS, DEFAULT_CIPHER_LIST, check_cipher_list
+
+__all__ = [
+    "Backend",
+    "Cluster",
+    "HeaderEdit",
+    "HeaderPosition",
+    "HttpFrontend",
+    "HttpListenerConfig",
+    "HttpsListenerConfig",
+    "ListenerType",
+    "LoadBalancingAlgorithm",
+    "LoadMetric",
+    "Model",
+    "PathRule",
+    "PathRuleKind",
+    "ProxyProtocolConfig",
+    "RedirectPolicy",
+    "RedirectScheme",
+    "RulePosition",
+    "TcpFrontend",
+    "TcpListenerConfig",
+    "TlsVersion",
+    "normalize_hostname_rule",
+]
+
+
+class Model(BaseModel):
+    """Base of every model: frozen, unknown fields are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+# --------------------------------------------------------------------------- enumerations
+
+
+class ListenerType(StrEnum):
+    HTTP = "http"
+    HTTPS = "https"
+    TCP = "tcp"
+
+
+class LoadBalancingAlgorithm(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    RANDOM = "random"
+    LEAST_LOADED = "least_loaded"
+    POWER_OF_TWO = "power_of_two"
+
+
+class LoadMetric(StrEnum):
+    CONNECTIONS = "connections"
+    REQUESTS = "requests"
+    CONNECTION_TIME = "connection_time"
+
+
+class PathRuleKind(StrEnum):
+    PREFIX = "prefix"
+    REGEX = "regex"
+    EQUALS = "equals"
+
+
+class RulePosition(StrEnum):
+    """Where a frontend's rule sits in the router: PRE and POST lists are first-match in
+    insertion order, evaluated before and after the TREE (hostname trie, most specific match)."""
+
+    PRE = "pre"
+    TREE = "tree"
+    POST = "post"
+
+
+class RedirectPolicy(StrEnum):
+    FORWARD = "forward"
+    PERMANENT = "permanent"  # 301
+    FOUND = "found"  # 302
+    PERMANENT_REDIRECT = "permanent_redirect"  # 308
+    UNAUTHORIZED = "unauthorized"  # 401
+
+
+class RedirectScheme(StrEnum):
+    USE_SAME = "use_same"
+    USE_HTTP = "use_http"
+    USE_HTTPS = "use_https"
+
+
+class HeaderPosition(StrEnum):
+    REQUEST = "request"
+    RESPONSE = "response"
+    BOTH = "both"
+
+
+class TlsVersion(StrEnum):
+    TLS_V10 = "tls_v10"
+    TLS_V11 = "tls_v11"
+    TLS_V12 = "tls_v12"
+    TLS_V13 = "tls_v13"
+
+
+class ProxyProtocolConfig(StrEnum):
+    EXPECT_HEADER = "expect_header"
+    SEND_HEADER = "send_header"
+    RELAY_HEADER = "relay_header"
+
+
+# --------------------------------------------------------------------------- value checks
+
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+def _identifier(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > 256:
+        raise ValueError("must be at most 256 characters")
+    if _CONTROL.search(value):
+        raise ValueError(f"{value!r} must not contain spaces or control characters")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+"""A cluster or backend id: 1-256 characters, no whitespace or control characters."""
+
+
+def _token(value: str) -> str:
+    if not _TOKEN.match(value):
+        raise ValueError(f"{value!r} is not an HTTP token")
+    return value
+
+
+def _header_value(value: str) -> str:
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise ValueError("a header value must not contain CR, LF or NUL")
+    return value
+
+
+def _exact_hostname(hostname: str, original: str) -> str:
+    try:
+        ascii_name = hostname.encode("idna").decode("ascii") if not hostname.isascii() else hostname
+    except UnicodeError:
+        raise ValueError(f"hostname {original!r} is not a valid domain name") from None
+    ascii_name = ascii_name.lower()
+    if ascii_name.endswith("."):
+        ascii_name = ascii_name[:-1]
+    if not ascii_name or len(ascii_name) > 253:
+        raise ValueError(f"hostname {original!r} is not a valid domain name")
+    for label in ascii_name.split("."):
+        if not _LABEL.match(label):
+            raise ValueError(
+                f"hostname {original!r} is not a valid domain name "
+                "(labels are letters, digits, '-' and '_'; a '*' is only allowed as '*.domain')"
+            )
+    return ascii_name
+
+
+def hostname_regex(hostname: str) -> str:
+    """The anchored regular expression of a regex hostname rule (one that contains ``/``):
+    text between a pair of slashes is a regex, text outside is literal."""
+    parts = hostname.split("/")
+    if len(parts) % 2 == 0:
+        raise ValueError(f"regex hostname {hostname!r} has an unmatched '/'")
+    pattern = "".join(re.escape(p) if i % 2 == 0 else f"(?:{p})" for i, p in enumerate(parts))
+    return rf"\A(?:{pattern})\Z"
+
+
+def normalize_hostname_rule(hostname: str) -> str:
+    """Validate and normalise a frontend hostname rule.
+
+    * ``example.com`` (IDNA to ASCII, lowercased, one trailing dot removed);
+    * ``*.example.com`` matches one extra leftmost label; ``*`` alone matches every host;
+    * a hostname containing ``/`` is a regex domain (see :func:`hostname_regex`), kept as written.
+    """
+    if not isinstance(hostname, str) or not hostname:
+        raise ValueError("hostname must not be empty")
+    if "/" in hostname:
+        try:
+            re.compile(hostname_regex(hostname), re.IGNORECASE)
+        except re.error as error:
+            raise ValueError(f"regex hostname {hostname!r} does not compile: {error}") from None
+        return hostname
+    if hostname == "*":
+        return hostname
+    if hostname.startswith("*."):
+        return "*." + _exact_hostname(hostname[2:], hostname)
+    if "*" in hostname:
+        raise ValueError(
+            f"hostname {hostname!r}: '*' is only allowed as the whole leftmost label ('*.domain')"
+        )
+    return _exact_hostname(hostname, hostname)
+
+
+def _answers(value: dict[int, str]) -> dict[int, str]:
+    for status in value:
+        if not 100 <= status <= 599:
+            raise ValueError(f"answer status {status} is not an HTTP status code (100-599)")
+    return value
+
+
+Answers = Annotated[dict[int, str], AfterValidator(_answers)]
+"""Custom answer templates by HTTP status: the full text of an HTTP/1.1 response."""
+
+Timeout = Annotated[int, Field(ge=1, le=86_400 * 7)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+# --------------------------------------------------------------------------- listeners
+
+
+class ListenerBase(Model):
+    """What every listener has."""
+
+    address: SocketAddress
+    public_address: SocketAddress | None = None
+    """Address reported in forwarding headers and logs (default: ``address``)."""
+    expect_proxy: bool = False
+    """Every connection starts with a PROXY protocol header (v1 or v2)."""
+    front_timeout: Timeout = 60
+    back_timeout: Timeout = 30
+    connect_timeout: Timeout = 3
+    request_timeout: Timeout = 10
+    active: bool = False
+    """Accepting connections. Listeners are created inactive; ``activate_listener`` starts them."""
+
+    @model_validator(mode="after")
+    def _public_vs_proxy(self) -> ListenerBase:
+        if self.public_address is not None and self.expect_proxy:
+            raise ValueError("public_address and expect_proxy cannot be used together")
+        return self
+
+
+class HttpListenerConfig(ListenerBase):
+    """A plain HTTP listener."""
+
+    sticky_name: Annotated[str, AfterValidator(_token)] = "SOZUBALANCEID"
+    """Name of the sticky-session cookie."""
+    answers: Answers = Field(default_factory=dict)
+    sozu_id_header: Annotated[str, AfterValidator(_token)] = "Sozu-Id"
+    elide_x_real_ip: bool = False
+    send_x_real_ip: bool = False
+
+
+class HttpsListenerConfig(HttpListenerConfig):
+    """An HTTPS listener: TLS termination, certificate chosen by SNI."""
+
+    tls_versions: list[TlsVersion] = Field(
+        default_factory=lambda: [TlsVersion.TLS_V12, TlsVersion.TLS_V13]
+    )
+    cipher_list: list[str] = Field(default_factory=lambda: list(DEFAULT_CIPHER_LIST))
+    alpn_protocols: list[str] = Field(default_factory=lambda: ["http/1.1"])
+    strict_sni_binding: bool = True
+    """Answer 421 when the request's Host is not covered by the certificate served."""
+    send_tls13_tickets: Annotated[int, Field(ge=0, le=16)] = 4
+    default_sni: str | None = None
+    """Name to serve a certificate for when the client sends no SNI or a name no certificate
+    covers. ``None``: such handshakes fail (alert ``unrecognized_name``)."""
+
+    @field_validator("tls_versions")
+    @classmethod
+    def _versions(cls, value: list[TlsVersion]) -> list[TlsVersion]:
+        if not value:
+            raise ValueError("tls_versions must list at least one version")
+        return value
+
+    @field_validator("cipher_list")
+    @classmethod
+    def _ciphers(cls, value: list[str]) -> list[str]:
+        check_cipher_list(value)
+        return value
+
+    @field_validator("alpn_protocols")
+    @classmethod
+    def _alpn(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name == "h2":
+                raise ValueError("ALPN 'h2' is not supported yet: HTTP/2 is not implemented")
+            if name not in ALPN_PROTOCOLS:
+                raise ValueError(f"unknown ALPN protocol {name!r} (supported: http/1.1)")
+        return value
+
+    @field_validator("default_sni")
+    @classmethod
+    def _default_sni(cls, value: str | None) -> str | None:
+        return None if value is None else _exact_hostname(value, value)
+
+
+class TcpListenerConfig(ListenerBase):
+    """A TCP listener: byte pipes to the backends of the one cluster it is bound to."""
+
+
+ListenerConfig = HttpListenerConfig | HttpsListenerConfig | TcpListenerConfig
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+class Cluster(Model):
+    """A set of backends and how traffic is spread over them."""
+
+    cluster_id: Identifier
+    sticky_session: bool = False
+    https_redirect: bool = False
+    """Requests arriving on an HTTP listener are redirected (301) to https."""
+    https_redirect_port: Port | None = None
+    proxy_protocol: ProxyProtocolConfig | None = None
+    """TCP clusters: send a PROXY header to the backends (send), or relay the one received."""
+    load_balancing: LoadBalancingAlgorithm = LoadBalancingAlgorithm.ROUND_ROBIN
+    load_metric: LoadMetric | None = None
+    answers: Answers = Field(default_factory=dict)
+    """Custom answer templates for this cluster (override the listener's)."""
+    authorized_hashes: list[str] = Field(default_factory=list)
+    """Credentials for frontends with ``required_auth``: ``user:hex(sha256(password))``."""
+    www_authenticate: str | None = None
+    """Realm sent in ``WWW-Authenticate`` with a 401."""
+
+    @field_validator("authorized_hashes")
+    @classmethod
+    def _hashes(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            user, sep, digest = entry.partition(":")
+            if not sep or not user or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise ValueError(
+                    f"authorized hash {entry!r} must be 'user:<sha256 hex of password>'"
+                )
+        return value
+
+    @field_validator("www_authenticate")
+    @classmethod
+    def _realm(cls, value: str | None) -> str | None:
+        return None if value is None else _header_value(value)
+
+
+# --------------------------------------------------------------------------- frontends
+
+
+class PathRule(Model):
+    """How a frontend matches the request-target (path and query)."""
+
+    kind: PathRuleKind = PathRuleKind.PREFIX
+    value: str = ""
+    """PREFIX: byte prefix ("" matches everything); EQUALS: the whole target; REGEX: Python
+    regular expression anchored at the start of the target."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PathRule:
+        if self.kind is PathRuleKind.REGEX:
+            try:
+                re.compile(self.value)
+            except re.error as error:
+                raise ValueError(f"path regex {self.value!r} does not compile: {error}") from None
+        if any(c in self.value for c in "\r\n\x00 "):
+            raise ValueError("a path rule must not contain spaces, CR, LF or NUL")
+        return self
+
+    def describe(self) -> str:
+        """Short human form: ``/api`` (prefix), ``=/x`` (equals), ``~^/v[0-9]`` (regex)."""
+        marker = {PathRuleKind.PREFIX: "", PathRuleKind.EQUALS: "=", PathRuleKind.REGEX: "~"}
+        return marker[self.kind] + self.value
+
+
+class HeaderEdit(Model):
+    """A header set on requests, responses or both; an empty value deletes the header."""
+
+    position: HeaderPosition
+    key: Annotated[str, AfterValidator(_token)]
+    value: Annotated[str, AfterValidator(_header_value)] = ""
+
+
+FrontendKey = tuple[str, str, str, str, str]
+"""(address, hostname, path kind, path value, method or "") — what identifies an HTTP frontend."""
+
+
+class HttpFrontend(Model):
+    """An HTTP or HTTPS routing rule: which requests go to which cluster."""
+
+    address: SocketAddress
+    hostname: Annotated[str, AfterValidator(normalize_hostname_rule)]
+    path: PathRule = Field(default_factory=PathRule)
+    method: Annotated[str, AfterValidator(_token)] | None = None
+    cluster_id: Identifier | None = None
+    """``None`` makes a deny rule: matching requests get 401."""
+    position: RulePosition = RulePosition.TREE
+    tags: dict[str, str] = Field(default_factory=dict)
+    redirect: RedirectPolicy = RedirectPolicy.FORWARD
+    redirect_scheme: RedirectScheme = RedirectScheme.USE_SAME
+    redirect_template: str | None = None
+    rewrite_host: str | None = None
+    rewrite_path: str | None = None
+    rewrite_port: Port | None = None
+    required_auth: bool = False
+    headers: list[HeaderEdit] = Field(default_factory=list)
+
+    @property
+    def key(self) -> FrontendKey:
+        return (
+            self.address,
+            self.hostname,
+            self.path.kind.value,
+            self.path.value,
+            self.method or "",
+        )
+
+    def describe(self) -> str:
+        method = f" {self.method}" if self.method else ""
+        return f"{self.hostname}{self.path.describe()}{method} on {self.address}"
+
+    @field_validator("rewrite_host", "rewrite_path")
+    @classmethod
+    def _rewrite(cls, value: str | None) -> str | None:
+        return None if value is None else _header_value(value)
+
+
+class TcpFrontend(Model):
+    """Binds a TCP listener to a cluster (one cluster per TCP listener)."""
+
+    address: SocketAddress
+    cluster_id: Identifier
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class Backend(Model):
+    """A server of a cluster. Identified by (cluster_id, backend_id)."""
+
+    cluster_id: Identifier
+    backend_id: Identifier
+    address: SocketAddress
+    weight: Annotated[int, Field(ge=0, le=255)] = 100
+    sticky_id: str | None = None
+    """Sticky-session cookie value that selects this backend (default: backend_id)."""
+    backup: bool = False
+    """Used only when no other backend of the cluster can be reached."""
+
+    @field_validator("sticky_id")
+    @classmethod
+    def _sticky(cls, value: str | None) -> str | None:
+        if value is not None and (not value or re.search(r"[\x00-\x20\x7f;,\"\\]", value)):
+            raise ValueError(f"sticky_id {value!r} must be a non-empty cookie value")
+        return value

@@ -1,0 +1,707 @@
+"""Requests: everything a client can ask of the proxy, as one discriminated union on ``type``.
+
+Three families:
+* **mutating** requests change the routing state (``add_cluster``, ``remove_backend``,
+  ``replace_certificate``, ``batch`` …): the main process applies them to its state, then to
+  every worker;
+* **queries** read it (``status``, ``list_frontends``, ``query_state`` …);
+* **lifecycle** verbs act on the daemon (``soft_stop``, ``upgrade_worker``, ``save_state`` …).
+
+On the wire a request travels inside a :class:`sozu_config.protocol.RequestMessage` envelope
+that adds the client's ``id``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter, model_validator
+
+from .addresses import SocketAddress
+from .certificates import CertificateAndKey
+from .models import (
+    Backend,
+    Cluster,
+    HttpFrontend,
+    HttpListenerConfig,
+    HttpsListenerConfig,
+    Identifier,
+    ListenerType,
+    Model,
+    TcpFrontend,
+    TcpListenerConfig,
+    Timeout,
+    TlsVersion,
+)
+
+__all__ = [
+    "MUTATING_TYPES",
+    "QUERY_TYPES",
+    "ActivateListener",
+    "AddBackend",
+    "AddCertificate",
+    "AddCluster",
+    "AddHttpFrontend",
+    "AddHttpListener",
+    "AddHttpsFrontend",
+    "AddHttpsListener",
+    "AddTcpFrontend",
+    "AddTcpListener",
+    "Batch",
+    "ConfigureMetrics",
+    "CountRequests",
+    "DeactivateListener",
+    "HardStop",
+    "ListFrontends",
+    "ListListeners",
+    "ListWorkers",
+    "LoadState",
+    "Logging",
+    "MutatingRequest",
+    "QueryCertificates",
+    "QueryCertificatesFromWorkers",
+    "QueryClusterById",
+    "QueryClustersByDomain",
+    "QueryClustersHashes",
+    "QueryMetrics",
+    "QueryState",
+    "ReloadConfiguration",
+    "RemoveBackend",
+    "RemoveCertificate",
+    "RemoveCluster",
+    "RemoveHttpFrontend",
+    "RemoveHttpsFrontend",
+    "RemoveListener",
+    "RemoveTcpFrontend",
+    "ReplaceCertificate",
+    "Request",
+    "SaveState",
+    "SoftStop",
+    "Status",
+    "SubscribeEvents",
+    "UpdateHttpListener",
+    "UpdateHttpsListener",
+    "UpdateTcpListener",
+    "UpgradeMain",
+    "UpgradeWorker",
+    "parse_request",
+]
+
+
+class _Request(Model):
+    type: str
+
+    def describe(self) -> str:
+        """One-line human description (used in plans, logs and events)."""
+        return self.type
+
+
+# --------------------------------------------------------------------------- mutating: clusters
+
+
+class AddCluster(_Request):
+    """Add a cluster, or replace the settings of an existing one (upsert)."""
+
+    type: Literal["add_cluster"] = "add_cluster"
+    cluster: Cluster
+
+    def describe(self) -> str:
+        return f"add_cluster {self.cluster.cluster_id}"
+
+
+class RemoveCluster(_Request):
+    """Remove a cluster together with its frontends and backends."""
+
+    type: Literal["remove_cluster"] = "remove_cluster"
+    cluster_id: Identifier
+
+    def describe(self) -> str:
+        return f"remove_cluster {self.cluster_id}"
+
+
+# --------------------------------------------------------------------------- mutating: listeners
+
+
+class AddHttpListener(_Request):
+    type: Literal["add_http_listener"] = "add_http_listener"
+    listener: HttpListenerConfig
+
+    def describe(self) -> str:
+        return f"add_http_listener {self.listener.address}"
+
+
+class AddHttpsListener(_Request):
+    type: Literal["add_https_listener"] = "add_https_listener"
+    listener: HttpsListenerConfig
+
+    def describe(self) -> str:
+        return f"add_https_listener {self.listener.address}"
+
+
+class AddTcpListener(_Request):
+    type: Literal["add_tcp_listener"] = "add_tcp_listener"
+    listener: TcpListenerConfig
+
+    def describe(self) -> str:
+        return f"add_tcp_listener {self.listener.address}"
+
+
+class _UpdateListener(_Request):
+    """Change some settings of an existing listener; absent (null) fields are kept. An
+    optional setting is cleared with an empty string (``"public_address": ""``)."""
+
+    address: SocketAddress
+    public_address: SocketAddress | Literal[""] | None = None
+    expect_proxy: bool | None = None
+    front_timeout: Timeout | None = None
+    back_timeout: Timeout | None = None
+    connect_timeout: Timeout | None = None
+    request_timeout: Timeout | None = None
+
+    def patch(self) -> dict[str, Any]:
+        """The settings to change: every non-null field but type and address ("" → None)."""
+        return {
+            name: (None if value == "" else value)
+            for name in type(self).model_fields
+            if name not in ("type", "address") and (value := getattr(self, name)) is not None
+        }
+
+    def describe(self) -> str:
+        return f"{self.type} {self.address} ({', '.join(sorted(self.patch()))})"
+
+
+class UpdateTcpListener(_UpdateListener):
+    type: Literal["update_tcp_listener"] = "update_tcp_listener"
+
+
+class _HttpListenerPatch(_UpdateListener):
+    sticky_name: str | None = None
+    answers: dict[int, str] | None = None
+    sozu_id_header: str | None = None
+    elide_x_real_ip: bool | None = None
+    send_x_real_ip: bool | None = None
+
+
+class UpdateHttpListener(_HttpListenerPatch):
+    type: Literal["update_http_listener"] = "update_http_listener"
+
+
+class UpdateHttpsListener(_HttpListenerPatch):
+    type: Literal["update_https_listener"] = "update_https_listener"
+    tls_versions: list[TlsVersion] | None = None
+    cipher_list: list[str] | None = None
+    alpn_protocols: list[str] | None = None
+    strict_sni_binding: bool | None = None
+    send_tls13_tickets: int | None = None
+    default_sni: str | None = None
+    """Name served to clients without (known) SNI; "" clears it."""
+
+
+class RemoveListener(_Request):
+    """Remove a listener; refused while frontends or certificates sit on it."""
+
+    type: Literal["remove_listener"] = "remove_listener"
+    address: SocketAddress
+    proxy: ListenerType
+
+    def describe(self) -> str:
+        return f"remove_listener {self.proxy.value} {self.address}"
+
+
+class ActivateListener(_Request):
+    """Start accepting connections on a listener."""
+
+    type: Literal["activate_listener"] = "activate_listener"
+    address: SocketAddress
+    proxy: ListenerType
+    from_scm: bool = False
+
+    def describe(self) -> str:
+        return f"activate_listener {self.proxy.value} {self.address}"
+
+
+class DeactivateListener(_Request):
+    """Stop accepting connections on a listener (connections in flight go on)."""
+
+    type: Literal["deactivate_listener"] = "deactivate_listener"
+    address: SocketAddress
+    proxy: ListenerType
+    to_scm: bool = False
+
+    def describe(self) -> str:
+        return f"deactivate_listener {self.proxy.value} {self.address}"
+
+
+# --------------------------------------------------------------------------- mutating: frontends
+
+
+class AddHttpFrontend(_Request):
+    type: Literal["add_http_frontend"] = "add_http_frontend"
+    frontend: HttpFrontend
+
+    def describe(self) -> str:
+        return (
+            f"add_http_frontend {self.frontend.describe()} -> {self.frontend.cluster_id or 'deny'}"
+        )
+
+
+class RemoveHttpFrontend(_Request):
+    """Remove the HTTP frontend with the same address, hostname, path and method."""
+
+    type: Literal["remove_http_frontend"] = "remove_http_frontend"
+    frontend: HttpFrontend
+
+    def describe(self) -> str:
+        return f"remove_http_frontend {self.frontend.describe()}"
+
+
+class AddHttpsFrontend(_Request):
+    type: Literal["add_https_frontend"] = "add_https_frontend"
+    frontend: HttpFrontend
+
+    def describe(self) -> str:
+        return (
+            f"add_https_frontend {self.frontend.describe()} -> {self.frontend.cluster_id or 'deny'}"
+        )
+
+
+class RemoveHttpsFrontend(_Request):
+    type: Literal["remove_https_frontend"] = "remove_https_frontend"
+    frontend: HttpFrontend
+
+    def describe(self) -> str:
+        return f"remove_https_frontend {self.frontend.describe()}"
+
+
+class AddTcpFrontend(_Request):
+    type: Literal["add_tcp_frontend"] = "add_tcp_frontend"
+    frontend: TcpFrontend
+
+    def describe(self) -> str:
+        return f"add_tcp_frontend {self.frontend.address} -> {self.frontend.cluster_id}"
+
+
+class RemoveTcpFrontend(_Request):
+    type: Literal["remove_tcp_frontend"] = "remove_tcp_frontend"
+    frontend: TcpFrontend
+
+    def describe(self) -> str:
+        return f"remove_tcp_frontend {self.frontend.address}"
+
+
+# --------------------------------------------------------------------------- mutating: backends
+
+
+class AddBackend(_Request):
+    """Add a backend, or replace the one with the same (cluster_id, backend_id)."""
+
+    type: Literal["add_backend"] = "add_backend"
+    backend: Backend
+
+    def describe(self) -> str:
+        b = self.backend
+        return f"add_backend {b.cluster_id}/{b.backend_id} {b.address}"
+
+
+class RemoveBackend(_Request):
+    """Remove a backend; connections in flight finish first. ``address``, when given, must match."""
+
+    type: Literal["remove_backend"] = "remove_backend"
+    cluster_id: Identifier
+    backend_id: Identifier
+    address: SocketAddress | None = None
+
+    def describe(self) -> str:
+        return f"remove_backend {self.cluster_id}/{self.backend_id}"
+
+
+# --------------------------------------------------------------------------- mutating: certificates
+
+
+class AddCertificate(_Request):
+    """Add a certificate to an HTTPS listener. Adding a known fingerprint again changes nothing."""
+
+    type: Literal["add_certificate"] = "add_certificate"
+    address: SocketAddress
+    certificate: CertificateAndKey
+    expired_at: int | None = None
+    """Unix time used instead of the notAfter date when several certificates serve a name."""
+
+    def describe(self) -> str:
+        from .certificates import certificate_info
+
+        try:
+            info = certificate_info(self.certificate.certificate)
+            names = ",".join(self.certificate.names or info.names)
+            return f"add_certificate {self.address} {names} {info.fingerprint[:16]}"
+        except ValueError:
+            return f"add_certificate {self.address}"
+
+
+class ReplaceCertificate(_Request):
+    """Swap a certificate for a new one in one step (the names are never left uncovered)."""
+
+    type: Literal["replace_certificate"] = "replace_certificate"
+    address: SocketAddress
+    new_certificate: CertificateAndKey
+    old_fingerprint: str
+    new_expired_at: int | None = None
+
+    def describe(self) -> str:
+        from .certificates import certificate_info
+
+        try:
+            info = certificate_info(self.new_certificate.certificate)
+            return (
+                f"replace_certificate {self.address} {self.old_fingerprint[:16]} -> "
+                f"{info.fingerprint[:16]} ({','.join(self.new_certificate.names or info.names)})"
+            )
+        except ValueError:
+            return f"replace_certificate {self.address} {self.old_fingerprint[:16]}"
+
+
+class RemoveCertificate(_Request):
+    type: Literal["remove_certificate"] = "remove_certificate"
+    address: SocketAddress
+    fingerprint: str
+
+    def describe(self) -> str:
+        return f"remove_certificate {self.address} {self.fingerprint[:16]}"
+
+
+# --------------------------------------------------------------------------- mutating: misc
+
+
+class ConfigureMetrics(_Request):
+    """Enable, disable or clear the workers' in-memory metrics."""
+
+    type: Literal["configure_metrics"] = "configure_metrics"
+    configuration: Literal["enabled", "disabled", "clear"]
+
+
+class Logging(_Request):
+    """Change the log level of the main process and the workers (error, warn, info, debug)."""
+
+    type: Literal["logging"] = "logging"
+    level: Literal["error", "warn", "info", "debug", "trace"]
+
+
+StateRequest = Annotated[
+    AddCluster
+    | RemoveCluster
+    | AddHttpListener
+    | AddHttpsListener
+    | AddTcpListener
+    | UpdateHttpListener
+    | UpdateHttpsListener
+    | UpdateTcpListener
+    | RemoveListener
+    | ActivateListener
+    | DeactivateListener
+    | AddHttpFrontend
+    | RemoveHttpFrontend
+    | AddHttpsFrontend
+    | RemoveHttpsFrontend
+    | AddTcpFrontend
+    | RemoveTcpFrontend
+    | AddBackend
+    | RemoveBackend
+    | AddCertificate
+    | ReplaceCertificate
+    | RemoveCertificate,
+    Field(discriminator="type"),
+]
+"""A request that changes the routing state (what a batch may contain)."""
+
+
+class Batch(_Request):
+    """Several state requests applied all-or-nothing, in order.
+
+    When ``expected_version`` is given, the batch is refused unless the state version (as
+    reported by ``query_state``) still equals it: nothing changed since the plan was made.
+    """
+
+    type: Literal["batch"] = "batch"
+    requests: list[StateRequest]
+    expected_version: int | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Batch:
+        if len(self.requests) > 1_000_000:
+            raise ValueError("a batch holds at most 1,000,000 requests")
+        return self
+
+    def describe(self) -> str:
+        return f"batch of {len(self.requests)} requests"
+
+
+MutatingRequest = Annotated[
+    AddCluster
+    | RemoveCluster
+    | AddHttpListener
+    | AddHttpsListener
+    | AddTcpListener
+    | UpdateHttpListener
+    | UpdateHttpsListener
+    | UpdateTcpListener
+    | RemoveListener
+    | ActivateListener
+    | DeactivateListener
+    | AddHttpFrontend
+    | RemoveHttpFrontend
+    | AddHttpsFrontend
+    | RemoveHttpsFrontend
+    | AddTcpFrontend
+    | RemoveTcpFrontend
+    | AddBackend
+    | RemoveBackend
+    | AddCertificate
+    | ReplaceCertificate
+    | RemoveCertificate
+    | Batch,
+    Field(discriminator="type"),
+]
+
+
+# --------------------------------------------------------------------------- queries
+
+
+class Status(_Request):
+    """Ask every worker whether it answers; content: workers."""
+
+    type: Literal["status"] = "status"
+
+
+class ListWorkers(_Request):
+    """The workers as the main process sees them; content: workers."""
+
+    type: Literal["list_workers"] = "list_workers"
+
+
+class ListFrontends(_Request):
+    """Frontends, optionally only some protocols and hostnames containing ``domain``."""
+
+    type: Literal["list_frontends"] = "list_frontends"
+    http: bool = False
+    https: bool = False
+    tcp: bool = False
+    domain: str | None = None
+
+
+class ListListeners(_Request):
+    type: Literal["list_listeners"] = "list_listeners"
+
+
+class QueryClusterById(_Request):
+    type: Literal["query_cluster_by_id"] = "query_cluster_by_id"
+    cluster_id: Identifier
+
+
+class QueryClustersByDomain(_Request):
+    """Clusters with a frontend on exactly ``hostname`` (and ``path``, when given)."""
+
+    type: Literal["query_clusters_by_domain"] = "query_clusters_by_domain"
+    hostname: str
+    path: str | None = None
+
+
+class QueryClustersHashes(_Request):
+    type: Literal["query_clusters_hashes"] = "query_clusters_hashes"
+
+
+class QueryCertificates(_Request):
+    """Certificates in the state (fingerprints and names, never keys)."""
+
+    type: Literal["query_certificates"] = "query_certificates"
+    domain: str | None = None
+    fingerprint: str | None = None
+
+
+class QueryCertificatesFromWorkers(_Request):
+    """Certificates as each worker holds them."""
+
+    type: Literal["query_certificates_from_workers"] = "query_certificates_from_workers"
+    domain: str | None = None
+    fingerprint: str | None = None
+
+
+class CountRequests(_Request):
+    """How many requests of each type the state accepted."""
+
+    type: Literal["count_requests"] = "count_requests"
+
+
+class QueryState(_Request):
+    """The whole routing state (without private keys) and its version, in one answer."""
+
+    type: Literal["query_state"] = "query_state"
+
+
+class QueryMetrics(_Request):
+    """Counters of the workers (requests, connections, answers by status, per cluster)."""
+
+    type: Literal["query_metrics"] = "query_metrics"
+    cluster_ids: list[str] = Field(default_factory=list)
+    workers: bool = False
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+class SaveState(_Request):
+    """Write the state to a file (JSON lines of requests)."""
+
+    type: Literal["save_state"] = "save_state"
+    path: str
+
+
+class LoadState(_Request):
+    """Apply the requests of a state file (a merge: existing objects are left as they are)."""
+
+    type: Literal["load_state"] = "load_state"
+    path: str
+
+
+class ReloadConfiguration(_Request):
+    """Re-read the configuration file (or ``path``) and apply the difference, all-or-nothing."""
+
+    type: Literal["reload_configuration"] = "reload_configuration"
+    path: str | None = None
+
+
+class SoftStop(_Request):
+    """Stop accepting, finish the requests in flight, then exit."""
+
+    type: Literal["soft_stop"] = "soft_stop"
+
+
+class HardStop(_Request):
+    """Exit now, cutting the connections."""
+
+    type: Literal["hard_stop"] = "hard_stop"
+
+
+class UpgradeMain(_Request):
+    """Re-execute the main process (new code) keeping sockets, workers and state."""
+
+    type: Literal["upgrade_main"] = "upgrade_main"
+
+
+class UpgradeWorker(_Request):
+    """Replace worker ``worker_id`` by a new one; the old one finishes its requests."""
+
+    type: Literal["upgrade_worker"] = "upgrade_worker"
+    worker_id: int
+
+
+class SubscribeEvents(_Request):
+    """Receive events (as ``processing`` answers) until the connection closes."""
+
+    type: Literal["subscribe_events"] = "subscribe_events"
+
+
+Request = Annotated[
+    AddCluster
+    | RemoveCluster
+    | AddHttpListener
+    | AddHttpsListener
+    | AddTcpListener
+    | UpdateHttpListener
+    | UpdateHttpsListener
+    | UpdateTcpListener
+    | RemoveListener
+    | ActivateListener
+    | DeactivateListener
+    | AddHttpFrontend
+    | RemoveHttpFrontend
+    | AddHttpsFrontend
+    | RemoveHttpsFrontend
+    | AddTcpFrontend
+    | RemoveTcpFrontend
+    | AddBackend
+    | RemoveBackend
+    | AddCertificate
+    | ReplaceCertificate
+    | RemoveCertificate
+    | Batch
+    | ConfigureMetrics
+    | Logging
+    | Status
+    | ListWorkers
+    | ListFrontends
+    | ListListeners
+    | QueryClusterById
+    | QueryClustersByDomain
+    | QueryClustersHashes
+    | QueryCertificates
+    | QueryCertificatesFromWorkers
+    | CountRequests
+    | QueryState
+    | QueryMetrics
+    | SaveState
+    | LoadState
+    | ReloadConfiguration
+    | SoftStop
+    | HardStop
+    | UpgradeMain
+    | UpgradeWorker
+    | SubscribeEvents,
+    Field(discriminator="type"),
+]
+"""Any request."""
+
+REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
+STATE_REQUEST_ADAPTER: TypeAdapter[StateRequest] = TypeAdapter(StateRequest)
+
+MUTATING_TYPES = frozenset(
+    {
+        "add_cluster",
+        "remove_cluster",
+        "add_http_listener",
+        "add_https_listener",
+        "add_tcp_listener",
+        "update_http_listener",
+        "update_https_listener",
+        "update_tcp_listener",
+        "remove_listener",
+        "activate_listener",
+        "deactivate_listener",
+        "add_http_frontend",
+        "remove_http_frontend",
+        "add_https_frontend",
+        "remove_https_frontend",
+        "add_tcp_frontend",
+        "remove_tcp_frontend",
+        "add_backend",
+        "remove_backend",
+        "add_certificate",
+        "replace_certificate",
+        "remove_certificate",
+        "batch",
+    }
+)
+"""Types of the requests that change the routing state."""
+
+QUERY_TYPES = frozenset(
+    {
+        "status",
+        "list_workers",
+        "list_frontends",
+        "list_listeners",
+        "query_cluster_by_id",
+        "query_clusters_by_domain",
+        "query_clusters_hashes",
+        "query_certificates",
+        "query_certificates_from_workers",
+        "count_requests",
+        "query_state",
+        "query_metrics",
+    }
+)
+
+
+def parse_request(data: str | bytes | dict[str, Any]) -> Request:
+    """Validate a request given as a dict or JSON text; raises ``pydantic.ValidationError``."""
+    if isinstance(data, dict):
+        return REQUEST_ADAPTER.validate_python(data)
+    return REQUEST_ADAPTER.validate_json(data)

@@ -1,0 +1,751 @@
+"""The main process: the state, the command socket, the listening sockets, the workers.
+
+Every mutating request (a batch included) is checked, applied to the main state first —
+refused there if invalid, so that no worker ever sees it — then sent to every worker; the
+client is answered when all workers have answered, or when ``worker_timeout`` passes (a failure
+naming the slow worker). A worker that refuses what the main state accepted, or does not answer,
+is replaced by a new worker started from the main state, and the answer says so.
+
+The main process owns the listening sockets: it binds a listener's socket when the listener is
+activated and hands a descriptor to every worker; a worker that dies never takes a socket down,
+clients wait in the kernel backlog until the replacement (started at once, with the current
+state) accepts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from sozu_config import requests as rq
+from sozu_config.addresses import split_address
+from sozu_config.config import Config, ConfigError, load_config
+from sozu_config.protocol import ProtocolError, decode_request, encode_response, failure
+from sozu_config.responses import (
+    BatchResult,
+    BatchResults,
+    Event,
+    EventContent,
+    EventKind,
+    MetricsContent,
+    Response,
+    ResponseContent,
+    ResponseStatus,
+    RunState,
+    StateContent,
+    WorkerInfo,
+    WorkerResponses,
+    WorkersContent,
+)
+from sozu_config.state import ConfigState, StateError
+from sozu_config.statefile import StateFileError, iter_state_file, write_state_file
+
+from ..messages import InitialState, Setup
+from .validation import RuntimeCheckError, check_request
+from .workers import WorkerHandle
+
+log = logging.getLogger("sozu.main")
+
+__all__ = ["Daemon", "StartupError"]
+
+BACKLOG = 1024  # listen() backlog of the listening sockets (sōzu's)
+MAX_SUBSCRIBER_BUFFER = 4 * 1024 * 1024  # an events subscriber that reads slower is dropped
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is for the user (one paragraph)."""
+
+
+def bind_listener(address: str) -> socket.socket:
+    """A listening TCP socket for ``address`` (the main process keeps it for its lifetime)."""
+    host, port = split_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Daemon:
+    """One sōzu instance."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.state = ConfigState(version=time.time_ns() // 1000)
+        self.workers: dict[int, WorkerHandle] = {}
+        self._worker_ids = itertools.count()
+        self.sockets: dict[str, socket.socket] = {}
+        self.lock = asyncio.Lock()
+        self.subscribers: dict[asyncio.StreamWriter, str] = {}
+        self.stopping = False
+        self.loop = asyncio.get_running_loop()
+        self.finished: asyncio.Future[int] = self.loop.create_future()
+        self.server: asyncio.AbstractServer | None = None
+        self._signals = 0
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ start and stop
+
+    async def start(self) -> None:
+        """Check the configuration, bind the sockets, start the workers. Raises StartupError."""
+        config = self.config
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        self._claim_command_socket()
+        plan = ConfigState().diff(config.state)
+        if plan:
+            try:
+                self._check(rq.Batch(requests=plan))
+                self.state.apply(rq.Batch(requests=plan))
+            except (StateError, RuntimeCheckError) as error:
+                raise StartupError(f"{config.path}: {error}") from None
+        for address, listener in sorted(self.state.listeners().items()):
+            if listener.active:
+                try:
+                    self.sockets[address] = bind_listener(address)
+                except OSError as error:
+                    self._close_sockets()
+                    raise StartupError(
+                        f"{config.path}: cannot listen on {address}: {error.strerror}"
+                    ) from None
+        await self._serve_commands()
+        starts = [self.start_worker() for _ in range(config.worker_count)]
+        for handle in await asyncio.gather(*starts):
+            if handle is None:
+                await self._shutdown_workers(hard=True)
+                raise StartupError("a worker failed to start (see the messages above)")
+        if config.saved_state is not None and config.saved_state.exists():
+            response = await self.load_state(str(config.saved_state))
+            if not response.ok:
+                log.error("%s", response.message)
+        log.info(
+            "sozu is ready: %d workers, %d listeners, %d clusters, command socket %s",
+            len(self.workers),
+            len(self.state.listeners()),
+            len(self.state.clusters),
+            config.command_socket,
+        )
+
+    def _claim_command_socket(self) -> None:
+        path = self.config.command_socket
+        if path.exists() or path.is_symlink():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(os.fspath(path))
+            except OSError:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # stale: nobody listens
+            else:
+                raise StartupError(
+                    f"another sozu daemon is running on the command socket {path}: stop it first "
+                    "(sozu shutdown), or use another command_socket"
+                )
+            finally:
+                probe.close()
+        if not path.parent.is_dir():
+            raise StartupError(
+                f"{self.config.path}: command_socket {path}: the folder {path.parent} does not exist"
+            )
+
+    async def _serve_commands(self) -> None:
+        path = os.fspath(self.config.command_socket)
+        previous = os.umask(0o177)  # the socket is created 0600: only the daemon's user
+        try:
+            self.server = await asyncio.start_unix_server(
+                self._client, path, limit=self.config.max_command_buffer_size + 1
+            )
+        except OSError as error:
+            raise StartupError(f"cannot create the command socket {path}: {error.strerror}") from None
+        finally:
+            os.umask(previous)
+        os.chmod(path, 0o600)
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(signum, self._on_signal)
+
+    def _on_signal(self) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("stopping: finishing the requests in flight (signal again to stop now)")
+            self._spawn(self.stop(hard=False))
+        else:
+            log.info("stopping now")
+            self._spawn(self.stop(hard=True))
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = self.loop.create_task(coroutine)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def stop(self, *, hard: bool) -> None:
+        self.stopping = True
+        self.emit(Event(kind=EventKind.STOP_REQUESTED, message="hard" if hard else "soft"))
+        await self._shutdown_workers(hard=hard)
+        self._close_sockets()
+        if self.server is not None:
+            self.server.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.config.command_socket.unlink()
+        if not self.finished.done():
+            self.finished.set_result(0)
+
+    async def _shutdown_workers(self, *, hard: bool) -> None:
+        workers = list(self.workers.values())
+        for handle in workers:
+            handle.expected_exit = True
+        request: rq.Request = rq.HardStop() if hard else rq.SoftStop()
+        futures = [h.send(request=request) for h in workers if h.alive]
+        if futures:
+            timeout = 5.0 if hard else self.config.soft_stop_timeout + 10.0
+            await asyncio.wait(futures, timeout=timeout)
+        for handle in workers:
+            if handle.process is not None and handle.process.returncode is None:
+                try:
+                    await asyncio.wait_for(handle.process.wait(), 3.0)
+                except TimeoutError:
+                    handle.kill()
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+
+    # ------------------------------------------------------------------ workers
+
+    async def start_worker(self) -> WorkerHandle | None:
+        """Start a worker with the current state and the listening sockets."""
+        handle = WorkerHandle(next(self._worker_ids), self._worker_event, self._worker_exited)
+        try:
+            await handle.spawn()
+        except OSError as error:
+            log.error("cannot start a worker: %s", error)
+            return None
+        config = self.config
+        setup = Setup(
+            worker_id=handle.id,
+            buffer_size=config.buffer_size,
+            max_connections=config.max_connections,
+            log_level=config.log_level,
+            access_logs=config.access_logs_target is not None,
+            expired_certificates=config.expired_certificates,
+            soft_stop_timeout=float(config.soft_stop_timeout),
+        )
+        ready = handle.send(control=setup)
+        initial = self._initial_state(handle)
+        self.workers[handle.id] = handle
+        for future in (ready, initial):
+            try:
+                response = await asyncio.wait_for(future, max(30.0, config.worker_timeout))
+            except TimeoutError:
+                response = Response(id="", status=ResponseStatus.FAILURE, message="no answer")
+            if not response.ok:
+                log.error("worker %d failed to start: %s", handle.id, response.message)
+                handle.expected_exit = True
+                handle.kill()
+                self.workers.pop(handle.id, None)
+                return None
+        log.info("worker %d started (pid %d)", handle.id, handle.pid)
+        return handle
+
+    def _initial_state(self, handle: WorkerHandle, *, replace: bool = False) -> asyncio.Future[Response]:
+        requests = self.state.generate_requests()
+        fds = [
+            self.sockets[r.address].fileno()
+            for r in requests
+            if isinstance(r, rq.ActivateListener) and r.address in self.sockets
+        ]
+        return handle.send(
+            control=InitialState(requests=requests, version=self.state.version, replace=replace),
+            fds=fds,
+        )
+
+    def _worker_event(self, handle: WorkerHandle, event: Event) -> None:
+        self.emit(event.model_copy(update={"worker_id": handle.id}))
+
+    def _worker_exited(self, handle: WorkerHandle) -> None:
+        if self.workers.get(handle.id) is not handle:
+            return
+        del self.workers[handle.id]
+        if handle.expected_exit or self.stopping:
+            return
+        self.emit(Event(kind=EventKind.WORKER_KILLED, worker_id=handle.id, message="exited"))
+        if self.config.worker_automatic_restart:
+            self._spawn(self._relaunch(handle.id))
+
+    async def _relaunch(self, old_id: int) -> None:
+        handle = await self.start_worker()
+        if handle is not None:
+            self.emit(
+                Event(
+                    kind=EventKind.WORKER_RELAUNCHED,
+                    worker_id=handle.id,
+                    message=f"replaces worker {old_id}",
+                )
+            )
+
+    async def replace_worker(self, handle: WorkerHandle, reason: str) -> WorkerHandle | None:
+        """A new worker from the main state takes over; the old one finishes its requests."""
+        new = await self.start_worker()
+        if new is None:
+            return None
+        handle.expected_exit = True
+        handle.run_state = RunState.STOPPING
+        self._spawn(self._soft_stop_worker(handle))
+        self.emit(
+            Event(
+                kind=EventKind.WORKER_UPGRADED
+                if reason == "upgrade"
+                else EventKind.WORKER_RESYNCHRONIZED,
+                worker_id=new.id,
+                message=f"replaces worker {handle.id} ({reason})",
+            )
+        )
+        return new
+
+    async def _soft_stop_worker(self, handle: WorkerHandle) -> None:
+        future = handle.send(request=rq.SoftStop())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(future, self.config.soft_stop_timeout + 10.0)
+        if handle.process is not None:
+            try:
+                await asyncio.wait_for(handle.process.wait(), 5.0)
+            except TimeoutError:
+                handle.kill()
+        self.workers.pop(handle.id, None)
+
+    def running_workers(self) -> list[WorkerHandle]:
+        return [w for w in self.workers.values() if w.alive and w.run_state is RunState.RUNNING]
+
+    async def fanout(
+        self, request: rq.Request, fds: list[int] | None = None, *, timeout: float | None = None
+    ) -> list[tuple[WorkerHandle, Response]]:
+        """Send ``request`` to every running worker and collect the answers."""
+        workers = self.running_workers()
+        futures = [(w, w.send(request=request, fds=fds)) for w in workers]
+        if not futures:
+            return []
+        wait = self.config.worker_timeout if timeout is None else timeout
+        await asyncio.wait([f for _, f in futures], timeout=wait)
+        results = []
+        for worker, future in futures:
+            if future.done():
+                results.append((worker, future.result()))
+            else:
+                future.cancel()
+                results.append(
+                    (
+                        worker,
+                        Response(
+                            id="",
+                            status=ResponseStatus.FAILURE,
+                            message=f"did not answer within {wait:g} s",
+                        ),
+                    )
+                )
+        return results
+
+    # ------------------------------------------------------------------ events
+
+    def emit(self, event: Event) -> None:
+        if event.kind not in (EventKind.BACKEND_UP, EventKind.BACKEND_DOWN):
+            log.info("event %s %s", event.kind.value, event.model_dump(exclude_defaults=True, exclude={"kind"}))
+        for writer, request_id in list(self.subscribers.items()):
+            transport = writer.transport
+            if transport.is_closing() or transport.get_write_buffer_size() > MAX_SUBSCRIBER_BUFFER:
+                self.subscribers.pop(writer, None)
+                writer.close()
+                continue
+            response = Response(
+                id=request_id,
+                status=ResponseStatus.PROCESSING,
+                message=str(event.worker_id) if event.worker_id is not None else "main",
+                content=EventContent(event=event),
+            )
+            writer.write(encode_response(response))
+
+    # ------------------------------------------------------------------ the command socket
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # a line over the size limit
+                    writer.write(
+                        encode_response(
+                            failure(
+                                "",
+                                f"message too large (max_command_buffer_size is "
+                                f"{self.config.max_command_buffer_size} bytes)",
+                            )
+                        )
+                    )
+                    break
+                if not line or not line.endswith(b"\n"):
+                    break  # the client left (possibly in the middle of a line)
+                if not line.strip():
+                    continue
+                try:
+                    message = decode_request(line)
+                except ProtocolError as error:
+                    writer.write(encode_response(failure(error.request_id or "", str(error))))
+                    await writer.drain()
+                    continue
+                await self._serve_request(message.id, message.request, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.subscribers.pop(writer, None)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _serve_request(
+        self, request_id: str, request: rq.Request, writer: asyncio.StreamWriter
+    ) -> None:
+        def progress(message: str) -> None:
+            writer.write(
+                encode_response(
+                    Response(id=request_id, status=ResponseStatus.PROCESSING, message=message)
+                )
+            )
+
+        if isinstance(request, rq.SubscribeEvents):
+            self.subscribers[writer] = request_id
+            progress("subscribed to events")
+            await writer.drain()
+            return
+        try:
+            response = await self.handle(request, progress)
+        except Exception as error:  # a bug must not take the daemon down
+            log.exception("request %s failed", request.type)
+            response = Response(id="", status=ResponseStatus.FAILURE, message=f"internal error: {error}")
+        response = response.model_copy(update={"id": request_id})
+        writer.write(encode_response(response))
+        await writer.drain()
+        if isinstance(request, (rq.SoftStop, rq.HardStop)):
+            self._spawn(self.stop(hard=isinstance(request, rq.HardStop)))
+
+    # ------------------------------------------------------------------ requests
+
+    async def handle(self, request: rq.Request, progress: Any = None) -> Response:
+        """Answer one request (the same entry for the command socket and internal callers)."""
+        kind = request.type
+        if kind in rq.MUTATING_TYPES:
+            return await self.execute(request)
+        if isinstance(request, rq.Status):
+            return await self._status()
+        if isinstance(request, rq.ListWorkers):
+            return _ok(content=WorkersContent(workers=self._worker_infos()))
+        if isinstance(request, rq.QueryState):
+            return _ok(content=StateContent(version=self.state.version, state=self.state.snapshot()))
+        if isinstance(request, rq.QueryMetrics):
+            return await self._metrics(request)
+        if isinstance(request, rq.QueryCertificatesFromWorkers):
+            return await self._per_worker(request)
+        if isinstance(request, (rq.QueryClusterById, rq.QueryClustersByDomain, rq.QueryClustersHashes)):
+            # answered from the main state; the workers' views are added per worker
+            main = self.state.answer_query(request)
+            responses: dict[str, ResponseContent | None] = {"main": main}
+            for worker, answer in await self.fanout(request):
+                responses[str(worker.id)] = answer.content
+            return _ok(content=main if main is not None else WorkerResponses(responses=responses))
+        if kind in rq.QUERY_TYPES:
+            try:
+                return _ok(content=self.state.answer_query(request))
+            except StateError as error:
+                return _fail(error.message)
+        if isinstance(request, rq.SaveState):
+            return self.save_state(request.path)
+        if isinstance(request, rq.LoadState):
+            return await self.load_state(request.path)
+        if isinstance(request, rq.ReloadConfiguration):
+            return await self.reload(request.path)
+        if isinstance(request, rq.UpgradeWorker):
+            return await self.upgrade_worker(request.worker_id)
+        if isinstance(request, rq.UpgradeMain):
+            return await self.upgrade_main()
+        if isinstance(request, rq.Logging):
+            from ..logs import set_level
+
+            set_level(request.level)
+            await self.fanout(request)
+            return _ok(f"log level set to {request.level}")
+        if isinstance(request, rq.ConfigureMetrics):
+            await self.fanout(request)
+            return _ok(f"metrics {request.configuration}")
+        if isinstance(request, (rq.SoftStop, rq.HardStop)):
+            return _ok(f"stopping {len(self.workers)} workers ({kind.replace('_', ' ')})")
+        return _fail(f"{kind} is not supported by this daemon")
+
+    def _check(self, request: rq.Request) -> None:
+        check_request(request, self.state, self.config)
+
+    async def execute(self, request: rq.Request) -> Response:
+        """Apply a mutating request to the main state, then to every worker."""
+        async with self.lock:
+            try:
+                self._check(request)
+            except RuntimeCheckError as error:
+                return _fail(str(error))
+            inner = request.requests if isinstance(request, rq.Batch) else [request]
+            activations = [r for r in inner if isinstance(r, rq.ActivateListener)]
+            fresh: list[str] = []
+            fds: list[int] = []
+            for activation in activations:
+                sock = self.sockets.get(activation.address)
+                if sock is None:
+                    try:
+                        sock = bind_listener(activation.address)
+                    except OSError as error:
+                        for address in fresh:
+                            self.sockets.pop(address).close()
+                        reason = error.strerror or str(error)
+                        if error.errno == errno.EADDRINUSE:
+                            reason = "the address is already in use"
+                        return _fail(f"cannot listen on {activation.address}: {reason}; nothing was applied")
+                    self.sockets[activation.address] = sock
+                    fresh.append(activation.address)
+                fds.append(sock.fileno())
+            try:
+                self.state.apply(request)
+            except StateError as error:
+                for address in fresh:
+                    self.sockets.pop(address).close()
+                content = None
+                if isinstance(request, rq.Batch):
+                    content = BatchResults(results=_batch_results(request, error))
+                return Response(
+                    id="",
+                    status=ResponseStatus.FAILURE,
+                    message=f"refused by the main process: {error.message}",
+                    content=content,
+                )
+            results = await self.fanout(request, fds)
+            self._release_sockets()
+            self.emit(Event(kind=EventKind.CONFIGURATION_CHANGED, message=request.describe()))
+            saved = self._automatic_save()
+        failed = [(w, r) for w, r in results if not r.ok]
+        if failed:
+            for worker, _ in failed:
+                self._spawn(self.replace_worker(worker, "resynchronisation"))
+            details = "; ".join(f"worker {w.id}: {r.message}" for w, r in failed)
+            return _fail(
+                f"applied to the main state, but {details}; "
+                f"{'this worker is' if len(failed) == 1 else 'these workers are'} being replaced by "
+                "new ones started from the main state"
+            )
+        message = f"applied to {len(results)} worker{'s' if len(results) != 1 else ''}"
+        if saved:
+            message += f"; {saved}"
+        content = None
+        if isinstance(request, rq.Batch):
+            content = BatchResults(
+                version=self.state.version,
+                results=[
+                    BatchResult(index=i, request=r.describe(), status=ResponseStatus.OK)
+                    for i, r in enumerate(request.requests)
+                ],
+            )
+        return _ok(message, content=content)
+
+    def _release_sockets(self) -> None:
+        listeners = self.state.listeners()
+        for address in [a for a in self.sockets if a not in listeners or not listeners[a].active]:
+            self.sockets.pop(address).close()
+
+    def _automatic_save(self) -> str:
+        config = self.config
+        if not config.automatic_state_save or config.saved_state is None:
+            return ""
+        try:
+            count = write_state_file(self.state, config.saved_state)
+        except OSError as error:
+            log.error("automatic state save to %s failed: %s", config.saved_state, error)
+            return f"the automatic state save failed: {error.strerror or error}"
+        self.emit(Event(kind=EventKind.STATE_SAVED, message=str(config.saved_state)))
+        return f"state saved ({count} requests)"
+
+    async def _status(self) -> Response:
+        results = await self.fanout(rq.Status())
+        answered = {w.id: r.ok for w, r in results}
+        infos = [
+            WorkerInfo(
+                id=w.id,
+                pid=w.pid,
+                run_state=(
+                    w.run_state
+                    if w.run_state is not RunState.RUNNING
+                    else RunState.RUNNING
+                    if answered.get(w.id)
+                    else RunState.NOT_ANSWERING
+                ),
+            )
+            for w in sorted(self.workers.values(), key=lambda w: w.id)
+        ]
+        return _ok(f"{sum(answered.values())} of {len(infos)} workers answered", content=WorkersContent(workers=infos))
+
+    def _worker_infos(self) -> list[WorkerInfo]:
+        return [
+            WorkerInfo(id=w.id, pid=w.pid, run_state=w.run_state)
+            for w in sorted(self.workers.values(), key=lambda w: w.id)
+        ]
+
+    async def _metrics(self, request: rq.QueryMetrics) -> Response:
+        results = await self.fanout(request)
+        workers: dict[str, dict[str, Any]] = {}
+        proxying: dict[str, Any] = {}
+        clusters: dict[str, dict[str, Any]] = {}
+        for worker, answer in results:
+            content = answer.content
+            if not isinstance(content, MetricsContent):
+                continue
+            workers[str(worker.id)] = {"proxying": content.proxying, "clusters": content.clusters}
+            _merge_counts(proxying, content.proxying)
+            for cluster_id, data in content.clusters.items():
+                _merge_counts(clusters.setdefault(cluster_id, {}), {"requests": data.get("requests", 0)})
+        main = {
+            "workers": len(self.workers),
+            "clusters": len(self.state.clusters),
+            "frontends": len(self.state.http_frontends)
+            + len(self.state.https_frontends)
+            + len(self.state.tcp_frontends),
+            "backends": sum(len(b) for b in self.state.backends.values()),
+            "version": self.state.version,
+        }
+        return _ok(
+            content=MetricsContent(
+                main=main, workers=workers if request.workers else {}, clusters=clusters, proxying=proxying
+            )
+        )
+
+    async def _per_worker(self, request: rq.Request) -> Response:
+        responses: dict[str, ResponseContent | None] = {}
+        for worker, answer in await self.fanout(request):
+            responses[str(worker.id)] = answer.content
+        return _ok(content=WorkerResponses(responses=responses))
+
+    # ------------------------------------------------------------------ state files and reload
+
+    def save_state(self, path: str) -> Response:
+        target = Path(path)
+        try:
+            count = write_state_file(self.state, target)
+        except OSError as error:
+            return _fail(f"cannot save the state to {target}: {error.strerror or error}")
+        self.emit(Event(kind=EventKind.STATE_SAVED, message=str(target)))
+        return _ok(f"saved {count} requests to {target}")
+
+    async def load_state(self, path: str) -> Response:
+        """Apply the records of a state file (a merge: records the state refuses, e.g. objects
+        that exist already, are counted and skipped)."""
+        source = Path(path)
+        applied = skipped = 0
+        errors: list[str] = []
+        try:
+            for number, request in iter_state_file(source):
+                response = await self.execute(request)
+                if response.ok:
+                    applied += 1
+                else:
+                    skipped += 1
+                    if len(errors) < 5:
+                        errors.append(f"line {number}: {response.message}")
+        except StateFileError as error:
+            return _fail(
+                f"loading the state stopped at {error}; {applied} requests applied before it"
+            )
+        self.emit(Event(kind=EventKind.STATE_LOADED, message=str(source)))
+        message = f"loaded {source}: {applied} requests applied, {skipped} skipped"
+        if errors:
+            message += " (" + "; ".join(errors) + ")"
+        return _ok(message)
+
+    async def reload(self, path: str | None) -> Response:
+        """Re-read the configuration file and apply the difference as one batch."""
+        source = Path(path) if path else self.config.path
+        if source is None:
+            return _fail("no configuration file to reload")
+        try:
+            desired = await self.loop.run_in_executor(None, load_config, source)
+        except ConfigError as error:
+            return _fail(f"the configuration was not reloaded: {error}")
+        plan = self.state.diff(desired.state)
+        if not plan:
+            return _ok(f"{source}: nothing to change")
+        response = await self.execute(rq.Batch(requests=plan, expected_version=self.state.version))
+        if response.ok:
+            self.emit(Event(kind=EventKind.CONFIGURATION_RELOADED, message=str(source)))
+            return _ok(f"{source}: applied {len(plan)} changes; {response.message}", content=response.content)
+        return response.model_copy(update={"message": f"the configuration was not reloaded: {response.message}"})
+
+    async def upgrade_worker(self, worker_id: int) -> Response:
+        handle = self.workers.get(worker_id)
+        if handle is None or not handle.alive or handle.run_state is not RunState.RUNNING:
+            return _fail(f"no running worker {worker_id}")
+        new = await self.replace_worker(handle, "upgrade")
+        if new is None:
+            return _fail(f"worker {worker_id} was not upgraded: the new worker did not start")
+        return _ok(f"worker {worker_id} replaced by worker {new.id} (pid {new.pid})")
+
+    async def upgrade_main(self) -> Response:
+        return _fail("upgrade_main is not supported by this daemon yet")
+
+
+def _ok(message: str = "", *, content: ResponseContent | None = None) -> Response:
+    return Response(id="", status=ResponseStatus.OK, message=message, content=content)
+
+
+def _fail(message: str) -> Response:
+    return Response(id="", status=ResponseStatus.FAILURE, message=message)
+
+
+def _merge_counts(into: dict[str, Any], values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            into[key] = into.get(key, 0) + value
+        elif isinstance(value, dict):
+            _merge_counts(into.setdefault(key, {}), value)
+
+
+def _batch_results(batch: rq.Batch, error: StateError) -> list[BatchResult]:
+    """Which request of a refused batch failed (the message names it), the others undone."""
+    text = error.message
+    failed_index = -1
+    if text.startswith("request "):
+        with contextlib.suppress(ValueError):
+            failed_index = int(text.split()[1]) - 1
+    results = []
+    for index, request in enumerate(batch.requests):
+        if index == failed_index:
+            results.append(BatchResult(index=index, request=request.describe(), status=ResponseStatus.FAILURE, message=text))
+        else:
+            results.append(
+                BatchResult(
+                    index=index,
+                    request=request.describe(),
+                    status=ResponseStatus.FAILURE,
+                    message="not applied" if index > failed_index >= 0 else "undone",
+                )
+            )
+    return results

@@ -1,0 +1,973 @@
+"""HTTP/1.1 proxying: the client-side session and the backend connection, as asyncio Protocols.
+
+The hot path, per request: one read from the client, one write to a (pooled, already open)
+backend connection, one read of the answer, one write to the client. Heads are parsed by
+:mod:`.h1` (llhttp); the forwarded request head is the received head with the forwarding
+headers appended (rebuilt only when hop-by-hop headers must go); the response head is passed
+through with the request id inserted after its status line (rebuilt only when it must change).
+Bodies are never re-assembled: bytes flow through while :mod:`.h1` tracks where messages end,
+with flow control in both directions (``pause_reading`` when the other side's write buffer is
+full), so the memory of a connection is bounded whatever the body size.
+
+No Task, no timer and no logging call per request: timeouts are deadlines checked by the
+worker's sweeper (:meth:`FrontendSession.check_deadline`), new backend connections are the
+only coroutines (one per connection, not per request), access logs are built only when on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import h1
+from .h1 import BODY_CHUNKED, BODY_CLOSE, BODY_LENGTH, BODY_NONE, BODY_TUNNEL, HttpError
+from .router import parse_authority
+
+if TYPE_CHECKING:
+    from .balancing import Backend
+    from .listeners import HttpListener
+    from .proxy import ClusterRuntime, Proxy, Route
+
+__all__ = ["BackendConnection", "FrontendSession"]
+
+# Session phases.
+IDLE = 0  # waiting for a request head (fresh or keep-alive connection)
+HEAD = 1  # part of a head received
+CONNECTING = 2  # head complete, waiting for a backend connection
+REQUEST_BODY = 3  # streaming the request body to the backend
+WAITING = 4  # request sent, waiting for (the rest of) the response
+TUNNEL = 5  # upgraded: raw bytes both ways
+CLOSING = 6  # answer written, closing
+
+CONNECT_ATTEMPTS = 3  # sōzu's CONN_RETRIES: connection attempts per request before 503
+_CRLF = b"\r\n"
+
+
+class FrontendSession(asyncio.Protocol):
+    """One client connection on an HTTP or HTTPS listener."""
+
+    __slots__ = (
+        "_closed",
+        "_fwd_static",
+        "_paused_for_pipeline",
+        "_peer_paused",
+        "attempts",
+        "backend",
+        "chunks",
+        "cluster",
+        "deadline",
+        "deadline_status",
+        "head",
+        "keep_alive",
+        "listener",
+        "peer_ip",
+        "peer_port",
+        "pending",
+        "phase",
+        "proxy",
+        "remaining",
+        "replay",
+        "request_id",
+        "response_started",
+        "route",
+        "set_cookie",
+        "sni_names",
+        "started",
+        "sticky",
+        "transport",
+        "tried",
+    )
+
+    def __init__(self, listener: HttpListener) -> None:
+        self.listener = listener
+        self.proxy: Proxy = listener.proxy
+        self.transport: Any = None
+        self.phase = IDLE
+        self.pending = b""  # bytes of the next head (or pipelined requests)
+        self.head: h1.RequestHead | None = None
+        self.route: Route | None = None
+        self.cluster: ClusterRuntime | None = None
+        self.backend: BackendConnection | None = None
+        self.remaining = 0  # request body bytes still to forward (BODY_LENGTH)
+        self.chunks: h1.ChunkedTracker | None = None  # request body framing (BODY_CHUNKED)
+        self.replay: bytes | None = None  # the whole request, while it can be sent again
+        self.keep_alive = True
+        self.request_id = b""
+        self.sticky: str | None = None
+        self.set_cookie = b""
+        self.attempts = 0
+        self.tried: list[Backend] = []
+        self.response_started = False
+        self.deadline = 0.0
+        self.deadline_status = 0
+        self.started = 0.0
+        self.sni_names: tuple[str, ...] | None = None
+        self.peer_ip = ""
+        self.peer_port = 0
+        self._fwd_static = b""
+        self._closed = False
+        self._peer_paused = False
+        self._paused_for_pipeline = False
+
+    # ----------------------------------------------------------------- connection events
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        listener = self.listener
+        if self.peer_ip == "":  # not already set from a PROXY protocol header
+            peer = transport.get_extra_info("peername")
+            if peer:
+                self.peer_ip, self.peer_port = peer[0], peer[1]
+        self._fwd_static = listener.forwarding_headers(self.peer_ip, self.peer_port)
+        self.proxy.session_opened(self)
+        now = self.proxy.loop.time()
+        self.started = now
+        self.deadline = now + listener.request_timeout
+        self.deadline_status = 0  # nothing received yet: close silently when it expires
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.abandon()
+        self.proxy.session_closed(self)
+
+    def pause_writing(self) -> None:
+        # the client reads slower than the backend sends: stop reading the backend
+        backend = self.backend
+        if backend is not None and not self._peer_paused:
+            self._peer_paused = True
+            backend.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        backend = self.backend
+        if backend is not None and self._peer_paused:
+            self._peer_paused = False
+            backend.transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        # A client that half-closes after sending its request still gets the answer (and in a
+        # tunnel the half-close is passed on); otherwise there is nothing left to do.
+        if self.phase == TUNNEL and self.backend is not None:
+            if self.backend.transport.can_write_eof():
+                self.backend.transport.write_eof()
+            return True
+        if self.phase in (CONNECTING, WAITING) and not self.response_started:
+            self.keep_alive = False
+            return True
+        if self.phase == WAITING:
+            self.keep_alive = False
+            return True
+        return None
+
+    # ----------------------------------------------------------------- reading
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase == TUNNEL:
+            self.backend.transport.write(data)  # type: ignore[union-attr]
+            self.deadline = self.proxy.loop.time() + self.listener.front_timeout
+            return
+        if phase == REQUEST_BODY:
+            self._forward_body(data)
+            return
+        if phase <= HEAD:
+            if self.pending:
+                data = self.pending + data
+                self.pending = b""
+            self._read_head(data)
+            return
+        if phase == CLOSING:
+            return
+        # CONNECTING or WAITING: the next (pipelined) request, kept until this one is done
+        self.pending += data
+        if len(self.pending) > self.listener.max_head and not self._paused_for_pipeline:
+            self._paused_for_pipeline = True
+            self.transport.pause_reading()
+
+    def _read_head(self, data: bytes) -> None:
+        listener = self.listener
+        try:
+            head = h1.parse_request_head(data, listener.max_head)
+        except HttpError as error:
+            self.proxy.metrics.frontend_parse_errors += 1
+            self.answer(error.status, message=error.reason)
+            return
+        if head is None:
+            self.pending = data
+            if self.phase == IDLE:
+                self.phase = HEAD
+                self.deadline = self.proxy.loop.time() + listener.request_timeout
+                self.deadline_status = 408
+            return
+        rest = data[head.length :] if len(data) > head.length else b""
+        self._start(head, rest)
+
+    # ----------------------------------------------------------------- a request
+
+    def _start(self, head: h1.RequestHead, rest: bytes) -> None:
+        listener = self.listener
+        proxy = self.proxy
+        proxy.metrics.requests += 1
+        self.head = head
+        self.request_id = proxy.next_request_id()
+        self.keep_alive = head.keep_alive
+        self.response_started = False
+        self.attempts = 0
+        self.tried.clear()
+        self.set_cookie = b""
+        self.sticky = None
+        host = parse_authority(head.host) if head.host else None
+        if host is None:
+            self.answer(400, message="missing or invalid Host")
+            return
+        if self.sni_names is not None and listener.strict_sni and not _covered(host, self.sni_names):
+            self.answer(421, message="the Host is not covered by the certificate of this connection")
+            return
+        route = listener.router.lookup(host, head.target, head.method)
+        if route is None:
+            self.answer(404)
+            return
+        self.route = route
+        if route.special:
+            if route.answer_special(self, host):
+                return
+        cluster = route.cluster
+        self.cluster = cluster
+        if cluster is None:  # deny rule
+            self.answer(401)
+            return
+        if cluster.https_redirect and not listener.tls:
+            self.redirect(301, "https", host, cluster.https_redirect_port, head.target)
+            return
+        cluster.requests += 1
+        if cluster.sticky_session:
+            self.sticky = _sticky_cookie(head, listener.sticky_name_lower)
+        # framing of the request body
+        kind = h1.request_body_kind(head)
+        body = b""
+        if kind == BODY_NONE:
+            self.remaining = 0
+            self.chunks = None
+            pipelined = rest
+        elif kind == BODY_LENGTH:
+            length = head.content_length
+            if len(rest) >= length:
+                body, pipelined = rest[:length], rest[length:]
+                self.remaining = 0
+            else:
+                body, pipelined = rest, b""
+                self.remaining = length - len(rest)
+            self.chunks = None
+        else:
+            tracker = h1.ChunkedTracker()
+            try:
+                end = tracker.feed(rest)
+            except HttpError as error:
+                self.answer(400, message=error.reason)
+                return
+            if end < 0:
+                body, pipelined = rest, b""
+                self.chunks = tracker
+                self.remaining = -1
+            else:
+                body, pipelined = rest[:end], rest[end:]
+                self.chunks = None
+                self.remaining = 0
+        self.pending = pipelined
+        request = self._forwarded_head(head, route) + body if body else self._forwarded_head(head, route)
+        complete = self.remaining == 0
+        self.replay = request if complete else None
+        self.phase = CONNECTING
+        now = proxy.loop.time()
+        self.deadline = now + listener.connect_timeout + listener.back_timeout
+        self.deadline_status = 503
+        self._send(request, complete)
+
+    def _forwarded_head(self, head: h1.RequestHead, route: Route) -> bytes:
+        """The head sent to the backend: the client's, with forwarding headers appended."""
+        listener = self.listener
+        rid = self.request_id
+        seen = head.seen
+        if not head.hop_by_hop and not (seen & listener.rebuild_mask) and not route.request_edits:
+            # fast path: the received head as is, plus the precomputed forwarding headers
+            return b"".join(
+                (
+                    head.raw[:-2],
+                    self._fwd_static if not (seen & h1.SEEN_ADDED) else self._fwd_dynamic(seen),
+                    b"X-Request-Id: " + rid + _CRLF if not (seen & h1.SEEN_X_REQUEST_ID) else b"",
+                    listener.sozu_id_prefix,
+                    rid,
+                    b"\r\n\r\n",
+                )
+            )
+        return self._rebuild_head(head, route)
+
+    def _fwd_dynamic(self, seen: int) -> bytes:
+        """Forwarding headers when the client sent some of them (rare)."""
+        return self.listener.forwarding_headers(self.peer_ip, self.peer_port, seen)
+
+    def _rebuild_head(self, head: h1.RequestHead, route: Route) -> bytes:
+        listener = self.listener
+        headers = head.forward_headers() if head.hop_by_hop else list(head.headers)
+        peer = self.peer_ip.encode()
+        seen = head.seen
+        out: list[bytes] = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
+        sticky_name = listener.sticky_name_lower
+        drop_real_ip = listener.elide_x_real_ip
+        edits = route.request_edits
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"x-forwarded-for":
+                value = value + b", " + peer
+            elif lower == b"forwarded":
+                value = value + b", " + listener.forwarded_value(self.peer_ip, self.peer_port)
+            elif lower == b"cookie" and self.sticky is not None:
+                value = _strip_cookie(value, sticky_name)
+                if not value:
+                    continue
+            elif lower == b"x-real-ip" and drop_real_ip:
+                continue
+            if edits and lower in edits:
+                continue
+            out += (name, b": ", value, _CRLF)
+        out.append(listener.forwarding_headers(self.peer_ip, self.peer_port, seen))
+        if head.upgrade is not None and not head.hop_by_hop:
+            pass
+        for name, value in route.request_added:
+            out += (name, b": ", value, _CRLF)
+        if not (seen & h1.SEEN_X_REQUEST_ID):
+            out += (b"X-Request-Id: ", self.request_id, _CRLF)
+        out += (listener.sozu_id_prefix, self.request_id, b"\r\n\r\n")
+        return b"".join(out)
+
+    def _send(self, request: bytes, complete: bool) -> None:
+        """Send the request to a backend of the cluster: a pooled connection if one is idle,
+        else a new connection (retried on other backends when it fails)."""
+        cluster = self.cluster
+        assert cluster is not None
+        proxy = self.proxy
+        now = proxy.loop.time()
+        while True:
+            backend = cluster.balancer.choose(now, sticky=self.sticky, exclude=self.tried)
+            if backend is None:
+                proxy.no_backend(cluster)
+                self.answer(503, message="no backend available")
+                return
+            if cluster.sticky_session and backend.sticky_id != self.sticky:
+                self.set_cookie = listener_cookie(self.listener, backend.sticky_id)
+            connection = proxy.take_idle(backend)
+            if connection is None:
+                break
+            self._attach(connection)
+            connection.send_request(request, self)
+            if complete:
+                self._request_sent()
+            else:
+                self.phase = REQUEST_BODY
+                self.deadline = now + self.listener.front_timeout
+                self.deadline_status = 408
+            return
+        self.attempts += 1
+        self.tried.append(backend)
+        backend.active_connections += 1
+        proxy.connect(backend, self, request, complete)
+
+    def _attach(self, connection: BackendConnection) -> None:
+        self.backend = connection
+        connection.session = self
+        connection.backend.active_requests += 1
+
+    def connected(self, connection: BackendConnection, request: bytes, complete: bool) -> None:
+        """A new backend connection for this session is up: send the request."""
+        if self._closed or self.phase != CONNECTING:
+            connection.release_or_close(reusable=True)
+            return
+        self._attach(connection)
+        connection.send_request(request, self)
+        if complete:
+            self._request_sent()
+        else:
+            self.phase = REQUEST_BODY
+            self.deadline = self.proxy.loop.time() + self.listener.front_timeout
+            self.deadline_status = 408
+
+    def connect_failed(self, backend: Backend) -> None:
+        """A backend connection could not be opened: try another backend, or answer 503."""
+        if self._closed or self.phase != CONNECTING:
+            return
+        if self.attempts >= CONNECT_ATTEMPTS or self.replay is None:
+            self.answer(503, message="could not connect to a backend")
+            return
+        self._send(self.replay, True)
+
+    def retry_after_reset(self, connection: BackendConnection) -> bool:
+        """A reused connection closed before answering: send the request again on a new one
+        (only when nothing of the answer was sent and the whole request is still here)."""
+        if self.replay is None or self.response_started or self._closed:
+            return False
+        self.backend = None
+        connection.backend.active_requests -= 1
+        self.phase = CONNECTING
+        backend = connection.backend
+        self.attempts += 1
+        backend.active_connections += 1
+        self.proxy.connect(backend, self, self.replay, True)
+        return True
+
+    def _request_sent(self) -> None:
+        self.phase = WAITING
+        self.deadline = self.proxy.loop.time() + self.listener.back_timeout
+        self.deadline_status = 504
+
+    def _forward_body(self, data: bytes) -> None:
+        backend = self.backend
+        assert backend is not None
+        self.replay = None
+        self.deadline = self.proxy.loop.time() + self.listener.front_timeout
+        if self.remaining > 0:
+            if len(data) <= self.remaining:
+                backend.transport.write(data)
+                self.remaining -= len(data)
+                if self.remaining == 0:
+                    self._request_sent()
+                return
+            backend.transport.write(data[: self.remaining])
+            self.pending = data[self.remaining :]
+            self.remaining = 0
+            self._request_sent()
+            return
+        tracker = self.chunks
+        assert tracker is not None
+        try:
+            end = tracker.feed(data)
+        except HttpError as error:
+            self.answer(400, message=error.reason)
+            return
+        if end < 0:
+            backend.transport.write(data)
+            return
+        backend.transport.write(data[:end])
+        self.pending = data[end:]
+        self.chunks = None
+        self.remaining = 0
+        self._request_sent()
+
+    # ----------------------------------------------------------------- the answer
+
+    def response_head_started(self) -> None:
+        self.response_started = True
+        self.deadline = self.proxy.loop.time() + self.listener.back_timeout
+        self.deadline_status = -1  # abort: the answer has begun
+
+    def response_done(self) -> None:
+        """The backend's answer was forwarded completely."""
+        self.backend = None
+        self.route = None
+        self.cluster = None
+        self.replay = None
+        if self._peer_paused:
+            self._peer_paused = False
+        if self.phase == REQUEST_BODY or not self.keep_alive or self.proxy.stopping:
+            # answered before the request was complete (e.g. an early 413), or closing
+            self.close()
+            return
+        self.phase = IDLE
+        self.head = None
+        now = self.proxy.loop.time()
+        self.deadline = now + self.listener.front_timeout
+        self.deadline_status = 0
+        if self._paused_for_pipeline:
+            self._paused_for_pipeline = False
+            self.transport.resume_reading()
+        if self.pending:
+            data, self.pending = self.pending, b""
+            self._read_head(data)
+
+    def response_failed(self, status: int, message: str) -> None:
+        """The backend failed before any byte of the answer was sent."""
+        self.backend = None
+        if not self.response_started:
+            self.answer(status, message=message)
+        else:
+            self.abort()
+
+    def start_tunnel(self) -> None:
+        self.phase = TUNNEL
+        self.deadline = self.proxy.loop.time() + self.listener.front_timeout
+        self.deadline_status = -1
+        if self.pending and self.backend is not None:
+            self.backend.transport.write(self.pending)
+            self.pending = b""
+
+    # ----------------------------------------------------------------- answering directly
+
+    def answer(self, status: int, *, message: str = "", location: str = "") -> None:
+        """Send a default (or custom) answer and close the connection."""
+        listener = self.listener
+        proxy = self.proxy
+        proxy.metrics.count_status(status)
+        backend = self.backend
+        if backend is not None:
+            self.backend = None
+            backend.abandon()
+        head = self.head
+        route = ""
+        if head is not None:
+            route = f"{head.method.decode('latin-1')} {head.host.decode('latin-1')}{head.target.decode('latin-1')}"
+        cluster = self.cluster
+        variables = {
+            "REQUEST_ID": self.request_id.decode() if self.request_id else "",
+            "ROUTE": route,
+            "CLUSTER_ID": cluster.cluster_id if cluster is not None else "",
+            "BACKEND_ID": "",
+            "MESSAGE": message,
+            "REDIRECT_LOCATION": location,
+            "WWW_AUTHENTICATE": f'Basic realm="{cluster.www_authenticate}"'
+            if cluster is not None and cluster.www_authenticate
+            else "",
+            "DURATION": f"{(proxy.loop.time() - self.started) * 1000:.0f}ms",
+            "PHASE": _PHASE_NAMES.get(self.phase, ""),
+        }
+        data, _close = listener.answers.render(
+            status, variables, cluster.cluster_id if cluster is not None else None
+        )
+        if head is not None and head.method == b"HEAD":
+            data = data[: data.find(b"\r\n\r\n") + 4]
+        self.phase = CLOSING
+        self.deadline = proxy.loop.time() + listener.front_timeout
+        self.deadline_status = -1
+        if proxy.access_logs:
+            proxy.access_log(self, status, message)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+            transport.close()
+
+    def redirect(
+        self, status: int, scheme: str, host: bytes, port: int | None, target: bytes
+    ) -> None:
+        default = 443 if scheme == "https" else 80
+        authority = host.decode("latin-1")
+        if port is not None and port != default:
+            authority = f"{authority}:{port}"
+        self.answer(status, location=f"{scheme}://{authority}{target.decode('latin-1')}")
+
+    def close(self) -> None:
+        """Close after what was written is flushed."""
+        self.phase = CLOSING
+        self.deadline_status = -1
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+
+    def abort(self) -> None:
+        """Cut the connection (an answer cannot be completed)."""
+        self.phase = CLOSING
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+
+    # ----------------------------------------------------------------- timeouts
+
+    def check_deadline(self, now: float) -> None:
+        """Called by the worker's sweeper when ``now`` passed ``deadline``."""
+        status = self.deadline_status
+        phase = self.phase
+        if phase == CLOSING:
+            self.abort()
+            return
+        if status == 0:  # idle: nothing to say
+            self.close()
+            return
+        if status == -1 or self.response_started:
+            self.abort()
+            return
+        if phase == CONNECTING:
+            status = 503
+        self.answer(status, message="timeout")
+
+    def soft_stop(self) -> None:
+        """Soft stop: an idle connection closes now, a busy one after its answer."""
+        if self.phase == IDLE:
+            self.close()
+        else:
+            self.keep_alive = False
+
+
+_PHASE_NAMES = {
+    IDLE: "idle",
+    HEAD: "request head",
+    CONNECTING: "connecting to backend",
+    REQUEST_BODY: "request body",
+    WAITING: "waiting for response",
+    TUNNEL: "tunnel",
+    CLOSING: "closing",
+}
+
+
+def listener_cookie(listener: HttpListener, sticky_id: str) -> bytes:
+    return b"Set-Cookie: " + listener.sticky_name + b"=" + sticky_id.encode() + b"; Path=/\r\n"
+
+
+def _sticky_cookie(head: h1.RequestHead, name_lower: bytes) -> str | None:
+    if not (head.seen & h1.SEEN_COOKIE):
+        return None
+    prefix = name_lower + b"="
+    for header, value in head.headers:
+        if header.lower() != b"cookie":
+            continue
+        for part in value.split(b";"):
+            part = part.strip()
+            if part[: len(prefix)].lower() == prefix:
+                return part[len(prefix) :].decode("latin-1")
+    return None
+
+
+def _strip_cookie(value: bytes, name_lower: bytes) -> bytes:
+    prefix = name_lower + b"="
+    kept = [p.strip() for p in value.split(b";") if p.strip()[: len(prefix)].lower() != prefix]
+    return b"; ".join(p for p in kept if p)
+
+
+def _covered(host: bytes, names: tuple[str, ...]) -> bool:
+    """RFC 6125 matching of a Host against the served certificate's names (wildcards cover
+    exactly one leftmost label)."""
+    text = host.decode("latin-1")
+    if text.startswith("["):
+        return text in names
+    for name in names:
+        if name == text:
+            return True
+        if name.startswith("*.") and "." in text and text.partition(".")[2] == name[2:]:
+            return True
+    return False
+
+
+def check_basic_auth(header: bytes | None, authorized: frozenset[tuple[str, str]]) -> bool:
+    """``Authorization: Basic`` credentials against ``user:sha256(password)`` pairs, compared
+    in constant time."""
+    if not header or not header[:6].lower() == b"basic ":
+        return False
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True)
+    except ValueError:
+        return False
+    if len(decoded) > 4096:
+        return False
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return False
+    digest = hashlib.sha256(password).hexdigest()
+    found = False
+    for known_user, known_digest in authorized:
+        same_user = hmac.compare_digest(known_user.encode(), user)
+        same_digest = hmac.compare_digest(known_digest, digest)
+        found |= same_user and same_digest
+    return found
+
+
+# ------------------------------------------------------------------------- backend side
+
+
+class BackendConnection(asyncio.Protocol):
+    """A connection to a backend: carries one request at a time, then goes back to the pool."""
+
+    __slots__ = (
+        "_client_paused",
+        "_closed",
+        "backend",
+        "body",
+        "buf",
+        "chunks",
+        "head_done",
+        "keep_alive",
+        "proxy",
+        "received",
+        "remaining",
+        "request_complete",
+        "reused",
+        "session",
+        "transport",
+    )
+
+    def __init__(self, proxy: Proxy, backend: Backend) -> None:
+        self.proxy = proxy
+        self.backend = backend
+        self.transport: Any = None
+        self.session: FrontendSession | None = None
+        self.buf = b""
+        self.head_done = False
+        self.body = BODY_NONE
+        self.remaining = 0
+        self.chunks: h1.ChunkedTracker | None = None
+        self.keep_alive = True
+        self.received = False  # any byte of the current answer received
+        self.reused = False
+        self.request_complete = True
+        self._closed = False
+        self._client_paused = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def send_request(self, request: bytes, session: FrontendSession) -> None:
+        self.session = session
+        self.buf = b""
+        self.head_done = False
+        self.received = False
+        self.transport.write(request)
+
+    # flow control: the backend's send buffer is full → stop reading the client
+    def pause_writing(self) -> None:
+        session = self.session
+        if session is not None and not self._client_paused:
+            self._client_paused = True
+            session.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        session = self.session
+        if session is not None and self._client_paused:
+            self._client_paused = False
+            session.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            # an idle pooled connection must not speak: drop it
+            self.close()
+            return
+        self.received = True
+        if session.phase == TUNNEL:
+            session.transport.write(data)
+            session.deadline = self.proxy.loop.time() + session.listener.back_timeout
+            return
+        if not self.head_done:
+            if self.buf:
+                data = self.buf + data
+                self.buf = b""
+            self._read_head(session, data)
+            return
+        self._forward(session, data)
+
+    def _read_head(self, session: FrontendSession, data: bytes) -> None:
+        listener = session.listener
+        while True:
+            try:
+                head = h1.parse_response_head(data, listener.max_head)
+            except HttpError as error:
+                self.proxy.metrics.backend_parse_errors += 1
+                self.close()
+                session.response_failed(502, error.reason)
+                return
+            if head is None:
+                self.buf = data
+                return
+            status = head.status
+            if 100 <= status < 200 and status != 101:
+                # interim answer (100 Continue, 103 Early Hints): relay it, read the final one
+                session.transport.write(head.raw)
+                data = data[head.length :]
+                if not data:
+                    return
+                continue
+            break
+        request = session.head
+        assert request is not None
+        kind = h1.response_body_kind(head, request.method)
+        if kind == BODY_TUNNEL and request.upgrade is None:
+            self.close()
+            session.response_failed(502, "the backend switched protocols without being asked")
+            return
+        self.head_done = True
+        self.body = kind
+        self.keep_alive = head.keep_alive and kind not in (BODY_CLOSE, BODY_TUNNEL)
+        session.response_head_started()
+        out_head = self._client_head(session, head, kind)
+        self.proxy.metrics.count_status(status)
+        if self.proxy.access_logs:
+            self.proxy.access_log(session, status, "")
+        rest = data[head.length :]
+        transport = session.transport
+        if kind == BODY_TUNNEL:
+            transport.write(out_head + rest if rest else out_head)
+            self.keep_alive = False
+            session.start_tunnel()
+            return
+        if kind == BODY_NONE:
+            transport.write(out_head)
+            self._done(session, rest)
+            return
+        if kind == BODY_LENGTH:
+            self.remaining = head.content_length
+            if len(rest) < self.remaining:
+                transport.writelines((out_head, rest)) if rest else transport.write(out_head)
+                self.remaining -= len(rest)
+                return
+            body, extra = rest[: self.remaining], rest[self.remaining :]
+            transport.writelines((out_head, body))
+            self._done(session, extra)
+            return
+        if kind == BODY_CHUNKED:
+            tracker = h1.ChunkedTracker()
+            try:
+                end = tracker.feed(rest)
+            except HttpError:
+                self.close()
+                session.abort()
+                return
+            if end < 0:
+                self.chunks = tracker
+                transport.writelines((out_head, rest)) if rest else transport.write(out_head)
+                return
+            transport.writelines((out_head, rest[:end]))
+            self._done(session, rest[end:])
+            return
+        # close-delimited: everything until the backend closes
+        transport.writelines((out_head, rest)) if rest else transport.write(out_head)
+
+    def _client_head(self, session: FrontendSession, head: h1.ResponseHead, kind: int) -> bytes:
+        """The response head for the client: the backend's, with the request id added after
+        the status line, and rebuilt only when headers must be removed or changed."""
+        listener = session.listener
+        extra = listener.sozu_id_prefix + session.request_id + _CRLF
+        if session.set_cookie:
+            extra += session.set_cookie
+        closing = not session.keep_alive or session.proxy.stopping or kind == BODY_CLOSE
+        request = session.head
+        if closing:
+            session.keep_alive = False
+            extra += b"Connection: close\r\n"
+        elif request is not None and request.version == 10:
+            extra += b"Connection: keep-alive\r\n"
+        route = session.route
+        edits = route.response_edits if route is not None else None
+        raw = head.raw
+        if not head.hop_by_hop and not edits:
+            cut = head.status_line_end
+            return raw[:cut] + extra + raw[cut:]
+        lines = [raw[: head.status_line_end]]
+        for name, value in head.forward_headers():
+            if edits and name.lower() in edits:
+                continue
+            lines += (name, b": ", value, _CRLF)
+        lines.append(extra)
+        if route is not None:
+            for name, value in route.response_added:
+                lines += (name, b": ", value, _CRLF)
+        lines.append(_CRLF)
+        return b"".join(lines)
+
+    def _forward(self, session: FrontendSession, data: bytes) -> None:
+        transport = session.transport
+        session.deadline = self.proxy.loop.time() + session.listener.back_timeout
+        kind = self.body
+        if kind == BODY_LENGTH:
+            remaining = self.remaining
+            if len(data) < remaining:
+                transport.write(data)
+                self.remaining = remaining - len(data)
+                return
+            transport.write(data[:remaining] if len(data) > remaining else data)
+            self._done(session, data[remaining:])
+            return
+        if kind == BODY_CHUNKED:
+            tracker = self.chunks
+            assert tracker is not None
+            try:
+                end = tracker.feed(data)
+            except HttpError:
+                self.close()
+                session.abort()
+                return
+            if end < 0:
+                transport.write(data)
+                return
+            transport.write(data[:end])
+            self.chunks = None
+            self._done(session, data[end:])
+            return
+        transport.write(data)  # close-delimited
+
+    def _done(self, session: FrontendSession, extra: bytes) -> None:
+        """The answer is complete: back to the pool (or closed), the session goes on."""
+        backend = self.backend
+        backend.active_requests -= 1
+        self.session = None
+        reusable = self.keep_alive and not extra and session.phase != REQUEST_BODY
+        if self._client_paused:
+            self._client_paused = False
+            session.transport.resume_reading()
+        if session._peer_paused:
+            session._peer_paused = False
+            self.transport.resume_reading()
+        self.release_or_close(reusable)
+        session.response_done()
+
+    def release_or_close(self, reusable: bool) -> None:
+        if reusable and not self._closed and not self.backend.removed:
+            self.reused = True
+            self.session = None
+            self.proxy.release_idle(self)
+        else:
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        session = self.session
+        if session is not None and session.phase == TUNNEL:
+            if session.transport.can_write_eof():
+                session.transport.write_eof()
+            return True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed:
+            self.proxy.backend_closed(self)
+            return
+        self._closed = True
+        session = self.session
+        self.session = None
+        self.proxy.backend_closed(self)
+        if session is None:
+            return
+        self.backend.active_requests -= 1
+        if session.phase == TUNNEL:
+            session.close()
+            return
+        if not self.head_done:
+            if not self.received and self.reused and session.retry_after_reset(self):
+                return
+            session.response_failed(502, "the backend closed the connection before answering")
+            return
+        if self.body == BODY_CLOSE:
+            session.backend = None
+            session.keep_alive = False
+            session.close()  # the close-delimited answer is complete
+            return
+        session.backend = None
+        session.abort()  # the answer was cut short
+
+    def abandon(self) -> None:
+        """The client went away (or was answered directly) while this connection served it."""
+        if self.session is not None:
+            self.backend.active_requests -= 1
+            self.session = None
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self.transport is not None:
+                self.transport.close()
+            self.proxy.backend_closed(self)
+
+
+def monotonic() -> float:
+    return time.monotonic()

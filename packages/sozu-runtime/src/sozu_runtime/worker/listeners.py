@@ -1,0 +1,218 @@
+"""Listeners in a worker: accepting on the sockets the main process hands over.
+
+The main process owns the listening sockets (they survive any worker); a worker receives a
+descriptor for each active listener and serves it with ``loop.create_server(sock=...)`` on a
+duplicate, so that it can stop accepting (backpressure at ``max_connections``, soft stop,
+deactivation) by closing its duplicate while connections wait in the kernel backlog, and start
+again from the descriptor it keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from sozu_config.addresses import split_address
+from sozu_config.models import HttpListenerConfig, HttpsListenerConfig, TcpListenerConfig
+
+from . import h1
+from .answers import Answers
+from .router import Router
+
+if TYPE_CHECKING:
+    from sozu_config.state import ConfigState
+
+    from .proxy import ClusterRuntime, Proxy, Route
+
+log = logging.getLogger("sozu.worker")
+
+__all__ = ["HttpListener", "Listener", "TcpListener"]
+
+_CRLF = b"\r\n"
+
+
+class Listener:
+    """What HTTP, HTTPS and TCP listeners share: the socket, accepting, timeouts."""
+
+    tls = False
+
+    def __init__(self, proxy: Proxy, config: Any) -> None:
+        self.proxy = proxy
+        self.address: str = config.address
+        self.sock: socket.socket | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self.active = False
+        self._starting: asyncio.Task[None] | None = None
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Any) -> None:
+        self.config = config
+        self.front_timeout = float(config.front_timeout)
+        self.back_timeout = float(config.back_timeout)
+        self.connect_timeout = float(config.connect_timeout)
+        self.request_timeout = float(config.request_timeout)
+        self.expect_proxy = config.expect_proxy
+        public = config.public_address or config.address
+        self.public_ip, self.public_port = split_address(public)
+
+    # ------------------------------------------------------------------ accepting
+
+    def protocol_factory(self) -> asyncio.Protocol:
+        raise NotImplementedError
+
+    def server_ssl(self) -> ssl.SSLContext | None:
+        return None
+
+    def server_tls_after_proxy(self) -> ssl.SSLContext | None:
+        """The TLS context to start after a PROXY header (HTTPS listeners with expect_proxy)."""
+        return None
+
+    async def activate(self, sock: socket.socket) -> None:
+        if self.sock is not None and self.sock is not sock:
+            self.sock.close()
+        self.sock = sock
+        self.active = True
+        await self._serve()
+
+    async def _serve(self) -> None:
+        if self.server is not None or self.sock is None or not self.active:
+            return
+        duplicate = socket.socket(fileno=os.dup(self.sock.fileno()))
+        duplicate.setblocking(False)
+        context = self.server_ssl()
+        kwargs: dict[str, Any] = {"sock": duplicate, "backlog": 1024}
+        if context is not None:
+            kwargs["ssl"] = context
+            kwargs["ssl_handshake_timeout"] = self.request_timeout
+        self.server = await self.proxy.loop.create_server(self.protocol_factory, **kwargs)
+
+    def pause_accepting(self) -> None:
+        """Stop accepting; connections wait in the kernel backlog (or go to another worker)."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def resume_accepting(self) -> None:
+        if self.active and self.server is None:
+            self._starting = self.proxy.loop.create_task(self._serve())
+
+    async def deactivate(self) -> None:
+        self.active = False
+        self.pause_accepting()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class HttpListener(Listener):
+    """An HTTP or HTTPS listener: router, answers, forwarding-header settings (and TLS)."""
+
+    def __init__(self, proxy: Proxy, config: HttpListenerConfig | HttpsListenerConfig) -> None:
+        self.router: Router[Route] = Router()
+        self.tls = isinstance(config, HttpsListenerConfig)
+        self.tls_runtime: Any = None
+        super().__init__(proxy, config)
+
+    def reconfigure(self, config: Any) -> None:
+        super().reconfigure(config)
+        proxy = self.proxy
+        self.max_head = proxy.buffer_size
+        self.sticky_name = config.sticky_name.encode()
+        self.sticky_name_lower = self.sticky_name.lower()
+        self.sozu_id_prefix = config.sozu_id_header.encode() + b": "
+        self.elide_x_real_ip = config.elide_x_real_ip
+        self.send_x_real_ip = config.send_x_real_ip
+        self.strict_sni = bool(getattr(config, "strict_sni_binding", False))
+        self.rebuild_mask = h1.SEEN_X_FORWARDED_FOR | h1.SEEN_FORWARDED
+        if self.elide_x_real_ip:
+            self.rebuild_mask |= h1.SEEN_X_REAL_IP
+        self.proto = b"https" if self.tls else b"http"
+        self._public_port = str(self.public_port).encode()
+        self._by = _forwarded_node(self.public_ip)
+        old = getattr(self, "answers", None)
+        answers = Answers(config.answers, sozu_id_header=config.sozu_id_header)
+        if old is not None:
+            for cluster in proxy.clusters.values():
+                if cluster.config.answers:
+                    answers.set_cluster(cluster.cluster_id, cluster.config.answers)
+        self.answers = answers
+        if self.tls:
+            from .tls import TlsRuntime
+
+            if self.tls_runtime is None:
+                self.tls_runtime = TlsRuntime(config)
+            else:
+                self.tls_runtime.reconfigure(config)
+
+    def forwarded_value(self, ip: str, port: int) -> bytes:
+        node = _forwarded_node(ip)
+        return b'proto=%s;for="%s:%d";by=%s' % (self.proto, node.strip(b'"'), port, self._by)
+
+    def forwarding_headers(self, ip: str, port: int, seen: int = 0) -> bytes:
+        """The headers added to every request from ``ip:port`` (those the client did not send
+        already); precomputed once per connection for the common case."""
+        peer = ip.encode()
+        out = []
+        if not seen & h1.SEEN_X_FORWARDED_FOR:
+            out.append(b"X-Forwarded-For: " + peer + _CRLF)
+        if not seen & h1.SEEN_FORWARDED:
+            out.append(b"Forwarded: " + self.forwarded_value(ip, port) + _CRLF)
+        if self.send_x_real_ip:
+            out.append(b"X-Real-IP: " + peer + _CRLF)
+        if not seen & h1.SEEN_X_FORWARDED_PROTO:
+            out.append(b"X-Forwarded-Proto: " + self.proto + _CRLF)
+        if not seen & h1.SEEN_X_FORWARDED_PORT:
+            out.append(b"X-Forwarded-Port: " + self._public_port + _CRLF)
+        return b"".join(out)
+
+    def protocol_factory(self) -> asyncio.Protocol:
+        from .http import FrontendSession
+
+        if self.expect_proxy:
+            from .proxy_reader import ProxyHeaderReader
+
+            return ProxyHeaderReader(self, FrontendSession(self))
+        return FrontendSession(self)
+
+    def server_ssl(self) -> ssl.SSLContext | None:
+        if self.tls_runtime is None or self.expect_proxy:
+            return None
+        return self.tls_runtime.context
+
+    def server_tls_after_proxy(self) -> ssl.SSLContext | None:
+        return self.tls_runtime.context if self.tls_runtime is not None else None
+
+    def sync_certificates(self, state: ConfigState) -> None:
+        if self.tls_runtime is not None:
+            self.tls_runtime.sync(state.certificates.get(self.address, {}), state, self.address)
+
+
+class TcpListener(Listener):
+    """A TCP listener: bound to one cluster by its TCP frontend."""
+
+    def __init__(self, proxy: Proxy, config: TcpListenerConfig) -> None:
+        self.cluster: ClusterRuntime | None = None
+        super().__init__(proxy, config)
+
+    def protocol_factory(self) -> asyncio.Protocol:
+        from .tcp import TcpSession
+
+        if self.expect_proxy:
+            from .proxy_reader import ProxyHeaderReader
+
+            return ProxyHeaderReader(self, TcpSession(self))
+        return TcpSession(self)
+
+
+def _forwarded_node(ip: str) -> bytes:
+    """A node of the Forwarded header (RFC 7239): IPv6 quoted and bracketed."""
+    with contextlib.suppress(ValueError):
+        if isinstance(ipaddress.ip_address(ip), ipaddress.IPv6Address):
+            return f'"[{ip}]"'.encode()
+    return ip.encode()

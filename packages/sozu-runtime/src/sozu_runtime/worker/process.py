@@ -1,0 +1,286 @@
+"""A worker process: one event loop, one channel to the main process, one :class:`Proxy`.
+
+Started by the main process as ``python -m sozu_runtime.worker --id N --fd FD`` with one end
+of a socket pair inherited as ``FD``. Messages from the main process are handled one at a time
+in arrival order (a request is fully applied before the next one is looked at), so the worker's
+state follows the main state request by request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from sozu_config import requests as rq
+from sozu_config.protocol import validation_message
+from sozu_config.responses import (
+    CertificatesContent,
+    Event,
+    EventContent,
+    MetricsContent,
+    Response,
+    ResponseContent,
+    ResponseStatus,
+)
+from sozu_config.state import StateError
+
+from ..channel import Channel
+from ..logs import configure_logging, set_level
+from ..messages import EVENT_ID, InitialState, ReturnListenSockets, Setup, WorkerMessage, decode_message
+from .proxy import Proxy
+
+log = logging.getLogger("sozu.worker")
+
+__all__ = ["WorkerProcess", "main"]
+
+SWEEP_INTERVAL = 0.25  # seconds between deadline checks
+
+
+class WorkerProcess:
+    def __init__(self, worker_id: int, fd: int) -> None:
+        self.worker_id = worker_id
+        self.fd = fd
+        self.proxy: Proxy | None = None
+        self.channel: Channel | None = None
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.done = asyncio.get_running_loop().create_future()
+        self.soft_stop_timeout = 60.0
+
+    async def run(self) -> int:
+        sock = socket.socket(fileno=self.fd)
+        self.channel = Channel(sock, self.queue.put_nowait, lambda: self.queue.put_nowait(None))
+        consumer = asyncio.get_running_loop().create_task(self._consume())
+        sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        try:
+            return await self.done
+        finally:
+            consumer.cancel()
+            sweeper.cancel()
+
+    # ------------------------------------------------------------------ messages
+
+    async def _consume(self) -> None:
+        while True:
+            line = await self.queue.get()
+            if line is None:  # the main process is gone: finish what is in flight and leave
+                log.warning("the channel to the main process closed: stopping")
+                await self._soft_stop(None)
+                return
+            try:
+                message = decode_message(line)
+            except ValidationError as error:
+                log.error("invalid message from the main process: %s", validation_message(error))
+                continue
+            try:
+                await self._handle(message)
+            except Exception as error:  # one bad request never stops the worker
+                log.exception("request %s failed", message.id)
+                self._answer(message.id, ResponseStatus.FAILURE, f"worker error: {error}")
+
+    def _answer(
+        self,
+        request_id: str,
+        status: ResponseStatus,
+        message: str = "",
+        content: ResponseContent | None = None,
+    ) -> None:
+        channel = self.channel
+        if channel is None or channel.closed:
+            return
+        response = Response(id=request_id, status=status, message=message, content=content)
+        channel.send(response.model_dump_json().encode() + b"\n")
+
+    def emit(self, event: Event) -> None:
+        self._answer(EVENT_ID, ResponseStatus.PROCESSING, "", EventContent(event=event))
+
+    async def _handle(self, message: WorkerMessage) -> None:
+        assert self.channel is not None
+        fds = self.channel.take_fds(message.fds) if message.fds else []
+        control = message.control
+        if control is not None:
+            await self._control(message.id, control, fds)
+            return
+        request = message.request
+        if request is None:
+            self._answer(message.id, ResponseStatus.FAILURE, "empty message")
+            return
+        proxy = self.proxy
+        if proxy is None:
+            self._answer(message.id, ResponseStatus.FAILURE, "the worker is not set up yet")
+            return
+        kind = request.type
+        if kind in rq.MUTATING_TYPES:
+            try:
+                await proxy.apply(request, fds)
+            except StateError as error:
+                self._answer(message.id, ResponseStatus.FAILURE, error.message)
+                return
+            self._answer(message.id, ResponseStatus.OK)
+            return
+        for fd in fds:  # nothing else carries sockets
+            os.close(fd)
+        if isinstance(request, rq.SoftStop):
+            await self._soft_stop(message.id)
+        elif isinstance(request, rq.HardStop):
+            proxy.hard_stop()
+            self._answer(message.id, ResponseStatus.OK)
+            await self._flush()
+            self._finish(0)
+        elif isinstance(request, rq.Logging):
+            set_level(request.level)
+            self._answer(message.id, ResponseStatus.OK)
+        elif isinstance(request, rq.ConfigureMetrics):
+            if request.configuration == "clear":
+                proxy.metrics.clear()
+            else:
+                proxy.metrics.enabled = request.configuration == "enabled"
+            self._answer(message.id, ResponseStatus.OK)
+        elif isinstance(request, rq.QueryMetrics):
+            self._answer(
+                message.id,
+                ResponseStatus.OK,
+                content=MetricsContent(proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)),
+            )
+        elif isinstance(request, rq.QueryCertificatesFromWorkers):
+            found = proxy.state.certificate_list(domain=request.domain, fingerprint=request.fingerprint)
+            self._answer(message.id, ResponseStatus.OK, content=CertificatesContent(certificates=found))
+        elif isinstance(request, rq.Status):
+            self._answer(message.id, ResponseStatus.OK)
+        else:
+            content = proxy.state.answer_query(request)
+            self._answer(message.id, ResponseStatus.OK, content=content)
+
+    def _cluster_metrics(self, request: rq.QueryMetrics) -> dict[str, dict[str, Any]]:
+        assert self.proxy is not None
+        wanted = set(request.cluster_ids)
+        out: dict[str, dict[str, Any]] = {}
+        for cluster_id, cluster in self.proxy.clusters.items():
+            if wanted and cluster_id not in wanted:
+                continue
+            out[cluster_id] = {
+                "requests": cluster.requests,
+                "backends": {
+                    b.backend_id: {
+                        "address": b.address,
+                        "active_connections": b.active_connections,
+                        "active_requests": b.active_requests,
+                        "failures": b.failures,
+                        "down": b.is_down,
+                    }
+                    for b in cluster.balancer.backends()
+                },
+            }
+        return out
+
+    async def _control(self, request_id: str, control: Any, fds: list[int]) -> None:
+        if isinstance(control, Setup):
+            configure_logging(control.log_level, f"WRK-{control.worker_id:02d}", access_logs=control.access_logs)
+            self.soft_stop_timeout = control.soft_stop_timeout
+            self.proxy = Proxy(
+                worker_id=control.worker_id,
+                buffer_size=control.buffer_size,
+                max_connections=control.max_connections,
+                emit_event=self.emit,
+                expired_certificates=control.expired_certificates,
+            )
+            self._answer(request_id, ResponseStatus.OK)
+        elif isinstance(control, InitialState):
+            assert self.proxy is not None
+            if control.replace:
+                await self._reset()
+            for request in control.requests:
+                await self.proxy.apply(request, fds)
+            self.proxy.state.version = control.version
+            self._answer(request_id, ResponseStatus.OK)
+        elif isinstance(control, ReturnListenSockets):
+            assert self.proxy is not None
+            for listener in self.proxy.listeners.values():
+                listener.pause_accepting()
+            self._answer(request_id, ResponseStatus.OK)
+
+    async def _reset(self) -> None:
+        """Forget the current routing state (resynchronisation from the main state)."""
+        assert self.proxy is not None
+        await self.proxy.stop_listening()
+        old = self.proxy
+        self.proxy = Proxy(
+            worker_id=old.worker_id,
+            buffer_size=old.buffer_size,
+            max_connections=old.max_connections,
+            emit_event=self.emit,
+            expired_certificates=old.expired_certificates,
+        )
+        # connections in flight keep their own references and finish on the old objects
+        self.proxy.sessions = old.sessions
+        self.proxy.metrics = old.metrics
+
+    # ------------------------------------------------------------------ stopping
+
+    async def _soft_stop(self, request_id: str | None) -> None:
+        proxy = self.proxy
+        if proxy is not None:
+            await proxy.stop_listening()
+            proxy.soft_stop()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.soft_stop_timeout
+            while proxy.sessions and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            if proxy.sessions:
+                log.warning("soft stop: %d connections cut at the deadline", len(proxy.sessions))
+                proxy.hard_stop()
+        if request_id is not None:
+            self._answer(request_id, ResponseStatus.OK)
+            await self._flush()
+        self._finish(0)
+
+    async def _flush(self) -> None:
+        if self.channel is not None and not self.channel.closed:
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait_for(self.channel.drain(), 2.0)
+
+    def _finish(self, code: int) -> None:
+        if not self.done.done():
+            self.done.set_result(code)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            if self.proxy is not None:
+                try:
+                    self.proxy.sweep()
+                except Exception:
+                    log.exception("sweep failed")
+
+
+async def _run(worker_id: int, fd: int) -> int:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # the main process decides when workers stop; a Ctrl-C on the terminal reaches the
+        # whole process group and must not cut connections behind the main process's back
+        loop.add_signal_handler(signum, lambda: None)
+    worker = WorkerProcess(worker_id, fd)
+    return await worker.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sozu-worker", description="a sozu worker process")
+    parser.add_argument("--id", type=int, required=True)
+    parser.add_argument("--fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    from ..loops import run
+
+    return run(_run(args.id, args.fd))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
