@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from sozu_config.config import Config, load_config
+from sozu_config.state import ConfigState
 
 PATHS = ("/", "/api", "/static", "/v1", "/v2")
 PATH_TYPES = ("PREFIX", "PREFIX", "PREFIX", "EQUALS", "REGEX")
@@ -123,9 +124,9 @@ def generate_config(
             lines.append('load_balancing = "LEAST_LOADED"\nsticky_session = true\n')
         lines.append("frontends = [\n")
         for j in range(frontends_per_cluster):
-            path = PATHS[j % len(PATHS)] + (str(j // len(PATHS)) if j >= len(PATHS) else "")
+            route = PATHS[j % len(PATHS)] + (str(j // len(PATHS)) if j >= len(PATHS) else "")
             path_type = PATH_TYPES[j % len(PATH_TYPES)]
-            value = f"^{path}" if path_type == "REGEX" else path
+            value = f"^{route}" if path_type == "REGEX" else route
             tags = f', tags = {{ team = "t{i % 50}" }}' if j == 0 else ""
             lines.append(
                 f'  {{ address = "0.0.0.0:8080", hostname = "{host}", path = "{value}", '
@@ -158,6 +159,59 @@ def generate_config(
         backends=clusters * backends_per_cluster,
         certificates=https_clusters,
     )
+
+
+def mutated(state: ConfigState, directory: Path, fraction: float = 0.1) -> ConfigState:
+    """A copy of ``state`` where ``fraction`` of the clusters, frontends, backends and
+    certificates are changed, removed or replaced (a tenth of each kind of object)."""
+    from sozu_config import ConfigState, requests as rq
+    from sozu_config.certificates import CertificateAndKey
+
+    other = state.copy()
+    step = max(1, round(1 / fraction))
+    for index, cluster_id in enumerate(sorted(state.clusters)):
+        if index % step == 0:
+            cluster = state.clusters[cluster_id]
+            other.apply(
+                rq.AddCluster(
+                    cluster=cluster.model_copy(
+                        update={"sticky_session": not cluster.sticky_session}
+                    )
+                )
+            )
+    for index, (key, frontend) in enumerate(sorted(state.http_frontends.items())):
+        if index % step == 0:
+            other.apply(rq.RemoveHttpFrontend(frontend=frontend))
+            moved = frontend.model_copy(
+                update={
+                    "path": frontend.path.model_copy(update={"value": frontend.path.value + "-v2"})
+                }
+            )
+            other.apply(rq.AddHttpFrontend(frontend=moved))
+    for index, (cluster_id, backends) in enumerate(sorted(state.backends.items())):
+        for backend_index, (backend_id, backend) in enumerate(sorted(backends.items())):
+            if (index + backend_index) % step == 0:
+                other.apply(rq.AddBackend(backend=backend.model_copy(update={"weight": 50})))
+    renewed = [
+        f"app{i}.example.com"
+        for i in range(0, len(state.certificates.get("0.0.0.0:8443", {})), step)
+    ]
+    pairs = write_certificates(directory / "renewed", renewed)
+    by_name = {name: pair for name, pair in zip(renewed, pairs)}
+    for fingerprint, entry in sorted(state.certificates.get("0.0.0.0:8443", {}).items()):
+        name = entry.names[0]
+        if name in by_name:
+            certificate_path, key_path = by_name[name]
+            other.apply(
+                rq.ReplaceCertificate(
+                    address="0.0.0.0:8443",
+                    old_fingerprint=fingerprint,
+                    new_certificate=CertificateAndKey(
+                        certificate=certificate_path.read_text(), key=key_path.read_text()
+                    ),
+                )
+            )
+    return other
 
 
 def measure(path: Path) -> tuple[Config, float, float]:
@@ -199,9 +253,15 @@ def main() -> None:
         )
 
         text = bench.path.read_text(encoding="utf-8")
-        cpu = time.process_time()
+        gc.collect()
+        gc.disable()  # as load_config runs it
+        wall, cpu = time.perf_counter(), time.process_time()
         tomllib.loads(text)
-        print(f"tomllib.loads alone: {time.process_time() - cpu:.2f} s CPU")
+        print(
+            f"tomllib.loads alone: {time.perf_counter() - wall:.2f} s wall-clock, "
+            f"{time.process_time() - cpu:.2f} s CPU"
+        )
+        gc.enable()
 
         results = [measure(bench.path) for _ in range(max(1, args.runs))]
         config = results[-1][0]
@@ -212,13 +272,36 @@ def main() -> None:
         assert https == bench.https_frontends
         assert sum(len(b) for b in state.backends.values()) == bench.backends
         assert sum(len(c) for c in state.certificates.values()) == bench.certificates
+        _, first_wall, first_cpu = results[0]
         best_wall = min(wall for _, wall, _ in results)
         best_cpu = min(cpu for _, _, cpu in results)
+        print(f"loaded: {state!r}, {len(config.warnings)} warnings")
+        # the first load finds the address and certificate caches empty, as a daemon does
+        print(f"load_config, first load: {first_wall:.2f} s wall-clock, {first_cpu:.2f} s CPU")
         print(
-            f"load_config: best of {len(results)}: {best_wall:.2f} s wall-clock, "
-            f"{best_cpu:.2f} s CPU ({state!r}, {len(config.warnings)} warnings)"
+            f"load_config, best of {len(results)}: {best_wall:.2f} s wall-clock, "
+            f"{best_cpu:.2f} s CPU"
         )
-        print("runs (wall, CPU):", ", ".join(f"({w:.2f}, {c:.2f})" for _, w, c in results))
+
+        other = mutated(state, directory)
+        timings = []
+        for _ in range(3):
+            started = time.perf_counter()
+            plan = state.diff(other)
+            timings.append(time.perf_counter() - started)
+        print(
+            f"diff of two such states differing in 10 % of their objects: {len(plan)} requests "
+            f"in {min(timings):.3f} s (best of 3)"
+        )
+        started = time.perf_counter()
+        requests = state.generate_requests()
+        print(
+            f"generate_requests: {len(requests)} requests in {time.perf_counter() - started:.3f} s"
+        )
+        replayed = state.copy()
+        for request in plan:
+            replayed.apply(request)
+        assert replayed == other, "the diff does not turn the state into the other one"
 
         if args.profile:
             profiler = cProfile.Profile()

@@ -550,7 +550,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _ignore_stop_signals()
         for server in reversed(started):
             server.stop()
-        shutil.rmtree(workspace, ignore_errors=True)
+        if not os.environ.get("SOZU_BENCH_KEEP"):
+            shutil.rmtree(workspace, ignore_errors=True)
         _restore_signals(previous_handlers)
     summaries = summarise(records, [load.name for load in settings.loads], settings.targets)
     payload = results_payload(

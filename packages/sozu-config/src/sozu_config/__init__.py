@@ -55,6 +55,16 @@ from .models import (
     TcpListenerConfig,
     TlsVersion,
 )
+from .plan import (
+    PLAN_GROUPS,
+    Change,
+    ChangeOp,
+    Plan,
+    PlanError,
+    field_changes,
+    load_plan,
+    plan_states,
+)
 from .protocol import (
     PROTOCOL_VERSION,
     LineReader,
@@ -133,6 +143,7 @@ from .statefile import StateFileError, iter_state_file, load_state_file, write_s
 
 __all__ = [
     "MUTATING_TYPES",
+    "PLAN_GROUPS",
     "PROTOCOL_VERSION",
     "QUERY_TYPES",
     "ActivateListener",
@@ -153,6 +164,8 @@ __all__ = [
     "CertificateError",
     "CertificateInfo",
     "CertificateSummary",
+    "Change",
+    "ChangeOp",
     "ClientError",
     "Cluster",
     "CommandClient",
@@ -186,6 +199,8 @@ __all__ = [
     "NotFound",
     "PathRule",
     "PathRuleKind",
+    "Plan",
+    "PlanError",
     "ProtocolError",
     "ProxyProtocolConfig",
     "QueryCertificates",
@@ -238,13 +253,16 @@ __all__ = [
     "decode_response",
     "encode_request",
     "encode_response",
+    "field_changes",
     "fingerprint_of",
     "iter_state_file",
     "load_config",
     "load_config_text",
+    "load_plan",
     "load_state_file",
     "normalize_address",
     "parse_request",
+    "plan_states",
     "split_address",
     "write_state_file",
 ]

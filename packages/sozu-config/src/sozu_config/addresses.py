@@ -26,6 +26,9 @@ def normalize_address(text: str) -> str:
     """
     if not isinstance(text, str):
         raise ValueError(f"an address must be a string like '127.0.0.1:8080', not {text!r}")
+    fast = _fast_ipv4(text)
+    if fast is not None:
+        return fast
     raw = text.strip()
     if raw.startswith("["):
         end = raw.find("]")
@@ -57,6 +60,24 @@ def normalize_address(text: str) -> str:
     if not 1 <= port <= 65535:
         raise ValueError(f"invalid address {text!r}: port {port} is not in 1-65535")
     return f"{host_text}:{port}"
+
+
+def _fast_ipv4(text: str) -> str | None:
+    """The common case (``a.b.c.d:port`` already in normal form) without ``ipaddress``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not port.isascii() or port[0] == "0" or len(port) > 5:
+        return None
+    if not 1 <= int(port) <= 65535:
+        return None
+    parts = host.split(".")
+    if len(parts) != 4:
+        return None
+    for part in parts:
+        if not part.isdigit() or not part.isascii() or len(part) > 3:
+            return None
+        if (part[0] == "0" and len(part) > 1) or int(part) > 255:
+            return None
+    return text
 
 
 def split_address(address: str) -> tuple[str, int]:

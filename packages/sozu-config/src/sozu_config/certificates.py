@@ -59,7 +59,9 @@ class CertificateAndKey(Model):
     @field_validator("names")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
-        return [name.lower().rstrip(".") for name in value]
+        from .models import normalize_certificate_name
+
+        return [normalize_certificate_name(name) for name in value]
 
 
 class CertificateSummary(Model):

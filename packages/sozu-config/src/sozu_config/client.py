@@ -106,6 +106,8 @@ class CommandClient:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+        self._lines.clear()
+        self._reader = LineReader(self._reader.max_size)
 
     def __enter__(self) -> CommandClient:
         return self.connect()
@@ -119,6 +121,7 @@ class CommandClient:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    self.close()
                     raise CommandTimeout("no answer from the daemon in time")
                 self._socket.settimeout(remaining)
             else:
@@ -126,6 +129,7 @@ class CommandClient:
             try:
                 data = self._socket.recv(1 << 20)
             except TimeoutError:
+                self.close()  # a late answer must not be taken for the next request's
                 raise CommandTimeout("no answer from the daemon in time") from None
             except OSError as error:
                 raise DaemonUnreachable(f"the connection to the daemon failed: {error}") from None
@@ -177,6 +181,8 @@ class CommandClient:
                     yield response.content.event
                 elif response.final:
                     return
+        except DaemonUnreachable:
+            return  # the daemon closed the subscription (it stopped, or was upgraded)
         finally:
             self.timeout = saved
 
@@ -257,6 +263,7 @@ class AsyncCommandClient:
             try:
                 line = await asyncio.wait_for(self._read_line(reader), remaining)
             except TimeoutError:
+                await self.close()  # a late answer must not be taken for the next request's
                 raise CommandTimeout("no answer from the daemon in time") from None
             response = decode_response(line)
             if response.id != request_id:
@@ -280,8 +287,11 @@ class AsyncCommandClient:
 
     async def events(self) -> AsyncIterator[Event]:
         """Subscribe to events and yield them until the connection closes."""
-        async for response in self.responses(SubscribeEvents(), timeout=None):
-            if isinstance(response.content, EventContent):
-                yield response.content.event
-            elif response.final:
-                return
+        try:
+            async for response in self.responses(SubscribeEvents(), timeout=None):
+                if isinstance(response.content, EventContent):
+                    yield response.content.event
+                elif response.final:
+                    return
+        except DaemonUnreachable:
+            return

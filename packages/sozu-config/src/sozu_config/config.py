@@ -26,7 +26,21 @@ Rules (reference §B, with this project's decisions):
   directory first, then in the current working directory (sōzu's rule), so that both layouts
   work; ``command_socket``, ``saved_state`` and ``pid_file_path`` are relative to the
   configuration file's directory and stored absolute;
-* frontends default to ``position = TREE`` (DESIGN.md §5), not sōzu's accidental PRE.
+* values must have their TOML type (``weight = "100"`` is an error, not a coercion), and
+  enumerations are read case-insensitively (``ROUND_ROBIN``, ``round_robin``, ``use-same``).
+
+Deliberate differences from sōzu:
+
+* frontends default to ``position = TREE`` (DESIGN.md §5), not sōzu's accidental PRE;
+* the default ``command_socket`` is ``sozu.sock`` next to the file, not in the working
+  directory, and ``pid_file_path`` is relative to the file as well;
+* a listener's ``certificate``/``key`` is added to that listener like any certificate (SNI
+  picks it) and becomes its ``default_sni``, instead of being copied onto its frontends;
+* an HTTPS frontend without a certificate that no certificate of its listener covers is
+  accepted with a warning (a certificate can be added at runtime), where sōzu refuses it;
+* ``buffer_size`` is at least 16,393 bytes always, two backends of a cluster cannot share a
+  ``backend_id``, and ``log_level`` must only name levels (a misspelt level is an error);
+* ``max_command_buffer_size`` defaults to 64 MiB (sōzu: 2 MB).
 
 Every problem is a :class:`ConfigError` naming the file, the table and the key; a pydantic
 ``ValidationError`` never escapes.
@@ -192,7 +206,8 @@ class Config(Model):
     min_buffers: Annotated[int, Field(ge=0)] = 1
     max_buffers: Annotated[int, Field(ge=1)] = 1_000
     buffer_size: Annotated[int, Field(ge=16_393)] = 16_393
-    """Bytes per buffer; at least one TLS record (16 KiB) plus a frame header, as in sōzu."""
+    """Bytes per buffer: at least a 16 KiB HTTP/2 frame and its 9-byte header (sōzu demands
+    it only when HTTP/2 is offered; here always)."""
     ctl_command_timeout: Annotated[int, Field(ge=0)] = 1_000
     """Milliseconds the CLI waits for an answer (0: forever)."""
     pid_file_path: Path | None = None
@@ -345,6 +360,10 @@ _CLUSTER_KEYS = frozenset(
         "health_check",
         "udp",
     }
+)
+# Cluster keys that are refused (or checked) when they ask for what is not implemented.
+_UNSUPPORTED_CLUSTER_KEYS = frozenset(
+    {"http2", "health_check", "udp", "max_connections_per_ip", "retry_after"}
 )
 _HTTP_FRONTEND_KEYS = frozenset(
     {
@@ -873,7 +892,7 @@ class _Loader:
                 raise self.error(
                     table, "certificate_chain", f"chain certificate {index + 1}: {error}"
                 ) from None
-            if True:
+            if entry.fingerprint != info.fingerprint:  # sōzu drops a copy of the leaf
                 kept.append(pem)
         try:
             check_key_matches(blocks[0], key_text)
@@ -1341,19 +1360,21 @@ def _read_cluster(loader: _Loader, config: Config, cluster_id: str, data: object
     protocol_name = loader.string(table, data, "protocol")
     if protocol_name is None:
         raise loader.error(table, "protocol", "is required (http or tcp)")
-    if protocol_name.lower() == "http":
+    spelled = protocol_name.lower()
+    if spelled == "http":
         protocol = ListenerType.HTTP
-    elif protocol_name.lower() == "tcp":
+    elif spelled == "tcp":
         protocol = ListenerType.TCP
-    elif protocol_name.lower() == "https":
+    elif spelled == "https":
         raise loader.error(
             table, "protocol", 'HTTPS clusters use protocol = "http" (TLS is a frontend matter)'
         )
-    elif protocol_name.lower() == "udp":
+    elif spelled == "udp":
         raise loader.error(table, "protocol", "UDP clusters are not supported")
     else:
         raise loader.error(table, "protocol", f"expected http or tcp, found {_show(protocol_name)}")
-    _refuse_unsupported_cluster_keys(loader, table, data)
+    if not _UNSUPPORTED_CLUSTER_KEYS.isdisjoint(data):
+        _refuse_unsupported_cluster_keys(loader, table, data)
 
     fields: dict[str, Any] = {"cluster_id": cluster_id}
     if "load_balancing" in data:
@@ -1381,7 +1402,8 @@ def _read_cluster(loader: _Loader, config: Config, cluster_id: str, data: object
     send_proxy = loader.boolean(table, data, "send_proxy") or False
     if send_proxy and protocol is ListenerType.HTTP:
         loader.warn(table, "send_proxy", "only applies to tcp clusters; ignored")
-    fields["answers"] = loader.answers(table, data, ("answer_503",))
+    if "answers" in data or "answer_503" in data:
+        fields["answers"] = loader.answers(table, data, ("answer_503",))
     try:
         cluster = Cluster.model_validate(fields, strict=True)
     except ValidationError as error:

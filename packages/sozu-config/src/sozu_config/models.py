@@ -171,6 +171,13 @@ def _exact_hostname(hostname: str, original: str) -> str:
     return ascii_name
 
 
+def normalize_certificate_name(name: str) -> str:
+    """A name a certificate serves: ``example.com`` or ``*.example.com`` (IDNA, lowercase)."""
+    if name.startswith("*."):
+        return "*." + _exact_hostname(name[2:], name)
+    return _exact_hostname(name, name)
+
+
 def hostname_regex(hostname: str) -> str:
     """The anchored regular expression of a regex hostname rule (one that contains ``/``):
     text between a pair of slashes is a regex, text outside is literal."""

@@ -134,6 +134,10 @@ class LineReader:
         self._buffer = bytearray()
         self._max_size = max_size
 
+    @property
+    def max_size(self) -> int:
+        return self._max_size
+
     def feed(self, data: bytes) -> list[bytes]:
         start = len(self._buffer)
         self._buffer += data

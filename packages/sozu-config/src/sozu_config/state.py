@@ -18,6 +18,7 @@ state moved on since the plan was computed.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
@@ -284,7 +285,7 @@ class ConfigState:
         self._journal = outer
         if outer is not None:
             outer.extend(journal)
-        else:
+        elif journal:  # a request that changed nothing does not move the version
             self.version += 1
         self.request_counts[kind] += 1
 
@@ -318,10 +319,13 @@ class ConfigState:
             raise
         finally:
             self._journal = None
-        self.version += 1
+        if journal:
+            self.version += 1
         self.request_counts["batch"] += 1
 
     def _dispatch(self, request: rq.Request) -> None:
+        if isinstance(request, rq.Batch):
+            raise InvalidRequest("a batch cannot contain another batch")
         handler = _HANDLERS.get(type(request))
         if handler is None:
             raise InvalidRequest(f"{request.type} does not change the state")
@@ -444,18 +448,23 @@ class ConfigState:
         listeners: dict[str, Any],
         kind: str,
     ) -> None:
-        what = f"{kind} frontend {frontend.describe()}"
-        if frontend.address not in listeners:
-            other = self.listener_type(frontend.address)
-            hint = f" (the listener there is {other.value})" if other else ""
-            raise NotFound(f"{what}: no {kind.upper()} listener at {frontend.address}{hint}")
-        self._check_cluster(frontend.cluster_id, what)
         key = frontend.key
-        if key in table:
+        cluster_id = frontend.cluster_id
+        if (
+            frontend.address not in listeners
+            or (cluster_id is not None and cluster_id not in self.clusters)
+            or key in table
+        ):
+            what = f"{kind} frontend {frontend.describe()}"
+            if frontend.address not in listeners:
+                other = self.listener_type(frontend.address)
+                hint = f" (the listener there is {other.value})" if other else ""
+                raise NotFound(f"{what}: no {kind.upper()} listener at {frontend.address}{hint}")
+            self._check_cluster(cluster_id, what)
             raise AlreadyExists(f"{what} already exists")
         self._put(table, key, frontend)
-        if frontend.cluster_id is not None:
-            self._ref_add(self._cluster_refs, frontend.cluster_id, (kind, key))
+        if cluster_id is not None:
+            self._ref_add(self._cluster_refs, cluster_id, (kind, key))
         self._ref_add(self._frontends_at, frontend.address, (kind, key))
 
     def _drop_http_frontend(
@@ -756,6 +765,7 @@ class ConfigState:
     ) -> list[ClusterInformation]:
         """Clusters with an HTTP/HTTPS frontend on exactly ``hostname`` (and ``path``)."""
         found: dict[str, None] = {}
+        hostname = hostname.lower().rstrip(".")
         for frontend in _chain(self.http_frontends.values(), self.https_frontends.values()):
             if frontend.hostname != hostname or frontend.cluster_id is None:
                 continue
@@ -769,8 +779,9 @@ class ConfigState:
         of them changes; equal across processes and restarts)."""
         hashes: dict[str, str] = {}
         for cluster_id in sorted(self.clusters):
-            info = self.cluster_information(cluster_id)
-            digest = hashlib.blake2b(info.model_dump_json().encode(), digest_size=8)
+            info = self.cluster_information(cluster_id).model_dump(mode="json")
+            canonical = json.dumps(info, sort_keys=True, separators=(",", ":"))
+            digest = hashlib.blake2b(canonical.encode(), digest_size=8)
             hashes[cluster_id] = digest.hexdigest()
         return hashes
 

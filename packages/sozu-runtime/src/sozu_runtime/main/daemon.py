@@ -101,6 +101,8 @@ class Daemon:
         self.server: asyncio.AbstractServer | None = None
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._inflight = 0
 
     # ------------------------------------------------------------------ start and stop
 
@@ -143,6 +145,32 @@ class Daemon:
             len(self.state.clusters),
             config.command_socket,
         )
+
+    async def adopt(self, state: ConfigState, data: dict[str, Any]) -> None:
+        """Take over from the previous main process (see :mod:`.upgrade`)."""
+        self.state = state
+        self._worker_ids = itertools.count(int(data["next_worker_id"]))
+        for address, fd in data["sockets"].items():
+            self.sockets[address] = socket.socket(fileno=int(fd))
+        for worker in data["workers"]:
+            handle = WorkerHandle(int(worker["id"]), self._worker_event, self._worker_exited)
+            handle.adopt(int(worker["pid"]), int(worker["fd"]))
+            handle.run_state = RunState(worker["run_state"])
+            self.workers[handle.id] = handle
+        command = socket.socket(fileno=int(data["command_fd"]))
+        self.server = await asyncio.start_unix_server(
+            self._client, sock=command, limit=self.config.max_command_buffer_size + 1
+        )
+        log.info(
+            "main process upgraded (pid %d): %d workers, %d listeners kept",
+            os.getpid(),
+            len(self.workers),
+            len(self.sockets),
+        )
+        self.emit(Event(kind=EventKind.MAIN_UPGRADED, message=f"pid {os.getpid()}"))
+        for handle in list(self.workers.values()):
+            if not handle.alive:
+                self._worker_exited(handle)
 
     def _claim_command_socket(self) -> None:
         path = self.config.command_socket
@@ -218,11 +246,8 @@ class Daemon:
             timeout = 5.0 if hard else self.config.soft_stop_timeout + 10.0
             await asyncio.wait(futures, timeout=timeout)
         for handle in workers:
-            if handle.process is not None and handle.process.returncode is None:
-                try:
-                    await asyncio.wait_for(handle.process.wait(), 3.0)
-                except TimeoutError:
-                    handle.kill()
+            if not await handle.wait(3.0):
+                handle.kill()
 
     def _close_sockets(self) -> None:
         for sock in self.sockets.values():
@@ -325,11 +350,8 @@ class Daemon:
         future = handle.send(request=rq.SoftStop())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(future, self.config.soft_stop_timeout + 10.0)
-        if handle.process is not None:
-            try:
-                await asyncio.wait_for(handle.process.wait(), 5.0)
-            except TimeoutError:
-                handle.kill()
+        if not await handle.wait(5.0):
+            handle.kill()
         self.workers.pop(handle.id, None)
 
     def running_workers(self) -> list[WorkerHandle]:
@@ -385,6 +407,7 @@ class Daemon:
     # ------------------------------------------------------------------ the command socket
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
         try:
             while True:
                 try:
@@ -414,6 +437,7 @@ class Daemon:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._clients.discard(writer)
             self.subscribers.pop(writer, None)
             with contextlib.suppress(Exception):
                 writer.close()
@@ -433,16 +457,22 @@ class Daemon:
             progress("subscribed to events")
             await writer.drain()
             return
+        self._inflight += 1
         try:
-            response = await self.handle(request, progress)
-        except Exception as error:  # a bug must not take the daemon down
-            log.exception("request %s failed", request.type)
-            response = Response(id="", status=ResponseStatus.FAILURE, message=f"internal error: {error}")
-        response = response.model_copy(update={"id": request_id})
-        writer.write(encode_response(response))
-        await writer.drain()
+            try:
+                response = await self.handle(request, progress)
+            except Exception as error:  # a bug must not take the daemon down
+                log.exception("request %s failed", request.type)
+                response = _fail(f"internal error: {error}")
+            response = response.model_copy(update={"id": request_id})
+            writer.write(encode_response(response))
+            await writer.drain()
+        finally:
+            self._inflight -= 1
         if isinstance(request, (rq.SoftStop, rq.HardStop)):
             self._spawn(self.stop(hard=isinstance(request, rq.HardStop)))
+        elif isinstance(request, rq.UpgradeMain) and response.ok:
+            self._spawn(self._exec_upgrade())
 
     # ------------------------------------------------------------------ requests
 
@@ -707,7 +737,59 @@ class Daemon:
         return _ok(f"worker {worker_id} replaced by worker {new.id} (pid {new.pid})")
 
     async def upgrade_main(self) -> Response:
-        return _fail("upgrade_main is not supported by this daemon yet")
+        if self.stopping:
+            return _fail("the daemon is stopping")
+        if self.server is None:
+            return _fail("the command socket is not served by this process")
+        return _ok(
+            f"the main process (pid {os.getpid()}) is being replaced by a new one running the "
+            "installed code; workers, sockets and state are kept"
+        )
+
+    async def _exec_upgrade(self) -> None:
+        """Re-execute this process (see :mod:`.upgrade`); never returns when it works."""
+        from .upgrade import exec_new_main, write_upgrade_file
+
+        async with self.lock:  # no mutating request in flight, none starts
+            assert self.server is not None
+            command_fd = os.dup(self.server.sockets[0].fileno())  # keeps the socket alive
+            self.server.close()  # stop accepting: new clients wait in the kernel backlog
+            deadline = self.loop.time() + 5.0
+            while self._inflight > 0 and self.loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            for writer in list(self._clients):
+                writer.close()  # connected clients see the end of the stream: a clean error
+            await asyncio.sleep(0)
+            workers = [w for w in self.workers.values() if w.alive and w.channel is not None]
+            data = {
+                "config": self.config.model_dump(mode="json"),
+                "version": self.state.version,
+                "next_worker_id": next(self._worker_ids),
+                "workers": [
+                    {
+                        "id": w.id,
+                        "pid": w.pid,
+                        "fd": w.channel.sock.fileno(),  # type: ignore[union-attr]
+                        "run_state": w.run_state.value,
+                    }
+                    for w in workers
+                ],
+                "sockets": {a: s.fileno() for a, s in self.sockets.items()},
+                "command_fd": command_fd,
+            }
+            try:
+                path = write_upgrade_file(data, lambda p: write_state_file(self.state, p))
+                descriptors = [command_fd, *data["sockets"].values()]
+                descriptors += [w["fd"] for w in data["workers"]]  # type: ignore[misc]
+                log.info("re-executing the main process")
+                for handler in logging.getLogger("sozu").handlers:
+                    handler.flush()
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                exec_new_main(path, descriptors)
+            except OSError as error:
+                log.error("the main process upgrade failed: %s; going on with the old one", error)
+                os.close(command_fd)
+                await self._serve_commands()
 
 
 def _ok(message: str = "", *, content: ResponseContent | None = None) -> Response:

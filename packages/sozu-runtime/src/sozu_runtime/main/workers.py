@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -39,8 +40,9 @@ class WorkerHandle:
         self.id = worker_id
         self.pid = 0
         self.run_state = RunState.RUNNING
-        self.process: asyncio.subprocess.Process | None = None
         self.channel: Channel | None = None
+        self.returncode: int | None = None
+        self._pidfd = -1
         self._pending: dict[str, asyncio.Future[Response]] = {}
         self._on_event = on_event
         self._on_exit = on_exit
@@ -52,31 +54,74 @@ class WorkerHandle:
         """Start the process with one end of a fresh socket pair as its channel."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "sozu_runtime.worker",
-                "--id",
-                str(self.id),
-                "--fd",
-                str(child.fileno()),
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "sozu_runtime.worker",
+                    "--id",
+                    str(self.id),
+                    "--fd",
+                    str(child.fileno()),
+                ],
                 pass_fds=[child.fileno()],
-                stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=False,
+                stdin=subprocess.DEVNULL,
             )
         finally:
             child.close()
-        self.pid = self.process.pid
-        self.channel = Channel(parent, self._on_line, self._on_close)
-        asyncio.get_running_loop().create_task(self._wait())
+        self._watch(process.pid, parent)
 
-    async def _wait(self) -> None:
-        assert self.process is not None
-        code = await self.process.wait()
+    def adopt(self, pid: int, channel_fd: int) -> None:
+        """Take over a running worker (after the main process re-executed itself)."""
+        self._watch(pid, socket.socket(fileno=channel_fd))
+
+    def _watch(self, pid: int, channel: socket.socket) -> None:
+        self.pid = pid
+        self.channel = Channel(channel, self._on_line, self._on_close)
+        loop = asyncio.get_running_loop()
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            self._pidfd = -1  # the channel closing tells that the worker is gone
+        else:
+            loop.add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        """The process exited (its pidfd is readable): collect it."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        code = -1  # not our child any more (adopted after a re-exec): status unknown
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(self.pid, os.WNOHANG)
+            code = os.waitstatus_to_exitcode(status)
+        self.returncode = code
         if not self.expected_exit:
             log.warning("worker %d (pid %d) exited with code %s", self.id, self.pid, code)
         if self.channel is not None:
             self.channel.close()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until the process is gone; False on timeout."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.running:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    @property
+    def running(self) -> bool:
+        if self._pidfd >= 0:
+            return True
+        if self.returncode is not None or self.pid == 0:
+            return False
+        try:  # no pidfd on this system: ask the kernel
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def _on_line(self, line: bytes) -> None:
         try:
@@ -107,9 +152,9 @@ class WorkerHandle:
                     Response(id="", status=ResponseStatus.FAILURE, message="the worker exited")
                 )
         self._pending.clear()
-        if self.process is not None and self.process.returncode is None:
+        if self._pidfd >= 0:
             with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGKILL)
+                os.kill(self.pid, signal.SIGKILL)  # a worker without its channel is useless
         self._on_exit(self)
 
     @property
@@ -137,6 +182,6 @@ class WorkerHandle:
         return future
 
     def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
+        if self._pidfd >= 0:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)

@@ -123,6 +123,10 @@ class FrontendSession(asyncio.Protocol):
             if peer:
                 self.peer_ip, self.peer_port = peer[0], peer[1]
         self._fwd_static = listener.forwarding_headers(self.peer_ip, self.peer_port)
+        if listener.tls:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self.sni_names = listener.tls_runtime.names_for(ssl_object)
         self.proxy.session_opened(self)
         now = self.proxy.loop.time()
         self.started = now
@@ -294,21 +298,26 @@ class FrontendSession(asyncio.Protocol):
     def _forwarded_head(self, head: h1.RequestHead, route: Route) -> bytes:
         """The head sent to the backend: the client's, with forwarding headers appended."""
         listener = self.listener
-        rid = self.request_id
         seen = head.seen
-        if not head.hop_by_hop and not (seen & listener.rebuild_mask) and not route.request_edits:
-            # fast path: the received head as is, plus the precomputed forwarding headers
-            return b"".join(
-                (
-                    head.raw[:-2],
-                    self._fwd_static if not (seen & h1.SEEN_ADDED) else self._fwd_dynamic(seen),
-                    b"X-Request-Id: " + rid + _CRLF if not (seen & h1.SEEN_X_REQUEST_ID) else b"",
-                    listener.sozu_id_prefix,
-                    rid,
-                    b"\r\n\r\n",
-                )
+        if (
+            head.hop_by_hop
+            or seen & listener.rebuild_mask
+            or self.sticky is not None
+            or route.request_edits
+        ):
+            return self._rebuild_head(head, route)
+        # fast path: the received head as is, plus the precomputed forwarding headers
+        rid = self.request_id
+        return b"".join(
+            (
+                head.raw[:-2],
+                self._fwd_dynamic(seen) if seen & h1.SEEN_ADDED else self._fwd_static,
+                b"" if seen & h1.SEEN_X_REQUEST_ID else b"X-Request-Id: " + rid + _CRLF,
+                listener.sozu_id_prefix,
+                rid,
+                b"\r\n\r\n",
             )
-        return self._rebuild_head(head, route)
+        )
 
     def _fwd_dynamic(self, seen: int) -> bytes:
         """Forwarding headers when the client sent some of them (rare)."""
@@ -339,8 +348,6 @@ class FrontendSession(asyncio.Protocol):
                 continue
             out += (name, b": ", value, _CRLF)
         out.append(listener.forwarding_headers(self.peer_ip, self.peer_port, seen))
-        if head.upgrade is not None and not head.hop_by_hop:
-            pass
         for name, value in route.request_added:
             out += (name, b": ", value, _CRLF)
         if not (seen & h1.SEEN_X_REQUEST_ID):
@@ -850,6 +857,8 @@ class BackendConnection(asyncio.Protocol):
         route = session.route
         edits = route.response_edits if route is not None else None
         raw = head.raw
+        if head.version == 10:  # a proxy sends its own version (RFC 9110 §6.2)
+            raw = b"HTTP/1.1" + raw[8:]
         if not head.hop_by_hop and not edits:
             cut = head.status_line_end
             return raw[:cut] + extra + raw[cut:]

@@ -106,7 +106,8 @@ class Listener:
         self.active = False
         self.pause_accepting()
         if self.sock is not None:
-            self.sock.close()
+            with contextlib.suppress(OSError):
+                self.sock.close()
             self.sock = None
 
 

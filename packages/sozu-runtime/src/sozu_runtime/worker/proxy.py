@@ -384,14 +384,14 @@ class Proxy:
     # ------------------------------------------------------------------ applying requests
 
     async def apply(self, request: rq.Request, fds: list[int]) -> None:
-        """Apply a mutating request to the state, then to the runtime objects."""
+        """Apply a mutating request to the state, then to the runtime objects. ``fds`` holds
+        the listening sockets of the request's activations, in order; they are consumed."""
         self.state.apply(request)
         if isinstance(request, rq.Batch):
-            sockets = list(fds)
             for inner in request.requests:
-                await self._apply_runtime(inner, sockets)
+                await self._apply_runtime(inner, fds)
         else:
-            await self._apply_runtime(request, list(fds))
+            await self._apply_runtime(request, fds)
 
     async def _apply_runtime(self, request: rq.Request, fds: list[int]) -> None:
         handler = _RUNTIME.get(type(request))

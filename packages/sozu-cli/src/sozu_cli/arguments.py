@@ -1,0 +1,223 @@
+"""The argument parser of the commands: its error style, the options every command shares, and
+the argument types that turn text into valid values (or a usage error naming the argument).
+
+A bad argument ends the command with exit code 2 and one line on stderr:
+``sozu backend add: error: argument -a/--address: invalid address 'x': … (see 'sozu backend
+add --help')``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sozu_config import normalize_address
+
+from .errors import ExitCode
+
+__all__ = [
+    "Handler",
+    "Parser",
+    "add_command",
+    "address",
+    "answer",
+    "common_options",
+    "enumeration",
+    "key_values",
+    "non_negative",
+    "pem_file",
+    "port",
+    "positive",
+    "template_file",
+]
+
+Handler = Callable[[Any], int]
+"""What a leaf command runs: takes the :class:`~sozu_cli.context.Context`, returns the exit
+code."""
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line pointing at ``--help``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(ExitCode.USAGE)
+
+
+def add_command(
+    subcommands: argparse._SubParsersAction[Parser],
+    name: str,
+    *,
+    help: str,
+    examples: Sequence[str],
+    parents: Sequence[argparse.ArgumentParser] = (),
+    description: str | None = None,
+    handler: Handler | None = None,
+) -> Parser:
+    """A subcommand with its help line, a description and an epilog of examples."""
+    epilog = "examples:\n" + "\n".join(f"  {example}" for example in examples)
+    parser = subcommands.add_parser(
+        name,
+        help=help,
+        description=description or help[0].upper() + help[1:] + ".",
+        epilog=epilog,
+        parents=list(parents),
+    )
+    if handler is not None:
+        parser.set_defaults(handler=handler)
+    return parser
+
+
+def common_options(*, socket: bool = True) -> Parser:
+    """The global options, repeatable after the subcommand (``sozu status --json``).
+
+    Their defaults are suppressed so that an option given before the subcommand is not reset
+    by the subcommand's parser when it is not repeated there.
+    """
+    parser = Parser(add_help=False)
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="configuration file (default: $SOZU_CONFIG); its command_socket is used",
+    )
+    if socket:
+        group.add_argument(
+            "--socket",
+            metavar="PATH",
+            default=argparse.SUPPRESS,
+            help="command socket to talk to, without a configuration file",
+        )
+    group.add_argument(
+        "-t",
+        "--timeout",
+        metavar="MS",
+        type=non_negative,
+        default=argparse.SUPPRESS,
+        help="milliseconds to wait for an answer (default: the file's ctl_command_timeout; "
+        "changes wait at least 30 s; 0: no limit)",
+    )
+    group.add_argument(
+        "-j",
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print plain JSON on stdout",
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def address(text: str) -> str:
+    """``IP:port`` in normal form."""
+    try:
+        return normalize_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def non_negative(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def positive(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def port(text: str) -> int:
+    value = _integer(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is not in 1-65535")
+    return value
+
+
+def enumeration(choices: Sequence[str]) -> Callable[[str], str]:
+    """One of ``choices``, case-insensitive (``ROUND_ROBIN`` as in config.toml works too)."""
+
+    def convert(text: str) -> str:
+        value = text.strip().lower().replace("-", "_")
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not one of: {', '.join(choices)}"
+            )
+        return value
+
+    convert.__name__ = "choice"
+    return convert
+
+
+def key_values(text: str) -> dict[str, str]:
+    """``'k=v, k2=v2'`` as a dict."""
+    found: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"{part!r} is not key=value (e.g. 'env=prod,team=web')")
+        found[name.strip()] = value.strip()
+    return found
+
+
+def _read_text(path_text: str, what: str) -> str:
+    path = Path(path_text)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise argparse.ArgumentTypeError(f"{what} file {path_text!r} does not exist") from None
+    except IsADirectoryError:
+        raise argparse.ArgumentTypeError(f"{what} file {path_text!r} is a directory") from None
+    except OSError as error:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {what} file {path_text!r}: {error.strerror or error}"
+        ) from None
+    except UnicodeDecodeError:
+        raise argparse.ArgumentTypeError(f"{what} file {path_text!r} is not UTF-8 text") from None
+
+
+def pem_file(text: str) -> str:
+    """The content of a PEM file (certificate, chain or key)."""
+    content = _read_text(text, "PEM")
+    if "-----BEGIN " not in content:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a PEM file (no '-----BEGIN' line)")
+    return content
+
+
+def answer(text: str) -> tuple[int, str]:
+    """``STATUS=FILE``: an answer template read from FILE for an HTTP status."""
+    status_text, sep, path = text.partition("=")
+    if not sep or not status_text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not STATUS=FILE (e.g. '503=maintenance.http')")
+    status = int(status_text)
+    if not 100 <= status <= 599:
+        raise argparse.ArgumentTypeError(f"{status} is not an HTTP status (100-599)")
+    return status, _read_text(path.strip(), "answer template")
+
+
+def template_file(text: str) -> str:
+    """The content of an answer template file."""
+    return _read_text(text, "answer template")

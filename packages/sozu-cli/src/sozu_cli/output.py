@@ -1,0 +1,176 @@
+"""How the commands write: rich tables and colours on a terminal, plain aligned text in pipes
+and files, plain JSON with ``--json``.
+
+Invariants: with ``--json`` stdout carries exactly one JSON document per answer (several, one
+per line, for streams such as ``events``) and nothing else; human text then goes nowhere and
+diagnostics go to stderr. Text from the daemon or the user is never interpreted as rich markup.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
+
+from pydantic import BaseModel
+
+__all__ = ["Output", "cell", "to_json_data"]
+
+
+def cell(value: object) -> str:
+    """A value as table text: ``-`` for nothing, ``yes``/``no`` for booleans, lists joined."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(cell(item) for item in value) if value else "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) if value else "-"
+    if hasattr(value, "value") and isinstance(value.value, str):  # enumerations
+        return str(value.value)
+    return str(value)
+
+
+def to_json_data(value: Any) -> Any:
+    """JSON data of a model (or of anything JSON already knows)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+class Output:
+    """The writer of one command run.
+
+    ``rich`` is true when stdout is a terminal and JSON was not asked for: only then are
+    tables drawn with rich and messages coloured.
+    """
+
+    def __init__(
+        self,
+        *,
+        json_mode: bool = False,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+    ) -> None:
+        self.json_mode = json_mode
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.stderr = stderr if stderr is not None else sys.stderr
+        self.rich = not json_mode and _is_terminal(self.stdout)
+        self._console: Any = None
+        self._error_console: Any = None
+        if self.rich:
+            from rich.console import Console
+
+            self._console = Console(file=self.stdout, highlight=False)
+        if _is_terminal(self.stderr):
+            from rich.console import Console
+
+            self._error_console = Console(file=self.stderr, highlight=False)
+
+    # ------------------------------------------------------------------ human text
+
+    def print(self, text: str = "", *, style: str | None = None) -> None:
+        """A line of human text (nothing in JSON mode)."""
+        if self.json_mode:
+            return
+        if self._console is not None:
+            self._console.print(text, style=style, markup=False, soft_wrap=True)
+        else:
+            self.stdout.write(text + "\n")
+            self.stdout.flush()
+
+    def success(self, text: str) -> None:
+        self.print(text, style="green")
+
+    def heading(self, text: str) -> None:
+        self.print(text, style="bold")
+
+    def table(
+        self,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[object]],
+        *,
+        title: str | None = None,
+    ) -> None:
+        """A table: rich on a terminal, else columns aligned with two spaces."""
+        if self.json_mode:
+            return
+        texts = [[cell(value) for value in row] for row in rows]
+        if self._console is not None:
+            from rich import box
+            from rich.table import Table
+            from rich.text import Text
+
+            table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", title_justify="left")
+            for column in columns:
+                table.add_column(column)
+            for row in texts:
+                table.add_row(*(Text(value) for value in row))
+            self._console.print(table)
+            return
+        if title:
+            self.stdout.write(title + "\n")
+        widths = [len(column) for column in columns]
+        for row in texts:
+            for index, value in enumerate(row):
+                widths[index] = max(widths[index], len(value))
+        for row in [list(columns), *texts]:
+            line = "  ".join(value.ljust(widths[index]) for index, value in enumerate(row))
+            self.stdout.write(line.rstrip() + "\n")
+        self.stdout.flush()
+
+    def pairs(self, items: Iterable[tuple[str, object]], *, title: str | None = None) -> None:
+        """``name: value`` lines with the values aligned."""
+        if self.json_mode:
+            return
+        listed = [(name, cell(value)) for name, value in items]
+        if title:
+            self.heading(title)
+        width = max((len(name) for name, _ in listed), default=0)
+        for name, value in listed:
+            self.print(f"  {name.ljust(width)}  {value}")
+
+    # ------------------------------------------------------------------ JSON
+
+    def json(self, data: Any, *, compact: bool = False) -> None:
+        """One JSON document on stdout (JSON mode only; ``compact``: on one line)."""
+        if not self.json_mode:
+            return
+        text = json.dumps(
+            to_json_data(data),
+            indent=None if compact else 2,
+            ensure_ascii=False,
+            default=str,
+        )
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _stderr(self, prefix: str, message: str, style: str) -> None:
+        if self._error_console is not None:
+            self._error_console.print(f"{prefix}{message}", style=style, markup=False, soft_wrap=True)
+        else:
+            self.stderr.write(f"{prefix}{message}\n")
+            self.stderr.flush()
+
+    def error(self, message: str) -> None:
+        """``error: …`` on stderr."""
+        self._stderr("error: ", message, "bold red")
+
+    def warning(self, message: str) -> None:
+        """``warning: …`` on stderr."""
+        self._stderr("warning: ", message, "yellow")
+
+    def note(self, message: str) -> None:
+        """Progress for humans on stderr (also in JSON mode: stdout stays pure JSON)."""
+        self._stderr("", message, "dim")
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

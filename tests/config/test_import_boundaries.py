@@ -1,0 +1,165 @@
+"""sozu_config stands alone: what importing it pulls in, its public face, and its packaging."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import sozu_config
+from sozu_config import ConfigState
+from sozu_config.responses import StateContent
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+PACKAGE = REPOSITORY / "packages" / "sozu-config"
+FORBIDDEN = ("aiohttp", "rich", "uvloop", "httptools", "sozu_runtime", "sozu_cli")
+
+LOADED_MODULES = textwrap.dedent(
+    """
+    import json, sys
+    import sozu_config
+    if sys.argv[1] == "all":
+        for name in sozu_config.__all__:
+            getattr(sozu_config, name)
+    print(json.dumps(sorted(sys.modules)))
+    """
+)
+
+
+def modules_loaded(touch: str) -> list[str]:
+    """The modules loaded by a fresh interpreter after ``import sozu_config`` (and, with
+    ``touch="all"``, after reading every public name, lazy ones included)."""
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED_MODULES, touch],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return list(json.loads(result.stdout))
+
+
+def forbidden_among(modules: list[str]) -> list[str]:
+    return [m for m in modules if m.split(".")[0] in FORBIDDEN]
+
+
+def test_importing_sozu_config_loads_no_server_or_cli_module() -> None:
+    loaded = modules_loaded("import")
+    assert "sozu_config" in loaded
+    assert "sozu_config.state" in loaded
+    assert forbidden_among(loaded) == []
+
+
+def test_using_every_public_name_loads_no_server_or_cli_module() -> None:
+    loaded = modules_loaded("all")
+    assert "sozu_config.client" in loaded
+    assert forbidden_among(loaded) == []
+
+
+def test_every_name_in_all_exists() -> None:
+    missing = [name for name in sozu_config.__all__ if not hasattr(sozu_config, name)]
+    assert missing == []
+    assert len(set(sozu_config.__all__)) == len(sozu_config.__all__)
+    assert sozu_config.__version__
+
+
+def test_the_names_used_in_the_package_docstring_exist() -> None:
+    doc = sozu_config.__doc__
+    assert doc is not None
+    imports = re.findall(r"from sozu_config import ([\w, ]+)", doc)
+    assert imports, "the docstring shows how to import the package"
+    names = [name.strip() for group in imports for name in group.split(",")]
+    assert {"CommandClient", "ConfigState", "QueryState", "load_config"} <= set(names)
+    for name in names:
+        assert name in sozu_config.__all__, name
+        assert getattr(sozu_config, name) is not None
+    # the attributes the example goes on to use
+    assert callable(ConfigState.from_snapshot)
+    assert callable(ConfigState.diff)
+    config_fields = sozu_config.Config.model_fields
+    assert "command_socket" in config_fields
+    assert "state" in config_fields
+    assert "state" in StateContent.model_fields
+    assert callable(sozu_config.QueryState().describe)
+    assert callable(sozu_config.load_config)
+
+
+def test_sozu_config_imports_nothing_from_the_other_packages() -> None:
+    source = PACKAGE / "src" / "sozu_config"
+    offenders = []
+    for path in sorted(source.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for name in FORBIDDEN:
+            if re.search(rf"^\s*(from|import)\s+{name}\b", text, re.MULTILINE):
+                offenders.append(f"{path.name}: {name}")
+    assert offenders == []
+
+
+INSTALLED_CHECK = textwrap.dedent(
+    """
+    import importlib.util, json, sys
+    import sozu_config
+    from sozu_config import AddCluster, AddHttpListener, Cluster, ConfigState
+    from sozu_config import HttpListenerConfig
+    from sozu_config.schema import SCHEMA_PATH
+
+    state = ConfigState()
+    state.apply(AddHttpListener(listener=HttpListenerConfig(address="127.0.0.1:8080")))
+    state.apply(AddCluster(cluster=Cluster(cluster_id="installed")))
+    print(json.dumps({
+        "file": sozu_config.__file__,
+        "version": state.version,
+        "clusters": sorted(state.clusters),
+        "plan": [r.type for r in ConfigState().diff(state)],
+        "schema": SCHEMA_PATH.is_file(),
+        "typed": (SCHEMA_PATH.parent / "py.typed").is_file(),
+        "aiohttp": importlib.util.find_spec("aiohttp") is not None,
+        "rich": importlib.util.find_spec("rich") is not None,
+        "sozu_runtime": importlib.util.find_spec("sozu_runtime") is not None,
+    }))
+    """
+)
+
+
+def test_the_package_installs_alone_in_a_fresh_virtualenv(tmp_path: Path) -> None:
+    # build from a copy, so that the build never writes into the repository
+    source = tmp_path / "sozu-config"
+    shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--disable-pip-version-check", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    run = subprocess.run(
+        [str(python), "-c", INSTALLED_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert Path(report["file"]).is_relative_to(venv)  # the installed copy, not the repository
+    assert report["version"] == 2
+    assert report["clusters"] == ["installed"]
+    assert report["plan"] == ["add_http_listener", "add_cluster"]
+    assert report["schema"] is True
+    assert report["typed"] is True
+    assert report["aiohttp"] is False
+    assert report["rich"] is False
+    assert report["sozu_runtime"] is False
