@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -38,11 +39,15 @@ Handler = Callable[[Any], int]
 """What a leaf command runs: takes the :class:`~sozu_cli.context.Context`, returns the exit
 code."""
 
+
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line pointing at ``--help``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # raw: the examples of the epilog keep their lines; the description is filled here
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if kwargs.get("description"):
+            kwargs["description"] = textwrap.fill(kwargs["description"], width=88)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -56,7 +61,7 @@ def add_command(
     *,
     help: str,
     examples: Sequence[str],
-    parents: Sequence[argparse.ArgumentParser] = (),
+    parents: Sequence[Parser] = (),
     description: str | None = None,
     handler: Handler | None = None,
 ) -> Parser:
@@ -160,9 +165,7 @@ def enumeration(choices: Sequence[str]) -> Callable[[str], str]:
     def convert(text: str) -> str:
         value = text.strip().lower().replace("-", "_")
         if value not in choices:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not one of: {', '.join(choices)}"
-            )
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of: {', '.join(choices)}")
         return value
 
     convert.__name__ = "choice"
@@ -178,7 +181,9 @@ def key_values(text: str) -> dict[str, str]:
             continue
         name, sep, value = part.partition("=")
         if not sep or not name.strip():
-            raise argparse.ArgumentTypeError(f"{part!r} is not key=value (e.g. 'env=prod,team=web')")
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not key=value (e.g. 'env=prod,team=web')"
+            )
         found[name.strip()] = value.strip()
     return found
 
@@ -211,7 +216,9 @@ def answer(text: str) -> tuple[int, str]:
     """``STATUS=FILE``: an answer template read from FILE for an HTTP status."""
     status_text, sep, path = text.partition("=")
     if not sep or not status_text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not STATUS=FILE (e.g. '503=maintenance.http')")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not STATUS=FILE (e.g. '503=maintenance.http')"
+        )
     status = int(status_text)
     if not 100 <= status <= 599:
         raise argparse.ArgumentTypeError(f"{status} is not an HTTP status (100-599)")

@@ -21,14 +21,12 @@ from sozu_config import (
     ClientError,
     CommandClient,
     CommandTimeout,
-    Config,
-    ConfigError,
     DaemonUnreachable,
     ProtocolError,
     Response,
     ResponseContent,
-    load_config,
 )
+from sozu_config.config import Config, ConfigError, load_config
 
 from .errors import DaemonFailure, Unreachable, UsageError
 from .output import Output
@@ -112,7 +110,7 @@ class Context:
 
     def timeout(self, request_type: str = "") -> float | None:
         """Seconds to wait for the answer to a request of that type (None: no limit)."""
-        explicit = getattr(self.args, "timeout", None)
+        explicit: int | None = getattr(self.args, "timeout", None)
         if explicit is not None:
             return None if explicit == 0 else explicit / 1000
         if self.config_path is not None:
@@ -142,7 +140,9 @@ class Context:
             raise client_error(error, path) from None
         return client
 
-    def send(self, request: Any, *, on_processing: Callable[[Response], None] | None = None) -> Response:
+    def send(
+        self, request: Any, *, on_processing: Callable[[Response], None] | None = None
+    ) -> Response:
         """Send one request on a new connection and return the final answer."""
         client = self.connect(request.type)
         try:

@@ -103,7 +103,9 @@ class Output:
             from rich.table import Table
             from rich.text import Text
 
-            table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", title_justify="left")
+            table = Table(
+                title=title, box=box.SIMPLE_HEAD, header_style="bold", title_justify="left"
+            )
             for column in columns:
                 table.add_column(column)
             for row in texts:
@@ -151,7 +153,9 @@ class Output:
 
     def _stderr(self, prefix: str, message: str, style: str) -> None:
         if self._error_console is not None:
-            self._error_console.print(f"{prefix}{message}", style=style, markup=False, soft_wrap=True)
+            self._error_console.print(
+                f"{prefix}{message}", style=style, markup=False, soft_wrap=True
+            )
         else:
             self.stderr.write(f"{prefix}{message}\n")
             self.stderr.flush()

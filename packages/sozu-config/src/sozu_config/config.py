@@ -235,6 +235,10 @@ class Config(Model):
     and log a warning. The loader only warns; the daemon applies this policy."""
     soft_stop_timeout: Annotated[int, Field(ge=0)] = 60
     """Seconds a soft stop waits for requests in flight before cutting them (0: no wait)."""
+    saved_state_errors: Literal["refuse", "skip"] = "refuse"
+    """What the daemon does at start-up when the ``saved_state`` file has records it cannot
+    read or apply: refuse to start (naming each line at fault), or start with the good records
+    and log each bad one."""
     warnings: tuple[str, ...] = ()
     """Non-fatal findings (ignored key, expired certificate, implicit listener, …), each
     located like a :class:`ConfigError`."""
@@ -442,6 +446,7 @@ _GLOBAL_KEYS: dict[str, str] = {
     "disable_cluster_metrics": "boolean",
     "expired_certificates": "string",
     "soft_stop_timeout": "integer",
+    "saved_state_errors": "string",
 }
 
 _NEVER_INERT: Any = object()

@@ -199,12 +199,14 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         """The plan as JSON data: ``version``, ``requests`` (in order, private keys replaced by
-        ``null``), ``changes`` (each with the indexes of its requests) and ``summary``."""
+        ``null``), ``descriptions`` (each request's ``describe()``), ``changes`` (each with the
+        indexes of its requests) and ``summary``."""
         position = {id(request): index for index, request in enumerate(self.requests)}
         add, change, remove = self.counts()
         return {
             "version": self.version,
             "requests": [_redacted(request) for request in self.requests],
+            "descriptions": [request.describe() for request in self.requests],
             "changes": [
                 line.to_json([position[id(request)] for request in line.requests])
                 for line in self.changes
@@ -292,11 +294,24 @@ def field_changes(
     found: dict[str, tuple[Any, Any]] = {}
     for levels in DeepDiff(old, new, view="tree").values():
         for level in levels:
-            found[_path(level.path(output_format="list"))] = (
-                _value(level.t1),
-                _value(level.t2),
-            )
+            parts: list[Any] = level.path(output_format="list")
+            index = next((i for i, part in enumerate(parts) if isinstance(part, int)), None)
+            if index is None:
+                found[_path(parts)] = (_value(level.t1), _value(level.t2))
+            else:
+                # A list is shown whole: item-by-item differences of a reordered or grown
+                # list (names, TLS versions, header edits) read as noise.
+                whole = parts[:index]
+                found[_path(whole)] = (_lookup(old, whole), _lookup(new, whole))
     return dict(sorted(found.items()))
+
+
+def _lookup(data: Any, parts: list[Any]) -> Any:
+    for part in parts:
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
 
 
 # --------------------------------------------------------------------------- building a plan

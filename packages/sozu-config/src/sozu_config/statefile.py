@@ -23,7 +23,13 @@ from .protocol import validation_message
 from .requests import STATE_REQUEST_ADAPTER, StateRequest
 from .state import ConfigState, StateError
 
-__all__ = ["StateFileError", "iter_state_file", "load_state_file", "write_state_file"]
+__all__ = [
+    "StateFileError",
+    "iter_state_file",
+    "load_state_file",
+    "read_state_file",
+    "write_state_file",
+]
 
 
 class StateFileError(ValueError):
@@ -86,6 +92,40 @@ def iter_state_file(path: str | os.PathLike[str]) -> Iterator[tuple[int, StateRe
                 yield number, STATE_REQUEST_ADAPTER.validate_json(raw)
             except ValidationError as error:
                 raise StateFileError(source, number, validation_message(error)) from None
+
+
+def read_state_file(
+    path: str | os.PathLike[str],
+) -> tuple[ConfigState, list[StateFileError]]:
+    """Read every record that can be read and applied; return the state and one error per
+    record that could not (unreadable line, cut-short last line, refused request). Raises
+    :class:`StateFileError` only when the file itself cannot be read."""
+    source = Path(path)
+    try:
+        handle = source.open("rb")
+    except OSError as error:
+        raise StateFileError(source, 0, f"cannot read the file: {error.strerror}") from None
+    state = ConfigState()
+    errors: list[StateFileError] = []
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            if not raw.endswith(b"\n"):
+                errors.append(
+                    StateFileError(source, number, "the last record is incomplete (cut short)")
+                )
+                continue
+            try:
+                request = STATE_REQUEST_ADAPTER.validate_json(raw)
+            except ValidationError as error:
+                errors.append(StateFileError(source, number, validation_message(error)))
+                continue
+            try:
+                state.apply(request)
+            except StateError as error:
+                errors.append(StateFileError(source, number, f"{request.describe()}: {error}"))
+    return state, errors
 
 
 def load_state_file(path: str | os.PathLike[str]) -> ConfigState:

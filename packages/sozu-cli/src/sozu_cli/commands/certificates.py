@@ -46,10 +46,14 @@ def fingerprint(text: str) -> str:
     return value
 
 
-def _certificate(certificate: str, chain: str | None, key: str, args: argparse.Namespace) -> CertificateAndKey:
+def _certificate(
+    certificate: str, chain: str | None, key: str, args: argparse.Namespace
+) -> CertificateAndKey:
     """The request form of a certificate, checked (parses, key matches)."""
     value = CertificateAndKey(
-        certificate=split_pem_chain(certificate)[0] if split_pem_chain(certificate) else certificate,
+        certificate=split_pem_chain(certificate)[0]
+        if split_pem_chain(certificate)
+        else certificate,
         certificate_chain=split_pem_chain(chain) if chain else [],
         key=key,
         versions=args.tls_versions or [],
@@ -69,7 +73,9 @@ def _fingerprint_of_file(pem: str) -> str:
         raise UsageError(str(error)) from None
 
 
-def show_certificates(output: Output, certificates: list[CertificateSummary], *, title: str | None = None) -> None:
+def show_certificates(
+    output: Output, certificates: list[CertificateSummary], *, title: str | None = None
+) -> None:
     """A table of certificates: address, names, expiry, fingerprint."""
     now = dt.datetime.now(dt.UTC)
     if not certificates:
@@ -93,7 +99,9 @@ def show_certificates(output: Output, certificates: list[CertificateSummary], *,
 def certificate_list(ctx: Context) -> int:
     args = ctx.args
     if args.workers:
-        response = ctx.send(QueryCertificatesFromWorkers(domain=args.domain, fingerprint=args.fingerprint))
+        response = ctx.send(
+            QueryCertificatesFromWorkers(domain=args.domain, fingerprint=args.fingerprint)
+        )
 
         def render_workers(content: Any) -> None:
             answers = content_of(response, WorkerResponses).responses
@@ -120,7 +128,9 @@ def certificate_replace(ctx: Context) -> int:
     args = ctx.args
     old = args.fingerprint or _fingerprint_of_file(args.old_certificate)
     certificate = _certificate(args.new_certificate, args.new_certificate_chain, args.new_key, args)
-    return ctx.run(ReplaceCertificate(address=args.address, new_certificate=certificate, old_fingerprint=old))
+    return ctx.run(
+        ReplaceCertificate(address=args.address, new_certificate=certificate, old_fingerprint=old)
+    )
 
 
 def certificate_remove(ctx: Context) -> int:
@@ -135,9 +145,12 @@ def _tls_options(parser: Parser) -> None:
         nargs="+",
         type=enumeration(_TLS_VERSIONS),
         metavar="VERSION",
-        help=f"TLS versions for this certificate ({', '.join(_TLS_VERSIONS)}; default: the listener's)",
+        help=f"TLS versions of this certificate ({', '.join(_TLS_VERSIONS)}; default: the "
+        "listener's)",
     )
-    parser.add_argument("--names", metavar="NAME,NAME", help="names served (default: the certificate's CN and SANs)")
+    parser.add_argument(
+        "--names", metavar="NAME,NAME", help="names served (default: the certificate's CN and SANs)"
+    )
 
 
 def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) -> None:
@@ -148,7 +161,8 @@ def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) ->
         help="list, add, replace or remove the certificates of HTTPS listeners",
         examples=[
             "sozu -c config.toml certificate list",
-            "sozu -c config.toml certificate add -a 0.0.0.0:443 --certificate cert.pem --key key.pem",
+            "sozu -c config.toml certificate add -a 0.0.0.0:443 --certificate cert.pem "
+            "--key key.pem",
         ],
     )
     verbs = group.add_subparsers(dest="certificate_command", required=True, metavar="COMMAND")
@@ -164,8 +178,12 @@ def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) ->
         parents=[common],
         handler=certificate_list,
     )
-    parser.add_argument("-f", "--fingerprint", type=fingerprint, metavar="FP", help="only this certificate")
-    parser.add_argument("-d", "--domain", metavar="NAME", help="only certificates serving this exact name")
+    parser.add_argument(
+        "-f", "--fingerprint", type=fingerprint, metavar="FP", help="only this certificate"
+    )
+    parser.add_argument(
+        "-d", "--domain", metavar="NAME", help="only certificates serving this exact name"
+    )
     parser.add_argument("-w", "--workers", action="store_true", help="as each worker holds them")
 
     parser = add_command(
@@ -179,10 +197,18 @@ def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) ->
         parents=[common],
         handler=certificate_add,
     )
-    parser.add_argument("-a", "--address", required=True, type=address, metavar="ADDR", help="HTTPS listener")
-    parser.add_argument("--certificate", required=True, type=pem_file, metavar="PEM", help="certificate file")
-    parser.add_argument("--certificate-chain", type=pem_file, metavar="PEM", help="intermediate certificates")
-    parser.add_argument("--key", required=True, type=pem_file, metavar="PEM", help="private key file")
+    parser.add_argument(
+        "-a", "--address", required=True, type=address, metavar="ADDR", help="HTTPS listener"
+    )
+    parser.add_argument(
+        "--certificate", required=True, type=pem_file, metavar="PEM", help="certificate file"
+    )
+    parser.add_argument(
+        "--certificate-chain", type=pem_file, metavar="PEM", help="intermediate certificates"
+    )
+    parser.add_argument(
+        "--key", required=True, type=pem_file, metavar="PEM", help="private key file"
+    )
     _tls_options(parser)
 
     parser = add_command(
@@ -198,14 +224,29 @@ def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) ->
         parents=[common],
         handler=certificate_replace,
     )
-    parser.add_argument("-a", "--address", required=True, type=address, metavar="ADDR", help="HTTPS listener")
-    parser.add_argument("--new-certificate", required=True, type=pem_file, metavar="PEM", help="new certificate")
-    parser.add_argument("--new-certificate-chain", type=pem_file, metavar="PEM", help="new intermediates")
-    parser.add_argument("--new-key", required=True, type=pem_file, metavar="PEM", help="new private key")
+    parser.add_argument(
+        "-a", "--address", required=True, type=address, metavar="ADDR", help="HTTPS listener"
+    )
+    parser.add_argument(
+        "--new-certificate", required=True, type=pem_file, metavar="PEM", help="new certificate"
+    )
+    parser.add_argument(
+        "--new-certificate-chain", type=pem_file, metavar="PEM", help="new intermediates"
+    )
+    parser.add_argument(
+        "--new-key", required=True, type=pem_file, metavar="PEM", help="new private key"
+    )
     old = parser.add_mutually_exclusive_group(required=True)
-    old.add_argument("--old-certificate", type=pem_file, metavar="PEM", help="the certificate to replace")
     old.add_argument(
-        "-f", "--fingerprint", "--old-fingerprint", type=fingerprint, metavar="FP", help="its fingerprint"
+        "--old-certificate", type=pem_file, metavar="PEM", help="the certificate to replace"
+    )
+    old.add_argument(
+        "-f",
+        "--fingerprint",
+        "--old-fingerprint",
+        type=fingerprint,
+        metavar="FP",
+        help="its fingerprint",
     )
     _tls_options(parser)
 
@@ -220,7 +261,11 @@ def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) ->
         parents=[common],
         handler=certificate_remove,
     )
-    parser.add_argument("-a", "--address", required=True, type=address, metavar="ADDR", help="HTTPS listener")
+    parser.add_argument(
+        "-a", "--address", required=True, type=address, metavar="ADDR", help="HTTPS listener"
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--certificate", type=pem_file, metavar="PEM", help="the certificate file")
-    which.add_argument("-f", "--fingerprint", type=fingerprint, metavar="FP", help="its fingerprint")
+    which.add_argument(
+        "-f", "--fingerprint", type=fingerprint, metavar="FP", help="its fingerprint"
+    )

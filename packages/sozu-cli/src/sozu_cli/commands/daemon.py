@@ -10,10 +10,8 @@ from typing import Any
 
 from sozu_config import (
     ClientError,
-    ConfigError,
     CountRequests,
     Event,
-    EventContent,
     HardStop,
     ListWorkers,
     LoadState,
@@ -26,9 +24,9 @@ from sozu_config import (
     SubscribeEvents,
     UpgradeMain,
     UpgradeWorker,
-    load_config,
 )
-from sozu_config.responses import RequestCounts, WorkersContent
+from sozu_config.config import ConfigError, load_config
+from sozu_config.responses import EventContent, RequestCounts, WorkersContent
 
 from ..arguments import Parser, add_command, non_negative
 from ..context import Context, client_error, content_of
@@ -92,7 +90,9 @@ def upgrade(ctx: Context) -> int:
     steps: list[dict[str, Any]] = []
 
     def step(target: str, response: Any) -> bool:
-        steps.append({"target": target, "status": response.status.value, "message": response.message})
+        steps.append(
+            {"target": target, "status": response.status.value, "message": response.message}
+        )
         if response.ok:
             output.success(f"{target}: {response.message or 'upgraded'}")
         elif not output.json_mode:
@@ -138,7 +138,9 @@ def reload(ctx: Context) -> int:
 def state_save(ctx: Context) -> int:
     path = Path(ctx.args.file).expanduser().absolute()
     if not path.parent.is_dir():
-        raise UsageError(f"cannot save the state to {path}: the folder {path.parent} does not exist")
+        raise UsageError(
+            f"cannot save the state to {path}: the folder {path.parent} does not exist"
+        )
     return ctx.run(SaveState(path=str(path)))
 
 
@@ -202,7 +204,9 @@ def events(ctx: Context) -> int:
                     raise DaemonFailure(response.message)
                 break
             else:
-                output.note(f"{response.message or 'subscribed'} on {ctx.socket_path} (Ctrl-C stops)")
+                output.note(
+                    f"{response.message or 'subscribed'} on {ctx.socket_path} (Ctrl-C stops)"
+                )
     except KeyboardInterrupt:
         return 0
     except (ClientError, ProtocolError) as error:
@@ -254,7 +258,9 @@ def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) ->
         parents=[common],
         handler=upgrade,
     )
-    parser.add_argument("--worker", type=non_negative, metavar="ID", help="upgrade only this worker")
+    parser.add_argument(
+        "--worker", type=non_negative, metavar="ID", help="upgrade only this worker"
+    )
     parser = add_command(
         subcommands,
         "reload",

@@ -105,7 +105,10 @@ def show_cluster(output: Output, info: ClusterInformation) -> None:
                 ("sticky session", cluster.sticky_session),
                 ("https redirect", cluster.https_redirect),
                 ("https redirect port", cluster.https_redirect_port),
-                ("proxy protocol", cluster.proxy_protocol.value if cluster.proxy_protocol else None),
+                (
+                    "proxy protocol",
+                    cluster.proxy_protocol.value if cluster.proxy_protocol else None,
+                ),
                 ("answers", sorted(cluster.answers)),
                 ("www-authenticate", cluster.www_authenticate),
                 ("authorized users", [h.partition(":")[0] for h in cluster.authorized_hashes]),
@@ -122,7 +125,11 @@ def show_cluster(output: Output, info: ClusterInformation) -> None:
     ]
     rows += [["tcp", f.address, None, None, None, None] for f in info.tcp_frontends]
     if rows:
-        output.table(["PROTOCOL", "ADDRESS", "HOSTNAME", "PATH", "METHOD", "POSITION"], rows, title="frontends")
+        output.table(
+            ["PROTOCOL", "ADDRESS", "HOSTNAME", "PATH", "METHOD", "POSITION"],
+            rows,
+            title="frontends",
+        )
     if info.backends:
         output.table(
             ["BACKEND", "ADDRESS", "WEIGHT", "STICKY ID", "BACKUP"],
@@ -140,7 +147,9 @@ def cluster_list(ctx: Context) -> int:
         else:
             response = ctx.send(QueryClustersByDomain(hostname=args.domain))
         if response.ok:
-            clusters = [c for c in content_of(response, ClustersContent).clusters if c.cluster is not None]
+            clusters = [
+                c for c in content_of(response, ClustersContent).clusters if c.cluster is not None
+            ]
             if not clusters:
                 missing = (
                     f"no cluster {args.id!r}"
@@ -217,7 +226,9 @@ def backend_add(ctx: Context) -> int:
 
 def backend_remove(ctx: Context) -> int:
     args = ctx.args
-    return ctx.run(RemoveBackend(cluster_id=args.id, backend_id=args.backend_id, address=args.address))
+    return ctx.run(
+        RemoveBackend(cluster_id=args.id, backend_id=args.backend_id, address=args.address)
+    )
 
 
 # --------------------------------------------------------------------------- frontends
@@ -321,12 +332,15 @@ def frontend_list(ctx: Context) -> int:
                 ]
                 for f in items
             ]
-        rows += [["tcp", f.address, None, None, None, f.cluster_id, None, f.tags] for f in frontends.tcp]
+        rows += [
+            ["tcp", f.address, None, None, None, f.cluster_id, None, f.tags] for f in frontends.tcp
+        ]
         if not rows:
             ctx.output.print("no frontend")
             return
         ctx.output.table(
-            ["PROTOCOL", "ADDRESS", "HOSTNAME", "PATH", "METHOD", "CLUSTER", "POSITION", "TAGS"], rows
+            ["PROTOCOL", "ADDRESS", "HOSTNAME", "PATH", "METHOD", "CLUSTER", "POSITION", "TAGS"],
+            rows,
         )
 
     return ctx.finish(response, render)
@@ -375,9 +389,13 @@ def listener_add(ctx: Context) -> int:
     args = ctx.args
     settings = _listener_settings(args)
     if args.protocol == "http":
-        return ctx.run(AddHttpListener(listener=HttpListenerConfig(address=args.address, **settings)))
+        return ctx.run(
+            AddHttpListener(listener=HttpListenerConfig(address=args.address, **settings))
+        )
     if args.protocol == "https":
-        return ctx.run(AddHttpsListener(listener=HttpsListenerConfig(address=args.address, **settings)))
+        return ctx.run(
+            AddHttpsListener(listener=HttpsListenerConfig(address=args.address, **settings))
+        )
     return ctx.run(AddTcpListener(listener=TcpListenerConfig(address=args.address, **settings)))
 
 
@@ -472,7 +490,12 @@ def _cluster_parsers(subcommands: argparse._SubParsersAction[Parser], common: Pa
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("-i", "--id", metavar="CLUSTER", help="show this cluster")
-    which.add_argument("-d", "--domain", metavar="HOSTNAME", help="clusters with a frontend on exactly this hostname")
+    which.add_argument(
+        "-d",
+        "--domain",
+        metavar="HOSTNAME",
+        help="clusters with a frontend on exactly this hostname",
+    )
 
     parser = add_command(
         verbs,
@@ -497,10 +520,18 @@ def _cluster_parsers(subcommands: argparse._SubParsersAction[Parser], common: Pa
     parser.add_argument(
         "--load-metric", type=enumeration(_METRICS), metavar="METRIC", help=", ".join(_METRICS)
     )
-    parser.add_argument("-s", "--sticky-session", action="store_true", help="keep a client on its backend (cookie)")
-    parser.add_argument("-r", "--https-redirect", action="store_true", help="redirect plain HTTP requests to https")
-    parser.add_argument("--https-redirect-port", type=port, metavar="PORT", help="port of the https redirection")
-    parser.add_argument("--send-proxy", action="store_true", help="TCP: send a PROXY header to the backends")
+    parser.add_argument(
+        "-s", "--sticky-session", action="store_true", help="keep a client on its backend (cookie)"
+    )
+    parser.add_argument(
+        "-r", "--https-redirect", action="store_true", help="redirect plain HTTP requests to https"
+    )
+    parser.add_argument(
+        "--https-redirect-port", type=port, metavar="PORT", help="port of the https redirection"
+    )
+    parser.add_argument(
+        "--send-proxy", action="store_true", help="TCP: send a PROXY header to the backends"
+    )
     parser.add_argument(
         "--expect-proxy",
         action="store_true",
@@ -514,7 +545,11 @@ def _cluster_parsers(subcommands: argparse._SubParsersAction[Parser], common: Pa
         help="credentials for frontends with --required-auth (repeatable)",
     )
     parser.add_argument(
-        "--answer", action="append", type=answer, metavar="STATUS=FILE", help="custom answer template (repeatable)"
+        "--answer",
+        action="append",
+        type=answer,
+        metavar="STATUS=FILE",
+        help="custom answer template (repeatable)",
     )
 
     parser = add_command(
@@ -545,17 +580,24 @@ def _backend_parsers(subcommands: argparse._SubParsersAction[Parser], common: Pa
         help="add a backend, or replace the one with the same id",
         examples=[
             "sozu -c config.toml backend add -i api --backend-id api-1 -a 10.0.0.1:8080",
-            "sozu -c config.toml backend add -i api --backend-id api-2 -a 10.0.0.2:8080 --weight 50 --backup",
+            "sozu -c config.toml backend add -i api --backend-id api-2 -a 10.0.0.2:8080 "
+            "--weight 50 --backup",
         ],
         parents=[common],
         handler=backend_add,
     )
     parser.add_argument("-i", "--id", required=True, metavar="CLUSTER", help="cluster id")
     parser.add_argument("--backend-id", required=True, metavar="ID", help="backend id")
-    parser.add_argument("-a", "--address", required=True, type=address, metavar="ADDR", help="IP:port of the server")
+    parser.add_argument(
+        "-a", "--address", required=True, type=address, metavar="ADDR", help="IP:port of the server"
+    )
     parser.add_argument("--weight", type=int, metavar="N", help="0-255 (default 100)")
-    parser.add_argument("--sticky-id", metavar="S", help="sticky-session cookie value (default: backend id)")
-    parser.add_argument("--backup", action="store_true", help="used only when no other backend answers")
+    parser.add_argument(
+        "--sticky-id", metavar="S", help="sticky-session cookie value (default: backend id)"
+    )
+    parser.add_argument(
+        "--backup", action="store_true", help="used only when no other backend answers"
+    )
     parser = add_command(
         verbs,
         "remove",
@@ -569,19 +611,31 @@ def _backend_parsers(subcommands: argparse._SubParsersAction[Parser], common: Pa
     )
     parser.add_argument("-i", "--id", required=True, metavar="CLUSTER", help="cluster id")
     parser.add_argument("--backend-id", required=True, metavar="ID", help="backend id")
-    parser.add_argument("-a", "--address", type=address, metavar="ADDR", help="only if the backend has this address")
+    parser.add_argument(
+        "-a", "--address", type=address, metavar="ADDR", help="only if the backend has this address"
+    )
 
 
 def _http_frontend_arguments(parser: Parser, *, adding: bool) -> None:
-    parser.add_argument("-a", "--address", required=True, type=address, metavar="ADDR", help="listener address")
-    parser.add_argument("--hostname", required=True, metavar="HOST", help="example.com, *.example.com or /regex/")
+    parser.add_argument(
+        "-a", "--address", required=True, type=address, metavar="ADDR", help="listener address"
+    )
+    parser.add_argument(
+        "--hostname", required=True, metavar="HOST", help="example.com, *.example.com or /regex/"
+    )
     path = parser.add_mutually_exclusive_group()
-    path.add_argument("-p", "--path-prefix", metavar="PREFIX", help="path prefix (default: every path)")
-    path.add_argument("--path-regex", metavar="REGEX", help="path regular expression (anchored at the start)")
+    path.add_argument(
+        "-p", "--path-prefix", metavar="PREFIX", help="path prefix (default: every path)"
+    )
+    path.add_argument(
+        "--path-regex", metavar="REGEX", help="path regular expression (anchored at the start)"
+    )
     path.add_argument("--path-equals", metavar="PATH", help="exact path")
     parser.add_argument("-m", "--method", metavar="METHOD", help="only this HTTP method")
     target = parser.add_mutually_exclusive_group(required=adding)
-    target.add_argument("-i", "--id", metavar="CLUSTER", help="send matching requests to this cluster")
+    target.add_argument(
+        "-i", "--id", metavar="CLUSTER", help="send matching requests to this cluster"
+    )
     target.add_argument("--deny", action="store_true", help="answer 401 to matching requests")
     parser.add_argument("--tags", type=key_values, metavar="'k=v,k2=v2'", help="tags for logs")
     if not adding:
@@ -592,9 +646,15 @@ def _http_frontend_arguments(parser: Parser, *, adding: bool) -> None:
         metavar="POSITION",
         help="pre, tree (default: most specific match) or post",
     )
-    parser.add_argument("--redirect", type=enumeration(_REDIRECTS), metavar="POLICY", help=", ".join(_REDIRECTS))
-    parser.add_argument("--redirect-scheme", type=enumeration(_SCHEMES), metavar="SCHEME", help=", ".join(_SCHEMES))
-    parser.add_argument("--redirect-template", metavar="TEMPLATE", help="answer template of redirections")
+    parser.add_argument(
+        "--redirect", type=enumeration(_REDIRECTS), metavar="POLICY", help=", ".join(_REDIRECTS)
+    )
+    parser.add_argument(
+        "--redirect-scheme", type=enumeration(_SCHEMES), metavar="SCHEME", help=", ".join(_SCHEMES)
+    )
+    parser.add_argument(
+        "--redirect-template", metavar="TEMPLATE", help="answer template of redirections"
+    )
     parser.add_argument("--rewrite-host", metavar="HOST", help="rewrite the Host header")
     parser.add_argument("--rewrite-path", metavar="PATH", help="rewrite the path")
     parser.add_argument("--rewrite-port", type=port, metavar="PORT", help="rewrite the port")
@@ -621,30 +681,29 @@ def _frontend_parsers(subcommands: argparse._SubParsersAction[Parser], common: P
     )
     kinds = frontend.add_subparsers(dest="frontend_command", required=True, metavar="COMMAND")
     for protocol in ("http", "https"):
+        port_text = "80" if protocol == "http" else "443"
+        command = f"sozu -c config.toml frontend {protocol}"
+        listener = f"-a 0.0.0.0:{port_text}"
         group = add_command(
             kinds,
             protocol,
             help=f"add or remove {protocol.upper()} frontends",
             examples=[
-                f"sozu -c config.toml frontend {protocol} add -a 0.0.0.0:{'80' if protocol == 'http' else '443'} "
-                "--hostname example.com -p /api --id api",
-                f"sozu -c config.toml frontend {protocol} remove -a 0.0.0.0:{'80' if protocol == 'http' else '443'} "
-                "--hostname example.com -p /api",
+                f"{command} add {listener} --hostname example.com -p /api --id api",
+                f"{command} remove {listener} --hostname example.com -p /api",
             ],
         )
         group.set_defaults(protocol=protocol)
         verbs = group.add_subparsers(dest="verb", required=True, metavar="COMMAND")
-        port_text = "80" if protocol == "http" else "443"
         parser = add_command(
             verbs,
             "add",
-            help=f"route {protocol.upper()} requests for a hostname (and path, method) to a cluster",
+            help=f"route {protocol.upper()} requests for a host (and path, method) to a cluster",
             examples=[
-                f"sozu -c config.toml frontend {protocol} add -a 0.0.0.0:{port_text} --hostname example.com --id web",
-                f"sozu -c config.toml frontend {protocol} add -a 0.0.0.0:{port_text} --hostname example.com "
-                "-p /api -m GET --tags 'team=api' --id api",
-                f"sozu -c config.toml frontend {protocol} add -a 0.0.0.0:{port_text} --hostname example.com "
-                "--path-equals /admin --deny",
+                f"{command} add {listener} --hostname example.com --id web",
+                f"{command} add {listener} --hostname example.com -p /api -m GET --tags 'team=api' "
+                "--id api",
+                f"{command} add {listener} --hostname example.com --path-equals /admin --deny",
             ],
             parents=[common],
             handler=frontend_http_add,
@@ -653,10 +712,10 @@ def _frontend_parsers(subcommands: argparse._SubParsersAction[Parser], common: P
         parser = add_command(
             verbs,
             "remove",
-            help=f"remove the {protocol.upper()} frontend with this address, hostname, path and method",
+            help=f"remove the {protocol.upper()} frontend of this address, host, path and method",
             examples=[
-                f"sozu -c config.toml frontend {protocol} remove -a 0.0.0.0:{port_text} --hostname example.com",
-                f"sozu -c config.toml frontend {protocol} remove -a 0.0.0.0:{port_text} --hostname example.com -p /api",
+                f"{command} remove {listener} --hostname example.com",
+                f"{command} remove {listener} --hostname example.com -p /api",
             ],
             parents=[common],
             handler=frontend_http_remove,
@@ -684,7 +743,14 @@ def _frontend_parsers(subcommands: argparse._SubParsersAction[Parser], common: P
             handler=handler,
         )
         parser.add_argument("-i", "--id", required=True, metavar="CLUSTER", help="cluster id")
-        parser.add_argument("-a", "--address", required=True, type=address, metavar="ADDR", help="TCP listener address")
+        parser.add_argument(
+            "-a",
+            "--address",
+            required=True,
+            type=address,
+            metavar="ADDR",
+            help="TCP listener address",
+        )
         parser.add_argument("--tags", type=key_values, metavar="'k=v,k2=v2'", help="tags for logs")
 
     parser = add_command(
@@ -706,8 +772,12 @@ def _frontend_parsers(subcommands: argparse._SubParsersAction[Parser], common: P
 
 def _listener_arguments(parser: Parser, protocol: str, *, update: bool) -> None:
     bool_action = argparse.BooleanOptionalAction
-    parser.add_argument("-a", "--address", required=True, type=address, metavar="ADDR", help="listener address")
-    parser.add_argument("--public-address", type=address, metavar="ADDR", help="address shown in forwarding headers")
+    parser.add_argument(
+        "-a", "--address", required=True, type=address, metavar="ADDR", help="listener address"
+    )
+    parser.add_argument(
+        "--public-address", type=address, metavar="ADDR", help="address shown in forwarding headers"
+    )
     if update:
         parser.add_argument(
             "--no-public-address",
@@ -717,24 +787,36 @@ def _listener_arguments(parser: Parser, protocol: str, *, update: bool) -> None:
             help="forget the public address",
         )
     parser.add_argument(
-        "--expect-proxy", action=bool_action, default=None, help="connections start with a PROXY header"
+        "--expect-proxy",
+        action=bool_action,
+        default=None,
+        help="connections start with a PROXY header",
     )
     for name in ("front", "back", "connect", "request"):
-        parser.add_argument(f"--{name}-timeout", type=positive, metavar="SECONDS", help=f"{name} timeout")
+        parser.add_argument(
+            f"--{name}-timeout", type=positive, metavar="SECONDS", help=f"{name} timeout"
+        )
     if protocol == "tcp":
         return
     parser.add_argument("--sticky-name", metavar="NAME", help="sticky-session cookie name")
     parser.add_argument("--sozu-id-header", metavar="NAME", help="name of the request id header")
-    parser.add_argument("--elide-x-real-ip", action=bool_action, default=None, help="remove X-Real-IP")
+    parser.add_argument(
+        "--elide-x-real-ip", action=bool_action, default=None, help="remove X-Real-IP"
+    )
     parser.add_argument("--send-x-real-ip", action=bool_action, default=None, help="add X-Real-IP")
-    parser.add_argument("--answer-404", type=template_file, metavar="FILE", help="answer template for 404")
-    parser.add_argument("--answer-503", type=template_file, metavar="FILE", help="answer template for 503")
+    parser.add_argument(
+        "--answer-404", type=template_file, metavar="FILE", help="answer template for 404"
+    )
+    parser.add_argument(
+        "--answer-503", type=template_file, metavar="FILE", help="answer template for 503"
+    )
     parser.add_argument(
         "--answer",
         action="append",
         type=answer,
         metavar="STATUS=FILE",
-        help="answer template (repeatable)" + ("; replaces all the listener's templates" if update else ""),
+        help="answer template (repeatable)"
+        + ("; replaces all the listener's templates" if update else ""),
     )
     if protocol != "https":
         return
@@ -745,16 +827,29 @@ def _listener_arguments(parser: Parser, protocol: str, *, update: bool) -> None:
         metavar="VERSION",
         help=", ".join(_TLS_VERSIONS),
     )
-    parser.add_argument("--cipher-list", nargs="+", metavar="CIPHER", help="TLS 1.2 cipher suites (OpenSSL names)")
-    parser.add_argument("--alpn-protocols", nargs="+", metavar="PROTOCOL", help="ALPN protocols (http/1.1)")
     parser.add_argument(
-        "--strict-sni-binding", action=bool_action, default=None, help="answer 421 when Host differs from SNI"
+        "--cipher-list", nargs="+", metavar="CIPHER", help="TLS 1.2 cipher suites (OpenSSL names)"
     )
-    parser.add_argument("--send-tls13-tickets", type=int, metavar="N", help="TLS 1.3 session tickets (0-16)")
+    parser.add_argument(
+        "--alpn-protocols", nargs="+", metavar="PROTOCOL", help="ALPN protocols (http/1.1)"
+    )
+    parser.add_argument(
+        "--strict-sni-binding",
+        action=bool_action,
+        default=None,
+        help="answer 421 when Host differs from SNI",
+    )
+    parser.add_argument(
+        "--send-tls13-tickets", type=int, metavar="N", help="TLS 1.3 session tickets (0-16)"
+    )
     parser.add_argument("--default-sni", metavar="NAME", help="name served to clients without SNI")
     if update:
         parser.add_argument(
-            "--no-default-sni", dest="default_sni", action="store_const", const="", help="forget the default SNI"
+            "--no-default-sni",
+            dest="default_sni",
+            action="store_const",
+            const="",
+            help="forget the default SNI",
         )
 
 
@@ -783,15 +878,13 @@ def _listener_parsers(subcommands: argparse._SubParsersAction[Parser], common: P
         )
         group.set_defaults(protocol=protocol)
         verbs = group.add_subparsers(dest="verb", required=True, metavar="COMMAND")
-        add_examples = [f"sozu -c config.toml listener {protocol} add -a 0.0.0.0:{default_port}"]
+        command = f"sozu -c config.toml listener {protocol}"
+        listener_address = f"-a 0.0.0.0:{default_port}"
+        add_examples = [f"{command} add {listener_address}"]
         if protocol == "https":
-            add_examples.append(
-                "sozu -c config.toml listener https add -a 0.0.0.0:443 --tls-versions tls_v12 tls_v13"
-            )
+            add_examples.append(f"{command} add {listener_address} --tls-versions tls_v12 tls_v13")
         else:
-            add_examples.append(
-                f"sozu -c config.toml listener {protocol} add -a 0.0.0.0:{default_port} --expect-proxy"
-            )
+            add_examples.append(f"{command} add {listener_address} --expect-proxy")
         parser = add_command(
             verbs,
             "add",
@@ -806,8 +899,8 @@ def _listener_parsers(subcommands: argparse._SubParsersAction[Parser], common: P
             "update",
             help=f"change settings of an {protocol.upper()} listener (the others are kept)",
             examples=[
-                f"sozu -c config.toml listener {protocol} update -a 0.0.0.0:{default_port} --front-timeout 120",
-                f"sozu -c config.toml listener {protocol} update -a 0.0.0.0:{default_port} --no-expect-proxy",
+                f"{command} update {listener_address} --front-timeout 120",
+                f"{command} update {listener_address} --no-expect-proxy",
             ],
             parents=[common],
             handler=listener_update,
@@ -816,18 +909,29 @@ def _listener_parsers(subcommands: argparse._SubParsersAction[Parser], common: P
         for verb, handler, text in (
             ("remove", listener_remove, "remove a listener (its frontends must be removed first)"),
             ("activate", listener_activate, "start accepting connections"),
-            ("deactivate", listener_deactivate, "stop accepting connections (those in flight go on)"),
+            (
+                "deactivate",
+                listener_deactivate,
+                "stop accepting connections (those in flight go on)",
+            ),
         ):
             parser = add_command(
                 verbs,
                 verb,
                 help=text,
-                examples=[f"sozu -c config.toml listener {protocol} {verb} -a 0.0.0.0:{default_port}"],
+                examples=[
+                    f"sozu -c config.toml listener {protocol} {verb} -a 0.0.0.0:{default_port}"
+                ],
                 parents=[common],
                 handler=handler,
             )
             parser.add_argument(
-                "-a", "--address", required=True, type=address, metavar="ADDR", help="listener address"
+                "-a",
+                "--address",
+                required=True,
+                type=address,
+                metavar="ADDR",
+                help="listener address",
             )
     add_command(
         kinds,

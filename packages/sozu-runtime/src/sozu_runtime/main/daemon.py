@@ -48,7 +48,12 @@ from sozu_config.responses import (
     WorkersContent,
 )
 from sozu_config.state import ConfigState, StateError
-from sozu_config.statefile import StateFileError, iter_state_file, write_state_file
+from sozu_config.statefile import (
+    StateFileError,
+    iter_state_file,
+    read_state_file,
+    write_state_file,
+)
 
 from ..messages import InitialState, Setup
 from .validation import RuntimeCheckError, check_request
@@ -112,7 +117,11 @@ class Daemon:
         for warning in config.warnings:
             log.warning("%s", warning)
         self._claim_command_socket()
-        plan = ConfigState().diff(config.state)
+        desired = config.state
+        saved = config.saved_state
+        if saved is not None and saved.exists() and saved.stat().st_size > 0:
+            desired = self._saved_state(config)
+        plan = ConfigState().diff(desired)
         if plan:
             try:
                 self._check(rq.Batch(requests=plan))
@@ -134,10 +143,7 @@ class Daemon:
             if handle is None:
                 await self._shutdown_workers(hard=True)
                 raise StartupError("a worker failed to start (see the messages above)")
-        if config.saved_state is not None and config.saved_state.exists():
-            response = await self.load_state(str(config.saved_state))
-            if not response.ok:
-                log.error("%s", response.message)
+        self._automatic_save()
         log.info(
             "sozu is ready: %d workers, %d listeners, %d clusters, command socket %s",
             len(self.workers),
@@ -145,6 +151,30 @@ class Daemon:
             len(self.state.clusters),
             config.command_socket,
         )
+
+    @staticmethod
+    def _saved_state(config: Config) -> ConfigState:
+        """The state to start from when ``saved_state`` exists: it holds the configuration's
+        objects and every change made at runtime since, so it replaces the file's routing (a
+        restart then serves exactly what was served before)."""
+        assert config.saved_state is not None
+        try:
+            state, errors = read_state_file(config.saved_state)
+        except StateFileError as error:
+            raise StartupError(f"saved_state: {error}") from None
+        if errors:
+            listed = "; ".join(str(e) for e in errors[:10])
+            more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+            if config.saved_state_errors == "refuse":
+                raise StartupError(
+                    f"the saved state has {len(errors)} bad record(s): {listed}{more}. Fix or "
+                    "remove the file, or set saved_state_errors = \"skip\" to start with the "
+                    "good records"
+                )
+            for error in errors:
+                log.error("saved state record skipped: %s", error)
+        log.info("starting from the saved state %s (%r)", config.saved_state, state)
+        return state
 
     async def adopt(self, state: ConfigState, data: dict[str, Any]) -> None:
         """Take over from the previous main process (see :mod:`.upgrade`)."""

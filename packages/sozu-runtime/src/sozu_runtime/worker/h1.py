@@ -25,6 +25,14 @@ from typing import Final
 import httptools
 
 __all__ = [
+    "BODY_CHUNKED",
+    "BODY_CLOSE",
+    "BODY_LENGTH",
+    "BODY_NONE",
+    "BODY_TUNNEL",
+    "MAX_HEADER_FIELDS",
+    "MAX_LEADING_EMPTY_LINES",
+    "MAX_REQUEST_LINE",
     "SEEN_ADDED",
     "SEEN_AUTHORIZATION",
     "SEEN_COOKIE",
@@ -34,14 +42,6 @@ __all__ = [
     "SEEN_X_FORWARDED_PROTO",
     "SEEN_X_REAL_IP",
     "SEEN_X_REQUEST_ID",
-    "BODY_CHUNKED",
-    "BODY_CLOSE",
-    "BODY_LENGTH",
-    "BODY_NONE",
-    "BODY_TUNNEL",
-    "MAX_HEADER_FIELDS",
-    "MAX_LEADING_EMPTY_LINES",
-    "MAX_REQUEST_LINE",
     "ChunkedTracker",
     "HttpError",
     "RequestHead",
@@ -50,6 +50,8 @@ __all__ = [
     "parse_response_head",
     "request_body_kind",
     "response_body_kind",
+    "simple_request",
+    "simple_response",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -138,6 +140,18 @@ _FIELD_KIND: Final[dict[bytes, int]] = {
     b"te": _HOP_BY_HOP,
     b"trailer": _HOP_BY_HOP,
 }
+# Fields that take a head off the fast path (see _fast_request / _fast_response): any of them
+# present means the general parser with the full field list.
+_REQUEST_RARE: Final = re.compile(
+    rb"\r\n(?:"
+    + b"|".join(re.escape(n) for n in sorted(_FIELD_KIND, key=len, reverse=True) if n != b"host")
+    + rb"):"
+)
+_RESPONSE_RARE: Final = re.compile(
+    rb"\r\n(?:transfer-encoding|keep-alive|proxy-connection|te|trailer|upgrade|x-real-ip):"
+)
+# llhttp validates heads without calling back into Python (no on_* callbacks on this object).
+_VALIDATE_ONLY: Final = object()
 # Connection options that do not name an extra header to remove: either connection options
 # proper, headers removed anyway, or headers that carry framing or routing and must survive
 # (removing Host or Content-Length on a client's say-so would change how the message is read).
@@ -593,6 +607,107 @@ def _feed_request(raw: bytes, method: bytes) -> RequestHead:
     except httptools.HttpParserError as exc:
         raise HttpError(400, f"malformed request head: {exc}") from None
     return head
+
+
+def simple_request(data: bytes, end: int) -> tuple[bytes, bytes, bytes, int] | None:
+    """(method, target, host, version) when ``data`` is exactly one complete request head
+    (``end`` = offset of its final CRLFCRLF) of the common kind — origin-form, HTTP/1.x, one
+    Host, no body, no hop-by-hop, forwarding or other field the proxy must look at — that
+    passes every check of :func:`parse_request_head`; None otherwise (use the general
+    parser: it gives the precise answer). No object is built: this is the hot path."""
+    line_end = data.find(b"\r\n")
+    if line_end > MAX_REQUEST_LINE or end + 4 > 16384:
+        return None
+    parts = data[:line_end].split(b" ")
+    if len(parts) != 3:
+        return None
+    method, target, version_name = parts
+    if version_name == b"HTTP/1.1":
+        version = 11
+    elif version_name == b"HTTP/1.0":
+        version = 10
+    else:
+        return None
+    if target[:1] != b"/" or b"#" in target or method == b"CONNECT":
+        return None
+    low = data.lower()
+    if _REQUEST_RARE.search(low, line_end) is not None:
+        return None
+    host_at = low.find(b"\r\nhost:", line_end)
+    if host_at < 0 or low.find(b"\r\nhost:", host_at + 7) >= 0:
+        return None
+    if low.count(b"\r\n", line_end) - 2 > MAX_HEADER_FIELDS:
+        return None
+    try:
+        httptools.HttpRequestParser(_VALIDATE_ONLY).feed_data(data)
+    except httptools.HttpParserError:
+        return None
+    host = data[host_at + 7 : data.find(b"\r\n", host_at + 7)].strip(b" \t")
+    if not host or host.translate(_SAME_BYTE, _AUTHORITY):
+        return None
+    return method, target, host, version
+
+
+def simple_response(data: bytes, end: int) -> tuple[int, int, bool, int, int, int] | None:
+    """(status, content_length, keep_alive, cut_start, cut_end, status_line_end) when ``data``
+    starts with a complete response head (final CRLFCRLF at ``end``) of the common kind — no
+    Transfer-Encoding, no hop-by-hop field but at most one ``Connection: keep-alive|close``
+    line (at ``data[cut_start:cut_end]``, 0/0 when absent), not 1xx — that passes every check
+    of :func:`parse_response_head`; None otherwise. content_length is -1 when absent."""
+    line_end = data.find(b"\r\n")
+    if line_end < 12 or data[8:9] != b" ":
+        return None
+    version_name = data[:8]
+    if version_name == b"HTTP/1.1":
+        keep_alive = True
+    elif version_name == b"HTTP/1.0":
+        keep_alive = False
+    else:
+        return None
+    code = data[9:12]
+    if not code.isdigit():
+        return None
+    status = int(code)
+    if status < 200 or status > 599:
+        return None
+    if line_end > 12 and (
+        data[12:13] != b" " or data[13:line_end].translate(_SAME_BYTE, _REASON_PHRASE)
+    ):
+        return None
+    head = data[: end + 4]
+    low = head.lower()
+    if _RESPONSE_RARE.search(low, line_end) is not None:
+        return None
+    if low.count(b"\r\n", line_end) - 2 > MAX_HEADER_FIELDS:
+        return None
+    try:
+        httptools.HttpResponseParser(_VALIDATE_ONLY).feed_data(head)
+    except httptools.HttpParserError:
+        return None
+    content_length = -1
+    at = low.find(b"\r\ncontent-length:", line_end)
+    if at >= 0:
+        value = head[at + 17 : head.find(b"\r\n", at + 17)].strip(b" \t")
+        if not value.isdigit() or len(value) > _MAX_CONTENT_LENGTH_DIGITS:
+            return None
+        content_length = int(value)  # a second Content-Length was refused by llhttp
+    cut_start = cut_end = 0
+    at = low.find(b"\r\nconnection:", line_end)
+    if at >= 0:
+        if low.find(b"\r\nconnection:", at + 13) >= 0:
+            return None
+        line = low.find(b"\r\n", at + 13)
+        token = low[at + 13 : line].strip(b" \t")
+        if token == b"keep-alive":
+            keep_alive = True
+        elif token == b"close":
+            keep_alive = False
+        else:
+            return None
+        cut_start, cut_end = at + 2, line + 2
+    if content_length < 0 and status not in (204, 304):
+        keep_alive = False  # close-delimited body: the connection ends with it
+    return status, content_length, keep_alive, cut_start, cut_end, line_end + 2
 
 
 def parse_request_head(buf: bytes | bytearray, max_head: int) -> RequestHead | None:

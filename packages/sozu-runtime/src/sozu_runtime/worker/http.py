@@ -44,6 +44,8 @@ TUNNEL = 5  # upgraded: raw bytes both ways
 CLOSING = 6  # answer written, closing
 
 CONNECT_ATTEMPTS = 3  # sōzu's CONN_RETRIES: connection attempts per request before 503
+ROUTE_CACHE_SIZE = 4096  # (host, target, method) → route entries kept per listener
+_MISSING: Any = object()
 _CRLF = b"\r\n"
 
 
@@ -61,9 +63,11 @@ class FrontendSession(asyncio.Protocol):
         "cluster",
         "deadline",
         "deadline_status",
+        "fast_raw",
         "head",
         "keep_alive",
         "listener",
+        "method",
         "peer_ip",
         "peer_port",
         "pending",
@@ -80,6 +84,8 @@ class FrontendSession(asyncio.Protocol):
         "sticky",
         "transport",
         "tried",
+        "upgrade",
+        "version",
     )
 
     def __init__(self, listener: HttpListener) -> None:
@@ -89,6 +95,10 @@ class FrontendSession(asyncio.Protocol):
         self.phase = IDLE
         self.pending = b""  # bytes of the next head (or pipelined requests)
         self.head: h1.RequestHead | None = None
+        self.fast_raw = b""  # the head of a request taken by the fast path (head parsed on demand)
+        self.method = b""
+        self.version = 11
+        self.upgrade: bytes | None = None
         self.route: Route | None = None
         self.cluster: ClusterRuntime | None = None
         self.backend: BackendConnection | None = None
@@ -175,6 +185,12 @@ class FrontendSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
+        if phase == IDLE and not self.pending:
+            end = data.find(b"\r\n\r\n")
+            if end + 4 == len(data):
+                simple = h1.simple_request(data, end)
+                if simple is not None and self._fast(data, end, simple):
+                    return
         if phase == TUNNEL:
             self.backend.transport.write(data)  # type: ignore[union-attr]
             self.deadline = self.proxy.loop.time() + self.listener.front_timeout
@@ -195,6 +211,99 @@ class FrontendSession(asyncio.Protocol):
         if len(self.pending) > self.listener.max_head and not self._paused_for_pipeline:
             self._paused_for_pipeline = True
             self.transport.pause_reading()
+
+    def _fast(self, data: bytes, end: int, simple: tuple[bytes, bytes, bytes, int]) -> bool:
+        """The common request (see :func:`.h1.simple_request`) to a plain route with an idle
+        pooled backend connection: forwarded with the least work. False (nothing done) when
+        any condition is not met: the general path takes the request."""
+        method, target, host, version = simple
+        listener = self.listener
+        cache = listener.route_cache
+        key = (host, target, method)
+        route = cache.get(key, _MISSING)
+        if route is _MISSING:
+            hostname = parse_authority(host)
+            if hostname is None:
+                return False
+            route = listener.router.lookup(hostname, target, method)
+            if len(cache) >= ROUTE_CACHE_SIZE:
+                cache.clear()
+            cache[key] = route
+        if route is None or route.special or route.request_edits or self.sni_names is not None:
+            return False
+        cluster = route.cluster
+        if (
+            cluster is None
+            or cluster.sticky_session
+            or (cluster.https_redirect and not listener.tls)
+        ):
+            return False
+        proxy = self.proxy
+        now = proxy.clock()
+        backend = cluster.balancer.choose(now)
+        if backend is None:
+            return False
+        # from here on the request is this path's
+        proxy.metrics.requests += 1
+        cluster.requests += 1
+        rid = proxy.next_request_id()
+        self.request_id = rid
+        self.head = None
+        self.fast_raw = data
+        self.method = method
+        self.version = version
+        self.upgrade = None
+        self.keep_alive = version == 11
+        self.route = route
+        self.cluster = cluster
+        self.response_started = False
+        self.set_cookie = b""
+        self.sticky = None
+        self.attempts = 0
+        if self.tried:
+            self.tried.clear()
+        request = b"".join(
+            (
+                data[: end + 2],
+                self._fwd_static,
+                b"X-Request-Id: ",
+                rid,
+                _CRLF,
+                listener.sozu_id_prefix,
+                rid,
+                b"\r\n\r\n",
+            )
+        )
+        self.replay = request
+        connection = proxy.take_idle(backend)
+        if connection is None:  # a new connection to the chosen backend
+            self.phase = CONNECTING
+            self.deadline = now + listener.connect_timeout + listener.back_timeout
+            self.deadline_status = 503
+            self.attempts = 1
+            self.tried.append(backend)
+            backend.active_connections += 1
+            proxy.connect(backend, self, request, True)
+            return True
+        self.backend = connection
+        connection.session = self
+        backend.active_requests += 1
+        connection.head_done = False
+        connection.received = False
+        connection.transport.write(request)
+        self.phase = WAITING
+        self.deadline = now + listener.back_timeout
+        self.deadline_status = 504
+        return True
+
+    def request_head(self) -> h1.RequestHead | None:
+        """The current request's head (parsed now if the fast path skipped it)."""
+        if self.head is None and self.fast_raw:
+            try:
+                self.head = h1.parse_request_head(self.fast_raw, 1 << 20)
+            except HttpError:
+                return None
+        return self.head
 
     def _read_head(self, data: bytes) -> None:
         listener = self.listener
@@ -221,6 +330,10 @@ class FrontendSession(asyncio.Protocol):
         proxy = self.proxy
         proxy.metrics.requests += 1
         self.head = head
+        self.fast_raw = b""
+        self.method = head.method
+        self.version = head.version
+        self.upgrade = head.upgrade
         self.request_id = proxy.next_request_id()
         self.keep_alive = head.keep_alive
         self.response_started = False
@@ -232,8 +345,14 @@ class FrontendSession(asyncio.Protocol):
         if host is None:
             self.answer(400, message="missing or invalid Host")
             return
-        if self.sni_names is not None and listener.strict_sni and not _covered(host, self.sni_names):
-            self.answer(421, message="the Host is not covered by the certificate of this connection")
+        if (
+            self.sni_names is not None
+            and listener.strict_sni
+            and not _covered(host, self.sni_names)
+        ):
+            self.answer(
+                421, message="the Host is not covered by the certificate of this connection"
+            )
             return
         route = listener.router.lookup(host, head.target, head.method)
         if route is None:
@@ -286,7 +405,9 @@ class FrontendSession(asyncio.Protocol):
                 self.chunks = None
                 self.remaining = 0
         self.pending = pipelined
-        request = self._forwarded_head(head, route) + body if body else self._forwarded_head(head, route)
+        request = (
+            self._forwarded_head(head, route) + body if body else self._forwarded_head(head, route)
+        )
         complete = self.remaining == 0
         self.replay = request if complete else None
         self.phase = CONNECTING
@@ -328,7 +449,8 @@ class FrontendSession(asyncio.Protocol):
         headers = head.forward_headers() if head.hop_by_hop else list(head.headers)
         peer = self.peer_ip.encode()
         seen = head.seen
-        out: list[bytes] = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
+        version = b" HTTP/1.1\r\n" if head.version == 11 else b" HTTP/1.0\r\n"
+        out: list[bytes] = [head.method, b" ", head.target, version]
         sticky_name = listener.sticky_name_lower
         drop_real_ip = listener.elide_x_real_ip
         edits = route.request_edits
@@ -421,7 +543,6 @@ class FrontendSession(asyncio.Protocol):
         if self.replay is None or self.response_started or self._closed:
             return False
         self.backend = None
-        connection.backend.active_requests -= 1
         self.phase = CONNECTING
         backend = connection.backend
         self.attempts += 1
@@ -488,6 +609,7 @@ class FrontendSession(asyncio.Protocol):
             return
         self.phase = IDLE
         self.head = None
+        self.fast_raw = b""
         now = self.proxy.loop.time()
         self.deadline = now + self.listener.front_timeout
         self.deadline_status = 0
@@ -525,7 +647,7 @@ class FrontendSession(asyncio.Protocol):
         if backend is not None:
             self.backend = None
             backend.abandon()
-        head = self.head
+        head = self.request_head()
         route = ""
         if head is not None:
             route = f"{head.method.decode('latin-1')} {head.host.decode('latin-1')}{head.target.decode('latin-1')}"
@@ -760,9 +882,48 @@ class BackendConnection(asyncio.Protocol):
             if self.buf:
                 data = self.buf + data
                 self.buf = b""
+            elif self._fast(session, data):
+                return
             self._read_head(session, data)
             return
         self._forward(session, data)
+
+    def _fast(self, session: FrontendSession, data: bytes) -> bool:
+        """A complete common answer in one read (see :func:`.h1.simple_response`), forwarded
+        in one write. False (nothing done) otherwise: the general path takes it."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        simple = h1.simple_response(data, end)
+        if simple is None:
+            return False
+        status, length, keep_alive, cut_start, cut_end, line = simple
+        if length < 0 or len(data) != end + 4 + length or session.method == b"HEAD":
+            return False
+        route = session.route
+        if route is not None and route.response_edits:
+            return False
+        proxy = self.proxy
+        extra = session.listener.sozu_id_prefix + session.request_id + _CRLF
+        if session.set_cookie:
+            extra += session.set_cookie
+        if not session.keep_alive or proxy.stopping:
+            session.keep_alive = False
+            extra += b"Connection: close\r\n"
+        elif session.version == 10:
+            extra += b"Connection: keep-alive\r\n"
+        if cut_start:
+            out = b"".join((data[:line], extra, data[line:cut_start], data[cut_end:]))
+        else:
+            out = b"".join((data[:line], extra, data[line:]))
+        session.response_started = True
+        proxy.metrics.count_status(status)
+        if proxy.access_logs:
+            proxy.access_log(session, status, "")
+        session.transport.write(out)
+        self.keep_alive = keep_alive
+        self._done(session, b"")
+        return True
 
     def _read_head(self, session: FrontendSession, data: bytes) -> None:
         listener = session.listener
@@ -786,10 +947,8 @@ class BackendConnection(asyncio.Protocol):
                     return
                 continue
             break
-        request = session.head
-        assert request is not None
-        kind = h1.response_body_kind(head, request.method)
-        if kind == BODY_TUNNEL and request.upgrade is None:
+        kind = h1.response_body_kind(head, session.method)
+        if kind == BODY_TUNNEL and session.upgrade is None:
             self.close()
             session.response_failed(502, "the backend switched protocols without being asked")
             return
@@ -848,11 +1007,10 @@ class BackendConnection(asyncio.Protocol):
         if session.set_cookie:
             extra += session.set_cookie
         closing = not session.keep_alive or session.proxy.stopping or kind == BODY_CLOSE
-        request = session.head
         if closing:
             session.keep_alive = False
             extra += b"Connection: close\r\n"
-        elif request is not None and request.version == 10:
+        elif session.version == 10:
             extra += b"Connection: keep-alive\r\n"
         route = session.route
         edits = route.response_edits if route is not None else None

@@ -116,6 +116,9 @@ class HttpListener(Listener):
 
     def __init__(self, proxy: Proxy, config: HttpListenerConfig | HttpsListenerConfig) -> None:
         self.router: Router[Route] = Router()
+        # (Host, target, method) → route (or None): the lookups of the fast path, cleared
+        # whenever a frontend of this listener is added or removed
+        self.route_cache: dict[tuple[bytes, bytes, bytes], Route | None] = {}
         self.tls = isinstance(config, HttpsListenerConfig)
         self.tls_runtime: Any = None
         super().__init__(proxy, config)

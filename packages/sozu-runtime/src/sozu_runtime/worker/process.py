@@ -34,7 +34,14 @@ from sozu_config.state import StateError
 
 from ..channel import Channel
 from ..logs import configure_logging, set_level
-from ..messages import EVENT_ID, InitialState, ReturnListenSockets, Setup, WorkerMessage, decode_message
+from ..messages import (
+    EVENT_ID,
+    InitialState,
+    ReturnListenSockets,
+    Setup,
+    WorkerMessage,
+    decode_message,
+)
 from .proxy import Proxy
 
 log = logging.getLogger("sozu.worker")
@@ -147,11 +154,17 @@ class WorkerProcess:
             self._answer(
                 message.id,
                 ResponseStatus.OK,
-                content=MetricsContent(proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)),
+                content=MetricsContent(
+                    proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)
+                ),
             )
         elif isinstance(request, rq.QueryCertificatesFromWorkers):
-            found = proxy.state.certificate_list(domain=request.domain, fingerprint=request.fingerprint)
-            self._answer(message.id, ResponseStatus.OK, content=CertificatesContent(certificates=found))
+            found = proxy.state.certificate_list(
+                domain=request.domain, fingerprint=request.fingerprint
+            )
+            self._answer(
+                message.id, ResponseStatus.OK, content=CertificatesContent(certificates=found)
+            )
         elif isinstance(request, rq.Status):
             self._answer(message.id, ResponseStatus.OK)
         else:
@@ -182,7 +195,9 @@ class WorkerProcess:
 
     async def _control(self, request_id: str, control: Any, fds: list[int]) -> None:
         if isinstance(control, Setup):
-            configure_logging(control.log_level, f"WRK-{control.worker_id:02d}", access_logs=control.access_logs)
+            configure_logging(
+                control.log_level, f"WRK-{control.worker_id:02d}", access_logs=control.access_logs
+            )
             self.soft_stop_timeout = control.soft_stop_timeout
             self.proxy = Proxy(
                 worker_id=control.worker_id,

@@ -141,7 +141,7 @@ class Route:
         """Redirects and authentication. True when the session was answered."""
         frontend = self.frontend
         policy = frontend.redirect
-        head = session.head
+        head = session.request_head()
         assert head is not None
         if policy is RedirectPolicy.UNAUTHORIZED:
             session.cluster = self.cluster
@@ -194,6 +194,7 @@ class Proxy:
         expired_certificates: str = "refuse",
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time
         self.worker_id = worker_id
         self.state = ConfigState()
         self.buffer_size = buffer_size
@@ -243,7 +244,11 @@ class Proxy:
 
     def session_closed(self, session: Any) -> None:
         self.sessions.discard(session)
-        if self.accepting_paused and len(self.sessions) < 0.9 * self.max_connections and not self.stopping:
+        if (
+            self.accepting_paused
+            and len(self.sessions) < 0.9 * self.max_connections
+            and not self.stopping
+        ):
             self.accepting_paused = False
             for listener in self.listeners.values():
                 listener.resume_accepting()
@@ -352,7 +357,7 @@ class Proxy:
     # ------------------------------------------------------------------ access logs
 
     def access_log(self, session: Any, status: int, message: str) -> None:
-        head = session.head
+        head = session.request_head() if hasattr(session, "request_head") else None
         cluster = session.cluster.cluster_id if session.cluster is not None else "-"
         backend = session.backend.backend.backend_id if session.backend is not None else "-"
         elapsed = (self.loop.time() - session.started) * 1000
@@ -478,6 +483,7 @@ class Proxy:
             frontend.position.value,
             route,
         )
+        listener.route_cache.clear()
         key = frontend.key
         self.routes[key] = route
         if frontend.cluster_id is not None:
@@ -566,6 +572,7 @@ class Proxy:
 
 
 def _router_remove(listener: HttpListener, frontend: HttpFrontend) -> None:
+    listener.route_cache.clear()
     with contextlib.suppress(ValueError):
         listener.router.remove(
             frontend.hostname,
@@ -600,4 +607,3 @@ _RUNTIME: dict[type, Callable[..., Any]] = {
     rq.ReplaceCertificate: Proxy._add_certificate,
     rq.RemoveCertificate: Proxy._add_certificate,
 }
-

@@ -130,7 +130,9 @@ class TcpSession(asyncio.Protocol):
 
     def touch(self) -> None:
         listener = self.listener
-        self.deadline = listener.proxy.loop.time() + max(listener.front_timeout, listener.back_timeout)
+        self.deadline = listener.proxy.loop.time() + max(
+            listener.front_timeout, listener.back_timeout
+        )
 
     def data_received(self, data: bytes) -> None:
         backend = self.backend

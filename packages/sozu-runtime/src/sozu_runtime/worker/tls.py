@@ -48,7 +48,9 @@ def _base_context(config: HttpsListenerConfig) -> ssl.SSLContext:
     context.maximum_version = versions[-1]
     tls12 = [CIPHER_SUITES[name] for name in config.cipher_list if name not in TLS13_SUITES]
     if tls12:
-        context.set_ciphers(":".join(tls12) + (":@SECLEVEL=0" if versions[0] < ssl.TLSVersion.TLSv1_2 else ""))
+        context.set_ciphers(
+            ":".join(tls12) + (":@SECLEVEL=0" if versions[0] < ssl.TLSVersion.TLSv1_2 else "")
+        )
     elif versions[0] < ssl.TLSVersion.TLSv1_3:
         # only TLS 1.3 suites listed: older versions would have no cipher to offer
         context.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -68,7 +70,9 @@ def check_listener_tls(config: HttpsListenerConfig) -> None:
         raise ValueError(f"TLS settings of {config.address} refused by OpenSSL: {error}") from None
 
 
-def build_context(config: HttpsListenerConfig, certificate: str, chain: list[str], key: str) -> ssl.SSLContext:
+def build_context(
+    config: HttpsListenerConfig, certificate: str, chain: list[str], key: str
+) -> ssl.SSLContext:
     """A server context for one certificate. The PEM texts go through a private temporary
     directory (``ssl`` loads certificates from files only) that is removed at once."""
     context = _base_context(config)
@@ -78,7 +82,9 @@ def build_context(config: HttpsListenerConfig, certificate: str, chain: list[str
         cert_path = os.path.join(directory, "cert.pem")
         key_path = os.path.join(directory, "key.pem")
         leaf = certificate if certificate.endswith("\n") else certificate + "\n"
-        extra = "".join(p if p.endswith("\n") else p + "\n" for p in chain if p.strip() != certificate.strip())
+        extra = "".join(
+            p if p.endswith("\n") else p + "\n" for p in chain if p.strip() != certificate.strip()
+        )
         for path, text in ((cert_path, leaf + extra), (key_path, key)):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
@@ -86,7 +92,9 @@ def build_context(config: HttpsListenerConfig, certificate: str, chain: list[str
         try:
             context.load_cert_chain(cert_path, key_path)
         except ssl.SSLError as error:
-            raise ValueError(f"OpenSSL refused the certificate or key: {error.reason or error}") from None
+            raise ValueError(
+                f"OpenSSL refused the certificate or key: {error.reason or error}"
+            ) from None
     finally:
         for name in ("cert.pem", "key.pem"):
             with contextlib.suppress(OSError):
@@ -124,7 +132,9 @@ class TlsRuntime:
         self._entries.clear()
         self._install(entries, keys)
 
-    def sync(self, certificates: dict[str, CertificateSummary], state: ConfigState, address: str) -> None:
+    def sync(
+        self, certificates: dict[str, CertificateSummary], state: ConfigState, address: str
+    ) -> None:
         """Make the listener serve exactly ``certificates`` (the state's, for this address)."""
         keys = {fp: state.private_key(address, fp) or "" for fp in certificates}
         self._install(certificates, keys)

@@ -1,0 +1,88 @@
+"""``config check``: load and validate a configuration file with the library, without a daemon."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sozu_config.config import Config, ConfigError, load_config
+
+from ..arguments import Parser, add_command
+from ..context import Context
+from ..errors import UsageError
+
+__all__ = ["register", "summary_of"]
+
+
+def summary_of(config: Config) -> dict[str, Any]:
+    """What a configuration holds, counted (the state it describes and where it listens)."""
+    state = config.state
+    return {
+        "listeners": len(state.listeners()),
+        "clusters": len(state.clusters),
+        "frontends": len(state.http_frontends)
+        + len(state.https_frontends)
+        + len(state.tcp_frontends),
+        "backends": sum(len(b) for b in state.backends.values()),
+        "certificates": sum(len(c) for c in state.certificates.values()),
+        "workers": config.worker_count,
+        "command_socket": str(config.command_socket),
+    }
+
+
+def config_check(ctx: Context) -> int:
+    """Exit 0 and the summary for a valid file (warnings on stderr), 2 and the error otherwise."""
+    output = ctx.output
+    path = Path(ctx.args.file) if ctx.args.file else ctx.config_path
+    if path is None:
+        raise UsageError(
+            "no configuration file: give one (sozu config check FILE), -c FILE or SOZU_CONFIG"
+        )
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        output.json({"valid": False, "file": str(path), "error": str(error)})
+        raise UsageError(str(error)) from None
+    summary = summary_of(config)
+    output.json(
+        {"valid": True, "file": str(path), "summary": summary, "warnings": list(config.warnings)}
+    )
+    for warning in config.warnings:
+        output.warning(warning)
+    output.success(
+        f"{path} is valid: {summary['listeners']} listeners, {summary['clusters']} clusters, "
+        f"{summary['frontends']} frontends, {summary['backends']} backends, "
+        f"{summary['certificates']} certificates"
+    )
+    output.print(f"command socket: {summary['command_socket']}; {summary['workers']} workers")
+    if config.warnings:
+        output.print(
+            f"{len(config.warnings)} warning{'s' if len(config.warnings) != 1 else ''} (see above)"
+        )
+    return 0
+
+
+def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) -> None:
+    """Add ``config check``."""
+    group = add_command(
+        subcommands,
+        "config",
+        help="check a configuration file",
+        examples=["sozu -c config.toml config check", "sozu config check config.toml --json"],
+    )
+    verbs = group.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    parser = add_command(
+        verbs,
+        "check",
+        help="load and validate the configuration file: print its summary and warnings",
+        description="Load and validate the configuration file as the daemon would (every key, "
+        "certificate, template and reference). Exit 0 and print a summary and the warnings, or "
+        "exit 2 and print the error.",
+        examples=["sozu -c config.toml config check", "sozu config check config.toml --json"],
+        parents=[common],
+        handler=config_check,
+    )
+    parser.add_argument(
+        "file", nargs="?", metavar="FILE", help="the file (default: -c FILE or $SOZU_CONFIG)"
+    )

@@ -1,0 +1,56 @@
+"""How a plan and the outcome of a batch look on a terminal or in a pipe.
+
+A plan is shown grouped as it will run (listeners, clusters, certificates, frontends, backends,
+activations, removals), one line per :class:`~sozu_config.plan.Change` — ``+`` added, ``-``
+removed, ``~`` changed, followed by the fields that change — and a summary line.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sozu_config import Plan
+from sozu_config.responses import BatchResult
+
+from .output import Output
+
+__all__ = ["render_plan", "render_results", "show_value"]
+
+_STYLES = {"+": "green", "-": "red", "~": "yellow"}
+_LONGEST_VALUE = 60
+
+
+def show_value(value: Any) -> str:
+    """A field value on one line: JSON text, cut after 60 characters."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > _LONGEST_VALUE:
+        text = text[: _LONGEST_VALUE - 1] + "…"
+    return text
+
+
+def render_plan(output: Output, plan: Plan, *, target: str) -> None:
+    """The plan for one target, then its summary (or that there is nothing to do)."""
+    output.heading(f"{target} (state version {plan.version})")
+    if plan.empty:
+        output.print("  nothing to do: the proxy matches the file")
+        return
+    group = None
+    for change in plan.changes:
+        if change.group != group:
+            group = change.group
+            output.print(f"  {group}")
+        output.print(f"    {change.op} {change.description}", style=_STYLES[change.op])
+        for path, (old, new) in change.fields.items():
+            output.print(f"        {path}: {show_value(old)} -> {show_value(new)}")
+    output.print(f"  plan: {plan.summary()}", style="bold")
+
+
+def render_results(output: Output, results: list[BatchResult]) -> None:
+    """The per-request outcome of a refused batch (which failed, which were undone)."""
+    if not results:
+        return
+    output.table(
+        ["#", "REQUEST", "STATUS", "MESSAGE"],
+        [[r.index + 1, r.request, r.status.value, r.message] for r in results],
+    )
