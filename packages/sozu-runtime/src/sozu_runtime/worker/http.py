@@ -79,6 +79,7 @@ class FrontendSession(asyncio.Protocol):
         "response_started",
         "route",
         "set_cookie",
+        "sni_checked",
         "sni_names",
         "started",
         "sticky",
@@ -116,6 +117,7 @@ class FrontendSession(asyncio.Protocol):
         self.deadline_status = 0
         self.started = 0.0
         self.sni_names: tuple[str, ...] | None = None
+        self.sni_checked = b""  # the last Host found covered by the served certificate
         self.peer_ip = ""
         self.peer_port = 0
         self._fwd_static = b""
@@ -229,8 +231,13 @@ class FrontendSession(asyncio.Protocol):
             if len(cache) >= ROUTE_CACHE_SIZE:
                 cache.clear()
             cache[key] = route
-        if route is None or route.special or route.request_edits or self.sni_names is not None:
+        if route is None or route.special or route.request_edits:
             return False
+        if self.sni_names is not None and listener.strict_sni and host != self.sni_checked:
+            hostname = parse_authority(host)
+            if hostname is None or not _covered(hostname, self.sni_names):
+                return False  # the general path answers 421
+            self.sni_checked = host
         cluster = route.cluster
         if (
             cluster is None
@@ -898,7 +905,8 @@ class BackendConnection(asyncio.Protocol):
         if simple is None:
             return False
         status, length, keep_alive, cut_start, cut_end, line = simple
-        if length < 0 or len(data) != end + 4 + length or session.method == b"HEAD":
+        received = len(data) - end - 4  # body bytes in this read
+        if length < 0 or received > length or session.method == b"HEAD":
             return False
         route = session.route
         if route is not None and route.response_edits:
@@ -916,13 +924,20 @@ class BackendConnection(asyncio.Protocol):
             out = b"".join((data[:line], extra, data[line:cut_start], data[cut_end:]))
         else:
             out = b"".join((data[:line], extra, data[line:]))
-        session.response_started = True
         proxy.metrics.count_status(status)
         if proxy.access_logs:
             proxy.access_log(session, status, "")
         session.transport.write(out)
         self.keep_alive = keep_alive
-        self._done(session, b"")
+        if received == length:
+            session.response_started = True
+            self._done(session, b"")
+            return True
+        # the rest of the body follows: stream it (see _forward)
+        self.head_done = True
+        self.body = BODY_LENGTH
+        self.remaining = length - received
+        session.response_head_started()
         return True
 
     def _read_head(self, session: FrontendSession, data: bytes) -> None:
