@@ -23,7 +23,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -168,11 +168,11 @@ class Daemon:
             if config.saved_state_errors == "refuse":
                 raise StartupError(
                     f"the saved state has {len(errors)} bad record(s): {listed}{more}. Fix or "
-                    "remove the file, or set saved_state_errors = \"skip\" to start with the "
+                    'remove the file, or set saved_state_errors = "skip" to start with the '
                     "good records"
                 )
-            for error in errors:
-                log.error("saved state record skipped: %s", error)
+            for bad in errors:
+                log.error("saved state record skipped: %s", bad)
         log.info("starting from the saved state %s (%r)", config.saved_state, state)
         return state
 
@@ -220,7 +220,8 @@ class Daemon:
                 probe.close()
         if not path.parent.is_dir():
             raise StartupError(
-                f"{self.config.path}: command_socket {path}: the folder {path.parent} does not exist"
+                f"{self.config.path}: command_socket {path}: "
+                f"the folder {path.parent} does not exist"
             )
 
     async def _serve_commands(self) -> None:
@@ -231,7 +232,9 @@ class Daemon:
                 self._client, path, limit=self.config.max_command_buffer_size + 1
             )
         except OSError as error:
-            raise StartupError(f"cannot create the command socket {path}: {error.strerror}") from None
+            raise StartupError(
+                f"cannot create the command socket {path}: {error.strerror}"
+            ) from None
         finally:
             os.umask(previous)
         os.chmod(path, 0o600)
@@ -249,8 +252,8 @@ class Daemon:
             log.info("stopping now")
             self._spawn(self.stop(hard=True))
 
-    def _spawn(self, coroutine: Awaitable[Any]) -> None:
-        task = self.loop.create_task(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task: asyncio.Task[Any] = self.loop.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -321,7 +324,9 @@ class Daemon:
         log.info("worker %d started (pid %d)", handle.id, handle.pid)
         return handle
 
-    def _initial_state(self, handle: WorkerHandle, *, replace: bool = False) -> asyncio.Future[Response]:
+    def _initial_state(
+        self, handle: WorkerHandle, *, replace: bool = False
+    ) -> asyncio.Future[Response]:
         requests = self.state.generate_requests()
         fds = [
             self.sockets[r.address].fileno()
@@ -419,7 +424,11 @@ class Daemon:
 
     def emit(self, event: Event) -> None:
         if event.kind not in (EventKind.BACKEND_UP, EventKind.BACKEND_DOWN):
-            log.info("event %s %s", event.kind.value, event.model_dump(exclude_defaults=True, exclude={"kind"}))
+            log.info(
+                "event %s %s",
+                event.kind.value,
+                event.model_dump(exclude_defaults=True, exclude={"kind"}),
+            )
         for writer, request_id in list(self.subscribers.items()):
             transport = writer.transport
             if transport.is_closing() or transport.get_write_buffer_size() > MAX_SUBSCRIBER_BUFFER:
@@ -516,12 +525,16 @@ class Daemon:
         if isinstance(request, rq.ListWorkers):
             return _ok(content=WorkersContent(workers=self._worker_infos()))
         if isinstance(request, rq.QueryState):
-            return _ok(content=StateContent(version=self.state.version, state=self.state.snapshot()))
+            return _ok(
+                content=StateContent(version=self.state.version, state=self.state.snapshot())
+            )
         if isinstance(request, rq.QueryMetrics):
             return await self._metrics(request)
         if isinstance(request, rq.QueryCertificatesFromWorkers):
             return await self._per_worker(request)
-        if isinstance(request, (rq.QueryClusterById, rq.QueryClustersByDomain, rq.QueryClustersHashes)):
+        if isinstance(
+            request, (rq.QueryClusterById, rq.QueryClustersByDomain, rq.QueryClustersHashes)
+        ):
             # answered from the main state; the workers' views are added per worker
             main = self.state.answer_query(request)
             responses: dict[str, ResponseContent | None] = {"main": main}
@@ -581,7 +594,9 @@ class Daemon:
                         reason = error.strerror or str(error)
                         if error.errno == errno.EADDRINUSE:
                             reason = "the address is already in use"
-                        return _fail(f"cannot listen on {activation.address}: {reason}; nothing was applied")
+                        return _fail(
+                            f"cannot listen on {activation.address}: {reason}; nothing was applied"
+                        )
                     self.sockets[activation.address] = sock
                     fresh.append(activation.address)
                 fds.append(sock.fileno())
@@ -610,7 +625,8 @@ class Daemon:
             details = "; ".join(f"worker {w.id}: {r.message}" for w, r in failed)
             return _fail(
                 f"applied to the main state, but {details}; "
-                f"{'this worker is' if len(failed) == 1 else 'these workers are'} being replaced by "
+                f"{'this worker is' if len(failed) == 1 else 'these workers are'} "
+                "being replaced by "
                 "new ones started from the main state"
             )
         message = f"applied to {len(results)} worker{'s' if len(results) != 1 else ''}"
@@ -661,7 +677,10 @@ class Daemon:
             )
             for w in sorted(self.workers.values(), key=lambda w: w.id)
         ]
-        return _ok(f"{sum(answered.values())} of {len(infos)} workers answered", content=WorkersContent(workers=infos))
+        return _ok(
+            f"{sum(answered.values())} of {len(infos)} workers answered",
+            content=WorkersContent(workers=infos),
+        )
 
     def _worker_infos(self) -> list[WorkerInfo]:
         return [
@@ -681,7 +700,9 @@ class Daemon:
             workers[str(worker.id)] = {"proxying": content.proxying, "clusters": content.clusters}
             _merge_counts(proxying, content.proxying)
             for cluster_id, data in content.clusters.items():
-                _merge_counts(clusters.setdefault(cluster_id, {}), {"requests": data.get("requests", 0)})
+                _merge_counts(
+                    clusters.setdefault(cluster_id, {}), {"requests": data.get("requests", 0)}
+                )
         main = {
             "workers": len(self.workers),
             "clusters": len(self.state.clusters),
@@ -693,7 +714,10 @@ class Daemon:
         }
         return _ok(
             content=MetricsContent(
-                main=main, workers=workers if request.workers else {}, clusters=clusters, proxying=proxying
+                main=main,
+                workers=workers if request.workers else {},
+                clusters=clusters,
+                proxying=proxying,
             )
         )
 
@@ -754,8 +778,13 @@ class Daemon:
         response = await self.execute(rq.Batch(requests=plan, expected_version=self.state.version))
         if response.ok:
             self.emit(Event(kind=EventKind.CONFIGURATION_RELOADED, message=str(source)))
-            return _ok(f"{source}: applied {len(plan)} changes; {response.message}", content=response.content)
-        return response.model_copy(update={"message": f"the configuration was not reloaded: {response.message}"})
+            return _ok(
+                f"{source}: applied {len(plan)} changes; {response.message}",
+                content=response.content,
+            )
+        return response.model_copy(
+            update={"message": f"the configuration was not reloaded: {response.message}"}
+        )
 
     async def upgrade_worker(self, worker_id: int) -> Response:
         handle = self.workers.get(worker_id)
@@ -782,7 +811,8 @@ class Daemon:
 
         async with self.lock:  # no mutating request in flight, none starts
             assert self.server is not None
-            command_fd = os.dup(self.server.sockets[0].fileno())  # keeps the socket alive
+            server: Any = self.server
+            command_fd = os.dup(server.sockets[0].fileno())  # keeps the socket alive
             self.server.close()  # stop accepting: new clients wait in the kernel backlog
             deadline = self.loop.time() + 5.0
             while self._inflight > 0 and self.loop.time() < deadline:
@@ -791,26 +821,22 @@ class Daemon:
                 writer.close()  # connected clients see the end of the stream: a clean error
             await asyncio.sleep(0)
             workers = [w for w in self.workers.values() if w.alive and w.channel is not None]
-            data = {
+            sockets = {address: sock.fileno() for address, sock in self.sockets.items()}
+            channels = [w.channel.sock.fileno() for w in workers if w.channel is not None]
+            data: dict[str, Any] = {
                 "config": self.config.model_dump(mode="json"),
                 "version": self.state.version,
                 "next_worker_id": next(self._worker_ids),
                 "workers": [
-                    {
-                        "id": w.id,
-                        "pid": w.pid,
-                        "fd": w.channel.sock.fileno(),  # type: ignore[union-attr]
-                        "run_state": w.run_state.value,
-                    }
-                    for w in workers
+                    {"id": w.id, "pid": w.pid, "fd": fd, "run_state": w.run_state.value}
+                    for w, fd in zip(workers, channels, strict=True)
                 ],
-                "sockets": {a: s.fileno() for a, s in self.sockets.items()},
+                "sockets": sockets,
                 "command_fd": command_fd,
             }
             try:
                 path = write_upgrade_file(data, lambda p: write_state_file(self.state, p))
-                descriptors = [command_fd, *data["sockets"].values()]
-                descriptors += [w["fd"] for w in data["workers"]]  # type: ignore[misc]
+                descriptors = [command_fd, *sockets.values(), *channels]
                 log.info("re-executing the main process")
                 for handler in logging.getLogger("sozu").handlers:
                     handler.flush()
@@ -850,7 +876,14 @@ def _batch_results(batch: rq.Batch, error: StateError) -> list[BatchResult]:
     results = []
     for index, request in enumerate(batch.requests):
         if index == failed_index:
-            results.append(BatchResult(index=index, request=request.describe(), status=ResponseStatus.FAILURE, message=text))
+            results.append(
+                BatchResult(
+                    index=index,
+                    request=request.describe(),
+                    status=ResponseStatus.FAILURE,
+                    message=text,
+                )
+            )
         else:
             results.append(
                 BatchResult(

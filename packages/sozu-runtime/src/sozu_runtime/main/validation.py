@@ -54,11 +54,13 @@ def _certificate(
     if info.expired(now) and config.expired_certificates == "refuse":
         raise RuntimeCheckError(
             f"certificate refused: the certificate for {', '.join(info.names)} expired on "
-            f"{info.not_after:%Y-%m-%d} (set expired_certificates = \"warn\" to accept expired "
+            f'{info.not_after:%Y-%m-%d} (set expired_certificates = "warn" to accept expired '
             "certificates)"
         )
     try:
-        build_context(listener, certificate.certificate, certificate.certificate_chain, certificate.key)
+        build_context(
+            listener, certificate.certificate, certificate.certificate_chain, certificate.key
+        )
     except ValueError as error:
         raise RuntimeCheckError(f"certificate refused: {error}") from None
 

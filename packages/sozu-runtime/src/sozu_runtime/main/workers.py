@@ -16,10 +16,11 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from sozu_config.protocol import decode_response
+from sozu_config.requests import Request
 from sozu_config.responses import Event, EventContent, Response, ResponseStatus, RunState
 
 from ..channel import Channel
-from ..messages import EVENT_ID, WorkerMessage, encode_message
+from ..messages import EVENT_ID, Control, WorkerMessage, encode_message
 
 log = logging.getLogger("sozu.main")
 
@@ -161,12 +162,21 @@ class WorkerHandle:
     def alive(self) -> bool:
         return not self._exited and self.channel is not None and not self.channel.closed
 
-    def send(self, message_id: str | None = None, *, request: object = None, control: object = None, fds: list[int] | None = None) -> asyncio.Future[Response]:
+    def send(
+        self,
+        message_id: str | None = None,
+        *,
+        request: Request | None = None,
+        control: Control | None = None,
+        fds: list[int] | None = None,
+    ) -> asyncio.Future[Response]:
         """Send a message; the future resolves with the worker's final answer."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Response] = loop.create_future()
         if not self.alive:
-            future.set_result(Response(id="", status=ResponseStatus.FAILURE, message="the worker is not running"))
+            future.set_result(
+                Response(id="", status=ResponseStatus.FAILURE, message="the worker is not running")
+            )
             return future
         message_id = message_id or f"M{next(_ids)}"
         message = WorkerMessage.model_construct(
@@ -178,7 +188,11 @@ class WorkerHandle:
             self.channel.send(encode_message(message), fds or [])
         except ConnectionError:
             del self._pending[message_id]
-            future.set_result(Response(id="", status=ResponseStatus.FAILURE, message="the worker channel is closed"))
+            future.set_result(
+                Response(
+                    id="", status=ResponseStatus.FAILURE, message="the worker channel is closed"
+                )
+            )
         return future
 
     def kill(self) -> None:

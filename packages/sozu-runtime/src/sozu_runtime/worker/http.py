@@ -135,10 +135,11 @@ class FrontendSession(asyncio.Protocol):
             if peer:
                 self.peer_ip, self.peer_port = peer[0], peer[1]
         self._fwd_static = listener.forwarding_headers(self.peer_ip, self.peer_port)
-        if listener.tls:
+        tls = listener.tls_runtime
+        if tls is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
-                self.sni_names = listener.tls_runtime.names_for(ssl_object)
+                self.sni_names = tls.names_for(ssl_object)
         self.proxy.session_opened(self)
         now = self.proxy.loop.time()
         self.started = now
@@ -366,9 +367,8 @@ class FrontendSession(asyncio.Protocol):
             self.answer(404)
             return
         self.route = route
-        if route.special:
-            if route.answer_special(self, host):
-                return
+        if route.special and route.answer_special(self, host):
+            return
         cluster = route.cluster
         self.cluster = cluster
         if cluster is None:  # deny rule
@@ -657,7 +657,7 @@ class FrontendSession(asyncio.Protocol):
         head = self.request_head()
         route = ""
         if head is not None:
-            route = f"{head.method.decode('latin-1')} {head.host.decode('latin-1')}{head.target.decode('latin-1')}"
+            route = (head.method + b" " + head.host + head.target).decode("latin-1")
         cluster = self.cluster
         variables = {
             "REQUEST_ID": self.request_id.decode() if self.request_id else "",
@@ -750,7 +750,8 @@ _PHASE_NAMES = {
 
 
 def listener_cookie(listener: HttpListener, sticky_id: str) -> bytes:
-    return b"Set-Cookie: " + listener.sticky_name + b"=" + sticky_id.encode() + b"; Path=/\r\n"
+    name: bytes = listener.sticky_name
+    return b"Set-Cookie: " + name + b"=" + sticky_id.encode() + b"; Path=/\r\n"
 
 
 def _sticky_cookie(head: h1.RequestHead, name_lower: bytes) -> str | None:
@@ -790,7 +791,7 @@ def _covered(host: bytes, names: tuple[str, ...]) -> bool:
 def check_basic_auth(header: bytes | None, authorized: frozenset[tuple[str, str]]) -> bool:
     """``Authorization: Basic`` credentials against ``user:sha256(password)`` pairs, compared
     in constant time."""
-    if not header or not header[:6].lower() == b"basic ":
+    if not header or header[:6].lower() != b"basic ":
         return False
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True)

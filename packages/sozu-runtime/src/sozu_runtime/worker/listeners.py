@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from sozu_config.state import ConfigState
 
     from .proxy import ClusterRuntime, Proxy, Route
+    from .tls import TlsRuntime
 
 log = logging.getLogger("sozu.worker")
 
@@ -120,10 +121,10 @@ class HttpListener(Listener):
         # whenever a frontend of this listener is added or removed
         self.route_cache: dict[tuple[bytes, bytes, bytes], Route | None] = {}
         self.tls = isinstance(config, HttpsListenerConfig)
-        self.tls_runtime: Any = None
+        self.tls_runtime: TlsRuntime | None = None
         super().__init__(proxy, config)
 
-    def reconfigure(self, config: Any) -> None:
+    def reconfigure(self, config: HttpListenerConfig | HttpsListenerConfig) -> None:
         super().reconfigure(config)
         proxy = self.proxy
         self.max_head = proxy.buffer_size
@@ -146,7 +147,7 @@ class HttpListener(Listener):
                 if cluster.config.answers:
                     answers.set_cluster(cluster.cluster_id, cluster.config.answers)
         self.answers = answers
-        if self.tls:
+        if isinstance(config, HttpsListenerConfig):
             from .tls import TlsRuntime
 
             if self.tls_runtime is None:

@@ -58,7 +58,7 @@ class WorkerProcess:
         self.proxy: Proxy | None = None
         self.channel: Channel | None = None
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.done = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.soft_stop_timeout = 60.0
 
     async def run(self) -> int:

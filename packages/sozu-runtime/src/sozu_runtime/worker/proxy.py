@@ -84,7 +84,8 @@ class ClusterRuntime:
         self.www_authenticate = config.www_authenticate
         self.proxy_protocol = config.proxy_protocol
         self.authorized = frozenset(
-            tuple(entry.split(":", 1)) for entry in config.authorized_hashes
+            (user, digest.lower())
+            for user, _, digest in (entry.partition(":") for entry in config.authorized_hashes)
         )
         self.balancer.configure(
             config.load_balancing.value, config.load_metric.value if config.load_metric else None
@@ -460,7 +461,11 @@ class Proxy:
         for listener in self.listeners.values():
             if isinstance(listener, HttpListener):
                 listener.answers.remove_cluster(cluster_id)
-            elif listener.cluster is not None and listener.cluster.cluster_id == cluster_id:
+            elif (
+                isinstance(listener, TcpListener)
+                and listener.cluster is not None
+                and listener.cluster.cluster_id == cluster_id
+            ):
                 listener.cluster = None
         runtime = self.clusters.pop(cluster_id, None)
         if runtime is not None:

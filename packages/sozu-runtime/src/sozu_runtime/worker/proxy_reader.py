@@ -80,11 +80,14 @@ class ProxyHeaderReader(asyncio.Protocol):
                 server_side=True,
                 ssl_handshake_timeout=self.listener.request_timeout,
             )
-        except (OSError, ConnectionError, TimeoutError, Exception) as error:  # noqa: BLE001
+        except Exception as error:  # any handshake failure ends this connection only
             log.debug("TLS handshake after a PROXY header failed: %s", error)
             transport.abort()
             return
         inner = self.inner
+        if tls_transport is None:
+            transport.abort()
+            return
         tls_transport.set_protocol(inner)
         inner.connection_made(tls_transport)
 
