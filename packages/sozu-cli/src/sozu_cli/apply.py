@@ -43,7 +43,7 @@ from sozu_config.responses import BatchResult, BatchResults, StateContent
 from .arguments import Parser, non_negative
 from .context import LONG_TIMEOUT_MS
 from .errors import CommandError, ExitCode
-from .output import Output
+from .output import Output, plural
 from .plan_view import render_plan, render_results
 
 __all__ = ["Target", "add_arguments", "apply_file", "main", "run"]
@@ -77,6 +77,13 @@ class Target:
 
     def fail(self, status: str, code: int, message: str) -> None:
         self.status, self.code, self.message = status, code, message
+
+    def reset(self) -> None:
+        """Forget the plan and its outcome (to plan again), closing the connection."""
+        if self.client is not None:
+            self.client.close()
+        self.status, self.code, self.message = "pending", ExitCode.OK, ""
+        self.plan, self.client, self.results = None, None, []
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -207,10 +214,10 @@ def _confirm(output: Output, targets: list[Target]) -> bool:
     if not sys.stdin.isatty():
         return True
     count = sum(1 for t in targets if t.plan is not None and not t.plan.empty)
-    try:
-        answer = input(f"Apply these changes to {count} proxy{'s' if count != 1 else ''}? [y/N] ")
-    except EOFError:
-        return False
+    # the question goes to stderr: stdout may be JSON for another program
+    output.stderr.write(f"Apply these changes to {plural(count, 'proxy', 'proxies')}? [y/N] ")
+    output.stderr.flush()
+    answer = sys.stdin.readline()
     return answer.strip().lower() in ("y", "yes")
 
 
@@ -256,22 +263,7 @@ def apply_file(
             else:
                 output.error(target.message)
         if mode == "check":
-            for target in targets:
-                if target.plan is None:
-                    continue
-                if target.plan.empty:
-                    target.status, target.message = "in_sync", "the proxy matches the file"
-                else:
-                    target.fail(
-                        "drift",
-                        ExitCode.USAGE,
-                        f"the proxy drifted from the file: {target.plan.summary()}",
-                    )
-            for target in targets:
-                if target.status == "drift":
-                    output.print(f"{target.socket}: {target.message}", style="yellow")
-                elif target.status == "in_sync":
-                    output.success(f"{target.socket}: {target.message}")
+            _check(output, targets)
         elif mode == "apply":
             pending = [t for t in targets if t.plan is not None and not t.plan.empty]
             if pending and args.confirm and not _confirm(output, targets):
@@ -284,13 +276,7 @@ def apply_file(
                     if target.status != "version_mismatch":
                         break
                     output.note(f"{target.socket}: the state moved meanwhile; planning again")
-                    _close([target])
-                    target.status, target.code, target.message, target.results = (
-                        "pending",
-                        0,
-                        "",
-                        [],
-                    )
+                    target.reset()
                     plan_target(target, desired, query_timeout)
                     if target.plan is not None:
                         render_plan(output, target.plan, target=str(target.socket))
@@ -303,6 +289,20 @@ def apply_file(
         compact=compact,
     )
     return max((t.code for t in targets), default=0)
+
+
+def _check(output: Output, targets: list[Target]) -> None:
+    """``--check``: every planned target is in sync (empty plan) or drifted (exit 2)."""
+    for target in targets:
+        if target.plan is None:
+            continue
+        if target.plan.empty:
+            target.status, target.message = "in_sync", "the proxy matches the file"
+            output.success(f"{target.socket}: {target.message}")
+        else:
+            summary = target.plan.summary()
+            target.fail("drift", ExitCode.USAGE, f"the proxy drifted from the file: {summary}")
+            output.print(f"{target.socket}: {target.message}", style="yellow")
 
 
 def _report(output: Output, target: Target) -> None:

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
-__all__ = ["Output", "cell", "to_json_data"]
+__all__ = ["Output", "cell", "plural", "to_json_data"]
 
 
 def cell(value: object) -> str:
@@ -31,6 +31,11 @@ def cell(value: object) -> str:
     if hasattr(value, "value") and isinstance(value.value, str):  # enumerations
         return str(value.value)
     return str(value)
+
+
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    """``1 listener``, ``2 listeners`` (``many``: the irregular plural)."""
+    return f"{count} {singular if count == 1 else many or singular + 's'}"
 
 
 def to_json_data(value: Any) -> Any:

@@ -18,11 +18,11 @@ from .output import Output
 __all__ = ["render_plan", "render_results", "show_value"]
 
 _STYLES = {"+": "green", "-": "red", "~": "yellow"}
-_LONGEST_VALUE = 60
+_LONGEST_VALUE = 80
 
 
 def show_value(value: Any) -> str:
-    """A field value on one line: JSON text, cut after 60 characters."""
+    """A field value on one line: JSON text, cut after 80 characters."""
     text = json.dumps(value, ensure_ascii=False, default=str)
     if len(text) > _LONGEST_VALUE:
         text = text[: _LONGEST_VALUE - 1] + "…"

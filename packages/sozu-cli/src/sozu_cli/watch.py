@@ -21,7 +21,7 @@ from .output import Output
 __all__ = ["watch"]
 
 
-_OUTCOMES = {
+_OUTCOMES: dict[int, str] = {
     ExitCode.OK: "proxies in line with the file",
     ExitCode.FAILURE: "a proxy refused the change: nothing was applied to it",
     ExitCode.USAGE: "the file is not usable: proxies left as they were until the next version",
@@ -49,9 +49,8 @@ def watch(args: argparse.Namespace, output: Output) -> int:
     def once(reason: str) -> None:
         output.note(f"[{_stamp()}] {reason}: planning")
         code = apply_file(args, output, retries=VERSION_RETRIES, compact=True)
-        output.note(
-            f"[{_stamp()}] {_OUTCOMES.get(code, _OUTCOMES[1])}; watching {file} (Ctrl-C stops)"
-        )
+        outcome = _OUTCOMES.get(code, _OUTCOMES[ExitCode.FAILURE])
+        output.note(f"[{_stamp()}] {outcome}; watching {file} (Ctrl-C stops)")
 
     try:
         once("start")

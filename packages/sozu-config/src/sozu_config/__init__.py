@@ -16,8 +16,6 @@ This package has no server code and imports neither aiohttp, rich, uvloop nor ht
 
 from __future__ import annotations
 
-from typing import Any
-
 from .addresses import SocketAddress, normalize_address, split_address
 from .certificates import (
     CertificateAndKey,
@@ -34,6 +32,7 @@ from .client import (
     CommandTimeout,
     DaemonUnreachable,
 )
+from .config import Config, ConfigError, load_config, load_config_text
 from .models import (
     Backend,
     Cluster,
@@ -129,17 +128,37 @@ from .requests import (
     parse_request,
 )
 from .responses import (
+    BatchResult,
+    BatchResults,
+    CertificatesContent,
+    ClusterHashes,
+    ClusterInformation,
+    ClustersContent,
     Event,
+    EventContent,
     EventKind,
+    FrontendList,
+    ListenersList,
+    MetricsContent,
+    RequestCounts,
     Response,
     ResponseContent,
     ResponseStatus,
     RunState,
+    StateContent,
     StateSnapshot,
     WorkerInfo,
+    WorkerResponses,
+    WorkersContent,
 )
 from .state import AlreadyExists, ConfigState, InvalidRequest, NotFound, StateError, VersionMismatch
-from .statefile import StateFileError, iter_state_file, load_state_file, write_state_file
+from .statefile import (
+    StateFileError,
+    iter_state_file,
+    load_state_file,
+    read_state_file,
+    write_state_file,
+)
 
 __all__ = [
     "MUTATING_TYPES",
@@ -160,14 +179,20 @@ __all__ = [
     "AsyncCommandClient",
     "Backend",
     "Batch",
+    "BatchResult",
+    "BatchResults",
     "CertificateAndKey",
     "CertificateError",
     "CertificateInfo",
     "CertificateSummary",
+    "CertificatesContent",
     "Change",
     "ChangeOp",
     "ClientError",
     "Cluster",
+    "ClusterHashes",
+    "ClusterInformation",
+    "ClustersContent",
     "CommandClient",
     "CommandTimeout",
     "Config",
@@ -178,7 +203,9 @@ __all__ = [
     "DaemonUnreachable",
     "DeactivateListener",
     "Event",
+    "EventContent",
     "EventKind",
+    "FrontendList",
     "HardStop",
     "HeaderEdit",
     "HeaderPosition",
@@ -191,10 +218,12 @@ __all__ = [
     "ListListeners",
     "ListWorkers",
     "ListenerType",
+    "ListenersList",
     "LoadBalancingAlgorithm",
     "LoadMetric",
     "LoadState",
     "Logging",
+    "MetricsContent",
     "MutatingRequest",
     "NotFound",
     "PathRule",
@@ -222,6 +251,7 @@ __all__ = [
     "RemoveTcpFrontend",
     "ReplaceCertificate",
     "Request",
+    "RequestCounts",
     "RequestMessage",
     "Response",
     "ResponseContent",
@@ -231,6 +261,7 @@ __all__ = [
     "SaveState",
     "SocketAddress",
     "SoftStop",
+    "StateContent",
     "StateError",
     "StateFileError",
     "StateRequest",
@@ -247,6 +278,8 @@ __all__ = [
     "UpgradeWorker",
     "VersionMismatch",
     "WorkerInfo",
+    "WorkerResponses",
+    "WorkersContent",
     "__version__",
     "certificate_info",
     "decode_request",
@@ -263,24 +296,9 @@ __all__ = [
     "normalize_address",
     "parse_request",
     "plan_states",
+    "read_state_file",
     "split_address",
     "write_state_file",
 ]
 
 __version__ = "0.1.0"
-
-_LAZY = {
-    "Config": "config",
-    "ConfigError": "config",
-    "load_config": "config",
-    "load_config_text": "config",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sozu_config' has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(f".{module}", __name__), name)

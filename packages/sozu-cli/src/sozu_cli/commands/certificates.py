@@ -50,11 +50,11 @@ def _certificate(
     certificate: str, chain: str | None, key: str, args: argparse.Namespace
 ) -> CertificateAndKey:
     """The request form of a certificate, checked (parses, key matches)."""
+    blocks = split_pem_chain(certificate)
     value = CertificateAndKey(
-        certificate=split_pem_chain(certificate)[0]
-        if split_pem_chain(certificate)
-        else certificate,
-        certificate_chain=split_pem_chain(chain) if chain else [],
+        # a certificate file may hold the chain after the leaf (a "fullchain" file)
+        certificate=blocks[0] if blocks else certificate,
+        certificate_chain=split_pem_chain(chain) if chain else blocks[1:],
         key=key,
         versions=args.tls_versions or [],
         names=[n.strip() for n in (args.names or "").split(",") if n.strip()],

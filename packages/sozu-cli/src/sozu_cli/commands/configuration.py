@@ -11,6 +11,7 @@ from sozu_config.config import Config, ConfigError, load_config
 from ..arguments import Parser, add_command
 from ..context import Context
 from ..errors import UsageError
+from ..output import plural
 
 __all__ = ["register", "summary_of"]
 
@@ -48,18 +49,20 @@ def config_check(ctx: Context) -> int:
     output.json(
         {"valid": True, "file": str(path), "summary": summary, "warnings": list(config.warnings)}
     )
+    if output.json_mode:
+        return 0  # the warnings are in the document
     for warning in config.warnings:
         output.warning(warning)
-    output.success(
-        f"{path} is valid: {summary['listeners']} listeners, {summary['clusters']} clusters, "
-        f"{summary['frontends']} frontends, {summary['backends']} backends, "
-        f"{summary['certificates']} certificates"
+    counts = ", ".join(
+        plural(summary[kind], kind[:-1])
+        for kind in ("listeners", "clusters", "frontends", "backends", "certificates")
     )
-    output.print(f"command socket: {summary['command_socket']}; {summary['workers']} workers")
+    output.success(f"{path} is valid: {counts}")
+    output.print(
+        f"command socket: {summary['command_socket']}; {plural(summary['workers'], 'worker')}"
+    )
     if config.warnings:
-        output.print(
-            f"{len(config.warnings)} warning{'s' if len(config.warnings) != 1 else ''} (see above)"
-        )
+        output.print(f"{plural(len(config.warnings), 'warning')} (see above)")
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from sozu_config import (
     ClientError,
     CountRequests,
+    DaemonUnreachable,
     Event,
     HardStop,
     ListWorkers,
@@ -30,7 +31,7 @@ from sozu_config.responses import EventContent, RequestCounts, WorkersContent
 
 from ..arguments import Parser, add_command, non_negative
 from ..context import Context, client_error, content_of
-from ..errors import DaemonFailure, UsageError
+from ..errors import DaemonFailure, Unreachable, UsageError
 
 __all__ = ["register"]
 
@@ -209,6 +210,11 @@ def events(ctx: Context) -> int:
                 )
     except KeyboardInterrupt:
         return 0
+    except DaemonUnreachable:
+        raise Unreachable(
+            f"the daemon at {ctx.socket_path} closed the event stream (it stopped, or its main "
+            "process was upgraded): run 'sozu events' again once it answers"
+        ) from None
     except (ClientError, ProtocolError) as error:
         raise client_error(error, ctx.socket_path) from None
     finally:

@@ -578,7 +578,12 @@ class Daemon:
             try:
                 self._check(request)
             except RuntimeCheckError as error:
-                return _fail(str(error))
+                content = None
+                if isinstance(request, rq.Batch):
+                    content = BatchResults(results=_batch_results(request, error.index, str(error)))
+                return Response(
+                    id="", status=ResponseStatus.FAILURE, message=str(error), content=content
+                )
             inner = request.requests if isinstance(request, rq.Batch) else [request]
             activations = [r for r in inner if isinstance(r, rq.ActivateListener)]
             fresh: list[str] = []
@@ -607,7 +612,9 @@ class Daemon:
                     self.sockets.pop(address).close()
                 content = None
                 if isinstance(request, rq.Batch):
-                    content = BatchResults(results=_batch_results(request, error))
+                    content = BatchResults(
+                        results=_batch_results(request, _failed_index(error), error.message)
+                    )
                 return Response(
                     id="",
                     status=ResponseStatus.FAILURE,
@@ -866,31 +873,33 @@ def _merge_counts(into: dict[str, Any], values: dict[str, Any]) -> None:
             _merge_counts(into.setdefault(key, {}), value)
 
 
-def _batch_results(batch: rq.Batch, error: StateError) -> list[BatchResult]:
-    """Which request of a refused batch failed (the message names it), the others undone."""
+def _failed_index(error: StateError) -> int:
+    """The index of the request a batch refusal names ("request N of M …"), -1 if none."""
     text = error.message
-    failed_index = -1
     if text.startswith("request "):
-        with contextlib.suppress(ValueError):
-            failed_index = int(text.split()[1]) - 1
+        with contextlib.suppress(ValueError, IndexError):
+            return int(text.split()[1]) - 1
+    return -1
+
+
+def _batch_results(batch: rq.Batch, failed: int, message: str) -> list[BatchResult]:
+    """Per-request outcome of a refused batch: the failed one (when known) with the reason,
+    those before it undone, those after it (or all, when no request failed by itself, as on
+    a version mismatch) not applied."""
     results = []
     for index, request in enumerate(batch.requests):
-        if index == failed_index:
-            results.append(
-                BatchResult(
-                    index=index,
-                    request=request.describe(),
-                    status=ResponseStatus.FAILURE,
-                    message=text,
-                )
-            )
+        if index == failed:
+            status_message = message
+        elif failed >= 0 and index < failed:
+            status_message = "undone"
         else:
-            results.append(
-                BatchResult(
-                    index=index,
-                    request=request.describe(),
-                    status=ResponseStatus.FAILURE,
-                    message="not applied" if index > failed_index >= 0 else "undone",
-                )
+            status_message = "not applied"
+        results.append(
+            BatchResult(
+                index=index,
+                request=request.describe(),
+                status=ResponseStatus.FAILURE,
+                message=status_message,
             )
+        )
     return results

@@ -21,7 +21,12 @@ __all__ = ["RuntimeCheckError", "check_request"]
 
 
 class RuntimeCheckError(ValueError):
-    """The request cannot be served; the message says why (never with key material)."""
+    """The request cannot be served; the message says why (never with key material).
+    ``index`` is the position of the refused request in a batch (0 for a single request)."""
+
+    def __init__(self, message: str, index: int = 0) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 def _templates(answers: dict[int, str] | None, where: str) -> None:
@@ -68,34 +73,48 @@ def _certificate(
 def check_request(request: rq.Request, state: ConfigState, config: Config) -> None:
     """Raise :class:`RuntimeCheckError` when a worker could not serve ``request``."""
     batch = list(request.requests) if isinstance(request, rq.Batch) else [request]
-    for item in batch:
-        if isinstance(item, (rq.AddHttpListener, rq.AddHttpsListener)):
-            _templates(item.listener.answers, f"listener {item.listener.address}")
-            if isinstance(item, rq.AddHttpsListener):
-                try:
-                    check_listener_tls(item.listener)
-                except ValueError as error:
-                    raise RuntimeCheckError(str(error)) from None
-        elif isinstance(item, (rq.UpdateHttpListener, rq.UpdateHttpsListener)):
-            _templates(item.answers, f"listener {item.address}")
-            if isinstance(item, rq.UpdateHttpsListener) and item.address in state.https_listeners:
-                current = state.https_listeners[item.address]
-                data = current.model_dump()
-                data.update(item.patch())
-                try:
-                    check_listener_tls(HttpsListenerConfig.model_validate(data))
-                except ValueError as error:
-                    raise RuntimeCheckError(str(error)) from None
-        elif isinstance(item, rq.AddCluster):
-            _templates(item.cluster.answers, f"cluster {item.cluster.cluster_id}")
-        elif isinstance(item, rq.AddCertificate):
-            _certificate(
-                item.certificate, item.expired_at, _https_config(item.address, state, batch), config
-            )
-        elif isinstance(item, rq.ReplaceCertificate):
-            _certificate(
-                item.new_certificate,
-                item.new_expired_at,
-                _https_config(item.address, state, batch),
-                config,
-            )
+    for index, item in enumerate(batch):
+        try:
+            _check_one(item, state, config, batch)
+        except RuntimeCheckError as error:
+            if isinstance(request, rq.Batch):
+                raise RuntimeCheckError(
+                    f"request {index + 1} of {len(batch)} ({item.describe()}) refused: {error}; "
+                    "nothing was applied",
+                    index,
+                ) from None
+            raise
+
+
+def _check_one(item: Any, state: ConfigState, config: Config, batch: list[Any]) -> None:
+    """The checks of one request (``batch``: the requests around it, for listeners it adds)."""
+    if isinstance(item, (rq.AddHttpListener, rq.AddHttpsListener)):
+        _templates(item.listener.answers, f"listener {item.listener.address}")
+        if isinstance(item, rq.AddHttpsListener):
+            try:
+                check_listener_tls(item.listener)
+            except ValueError as error:
+                raise RuntimeCheckError(str(error)) from None
+    elif isinstance(item, (rq.UpdateHttpListener, rq.UpdateHttpsListener)):
+        _templates(item.answers, f"listener {item.address}")
+        if isinstance(item, rq.UpdateHttpsListener) and item.address in state.https_listeners:
+            current = state.https_listeners[item.address]
+            data = current.model_dump()
+            data.update(item.patch())
+            try:
+                check_listener_tls(HttpsListenerConfig.model_validate(data))
+            except ValueError as error:
+                raise RuntimeCheckError(str(error)) from None
+    elif isinstance(item, rq.AddCluster):
+        _templates(item.cluster.answers, f"cluster {item.cluster.cluster_id}")
+    elif isinstance(item, rq.AddCertificate):
+        _certificate(
+            item.certificate, item.expired_at, _https_config(item.address, state, batch), config
+        )
+    elif isinstance(item, rq.ReplaceCertificate):
+        _certificate(
+            item.new_certificate,
+            item.new_expired_at,
+            _https_config(item.address, state, batch),
+            config,
+        )
