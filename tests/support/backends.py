@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,3 +344,109 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class _RecordingReader(asyncio.StreamReader):
+    """A StreamReader that also keeps every byte it is fed, in ``record``."""
+
+    def __init__(self, record: bytearray, limit: int) -> None:
+        super().__init__(limit=limit)
+        self.record = record
+
+    def feed_data(self, data: bytes) -> None:
+        self.record += data
+        super().feed_data(data)
+
+
+class ScriptedBackend:
+    """A TCP backend on 127.0.0.1 whose every connection runs ``script(reader, writer)``.
+
+    For what :class:`HttpBackend` cannot answer: a protocol switch followed by a byte pipe,
+    interim answers, framing broken on purpose on a live connection, a server that reads and
+    says nothing. Every byte received is recorded, per connection in arrival order, in
+    ``received`` (so a test can prove that nothing at all reached the backend). The connection
+    is closed when the script returns.
+    """
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.received: list[bytearray] = []
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far."""
+        return len(self.received)
+
+    @property
+    def received_bytes(self) -> int:
+        """Bytes received so far, over all connections."""
+        return sum(len(record) for record in self.received)
+
+    def start(self) -> ScriptedBackend:
+        def protocol() -> asyncio.StreamReaderProtocol:
+            record = bytearray()
+            self.received.append(record)
+            return asyncio.StreamReaderProtocol(_RecordingReader(record, 1 << 20), self._serve)
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._server = loop.run_until_complete(loop.create_server(protocol, "127.0.0.1", 0))
+            self.port = self._server.sockets[0].getsockname()[1]
+            self._ready.set()
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="scripted-backend")
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("backend did not start")
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            await self.script(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        with contextlib.suppress(RuntimeError):
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> ScriptedBackend:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import socket
 import ssl
+import struct
 from dataclasses import dataclass, field
 
 
@@ -156,3 +159,92 @@ def get(port: int, target: str = "/", *, host: str = "localhost", **kwargs: obje
     """One request on a fresh connection."""
     with HttpConnection(port) as connection:
         return connection.request("GET", target, host=host, **kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- TLS clients
+
+
+@dataclass(frozen=True)
+class TlsSession:
+    """What one completed TLS handshake showed of the server."""
+
+    certificate: bytes
+    """DER of the leaf certificate the server presented."""
+    version: str
+    """Negotiated protocol, as ``ssl`` names it (``"TLSv1.2"``, ``"TLSv1.3"``)."""
+    cipher: str
+    """Negotiated cipher suite, OpenSSL name."""
+    alpn: str | None
+    """Negotiated ALPN protocol, ``None`` when the server selected none."""
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the served leaf's DER, lowercase hex (as ``sozu_config.fingerprint_of``)."""
+        return hashlib.sha256(self.certificate).hexdigest()
+
+
+def tls_client_context(
+    *,
+    minimum: ssl.TLSVersion | None = None,
+    maximum: ssl.TLSVersion | None = None,
+    ciphers: str | None = None,
+    alpn: list[str] | None = None,
+    trust: str | None = None,
+) -> ssl.SSLContext:
+    """A client context. Without ``trust`` (a PEM certificate to trust) nothing is verified:
+    tests then compare the fingerprint of the certificate served instead. With it, the chain
+    and the host name are verified as a browser would."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if trust is None:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.load_verify_locations(cadata=trust)
+    if minimum is not None:
+        context.minimum_version = minimum
+    if maximum is not None:
+        context.maximum_version = maximum
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    if alpn is not None:
+        context.set_alpn_protocols(alpn)
+    return context
+
+
+def tls_handshake(
+    port: int,
+    server_name: str | None,
+    *,
+    context: ssl.SSLContext | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 5.0,
+) -> TlsSession:
+    """Open a connection, complete the handshake (SNI ``server_name``; ``None`` sends no SNI),
+    report what the server presented, and close. A refused handshake raises ``ssl.SSLError``
+    (or ``OSError`` when the server cuts the connection)."""
+    context = context or tls_client_context()
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        certificate = tls.getpeercert(binary_form=True) or b""
+        cipher = tls.cipher()
+        return TlsSession(
+            certificate=certificate,
+            version=tls.version() or "",
+            cipher=cipher[0] if cipher else "",
+            alpn=tls.selected_alpn_protocol(),
+        )
+
+
+PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_v2_header(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
+    """A PROXY protocol v2 header, command PROXY, for a TCP connection from ``source`` to
+    ``destination`` (IPv4 or IPv6 addresses, both of the same family)."""
+    src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])
+    family = 0x11 if src.version == 4 else 0x21  # TCP over IPv4 / IPv6
+    addresses = src.packed + dst.packed + struct.pack("!HH", source[1], destination[1])
+    head = PROXY_V2_SIGNATURE + bytes([0x21, family]) + struct.pack("!H", len(addresses))
+    return head + addresses

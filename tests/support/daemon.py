@@ -8,11 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from sozu_config import CommandClient, DaemonUnreachable, Response, Status
+from sozu_config import CommandClient, DaemonUnreachable, Response, SaveState, Status
 from sozu_config.client import CommandTimeout
 
 STARTUP_TIMEOUT = 30.0
@@ -23,6 +24,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ephemeral TCP ports on 127.0.0.1 that are free right now (all bound
+    at once while they are chosen, so that no two are the same)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def sozu_command() -> list[str]:
@@ -123,3 +137,129 @@ class DaemonProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.kill()
+
+
+class EventRecorder:
+    """The events a daemon pushes to subscribers, collected by a thread that iterates
+    ``CommandClient.events()``.
+
+    :meth:`start` returns once the subscription is known to be live: it saves the state to a
+    scratch file until the matching ``state_saved`` event comes back (events emitted before
+    the subscription took effect are never delivered, so a test must not act before that).
+    With ``resubscribe`` the thread subscribes again when the daemon ends the subscription (a
+    main-process upgrade closes every client connection), for up to ``resubscribe_window``
+    seconds of trying to reconnect; ``subscriptions`` counts the subscriptions made.
+    """
+
+    def __init__(
+        self, daemon: DaemonProcess, *, resubscribe: bool = False, resubscribe_window: float = 15.0
+    ) -> None:
+        self.daemon = daemon
+        self.resubscribe = resubscribe
+        self.resubscribe_window = resubscribe_window
+        self.events: list[Any] = []
+        self.subscriptions = 0
+        self.ended = threading.Event()
+        """Set when the thread is done (the subscription ended and was not renewed)."""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._client: CommandClient | None = None
+        self._thread: threading.Thread | None = None
+        self.barrier = daemon.directory / f"events-barrier-{id(self):x}.state"
+
+    def start(self, timeout: float = 15.0) -> EventRecorder:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="events")
+        self._thread.start()
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.daemon.send(SaveState(path=str(self.barrier)))
+            if self.find("state_saved", lambda e: e.message == str(self.barrier), since=0):
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"the event subscription did not start within {timeout} s")
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                client = CommandClient(self.daemon.socket_path, timeout=5.0)
+                try:
+                    client.connect()
+                except (DaemonUnreachable, CommandTimeout):
+                    if self._retry_connect(client):
+                        continue
+                    return
+                self._client = client
+                self.subscriptions += 1
+                try:
+                    for event in client.events():
+                        with self._lock:
+                            self.events.append(event)
+                finally:
+                    client.close()
+                if not self.resubscribe or self._stop.is_set():
+                    return
+        finally:
+            self.ended.set()
+
+    def _retry_connect(self, client: CommandClient) -> bool:
+        """Keep trying to connect (the daemon may be re-executing); False when giving up."""
+        deadline = time.monotonic() + self.resubscribe_window
+        while self.resubscribe and not self._stop.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                client.connect()
+            except (DaemonUnreachable, CommandTimeout):
+                continue
+            client.close()
+            return True
+        return False
+
+    def stop(self) -> None:
+        """End the subscription (bounded) and the thread."""
+        self._stop.set()
+        client = self._client
+        # the thread blocks in a read without timeout: shutting the socket down wakes it
+        sock = getattr(client, "_socket", None) if client is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> EventRecorder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def snapshot(self) -> list[Any]:
+        with self._lock:
+            return list(self.events)
+
+    def mark(self) -> int:
+        """The number of events so far: pass it as ``since`` to look only at later ones."""
+        with self._lock:
+            return len(self.events)
+
+    def find(self, kind: str, predicate: Any = None, *, since: int = 0) -> list[Any]:
+        """Events of ``kind`` (received after the ``since`` mark) that satisfy ``predicate``."""
+        return [
+            e
+            for e in self.snapshot()[since:]
+            if e.kind == kind and (predicate is None or predicate(e))
+        ]
+
+    def wait_for(
+        self, kind: str, predicate: Any = None, *, since: int = 0, timeout: float = 10.0
+    ) -> Any:
+        """The first event of ``kind`` (after ``since``) satisfying ``predicate``; fails after
+        ``timeout`` seconds listing the events received."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.find(kind, predicate, since=since)
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        seen = [f"{e.kind}({e.message or e.backend_id or ''})" for e in self.snapshot()[since:]]
+        raise AssertionError(f"no {kind} event within {timeout} s; events received: {seen}")

@@ -65,6 +65,7 @@ __all__ = ["Daemon", "StartupError"]
 
 BACKLOG = 1024  # listen() backlog of the listening sockets (sōzu's)
 MAX_SUBSCRIBER_BUFFER = 4 * 1024 * 1024  # an events subscriber that reads slower is dropped
+REPLAY_WINDOW = 30.0  # seconds after a main upgrade during which new subscribers are told of it
 
 
 class StartupError(Exception):
@@ -108,6 +109,8 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._clients: set[asyncio.StreamWriter] = set()
         self._inflight = 0
+        self._replay: list[Event] = []  # events new subscribers get (main upgrade, for a while)
+        self._replay_until = 0.0
 
     # ------------------------------------------------------------------ start and stop
 
@@ -197,7 +200,11 @@ class Daemon:
             len(self.workers),
             len(self.sockets),
         )
-        self.emit(Event(kind=EventKind.MAIN_UPGRADED, message=f"pid {os.getpid()}"))
+        upgraded = Event(kind=EventKind.MAIN_UPGRADED, message=f"pid {os.getpid()}")
+        self.emit(upgraded)
+        # subscribers were disconnected by the switch: those who subscribe again soon learn why
+        self._replay_until = self.loop.time() + REPLAY_WINDOW
+        self._replay = [upgraded]
         for handle in list(self.workers.values()):
             if not handle.alive:
                 self._worker_exited(handle)
@@ -435,13 +442,7 @@ class Daemon:
                 self.subscribers.pop(writer, None)
                 writer.close()
                 continue
-            response = Response(
-                id=request_id,
-                status=ResponseStatus.PROCESSING,
-                message=str(event.worker_id) if event.worker_id is not None else "main",
-                content=EventContent(event=event),
-            )
-            writer.write(encode_response(response))
+            writer.write(encode_response(_event_response(request_id, event)))
 
     # ------------------------------------------------------------------ the command socket
 
@@ -494,6 +495,9 @@ class Daemon:
         if isinstance(request, rq.SubscribeEvents):
             self.subscribers[writer] = request_id
             progress("subscribed to events")
+            if self._replay and self.loop.time() < self._replay_until:
+                for event in self._replay:
+                    writer.write(encode_response(_event_response(request_id, event)))
             await writer.drain()
             return
         self._inflight += 1
@@ -853,6 +857,15 @@ class Daemon:
                 log.error("the main process upgrade failed: %s; going on with the old one", error)
                 os.close(command_fd)
                 await self._serve_commands()
+
+
+def _event_response(request_id: str, event: Event) -> Response:
+    return Response(
+        id=request_id,
+        status=ResponseStatus.PROCESSING,
+        message=str(event.worker_id) if event.worker_id is not None else "main",
+        content=EventContent(event=event),
+    )
 
 
 def _ok(message: str = "", *, content: ResponseContent | None = None) -> Response:
