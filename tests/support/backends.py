@@ -12,9 +12,9 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, SupportsIndex
 
 
 @dataclass
@@ -356,8 +356,8 @@ class _RecordingReader(asyncio.StreamReader):
         super().__init__(limit=limit)
         self.record = record
 
-    def feed_data(self, data: bytes) -> None:
-        self.record += data
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.record += bytes(data)
         super().feed_data(data)
 
 

@@ -60,6 +60,7 @@ class WorkerProcess:
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.soft_stop_timeout = 60.0
+        self._stopping: asyncio.Task[None] | None = None
 
     async def run(self) -> int:
         sock = socket.socket(fileno=self.fd)
@@ -135,7 +136,11 @@ class WorkerProcess:
         for fd in fds:  # nothing else carries sockets
             os.close(fd)
         if isinstance(request, rq.SoftStop):
-            await self._soft_stop(message.id)
+            # drained in the background: messages go on being handled (a hard stop may come)
+            if self._stopping is None:
+                self._stopping = asyncio.get_running_loop().create_task(
+                    self._soft_stop(message.id)
+                )
         elif isinstance(request, rq.HardStop):
             proxy.hard_stop()
             self._answer(message.id, ResponseStatus.OK)
