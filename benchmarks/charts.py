@@ -6,9 +6,16 @@ percentile latency. In each panel a bar is a target's median over the rounds and
 the individual rounds, so the spread is visible. Failed and not-applicable cells are labelled
 instead of drawn.
 
+When the results hold them, two more: ``memory.png`` (the worker's RSS idle and with the idle
+connections, and its RSS over time while streaming, against the baseline and the buffer bound;
+from ``benchmarks/memory.py``) and ``reconfig.png`` (per change, the time to the answer and to
+being served by every worker; from ``benchmarks/reconfig.py``).
+
 Importable (``render_charts``) and runnable::
 
     python benchmarks/charts.py [RESULTS_JSON] [--out DIR]
+
+``RESULTS_JSON`` may also be the ``memory.json`` or ``reconfig.json`` of a stand-alone run.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ matplotlib.use("Agg")  # files only: never needs a display
 # pyplot is imported after the backend is chosen.
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -172,20 +181,138 @@ def render_metric(results: Mapping[str, Any], metric: Metric, out_dir: Path) -> 
     return path
 
 
+_MIB = 1024 * 1024
+
+
+def render_memory_chart(memory: Mapping[str, Any], out_dir: Path) -> Path | None:
+    """Draw ``memory.png`` from a memory result (``benchmarks/memory.py``); ``None`` when it
+    holds nothing to draw."""
+    idle = memory.get("idle")
+    streaming = memory.get("streaming")
+    if idle is None and (streaming is None or not streaming.get("samples")):
+        return None
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=(1, 2.2))
+    if idle is not None:
+        labels = ["idle", f"{idle['open_at_reading']:,} idle\nconnections"]
+        values = [idle["idle_rss_bytes"] / _MIB, idle["loaded_rss_bytes"] / _MIB]
+        left.bar(labels, values, color=TARGET_COLOURS["sozu"], alpha=0.75, edgecolor="#333333")
+        for position, value in enumerate(values):
+            left.text(position, value, f"{value:.1f}", ha="center", va="bottom", fontsize=8)
+        left.set_title(
+            f"{idle['per_connection_bytes']:,.0f} bytes per idle connection", fontsize=10
+        )
+        left.set_ylim(0, max(values) * 1.2)
+    else:
+        left.text(0.5, 0.5, "no idle measure", ha="center", va="center", transform=left.transAxes)
+    left.set_ylabel("worker RSS (MiB)", fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    if streaming is not None and streaming.get("samples"):
+        seconds = [sample[0] for sample in streaming["samples"]]
+        rss = [sample[1] / _MIB for sample in streaming["samples"]]
+        baseline = streaming["baseline_bytes"] / _MIB
+        bound = (streaming["baseline_bytes"] + streaming["bound_bytes"]) / _MIB
+        right.plot(seconds, rss, marker=".", color=TARGET_COLOURS["sozu"], label="worker RSS")
+        right.axhline(baseline, color="#333333", linestyle="--", linewidth=1, label="baseline")
+        right.axhline(bound, color="#7f7f7f", linestyle=":", linewidth=1, label="buffer bound")
+        if streaming.get("last_completed_s"):
+            right.axvline(
+                streaming["last_completed_s"],
+                color="#2ca02c",
+                linestyle="-.",
+                linewidth=1,
+                label="last transfer done",
+            )
+        right.set_ylim(0, max([*rss, bound]) * 1.1)
+        right.legend(fontsize=8, loc="lower right")
+        right.set_title(
+            f"{streaming['streams']} clients x {streaming['body_bytes'] / _MIB:g} MiB streamed "
+            f"({streaming['completed']}/{streaming['streams']} completed): max growth "
+            f"{streaming['max_growth_bytes'] / _MIB:.1f} MiB",
+            fontsize=10,
+        )
+    else:
+        right.text(
+            0.5, 0.5, "no streaming measure", ha="center", va="center", transform=right.transAxes
+        )
+    right.set_xlabel("seconds", fontsize=8)
+    right.set_ylabel("worker RSS (MiB)", fontsize=8)
+    right.grid(alpha=0.3)
+    for axes in (left, right):
+        axes.tick_params(labelsize=8)
+    figure.tight_layout()
+    return _save(figure, out_dir, "memory.png")
+
+
+def render_reconfig_chart(reconfig: Mapping[str, Any], out_dir: Path) -> Path | None:
+    """Draw ``reconfig.png`` from a reconfiguration result (``benchmarks/reconfig.py``);
+    ``None`` when it holds no propagation measure."""
+    series_list = [series for series in reconfig.get("propagation", []) if series["per_change"]]
+    if not series_list:
+        return None
+    figure, grid = plt.subplots(
+        1, len(series_list), figsize=(5.5 * len(series_list), 3.6), squeeze=False
+    )
+    for axes, series in zip(grid[0], series_list, strict=True):
+        changes = series["per_change"]
+        positions = range(1, len(changes) + 1)
+        answers = [change["answer_s"] * 1000 for change in changes]
+        served = [
+            change["served_s"] * 1000 if change["served_s"] is not None else float("nan")
+            for change in changes
+        ]
+        axes.plot(positions, served, "o", color=TARGET_COLOURS["sozu"], label="served everywhere")
+        axes.plot(positions, answers, "x", color="#1f77b4", label="answer")
+        axes.set_title(f"add_{series['kind']}: from sending the change", fontsize=10)
+        axes.set_xlabel("change", fontsize=8)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel("ms", fontsize=8)
+        drawn = [*answers, *(value for value in served if not math.isnan(value))]
+        axes.set_ylim(0, max(drawn, default=1.0) * 1.2)
+        axes.tick_params(labelsize=8)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, out_dir, "reconfig.png")
+
+
+def _save(figure: Figure, out_dir: Path, name: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def render_charts(results: Mapping[str, Any], out_dir: Path) -> list[Path]:
-    """Write ``throughput.png`` and ``latency_p99.png`` into ``out_dir``; return their paths."""
-    return [render_metric(results, metric, out_dir) for metric in (THROUGHPUT, LATENCY_P99)]
+    """Write ``throughput.png`` and ``latency_p99.png`` into ``out_dir``, and ``memory.png``
+    and ``reconfig.png`` when the results hold those parts; return the paths written."""
+    paths = [render_metric(results, metric, out_dir) for metric in (THROUGHPUT, LATENCY_P99)]
+    for part, render in (("memory", render_memory_chart), ("reconfig", render_reconfig_chart)):
+        if results.get(part) is not None:
+            path = render(results[part], out_dir)
+            if path is not None:
+                paths.append(path)
+    return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Render the charts of a results file next to it (or into ``--out``)."""
-    parser = argparse.ArgumentParser(description="Draw the load-benchmark charts.")
+    parser = argparse.ArgumentParser(description="Draw the benchmark charts.")
     parser.add_argument("results", nargs="?", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--out", type=Path, help="directory of the PNGs (default: beside it)")
     arguments = parser.parse_args(argv)
     results = load_results(arguments.results)
-    for path in render_charts(results, arguments.out or arguments.results.parent):
-        print(path)
+    out_dir = arguments.out or arguments.results.parent
+    paths: list[Path | None]
+    if "runs" in results:  # latest.json of load.py
+        paths = list(render_charts(results, out_dir))
+    elif "propagation" in results:  # reconfig.json of reconfig.py run alone
+        paths = [render_reconfig_chart(results, out_dir)]
+    else:  # memory.json of memory.py run alone
+        paths = [render_memory_chart(results, out_dir)]
+    for path in paths:
+        if path is not None:
+            print(path)
     return 0
 
 

@@ -8,10 +8,17 @@ The report gives, per load and target, the median requests/s, p50 and p99 latenc
 rounds and the median of the per-round ratios to HAProxy; it is printed, written to
 ``<out>/latest.json`` with charts beside it, and copied into ``docs/benchmarks.md``.
 
+After the load rounds, with every server stopped, it runs the memory benchmark
+(``benchmarks/memory.py``: the worker's RSS idle, per idle connection and while streaming) and
+the reconfiguration benchmark (``benchmarks/reconfig.py``: change rate, propagation to the
+workers, bulk apply of 10,000 clusters), unless skipped; their results go into the same
+report, results file, charts and page.
+
 Usage::
 
     python benchmarks/load.py [--rounds N] [--duration S] [--targets a,b,..] [--loads x,y,..]
-                              [--quick] [--out DIR] [--no-docs]
+                              [--quick] [--out DIR] [--no-docs] [--skip-memory]
+                              [--skip-reconfig]
 
 See ``docs/benchmarks.md`` for what is measured and how to read the results.
 """
@@ -34,6 +41,8 @@ from types import FrameType
 from typing import Any
 
 import charts
+import memory
+import reconfig
 from loadbench.certificates import write_self_signed
 from loadbench.loads import HOSTNAME, LOADS, LOADS_BY_NAME, Load
 from loadbench.machine import describe_machine
@@ -77,6 +86,9 @@ WARMUP_S = 1
 RUN_OVERHEAD_S = 0.1
 # The budget of a default run; the estimate printed at start is checked against it.
 DEFAULT_BUDGET_S = 12 * 60.0
+# The budget with the memory and reconfiguration benchmarks: ``nox -s bench`` (this and
+# config_bench.py) must stay under 20 minutes.
+TOTAL_BUDGET_S = 18 * 60.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,9 @@ class Settings:
     quick: bool
     out_dir: Path
     docs_page: Path | None
+    # The benchmarks run after the load rounds; ``None`` when skipped.
+    memory: memory.MemorySettings | None = None
+    reconfig: reconfig.ReconfigSettings | None = None
 
     def to_json(self) -> dict[str, object]:
         """The settings as recorded in the results file."""
@@ -101,6 +116,8 @@ class Settings:
             "targets": list(self.targets),
             "loads": [load.name for load in self.loads],
             "quick": self.quick,
+            "memory": self.memory is not None,
+            "reconfig": self.reconfig is not None,
         }
 
 
@@ -145,6 +162,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument(
         "--no-docs", action="store_true", help="do not rewrite the table in docs/benchmarks.md"
     )
+    parser.add_argument(
+        "--skip-memory", action="store_true", help="do not run the memory benchmark afterwards"
+    )
+    parser.add_argument(
+        "--skip-reconfig",
+        action="store_true",
+        help="do not run the reconfiguration benchmark afterwards",
+    )
     arguments = parser.parse_args(argv)
     rounds = arguments.rounds or (QUICK_ROUNDS if arguments.quick else DEFAULT_ROUNDS)
     duration = arguments.duration or (QUICK_DURATION_S if arguments.quick else DEFAULT_DURATION_S)
@@ -159,6 +184,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Settings:
         quick=arguments.quick,
         out_dir=arguments.out.resolve(),
         docs_page=None if arguments.no_docs else DOCS_PAGE,
+        memory=None
+        if arguments.skip_memory
+        else (memory.QUICK_MEMORY if arguments.quick else memory.MemorySettings()),
+        reconfig=None
+        if arguments.skip_reconfig
+        else (reconfig.QUICK_RECONFIG if arguments.quick else reconfig.ReconfigSettings()),
     )
 
 
@@ -229,6 +260,16 @@ def estimated_seconds(settings: Settings) -> float:
         for name in settings.targets
     )
     return settings.rounds * runs * (settings.warmup_s + settings.duration_s + RUN_OVERHEAD_S)
+
+
+def estimated_extra_seconds(settings: Settings) -> float:
+    """How long the memory and reconfiguration benchmarks take (0 when both are skipped)."""
+    seconds = 0.0
+    if settings.memory is not None:
+        seconds += memory.estimated_memory_seconds(settings.memory)
+    if settings.reconfig is not None:
+        seconds += reconfig.estimated_reconfig_seconds(settings.reconfig)
+    return seconds
 
 
 class Benchmark:
@@ -394,6 +435,64 @@ def _restore_signals(previous: dict[signal.Signals, SignalHandler]) -> None:
         signal.signal(signum, handler)
 
 
+# --- memory and reconfiguration --------------------------------------------------------------
+
+# A benchmark run after the load rounds: its name, how to run it (giving its JSON result) and
+# how to report that result as lines of text.
+ExtraPart = tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], list[str]]]
+
+
+def run_extra_benchmarks(settings: Settings, proxy_cpu: int) -> tuple[dict[str, Any], bool]:
+    """Run the memory and reconfiguration benchmarks the settings ask for, once the load
+    servers are stopped; return their results as JSON data by name (``memory``,
+    ``reconfig``) and whether the run was interrupted.
+
+    A part that crashes is recorded with its error rather than losing the load results; an
+    interruption (Ctrl-C, SIGTERM) stops the part in progress, whose daemons are stopped on the
+    way out, and skips the rest.
+    """
+    results: dict[str, Any] = {}
+    workspace = Path(tempfile.mkdtemp(prefix="sozu-bench-extras-"))
+    parts: list[ExtraPart] = []
+    if settings.memory is not None:
+        memory_settings = settings.memory
+        parts.append(
+            (
+                "memory",
+                lambda: memory.run_memory_benchmark(
+                    memory_settings, workspace / "memory", proxy_cpu
+                ).to_json(),
+                memory.report_lines,
+            )
+        )
+    if settings.reconfig is not None:
+        reconfig_settings = settings.reconfig
+        parts.append(
+            (
+                "reconfig",
+                lambda: reconfig.run_reconfig_benchmark(
+                    reconfig_settings, workspace / "reconfig"
+                ).to_json(),
+                reconfig.report_lines,
+            )
+        )
+    try:
+        for name, run, report in parts:
+            print(f"\n{name}:", flush=True)
+            try:
+                results[name] = run()
+            except KeyboardInterrupt:
+                print(f"\ninterrupted during {name}: the rest is skipped", file=sys.stderr)
+                return results, True
+            except Exception as error:  # a bug in one part must not lose the load results
+                results[name] = {"settings": {}, "error": f"{type(error).__name__}: {error}"}
+            print("\n".join(f"  {line}" for line in report(results[name])), flush=True)
+    finally:
+        if not os.environ.get("SOZU_BENCH_KEEP"):
+            shutil.rmtree(workspace, ignore_errors=True)
+    return results, False
+
+
 # --- reporting ----------------------------------------------------------------------------
 
 
@@ -405,9 +504,14 @@ def results_payload(
     records: Sequence[RunRecord],
     summaries: Sequence[CellSummary],
     elapsed_s: float,
+    extras: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the run produced, as the JSON document ``latest.json`` holds."""
-    return {
+    """Everything the run produced, as the JSON document ``latest.json`` holds.
+
+    ``extras`` are the results of the memory and reconfiguration benchmarks by name
+    (``memory``, ``reconfig``); a part that was skipped is absent.
+    """
+    payload: dict[str, Any] = {
         "schema": 1,
         "settings": settings.to_json(),
         "machine": machine,
@@ -437,6 +541,8 @@ def results_payload(
         "runs": [record.to_json() for record in records],
         "summary": [asdict(summary) for summary in summaries],
     }
+    payload.update(extras or {})
+    return payload
 
 
 def target_problems(readiness: dict[str, Readiness]) -> dict[str, Readiness]:
@@ -499,6 +605,13 @@ def write_reports(
     if notes:
         print("\nNotes:")
         print("\n".join(f"  {note}" for note in notes))
+    for name, title, part_lines in (
+        ("memory", "Memory (one worker)", memory.report_lines),
+        ("reconfig", "Reconfiguration (two workers)", reconfig.report_lines),
+    ):
+        if name in payload:
+            print(f"\n{title}:")
+            print("\n".join(f"  {line}" for line in part_lines(payload[name])))
     latest = settings.out_dir / "latest.json"
     write_json(latest, payload)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -512,8 +625,27 @@ def write_reports(
             report = markdown_report(settings, payload["machine"], summaries, readiness)
             settings.docs_page.write_text(replace_between_markers(page, report), encoding="utf-8")
             print(f"table rewritten in {settings.docs_page}")
+            rewrite_extra_sections(settings, payload, chart_paths)
         else:
             print(f"warning: {settings.docs_page} not found; table not written", file=sys.stderr)
+
+
+def rewrite_extra_sections(
+    settings: Settings, payload: dict[str, Any], chart_paths: Sequence[Path]
+) -> None:
+    """Rewrite the memory and reconfiguration sections of the page for the parts that ran."""
+    assert settings.docs_page is not None
+    charts_by_name = {path.name: path for path in chart_paths}
+    for name, chart_name, section in (
+        ("memory", "memory.png", memory.markdown_section),
+        ("reconfig", "reconfig.png", reconfig.markdown_section),
+    ):
+        if name not in payload:
+            continue
+        chart = charts_by_name.get(chart_name)
+        relative = os.path.relpath(chart, settings.docs_page.parent) if chart else None
+        if memory.rewrite_docs_region(settings.docs_page, name, section(payload[name], relative)):
+            print(f"{name} section rewritten in {settings.docs_page}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -522,15 +654,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ensure_tools()
     client_cpu, proxy_cpu = choose_cpus()
     estimate = estimated_seconds(settings)
+    extra_estimate = estimated_extra_seconds(settings)
     print(
         f"{settings.rounds} round(s) x {len(settings.loads)} load(s) x "
         f"{len(settings.targets)} target(s), {settings.duration_s:g} s per run: "
         f"about {estimate / 60:.1f} min of measuring "
-        f"(wrk and origin on CPU {client_cpu}, proxies on CPU {proxy_cpu})",
+        f"(wrk and origin on CPU {client_cpu}, proxies on CPU {proxy_cpu})"
+        + (
+            f", then about {extra_estimate / 60:.1f} min of memory and reconfiguration"
+            if extra_estimate
+            else ""
+        ),
         flush=True,
     )
     if estimate > DEFAULT_BUDGET_S:
         print(f"warning: longer than the {DEFAULT_BUDGET_S / 60:g} min budget", file=sys.stderr)
+    elif estimate + extra_estimate > TOTAL_BUDGET_S:
+        print(f"warning: longer than the {TOTAL_BUDGET_S / 60:g} min budget", file=sys.stderr)
     previous_handlers = _catch_stop_signals()
     began = time.monotonic()
     workspace = Path(tempfile.mkdtemp(prefix="sozu-bench-"))
@@ -553,12 +693,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not os.environ.get("SOZU_BENCH_KEEP"):
             shutil.rmtree(workspace, ignore_errors=True)
         _restore_signals(previous_handlers)
+    previous_handlers = _catch_stop_signals()
+    try:
+        extras, interrupted = run_extra_benchmarks(settings, proxy_cpu)
+    finally:
+        _restore_signals(previous_handlers)
     summaries = summarise(records, [load.name for load in settings.loads], settings.targets)
     payload = results_payload(
-        settings, machine, targets, readiness, records, summaries, time.monotonic() - began
+        settings,
+        machine,
+        targets,
+        readiness,
+        records,
+        summaries,
+        time.monotonic() - began,
+        extras,
     )
     write_reports(settings, payload, summaries, readiness)
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""The load benchmark's pure parts: reading wrk's report, classifying runs, medians, docs markers.
+"""The benchmarks' pure parts: reading wrk's report, classifying runs, medians, docs markers;
+reading ``/proc``, memory and latency statistics, probe answers, the generated bulk file; and
+the memory benchmark's backend, over real loopback sockets.
 
 The wrk reports below were captured from wrk 4.1.0 (``--latency``, one thread) on loopback:
 against the benchmark's origin nginx, against a deliberately flaky server (answers 503 to one
 request in ten and resets one connection in a hundred), over TLS with ``Connection: close``,
-and against a closed port.
+and against a closed port. The ``/proc/<pid>/status`` text was captured on Linux 6.18.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -29,6 +33,39 @@ from loadbench.wrk import (  # noqa: E402
     WrkResult,
     parse_wrk_output,
 )
+from memory import (  # noqa: E402
+    MIB,
+    BackendProcess,
+    Growth,
+    IdleConnections,
+    MemoryResult,
+    MemorySettings,
+    Streaming,
+    StreamOutcome,
+    failure_summary,
+    parse_response_head,
+    parse_vm_rss,
+    per_connection_cost,
+    read_rss,
+    region_markers,
+    replace_region,
+    streaming_growth,
+)
+from memory import markdown_section as memory_section  # noqa: E402
+from reconfig import (  # noqa: E402
+    LatencySummary,
+    Propagation,
+    PropagationSeries,
+    ReconfigResult,
+    ReconfigSettings,
+    parse_status_line,
+    percentile,
+    retarget_config,
+    served_index,
+)
+from reconfig import markdown_section as reconfig_section  # noqa: E402
+
+from sozu_config import load_config  # noqa: E402
 
 CLEAN_KEEPALIVE = """\
 Running 2s test @ http://127.0.0.1:44041/
@@ -264,3 +301,337 @@ def test_only_the_text_between_the_markers_is_replaced() -> None:
 def test_a_page_without_markers_is_left_alone() -> None:
     with pytest.raises(ValueError, match="results:begin"):
         replace_between_markers("# no markers here\n", "table")
+
+
+# --- memory: /proc and statistics ------------------------------------------------------------
+
+PROC_STATUS = """\
+Name:	python
+Umask:	0022
+State:	S (sleeping)
+Tgid:	5984
+Pid:	5984
+PPid:	5982
+VmPeak:	   63496 kB
+VmSize:	   63496 kB
+VmLck:	       0 kB
+VmHWM:	   51500 kB
+VmRSS:	   51232 kB
+RssAnon:	   38100 kB
+RssFile:	   13132 kB
+Threads:	1
+"""
+
+# A zombie has exited: its status keeps the name and state, and no memory lines.
+ZOMBIE_STATUS = "Name:\tpython\nState:\tZ (zombie)\nTgid:\t5984\nPid:\t5984\nThreads:\t1\n"
+
+
+def test_vm_rss_is_read_in_bytes_and_not_confused_with_the_peak() -> None:
+    assert parse_vm_rss(PROC_STATUS) == 51232 * 1024
+
+
+def test_a_status_without_rss_or_with_an_odd_unit_is_refused() -> None:
+    with pytest.raises(ValueError, match="zombie"):
+        parse_vm_rss(ZOMBIE_STATUS)
+    with pytest.raises(ValueError, match="unexpected VmRSS"):
+        parse_vm_rss(PROC_STATUS.replace("51232 kB", "51232 MB"))
+
+
+def test_the_rss_of_a_live_process_follows_what_it_touches() -> None:
+    before = read_rss(os.getpid())
+    touched = bytearray(64 * MIB)  # zero-filled pages, resident once written
+    for offset in range(0, len(touched), 4096):
+        touched[offset] = 1
+    after = read_rss(os.getpid())
+    del touched
+
+    assert before > 1 * MIB
+    assert after - before >= 60 * MIB
+
+
+def test_the_cost_of_a_connection_is_the_growth_shared_out() -> None:
+    assert per_connection_cost(50 * MIB, 51 * MIB, 1000) == pytest.approx(1048.576)
+    # memory given back meanwhile is reported as measured, not hidden
+    assert per_connection_cost(51 * MIB, 50 * MIB, 1024) == -1024.0
+    with pytest.raises(ValueError):
+        per_connection_cost(1, 2, 0)
+
+
+def test_growth_of_a_plateau_is_early_and_stops() -> None:
+    samples = [(0.0, 100), (0.5, 180), (1.0, 190), (1.5, 185), (2.0, 190), (2.5, 160)]
+
+    growth = streaming_growth(100, samples)
+
+    assert growth == Growth(
+        baseline_bytes=100,
+        max_bytes=190,
+        max_growth_bytes=90,
+        final_bytes=160,
+        late_growth_bytes=0,  # the second half never went above the first half's peak
+    )
+
+
+def test_growth_that_keeps_climbing_shows_in_the_second_half() -> None:
+    samples = [(index * 0.5, 100 + 10 * index) for index in range(10)]
+
+    growth = streaming_growth(100, samples)
+
+    assert growth.max_growth_bytes == 90
+    assert growth.late_growth_bytes == 190 - 140
+    assert streaming_growth(100, [(0.0, 120)]).late_growth_bytes == 0
+    with pytest.raises(ValueError):
+        streaming_growth(100, [])
+
+
+def test_response_heads_give_status_and_length() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\ncontent-length:  12 \r\n\r\n"
+
+    assert parse_response_head(head) == (200, 12)
+    assert parse_response_head(b"HTTP/1.1 503 Service Unavailable\r\n\r\n") == (503, None)
+    with pytest.raises(ValueError, match="status line"):
+        parse_response_head(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+
+
+def test_only_the_named_region_of_the_page_is_rewritten() -> None:
+    memory_begin, memory_end = region_markers("memory")
+    reconfig_begin, reconfig_end = region_markers("reconfig")
+    page = (
+        f"# Title\n\n{memory_begin}\nold memory\n{memory_end}\n\n"
+        f"{reconfig_begin}\nold reconfig\n{reconfig_end}\n"
+    )
+
+    rewritten = replace_region(page, "memory", "| new | table |\n")
+
+    assert rewritten == (
+        f"# Title\n\n{memory_begin}\n| new | table |\n{memory_end}\n\n"
+        f"{reconfig_begin}\nold reconfig\n{reconfig_end}\n"
+    )
+    with pytest.raises(ValueError, match="results:begin"):
+        replace_region(page, "results", "table")
+
+
+# --- reconfiguration: statistics and the bulk file ---------------------------------------------
+
+
+def test_nearest_rank_percentiles() -> None:
+    values = [float(value) for value in range(1, 101)]
+
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 1.0) == 100.0
+    assert percentile([5.0, 1.0, 3.0], 0.5) == 3.0
+    assert percentile([7.0], 0.99) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 0.5)
+    with pytest.raises(ValueError):
+        percentile([1.0], 0.0)
+
+
+def test_latency_summaries_are_in_milliseconds() -> None:
+    summary = LatencySummary.of([0.001, 0.002, 0.004, 0.010])
+
+    assert summary.count == 4
+    assert summary.median_ms == pytest.approx(3.0)
+    assert summary.p99_ms == pytest.approx(10.0)
+    assert summary.max_ms == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "index"),
+    [
+        ([True, True, True], 0),
+        ([False, False, True, True, True], 2),
+        # one worker serves it before the other: successes and failures alternate at first
+        ([True, False, True, False, True, True, True, True], 4),
+        ([True, True, False, True, True], None),
+        ([], None),
+    ],
+)
+def test_served_from_the_first_probe_of_the_first_full_streak(
+    outcomes: list[bool], index: int | None
+) -> None:
+    assert served_index(outcomes, 3) == index
+
+
+def test_a_streak_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        served_index([True], 0)
+
+
+def test_status_lines_of_probe_answers() -> None:
+    assert parse_status_line(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n") == 404
+    assert parse_status_line(b"HTTP/1.0 200 OK\r\n\r\nbody") == 200
+    assert parse_status_line(b"") == 0
+    assert parse_status_line(b"garbage\r\n") == 0
+
+
+def test_the_generated_file_is_moved_onto_loopback_and_names_its_socket(tmp_path: Path) -> None:
+    from config_bench import generate_config
+
+    generated = generate_config(tmp_path, clusters=3, certificates=0)
+    socket_path = tmp_path / "daemon" / "sozu.sock"
+
+    text = retarget_config(
+        generated.path.read_text(encoding="utf-8"),
+        socket_path,
+        "127.0.0.1:18080",
+        "127.0.0.1:18443",
+    )
+    generated.path.write_text(text, encoding="utf-8")
+    config = load_config(generated.path)
+
+    assert "0.0.0.0" not in text
+    assert Path(config.command_socket) == socket_path
+    assert sorted(config.state.listeners()) == ["127.0.0.1:18080", "127.0.0.1:18443"]
+    assert len(config.state.clusters) == 3
+    assert len(config.state.http_frontends) == generated.http_frontends == 15
+    with pytest.raises(ValueError, match=r"0\.0\.0\.0:8080"):
+        retarget_config("worker_count = 1\n", socket_path, "a", "b")
+
+
+# --- the memory benchmark's backend, on loopback -------------------------------------------------
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(1 << 16):
+            answer += chunk
+    return answer
+
+
+def test_the_backend_streams_downloads_and_counts_uploads() -> None:
+    backend = BackendProcess()
+    port = backend.start()
+    try:
+        size = 3 * MIB + 5  # not a multiple of the chunk size
+        download = _exchange(
+            port, f"GET /download/{size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        head, _, body = download.partition(b"\r\n\r\n")
+        upload_body = b"x" * (2 * MIB + 1)
+        upload = _exchange(
+            port,
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            + f"Content-Length: {len(upload_body)}\r\n\r\n".encode()
+            + upload_body,
+        )
+        small = _exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    finally:
+        backend.stop()
+
+    assert parse_response_head(head) == (200, size)
+    assert len(body) == size
+    assert body[:512] == bytes(range(256)) * 2
+    assert upload.endswith(b"\r\n\r\n" + str(len(upload_body)).encode())
+    assert parse_response_head(upload.partition(b"\r\n\r\n")[0])[0] == 200
+    assert small.endswith(b"\r\n\r\nok\n")
+
+
+# --- the sections written into docs/benchmarks.md ------------------------------------------------
+
+
+def _idle(per_connection: float) -> IdleConnections:
+    return IdleConnections(
+        requested=1000,
+        opened=1000,
+        open_at_reading=1000,
+        idle_rss_bytes=50 * MIB,
+        loaded_rss_bytes=50 * MIB + round(per_connection * 1000),
+        per_connection_bytes=per_connection,
+    )
+
+
+def test_the_memory_section_says_whether_the_target_is_met() -> None:
+    within = MemoryResult(MemorySettings(), idle=_idle(1147.0)).to_json()
+    above = MemoryResult(MemorySettings(), idle=_idle(5000.0), error="streaming failed").to_json()
+
+    within_text = memory_section(within, None)
+    above_text = memory_section(above, "../benchmarks/results/memory.png")
+
+    assert "| per idle connection | 1,147 bytes (within the 4 KiB target) |" in within_text
+    assert "| worker RSS, idle | 50.0 MiB |" in within_text
+    assert "(above the 4 KiB target)" in above_text
+    assert "streaming failed" in above_text
+    # no streaming measure: no chart of it
+    assert "memory.png" not in above_text
+
+
+def test_the_reconfiguration_section_reports_unserved_changes_and_problems() -> None:
+    series = PropagationSeries(
+        "frontend",
+        [
+            Propagation("frontend", 0.001, 0.002, 10),
+            Propagation("frontend", 0.003, 0.005, 12),
+            Propagation("frontend", 0.002, None, 900),
+        ],
+        error="",
+    )
+    result = ReconfigResult(ReconfigSettings(), propagation=[series], error="bulk apply: boom")
+
+    text = reconfig_section(result.to_json(), "../benchmarks/results/reconfig.png")
+
+    assert "| add_frontend: send to answer (3 changes) | median 2.0 ms, max 3.0 ms |" in text
+    assert "median 3.5 ms, max 5.0 ms, 1 not served |" in text
+    assert "bulk apply: boom" in text
+    assert "![propagation of changes](../benchmarks/results/reconfig.png)" in text
+    assert result.failed
+
+
+def test_load_runs_the_memory_and_reconfiguration_benchmarks_unless_skipped() -> None:
+    import load
+    import memory
+    import reconfig
+
+    full = load.parse_arguments([])
+    quick = load.parse_arguments(["--quick", "--skip-reconfig"])
+    bare = load.parse_arguments(["--skip-memory", "--skip-reconfig"])
+
+    assert full.memory == memory.MemorySettings()
+    assert full.reconfig == reconfig.ReconfigSettings()
+    assert (quick.memory, quick.reconfig) == (memory.QUICK_MEMORY, None)
+    assert (bare.memory, bare.reconfig) == (None, None)
+    assert load.estimated_extra_seconds(bare) == 0.0
+    assert bare.to_json()["memory"] is False
+    # the whole default run stays within the budget of nox -s bench
+    assert load.estimated_seconds(full) + load.estimated_extra_seconds(full) < 18 * 60
+
+
+def test_failed_transfers_are_grouped_by_direction_and_reason() -> None:
+    failures = [
+        {"direction": "upload", "error": "not done after 60 s"},
+        {"direction": "download", "error": "ConnectionResetError: reset"},
+        {"direction": "upload", "error": "not done after 60 s"},
+    ]
+
+    assert failure_summary(failures) == [
+        "2 uploads: not done after 60 s",
+        "1 download: ConnectionResetError: reset",
+    ]
+    assert failure_summary([]) == []
+
+
+def test_a_stalled_transfer_fails_the_run_and_is_left_out_of_the_throughput() -> None:
+    outcomes = [
+        StreamOutcome("upload", 100 * MIB, 2.0),
+        StreamOutcome("download", 100 * MIB, 1.0),
+        StreamOutcome("upload", 100 * MIB, 60.0, "not done after 60 s"),
+    ]
+    streaming = Streaming(
+        streams=3,
+        body_bytes=100 * MIB,
+        seconds=60.0,
+        growth=streaming_growth(50 * MIB, [(0.0, 52 * MIB), (0.5, 51 * MIB)]),
+        samples=[(0.0, 52 * MIB), (0.5, 51 * MIB)],
+        outcomes=outcomes,
+    )
+    result = MemoryResult(MemorySettings(streams=3), idle=_idle(1000.0), streaming=streaming)
+
+    assert streaming.completed == 2
+    assert streaming.last_completed_s == 2.0
+    assert streaming.throughput_bytes_per_s == 100 * MIB
+    assert streaming.flat  # 2 MiB of growth, 3 MiB allowed
+    assert result.failed
+    text = memory_section(result.to_json(), None)
+    assert "2/3 completed, the last after 2.0 s" in text
+    assert "failed: 1 upload: not done after 60 s" in text

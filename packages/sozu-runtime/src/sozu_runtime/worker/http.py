@@ -530,10 +530,17 @@ class FrontendSession(asyncio.Protocol):
         connection.send_request(request, self)
         if complete:
             self._request_sent()
-        else:
-            self.phase = REQUEST_BODY
-            self.deadline = self.proxy.loop.time() + self.listener.front_timeout
-            self.deadline_status = 408
+            return
+        self.phase = REQUEST_BODY
+        self.deadline = self.proxy.loop.time() + self.listener.front_timeout
+        self.deadline_status = 408
+        # body bytes that arrived while the connection was being opened
+        if self._paused_for_pipeline:
+            self._paused_for_pipeline = False
+            self.transport.resume_reading()
+        if self.pending:
+            data, self.pending = self.pending, b""
+            self._forward_body(data)
 
     def connect_failed(self, backend: Backend) -> None:
         """A backend connection could not be opened: try another backend, or answer 503."""
