@@ -94,7 +94,9 @@ class HttpBackend:
     """An HTTP/1.1 backend with keep-alive. ``keep_bodies=False`` keeps only body lengths and
     digests (for large uploads)."""
 
-    def __init__(self, name: str = "backend", handler: Handler | None = None, *, keep_bodies: bool = True) -> None:
+    def __init__(
+        self, name: str = "backend", handler: Handler | None = None, *, keep_bodies: bool = True
+    ) -> None:
         self.name = name
         self.handler = handler or default_handler(name)
         self.keep_bodies = keep_bodies
@@ -166,7 +168,9 @@ class HttpBackend:
                     return
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, _version = (lines[0].split(" ") + ["", ""])[:3]
-                headers = [tuple(p.strip() for p in line.split(":", 1)) for line in lines[1:] if line]
+                headers = [
+                    tuple(p.strip() for p in line.split(":", 1)) for line in lines[1:] if line
+                ]
                 request = Received(head, method, target, headers, connection=number)  # type: ignore[arg-type]
                 digest = hashlib.sha256()
                 parts: list[bytes] = []
@@ -221,7 +225,11 @@ class HttpBackend:
         streamed = not isinstance(body, bytes)
         if answer.close and "connection" not in names:
             head.append("Connection: close")
-        if not answer.close_delimited and "content-length" not in names and "transfer-encoding" not in names:
+        if (
+            not answer.close_delimited
+            and "content-length" not in names
+            and "transfer-encoding" not in names
+        ):
             if streamed and answer.length is None:
                 head.append("Transfer-Encoding: chunked")
             elif answer.status not in (204, 304) and not 100 <= answer.status < 200:
@@ -285,7 +293,9 @@ class TcpEchoBackend:
         def run() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
-            self._server = loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._serve, "127.0.0.1", 0)
+            )
             self.port = self._server.sockets[0].getsockname()[1]
             self._ready.set()
             loop.run_forever()
@@ -319,6 +329,7 @@ class TcpEchoBackend:
 
     def stop(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
+
             def shutdown() -> None:
                 if self._server is not None:
                     self._server.close()

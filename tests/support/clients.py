@@ -149,7 +149,9 @@ class HttpConnection:
     ) -> HttpAnswer:
         lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
         lines += [f"{n}: {v}" for n, v in headers or []]
-        if body is not None and not any(n.lower() in ("content-length", "transfer-encoding") for n, _ in headers or []):
+        if body is not None and not any(
+            n.lower() in ("content-length", "transfer-encoding") for n, _ in headers or []
+        ):
             lines.append(f"Content-Length: {len(body)}")
         self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
         return self.read_answer(head_only=method == "HEAD")

@@ -75,7 +75,9 @@ class DaemonProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {self.process.returncode}:\n{self.logs()}")
+                raise RuntimeError(
+                    f"the daemon exited with {self.process.returncode}:\n{self.logs()}"
+                )
             try:
                 with CommandClient(self.socket_path, timeout=5) as client:
                     response = client.send(Status())

@@ -277,7 +277,7 @@ class HttpsListenerConfig(HttpListenerConfig):
     send_tls13_tickets: Annotated[int, Field(ge=0, le=16)] = 4
     default_sni: str | None = None
     """Name to serve a certificate for when the client sends no SNI or a name no certificate
-    covers. ``None``: such handshakes fail (alert ``unrecognized_name``)."""
+    covers. ``None``: such handshakes fail (the connection is closed during the handshake)."""
 
     @field_validator("tls_versions")
     @classmethod

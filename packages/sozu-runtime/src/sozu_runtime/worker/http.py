@@ -73,6 +73,7 @@ class FrontendSession(asyncio.Protocol):
         "pending",
         "phase",
         "proxy",
+        "proxy_header",
         "remaining",
         "replay",
         "request_id",
@@ -120,6 +121,7 @@ class FrontendSession(asyncio.Protocol):
         self.sni_checked = b""  # the last Host found covered by the served certificate
         self.peer_ip = ""
         self.peer_port = 0
+        self.proxy_header: Any = None  # the PROXY protocol header, on expect_proxy listeners
         self._fwd_static = b""
         self._closed = False
         self._peer_paused = False
@@ -173,8 +175,14 @@ class FrontendSession(asyncio.Protocol):
         # A client that half-closes after sending its request still gets the answer (and in a
         # tunnel the half-close is passed on); otherwise there is nothing left to do.
         if self.phase == TUNNEL and self.backend is not None:
-            if self.backend.transport.can_write_eof():
-                self.backend.transport.write_eof()
+            backend = self.backend
+            if backend.eof:  # both directions ended: the pipe is done
+                self.close()
+                backend.close()
+                return None
+            self.keep_alive = False  # marks the client's half-close in a tunnel
+            if backend.transport.can_write_eof():
+                backend.transport.write_eof()
             return True
         if self.phase in (CONNECTING, WAITING) and not self.response_started:
             self.keep_alive = False
@@ -831,6 +839,7 @@ class BackendConnection(asyncio.Protocol):
         "body",
         "buf",
         "chunks",
+        "eof",
         "head_done",
         "keep_alive",
         "proxy",
@@ -854,6 +863,7 @@ class BackendConnection(asyncio.Protocol):
         self.chunks: h1.ChunkedTracker | None = None
         self.keep_alive = True
         self.received = False  # any byte of the current answer received
+        self.eof = False  # the backend ended its side (matters in a tunnel)
         self.reused = False
         self.request_complete = True
         self._closed = False
@@ -1111,7 +1121,11 @@ class BackendConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         session = self.session
+        self.eof = True
         if session is not None and session.phase == TUNNEL:
+            if not session.keep_alive:  # the client had half-closed too: the pipe is done
+                session.close()
+                return None
             if session.transport.can_write_eof():
                 session.transport.write_eof()
             return True

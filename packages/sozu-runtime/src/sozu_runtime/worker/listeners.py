@@ -36,6 +36,9 @@ log = logging.getLogger("sozu.worker")
 __all__ = ["HttpListener", "Listener", "TcpListener"]
 
 _CRLF = b"\r\n"
+# Stands for "accepting" in Listener.server when the listener accepts through its own reader
+# (expect_proxy) rather than an asyncio server.
+_ACCEPTING: Any = object()
 
 
 class Listener:
@@ -70,10 +73,6 @@ class Listener:
     def server_ssl(self) -> ssl.SSLContext | None:
         return None
 
-    def server_tls_after_proxy(self) -> ssl.SSLContext | None:
-        """The TLS context to start after a PROXY header (HTTPS listeners with expect_proxy)."""
-        return None
-
     async def activate(self, sock: socket.socket) -> None:
         if self.sock is not None and self.sock is not sock:
             self.sock.close()
@@ -84,6 +83,12 @@ class Listener:
     async def _serve(self) -> None:
         if self.server is not None or self.sock is None or not self.active:
             return
+        if self.expect_proxy:
+            # connections start with a PROXY header read at the socket level (see proxy_reader)
+            self.sock.setblocking(False)
+            self.proxy.loop.add_reader(self.sock.fileno(), self._accept_proxied)
+            self.server = _ACCEPTING
+            return
         duplicate = socket.socket(fileno=os.dup(self.sock.fileno()))
         duplicate.setblocking(False)
         context = self.server_ssl()
@@ -93,11 +98,59 @@ class Listener:
             kwargs["ssl_handshake_timeout"] = self.request_timeout
         self.server = await self.proxy.loop.create_server(self.protocol_factory, **kwargs)
 
+    def _accept_proxied(self) -> None:
+        from .proxy_reader import PendingConnection
+
+        sock = self.sock
+        if sock is None:
+            return
+        for _ in range(64):  # a bounded batch per wake-up, like the event loop's own accept
+            try:
+                connection, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            connection.setblocking(False)
+            with contextlib.suppress(OSError):
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            PendingConnection(self, connection)
+            if self.server is None:  # accepting was paused by the connection above
+                return
+
+    async def adopt(self, connection: socket.socket, header: Any) -> None:
+        """Serve a connection whose PROXY header was read (TLS starts now, if any)."""
+        from .proxy_reader import apply_header
+
+        protocol = self.protocol_factory()
+        apply_header(protocol, header)
+        context = self.server_ssl_inner()
+        kwargs: dict[str, Any] = {}
+        if context is not None:
+            kwargs["ssl"] = context
+            kwargs["ssl_handshake_timeout"] = self.request_timeout
+        try:
+            await self.proxy.loop.connect_accepted_socket(lambda: protocol, connection, **kwargs)
+        except Exception as error:  # a failed handshake ends this connection only
+            log.debug("connection after a PROXY header failed: %s", error)
+            connection.close()
+
+    def server_ssl_inner(self) -> ssl.SSLContext | None:
+        """The TLS context of connections (also those whose PROXY header was read first)."""
+        return None
+
     def pause_accepting(self) -> None:
         """Stop accepting; connections wait in the kernel backlog (or go to another worker)."""
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        server = self.server
+        if server is None:
+            return
+        self.server = None
+        if server is _ACCEPTING:
+            if self.sock is not None:
+                with contextlib.suppress(Exception):
+                    self.proxy.loop.remove_reader(self.sock.fileno())
+        else:
+            server.close()
 
     def resume_accepting(self) -> None:
         if self.active and self.server is None:
@@ -179,10 +232,6 @@ class HttpListener(Listener):
     def protocol_factory(self) -> asyncio.Protocol:
         from .http import FrontendSession
 
-        if self.expect_proxy:
-            from .proxy_reader import ProxyHeaderReader
-
-            return ProxyHeaderReader(self, FrontendSession(self))
         return FrontendSession(self)
 
     def server_ssl(self) -> ssl.SSLContext | None:
@@ -190,7 +239,7 @@ class HttpListener(Listener):
             return None
         return self.tls_runtime.context
 
-    def server_tls_after_proxy(self) -> ssl.SSLContext | None:
+    def server_ssl_inner(self) -> ssl.SSLContext | None:
         return self.tls_runtime.context if self.tls_runtime is not None else None
 
     def sync_certificates(self, state: ConfigState) -> None:
@@ -208,10 +257,6 @@ class TcpListener(Listener):
     def protocol_factory(self) -> asyncio.Protocol:
         from .tcp import TcpSession
 
-        if self.expect_proxy:
-            from .proxy_reader import ProxyHeaderReader
-
-            return ProxyHeaderReader(self, TcpSession(self))
         return TcpSession(self)
 
 

@@ -138,9 +138,7 @@ class WorkerProcess:
         if isinstance(request, rq.SoftStop):
             # drained in the background: messages go on being handled (a hard stop may come)
             if self._stopping is None:
-                self._stopping = asyncio.get_running_loop().create_task(
-                    self._soft_stop(message.id)
-                )
+                self._stopping = asyncio.get_running_loop().create_task(self._soft_stop(message.id))
         elif isinstance(request, rq.HardStop):
             proxy.hard_stop()
             self._answer(message.id, ResponseStatus.OK)

@@ -1,102 +1,112 @@
 """Reading the PROXY protocol header that starts every connection of an ``expect_proxy``
 listener, then handing the connection to the real protocol (HTTP, HTTPS or TCP).
 
-The header's source address replaces the peer address (forwarding headers, logs); a LOCAL
-header (health checks) keeps the real peer. A missing or malformed header closes the
-connection; so does a header not complete within the listener's ``request_timeout``.
+The header is read at the socket level, before any asyncio transport exists: bytes are
+*peeked*, and only the header's own bytes are consumed, so whatever follows it in the same
+packet (a TLS ClientHello, an HTTP request) stays in the socket for the real protocol — TLS
+included. The header's source address then replaces the peer address (forwarding headers,
+logs); a LOCAL header (health checks) keeps the real peer. A missing or malformed header closes
+the connection; so does a header not complete within the listener's ``request_timeout``; a
+connection closed before any byte is closed silently (the health-check pattern).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
-from .proxy_protocol import ProxyProtocolError, parse
+from .proxy_protocol import MAX_HEADER_LENGTH, ProxyHeader, ProxyProtocolError, parse
 
 if TYPE_CHECKING:
     from .listeners import Listener
 
 log = logging.getLogger("sozu.worker")
 
-__all__ = ["ProxyHeaderReader"]
+__all__ = ["PendingConnection"]
 
 
-class ProxyHeaderReader(asyncio.Protocol):
-    __slots__ = ("buffer", "deadline", "inner", "listener", "transport")
+class PendingConnection:
+    """An accepted connection whose PROXY header is not read yet."""
 
-    def __init__(self, listener: Listener, inner: Any) -> None:
+    __slots__ = ("buffer", "closed", "deadline", "listener", "sock")
+
+    def __init__(self, listener: Listener, sock: socket.socket) -> None:
         self.listener = listener
-        self.inner = inner
+        self.sock = sock
         self.buffer = b""
-        self.transport: Any = None
-        self.deadline = 0.0
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        proxy = self.listener.proxy
+        self.closed = False
+        proxy = listener.proxy
+        self.deadline = proxy.loop.time() + listener.request_timeout
         proxy.sessions.add(self)
-        self.deadline = proxy.loop.time() + self.listener.request_timeout
+        proxy.loop.add_reader(sock.fileno(), self._readable)
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
+    def _readable(self) -> None:
+        sock = self.sock
         try:
-            parsed = parse(self.buffer)
+            peeked = sock.recv(MAX_HEADER_LENGTH - len(self.buffer), socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not peeked:
+            self.close()  # closed before a whole header: a health check, or a broken client
+            return
+        data = self.buffer + peeked
+        try:
+            parsed = parse(data)
         except ProxyProtocolError as error:
             log.debug("closing a connection with an invalid PROXY header: %s", error)
             self.listener.proxy.metrics.frontend_parse_errors += 1
-            self.transport.abort()
+            self.close()
             return
-        if parsed is None:
-            return
-        header, consumed = parsed
-        rest = self.buffer[consumed:]
-        self.buffer = b""
-        self.listener.proxy.sessions.discard(self)
-        inner = self.inner
-        if header.command == "proxy" and header.source is not None:
-            inner.peer_ip, inner.peer_port = header.source
-        inner.proxy_header = header
-        context = self.listener.server_tls_after_proxy()
-        if context is not None:
-            self.listener.proxy.loop.create_task(self._start_tls(context, rest))
-            return
-        self.transport.set_protocol(inner)
-        inner.connection_made(self.transport)
-        if rest:
-            inner.data_received(rest)
-
-    async def _start_tls(self, context: Any, rest: bytes) -> None:
-        loop = self.listener.proxy.loop
-        transport = self.transport
-        if rest:
-            # bytes of the ClientHello already read: hand them back through a fresh protocol
-            transport.pause_reading()
         try:
-            tls_transport = await loop.start_tls(
-                transport,
-                self,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.listener.request_timeout,
-            )
-        except Exception as error:  # any handshake failure ends this connection only
-            log.debug("TLS handshake after a PROXY header failed: %s", error)
-            transport.abort()
+            if parsed is None:
+                # every byte seen so far belongs to the header: take them and wait for more
+                sock.recv(len(peeked))
+                self.buffer = data
+                if len(data) >= MAX_HEADER_LENGTH:
+                    self.close()
+                return
+            header, consumed = parsed
+            sock.recv(consumed - len(self.buffer))  # exactly the rest of the header
+        except OSError:
+            self.close()
             return
-        inner = self.inner
-        if tls_transport is None:
-            transport.abort()
-            return
-        tls_transport.set_protocol(inner)
-        inner.connection_made(tls_transport)
+        self._detach()
+        self.listener.proxy.loop.create_task(self.listener.adopt(sock, header))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.listener.proxy.sessions.discard(self)
+    def _detach(self) -> None:
+        proxy = self.listener.proxy
+        proxy.sessions.discard(self)
+        with contextlib.suppress(Exception):
+            proxy.loop.remove_reader(self.sock.fileno())
 
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._detach()
+            self.sock.close()
+
+    # the sweeper's and the soft stop's interface
     def check_deadline(self, now: float) -> None:
-        self.listener.proxy.sessions.discard(self)
-        self.transport.abort()
+        self.close()
 
     def soft_stop(self) -> None:
-        self.transport.close()
+        self.close()
+
+    def abort(self) -> None:
+        self.close()
+
+    @property
+    def transport(self) -> Any:  # a hard stop aborts every session through its transport
+        return self
+
+
+def apply_header(protocol: Any, header: ProxyHeader) -> None:
+    """Give the real protocol what the header says of the client."""
+    if header.command == "proxy" and header.source is not None:
+        protocol.peer_ip, protocol.peer_port = header.source
+    protocol.proxy_header = header

@@ -7,7 +7,9 @@ switches the connection to that certificate's context. When several certificates
 name, the one expiring last wins (its ``expired_at`` override first), so a rotation that adds
 the new certificate before removing the old one never leaves the name uncovered. A client
 that sends no SNI, or a name no certificate covers, gets the certificate of the listener's
-``default_sni`` name, or a failed handshake (``unrecognized_name``) when there is none.
+``default_sni`` name, or a failed handshake when there is none (OpenSSL queues an
+``unrecognized_name`` alert, but the event loop's TLS layer closes the connection without
+flushing it: the client sees the connection closed during the handshake).
 
 Protocol versions, the TLS 1.2 cipher suites, ALPN (``http/1.1``) and session tickets come
 from the listener and apply to every certificate's context. Python's ``ssl`` cannot restrict
