@@ -167,7 +167,7 @@ class HttpBackend:
                 if head is None:
                     return
                 lines = head.decode("latin-1").split("\r\n")
-                method, target, _version = (lines[0].split(" ") + ["", ""])[:3]
+                method, target, _version = [*lines[0].split(" "), "", ""][:3]
                 headers = [
                     tuple(p.strip() for p in line.split(":", 1)) for line in lines[1:] if line
                 ]
@@ -175,7 +175,12 @@ class HttpBackend:
                 digest = hashlib.sha256()
                 parts: list[bytes] = []
 
-                def sink(data: bytes) -> None:
+                def sink(
+                    data: bytes,
+                    digest: Any = digest,
+                    request: Received = request,
+                    parts: list[bytes] = parts,
+                ) -> None:
                     digest.update(data)
                     request.body_length += len(data)
                     if self.keep_bodies:

@@ -138,7 +138,6 @@ _FIELD_KIND: Final[dict[bytes, int]] = {
     b"keep-alive": _HOP_BY_HOP,
     b"proxy-connection": _HOP_BY_HOP,
     b"te": _HOP_BY_HOP,
-    b"trailer": _HOP_BY_HOP,
 }
 # Fields that take a head off the fast path (see _fast_request / _fast_response): any of them
 # present means the general parser with the full field list.
@@ -148,7 +147,7 @@ _REQUEST_RARE: Final = re.compile(
     + rb"):"
 )
 _RESPONSE_RARE: Final = re.compile(
-    rb"\r\n(?:transfer-encoding|keep-alive|proxy-connection|te|trailer|upgrade|x-real-ip):"
+    rb"\r\n(?:transfer-encoding|keep-alive|proxy-connection|te|upgrade|x-real-ip):"
 )
 # llhttp validates heads without calling back into Python (no on_* callbacks on this object).
 _VALIDATE_ONLY: Final = object()
@@ -163,7 +162,6 @@ _CONNECTION_TOKENS_NOT_NAMING_EXTRA: Final = frozenset(
         b"connection",
         b"proxy-connection",
         b"te",
-        b"trailer",
         b"host",
         b"content-length",
         b"transfer-encoding",

@@ -240,7 +240,7 @@ class FrontendSession(asyncio.Protocol):
             if len(cache) >= ROUTE_CACHE_SIZE:
                 cache.clear()
             cache[key] = route
-        if route is None or route.special or route.request_edits:
+        if route is None or route.special or route.request_edits or route.rewrites:
             return False
         if self.sni_names is not None and listener.strict_sni and host != self.sni_checked:
             hostname = parse_authority(host)
@@ -440,6 +440,7 @@ class FrontendSession(asyncio.Protocol):
             or seen & listener.rebuild_mask
             or self.sticky is not None
             or route.request_edits
+            or route.rewrites
         ):
             return self._rebuild_head(head, route)
         # fast path: the received head as is, plus the precomputed forwarding headers
@@ -465,7 +466,19 @@ class FrontendSession(asyncio.Protocol):
         peer = self.peer_ip.encode()
         seen = head.seen
         version = b" HTTP/1.1\r\n" if head.version == 11 else b" HTTP/1.0\r\n"
-        out: list[bytes] = [head.method, b" ", head.target, version]
+        frontend = route.frontend
+        target = head.target
+        host_value: bytes | None = None
+        if route.rewrites:
+            if frontend.rewrite_path is not None:
+                query = target.partition(b"?")[2]
+                target = frontend.rewrite_path.encode() + (b"?" + query if query else b"")
+            if frontend.rewrite_host is not None or frontend.rewrite_port is not None:
+                name, port = _split_authority(head.host.decode("latin-1"))
+                name = frontend.rewrite_host or name
+                port = str(frontend.rewrite_port) if frontend.rewrite_port is not None else port
+                host_value = (f"{name}:{port}" if port else name).encode()
+        out: list[bytes] = [head.method, b" ", target, version]
         sticky_name = listener.sticky_name_lower
         drop_real_ip = listener.elide_x_real_ip
         edits = route.request_edits
@@ -480,6 +493,9 @@ class FrontendSession(asyncio.Protocol):
                 if not value:
                     continue
             elif lower == b"x-real-ip" and drop_real_ip:
+                continue
+            elif lower == b"host" and host_value is not None:
+                out += (name, b": ", host_value, _CRLF, b"X-Forwarded-Host: ", value, _CRLF)
                 continue
             if edits and lower in edits:
                 continue
@@ -670,6 +686,8 @@ class FrontendSession(asyncio.Protocol):
             self.backend = None
             backend.abandon()
         head = self.request_head()
+        if head is None:  # no request was read (unparsable, timeout): the answer gets its own id
+            self.request_id = proxy.next_request_id()
         route = ""
         if head is not None:
             route = (head.method + b" " + head.host + head.target).decode("latin-1")
@@ -787,6 +805,15 @@ def _strip_cookie(value: bytes, name_lower: bytes) -> bytes:
     prefix = name_lower + b"="
     kept = [p.strip() for p in value.split(b";") if p.strip()[: len(prefix)].lower() != prefix]
     return b"; ".join(p for p in kept if p)
+
+
+def _split_authority(authority: str) -> tuple[str, str]:
+    """(host, port or "") of a Host value; IPv6 literals keep their brackets."""
+    if authority.startswith("["):
+        host, _, rest = authority.partition("]")
+        return host + "]", rest[1:] if rest.startswith(":") else ""
+    host, sep, port = authority.rpartition(":")
+    return (host, port) if sep else (authority, "")
 
 
 def _covered(host: bytes, names: tuple[str, ...]) -> bool:
@@ -985,6 +1012,19 @@ class BackendConnection(asyncio.Protocol):
             self.close()
             session.response_failed(502, "the backend switched protocols without being asked")
             return
+        rest = data[head.length :]
+        tracker: h1.ChunkedTracker | None = None
+        end = -1
+        if kind == BODY_CHUNKED:
+            # check the framing of what came with the head before anything reaches the client
+            tracker = h1.ChunkedTracker()
+            try:
+                end = tracker.feed(rest)
+            except HttpError as error:
+                self.proxy.metrics.backend_parse_errors += 1
+                self.close()
+                session.response_failed(502, error.reason)
+                return
         self.head_done = True
         self.body = kind
         self.keep_alive = head.keep_alive and kind not in (BODY_CLOSE, BODY_TUNNEL)
@@ -993,7 +1033,6 @@ class BackendConnection(asyncio.Protocol):
         self.proxy.metrics.count_status(status)
         if self.proxy.access_logs:
             self.proxy.access_log(session, status, "")
-        rest = data[head.length :]
         transport = session.transport
         if kind == BODY_TUNNEL:
             transport.write(out_head + rest if rest else out_head)
@@ -1014,14 +1053,7 @@ class BackendConnection(asyncio.Protocol):
             transport.writelines((out_head, body))
             self._done(session, extra)
             return
-        if kind == BODY_CHUNKED:
-            tracker = h1.ChunkedTracker()
-            try:
-                end = tracker.feed(rest)
-            except HttpError:
-                self.close()
-                session.abort()
-                return
+        if tracker is not None:
             if end < 0:
                 self.chunks = tracker
                 transport.writelines((out_head, rest)) if rest else transport.write(out_head)
@@ -1158,19 +1190,18 @@ class BackendConnection(asyncio.Protocol):
         session.backend = None
         session.abort()  # the answer was cut short
 
-    def abandon(self) -> None:
-        """The client went away (or was answered directly) while this connection served it."""
+    def close(self) -> None:
+        """Close the connection (the request it carried, if any, is given up)."""
         if self.session is not None:
             self.backend.active_requests -= 1
             self.session = None
-        self.close()
-
-    def close(self) -> None:
         if not self._closed:
             self._closed = True
             if self.transport is not None:
                 self.transport.close()
             self.proxy.backend_closed(self)
+
+    abandon = close  # the client went away, or was answered directly
 
 
 def monotonic() -> float:

@@ -223,10 +223,10 @@ class HttpListener(Listener):
             out.append(b"Forwarded: " + self.forwarded_value(ip, port) + _CRLF)
         if self.send_x_real_ip:
             out.append(b"X-Real-IP: " + peer + _CRLF)
-        if not seen & h1.SEEN_X_FORWARDED_PROTO:
-            out.append(b"X-Forwarded-Proto: " + self.proto + _CRLF)
         if not seen & h1.SEEN_X_FORWARDED_PORT:
             out.append(b"X-Forwarded-Port: " + self._public_port + _CRLF)
+        if not seen & h1.SEEN_X_FORWARDED_PROTO:
+            out.append(b"X-Forwarded-Proto: " + self.proto + _CRLF)
         return b"".join(out)
 
     def protocol_factory(self) -> asyncio.Protocol:

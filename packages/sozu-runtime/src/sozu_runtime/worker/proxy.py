@@ -103,6 +103,7 @@ class Route:
         "request_edits",
         "response_added",
         "response_edits",
+        "rewrites",
         "special",
         "tags",
     )
@@ -111,10 +112,11 @@ class Route:
         self.frontend = frontend
         self.cluster = cluster
         self.tags = frontend.tags
-        self.special = (
-            frontend.redirect is not RedirectPolicy.FORWARD
-            or frontend.required_auth
-            or frontend.rewrite_host is not None
+        self.special = frontend.redirect is not RedirectPolicy.FORWARD or frontend.required_auth
+        # forwarded requests get a rewritten Host and/or path (the original Host goes in
+        # X-Forwarded-Host)
+        self.rewrites = frontend.redirect is RedirectPolicy.FORWARD and (
+            frontend.rewrite_host is not None
             or frontend.rewrite_path is not None
             or frontend.rewrite_port is not None
         )
