@@ -474,10 +474,11 @@ class FrontendSession(asyncio.Protocol):
                 query = target.partition(b"?")[2]
                 target = frontend.rewrite_path.encode() + (b"?" + query if query else b"")
             if frontend.rewrite_host is not None or frontend.rewrite_port is not None:
-                name, port = _split_authority(head.host.decode("latin-1"))
-                name = frontend.rewrite_host or name
-                port = str(frontend.rewrite_port) if frontend.rewrite_port is not None else port
-                host_value = (f"{name}:{port}" if port else name).encode()
+                host_name, host_port = _split_authority(head.host.decode("latin-1"))
+                host_name = frontend.rewrite_host or host_name
+                if frontend.rewrite_port is not None:
+                    host_port = str(frontend.rewrite_port)
+                host_value = (f"{host_name}:{host_port}" if host_port else host_name).encode()
         out: list[bytes] = [head.method, b" ", target, version]
         sticky_name = listener.sticky_name_lower
         drop_real_ip = listener.elide_x_real_ip
