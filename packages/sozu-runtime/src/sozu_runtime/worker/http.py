@@ -45,6 +45,7 @@ CLOSING = 6  # answer written, closing
 
 CONNECT_ATTEMPTS = 3  # sōzu's CONN_RETRIES: connection attempts per request before 503
 ROUTE_CACHE_SIZE = 4096  # (host, target, method) → route entries kept per listener
+SMALL_BODY = 8192  # body bytes copied next to the head into one buffer; larger ones are not
 _MISSING: Any = object()
 _CRLF = b"\r\n"
 
@@ -966,14 +967,22 @@ class BackendConnection(asyncio.Protocol):
             extra += b"Connection: close\r\n"
         elif session.version == 10:
             extra += b"Connection: keep-alive\r\n"
-        if cut_start:
-            out = b"".join((data[:line], extra, data[line:cut_start], data[cut_end:]))
-        else:
-            out = b"".join((data[:line], extra, data[line:]))
         proxy.metrics.count_status(status)
         if proxy.access_logs:
             proxy.access_log(session, status, "")
-        session.transport.write(out)
+        if received <= SMALL_BODY:  # one buffer, one write
+            if cut_start:
+                out = b"".join((data[:line], extra, data[line:cut_start], data[cut_end:]))
+            else:
+                out = b"".join((data[:line], extra, data[line:]))
+            session.transport.write(out)
+        else:  # a large first part of the body is written as is, not copied into the head
+            head_end = end + 4
+            if cut_start:
+                head = b"".join((data[:line], extra, data[line:cut_start], data[cut_end:head_end]))
+            else:
+                head = b"".join((data[:line], extra, data[line:head_end]))
+            session.transport.writelines((head, memoryview(data)[head_end:]))
         self.keep_alive = keep_alive
         if received == length:
             session.response_started = True
@@ -1013,7 +1022,11 @@ class BackendConnection(asyncio.Protocol):
             self.close()
             session.response_failed(502, "the backend switched protocols without being asked")
             return
-        rest = data[head.length :]
+        rest: bytes | memoryview = (
+            data[head.length :]
+            if len(data) - head.length <= SMALL_BODY
+            else memoryview(data)[head.length :]  # not copied: written as it came
+        )
         tracker: h1.ChunkedTracker | None = None
         end = -1
         if kind == BODY_CHUNKED:
@@ -1036,7 +1049,7 @@ class BackendConnection(asyncio.Protocol):
             self.proxy.access_log(session, status, "")
         transport = session.transport
         if kind == BODY_TUNNEL:
-            transport.write(out_head + rest if rest else out_head)
+            transport.writelines((out_head, rest)) if rest else transport.write(out_head)
             self.keep_alive = False
             session.start_tunnel()
             return
@@ -1129,7 +1142,7 @@ class BackendConnection(asyncio.Protocol):
             return
         transport.write(data)  # close-delimited
 
-    def _done(self, session: FrontendSession, extra: bytes) -> None:
+    def _done(self, session: FrontendSession, extra: bytes | memoryview) -> None:
         """The answer is complete: back to the pool (or closed), the session goes on."""
         backend = self.backend
         backend.active_requests -= 1
