@@ -164,7 +164,7 @@ def generate_config(
 def mutated(state: ConfigState, directory: Path, fraction: float = 0.1) -> ConfigState:
     """A copy of ``state`` where ``fraction`` of the clusters, frontends, backends and
     certificates are changed, removed or replaced (a tenth of each kind of object)."""
-    from sozu_config import ConfigState, requests as rq
+    from sozu_config import requests as rq
     from sozu_config.certificates import CertificateAndKey
 
     other = state.copy()
@@ -179,7 +179,7 @@ def mutated(state: ConfigState, directory: Path, fraction: float = 0.1) -> Confi
                     )
                 )
             )
-    for index, (key, frontend) in enumerate(sorted(state.http_frontends.items())):
+    for index, (_, frontend) in enumerate(sorted(state.http_frontends.items())):
         if index % step == 0:
             other.apply(rq.RemoveHttpFrontend(frontend=frontend))
             moved = frontend.model_copy(
@@ -188,8 +188,8 @@ def mutated(state: ConfigState, directory: Path, fraction: float = 0.1) -> Confi
                 }
             )
             other.apply(rq.AddHttpFrontend(frontend=moved))
-    for index, (cluster_id, backends) in enumerate(sorted(state.backends.items())):
-        for backend_index, (backend_id, backend) in enumerate(sorted(backends.items())):
+    for index, (_, backends) in enumerate(sorted(state.backends.items())):
+        for backend_index, (_, backend) in enumerate(sorted(backends.items())):
             if (index + backend_index) % step == 0:
                 other.apply(rq.AddBackend(backend=backend.model_copy(update={"weight": 50})))
     renewed = [
@@ -197,7 +197,7 @@ def mutated(state: ConfigState, directory: Path, fraction: float = 0.1) -> Confi
         for i in range(0, len(state.certificates.get("0.0.0.0:8443", {})), step)
     ]
     pairs = write_certificates(directory / "renewed", renewed)
-    by_name = {name: pair for name, pair in zip(renewed, pairs)}
+    by_name = dict(zip(renewed, pairs, strict=True))
     for fingerprint, entry in sorted(state.certificates.get("0.0.0.0:8443", {}).items()):
         name = entry.names[0]
         if name in by_name:

@@ -1,6 +1,6 @@
 """Run the proxy on examples/demo.toml with two small demo backends, until Ctrl-C.
 
-    python examples/demo.py            (or: nox -s demo)
+python examples/demo.py            (or: nox -s demo)
 """
 
 from __future__ import annotations
@@ -19,25 +19,28 @@ def make_handler(name: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            body = json.dumps(
-                {
-                    "backend": name,
-                    "path": self.path,
-                    "x-forwarded-for": self.headers.get("X-Forwarded-For"),
-                    "x-request-id": self.headers.get("X-Request-Id"),
-                },
-                indent=2,
-            ).encode() + b"\n"
+        def do_GET(self) -> None:
+            body = (
+                json.dumps(
+                    {
+                        "backend": name,
+                        "path": self.path,
+                        "x-forwarded-for": self.headers.get("X-Forwarded-For"),
+                        "x-request-id": self.headers.get("X-Request-Id"),
+                    },
+                    indent=2,
+                ).encode()
+                + b"\n"
+            )
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        do_POST = do_GET  # noqa: N815
+        do_POST = do_GET
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     return Handler
