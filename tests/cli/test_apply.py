@@ -70,7 +70,7 @@ def test_library_plan_of_the_fixture_pair_is_the_expected_sequence() -> None:
         "load_balancing": ("round_robin", "random"),
         "sticky_session": (False, True),
     }
-    assert changed["update_http_frontend www.example.com on 127.0.0.1:28080 -> web"] == {
+    assert changed["http_frontend www.example.com on 127.0.0.1:28080 -> web (removed and added back)"] == {
         "tags.team": (None, "web")
     }
     assert changed["add_backend db/db-1 127.0.0.1:29500"] == {"weight": (100, 50)}
@@ -107,7 +107,7 @@ def test_fixture_pair_against_a_daemon_dry_run_check_apply(tmp_path: Path) -> No
         assert target["version"] == version_before
         # a changed frontend is one "~" line standing for its remove and add requests
         pair = next(
-            c for c in target["changes"] if c["description"].startswith("update_http_frontend")
+            c for c in target["changes"] if c["description"].startswith("http_frontend")
         )
         assert pair["op"] == "~"
         assert pair["requests"] == [5, 6]
@@ -189,7 +189,7 @@ def test_the_file_command_socket_is_the_default_target_and_the_file_is_not_writt
         before = desired.stat().st_mtime_ns
         result = sozu_apply(desired)
         assert result.code == 0, result
-        assert "~ update_http_frontend app.example.com/v2" not in result.out  # a new key
+        assert "~ http_frontend app.example.com/v2" not in result.out  # a new key
         assert "    + add_http_frontend app.example.com/v2 on" in result.out
         assert "    - remove_http_frontend app.example.com on" in result.out
         assert desired.read_text() == text

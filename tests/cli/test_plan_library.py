@@ -86,7 +86,7 @@ protocol = "tcp"
     assert [type(r) for r in plan.requests] == [RemoveTcpFrontend, AddTcpFrontend]
     (change,) = plan.changes
     assert change.op == "~"
-    assert change.description == "update_tcp_frontend 127.0.0.1:28500 -> b"
+    assert change.description == "tcp_frontend 127.0.0.1:28500 -> b (removed and added back)"
     assert change.fields == {"cluster_id": ("a", "b")}
     assert change.requests == plan.requests
 

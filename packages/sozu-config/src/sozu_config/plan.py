@@ -91,7 +91,7 @@ class Change:
     ``api/api-0``, ``https example.com/ on 127.0.0.1:8443``, ``127.0.0.1:8443 ab12…``)."""
     description: str
     """One line for humans: the request's ``describe()``; a frontend removed and added back is
-    ``update_<protocol>_frontend …``; a certificate removal names the certificate's names."""
+    ``<protocol>_frontend … (removed and added back)``; a certificate removal names the certificate's names."""
     fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     """For ``~``: field path (``load_balancing``, ``tags.env``, ``headers[0].value``) →
     (live value, desired value), JSON values, ``None`` for absent, sorted by path."""
@@ -346,7 +346,7 @@ def _frontend_pair(removal: rq.StateRequest, addition: rq.StateRequest) -> Chang
             "~",
             "frontend",
             f"tcp {new_tcp.address}",
-            f"update_tcp_frontend {new_tcp.address} -> {new_tcp.cluster_id}",
+            f"tcp_frontend {new_tcp.address} -> {new_tcp.cluster_id} (removed and added back)",
             field_changes(old_tcp, new_tcp),
             requests,
         )
@@ -358,7 +358,8 @@ def _frontend_pair(removal: rq.StateRequest, addition: rq.StateRequest) -> Chang
         "~",
         "frontend",
         _frontend_key(protocol, new),
-        f"update_{protocol}_frontend {new.describe()} -> {new.cluster_id or 'deny'}",
+        f"{protocol}_frontend {new.describe()} -> {new.cluster_id or 'deny'} "
+        "(removed and added back)",
         field_changes(old, new),
         requests,
     )

@@ -1,15 +1,19 @@
 """Logging of the main process and workers: one line per event, prefixed with a tag.
 
-``<time> <pid> <LEVEL> <TAG>  <message>`` on standard output (the daemon runs in the
-foreground; a supervisor collects its output). Access logs (one line per request) go to the
-``sozu.access`` logger, enabled by ``access_logs_target`` or ``log_level = "debug"``; when they
-are off, the data path does not call the logging module at all.
+``<time> <pid> <LEVEL> <TAG>  <message>``, sent to ``log_target``: ``stdout``,
+``file:///path`` (appended), ``udp://IP:port`` or ``unix:///path`` (one datagram per line), or
+``tcp://IP:port`` (one line each, best effort: a line that cannot be sent at once is dropped,
+logging never blocks the proxy). Access logs (one line per request) go to the ``sozu.access``
+logger, written only when ``access_logs_target`` is set (to that target); when they are off,
+the data path does not call the logging module at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import sys
 
 __all__ = ["LEVELS", "configure_logging", "set_level"]
@@ -21,6 +25,7 @@ LEVELS = {
     "info": logging.INFO,
     "debug": logging.DEBUG,
     "trace": logging.DEBUG,
+    "off": logging.CRITICAL + 1,
 }
 
 
@@ -32,18 +37,92 @@ class _Formatter(logging.Formatter):
         )
 
 
-def configure_logging(level: str, tag: str, *, access_logs: bool = False) -> None:
-    """Send the ``sozu`` loggers to standard output with ``tag`` (``MAIN``, ``WRK-00``)."""
+class _SocketLineHandler(logging.Handler):
+    """One formatted line per datagram (udp, unix) or per write on a stream (tcp); a line that
+    cannot be sent at once is dropped rather than blocking the event loop."""
+
+    def __init__(self, family: int, kind: int, address: tuple[str, int] | str) -> None:
+        super().__init__()
+        self.family, self.kind, self.address = family, kind, address
+        self.sock: socket.socket | None = None
+
+    def _socket(self) -> socket.socket:
+        if self.sock is None:
+            sock = socket.socket(self.family, self.kind)
+            sock.setblocking(False)
+            if self.kind == socket.SOCK_STREAM:
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect(self.address)
+            self.sock = sock
+        return self.sock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = (self.format(record) + "\n").encode("utf-8", "replace")
+        try:
+            sock = self._socket()
+            if self.kind == socket.SOCK_DGRAM:
+                sock.sendto(line, self.address)
+            else:
+                sock.send(line)
+        except OSError:
+            if self.kind == socket.SOCK_STREAM and self.sock is not None:
+                self.sock.close()
+                self.sock = None  # reconnect for the next line
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        super().close()
+
+
+def _handler(target: str) -> logging.Handler:
+    scheme, _, rest = target.partition("://")
+    if scheme == "file":
+        return logging.FileHandler(rest, encoding="utf-8")
+    if scheme in ("udp", "tcp"):
+        host, _, port = rest.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
+        return _SocketLineHandler(family, kind, (host, int(port)))
+    if scheme == "unix":
+        return _SocketLineHandler(socket.AF_UNIX, socket.SOCK_DGRAM, rest)
+    return logging.StreamHandler(sys.stdout)
+
+
+def configure_logging(
+    level: str,
+    tag: str,
+    *,
+    target: str = "stdout",
+    access_target: str | None = None,
+) -> None:
+    """Send the ``sozu`` loggers to ``target`` with ``tag`` (``MAIN``, ``WRK-00``); access
+    logs to ``access_target`` when it is set (else they are off)."""
     root = logging.getLogger("sozu")
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
+        handler.close()
+    handler = _handler(target)
     handler.setFormatter(_Formatter(tag))
     root.addHandler(handler)
     root.propagate = False
     root.setLevel(LEVELS.get(level.lower(), logging.INFO))
     access = logging.getLogger("sozu.access")
-    access.setLevel(logging.INFO if access_logs else logging.CRITICAL + 1)
+    for old in list(access.handlers):
+        access.removeHandler(old)
+        old.close()
+    if access_target is None:
+        access.setLevel(logging.CRITICAL + 1)
+        return
+    access.setLevel(logging.INFO)
+    if access_target != target:
+        access_handler = _handler(access_target)
+        access_handler.setFormatter(_Formatter(tag))
+        access.addHandler(access_handler)
+        access.propagate = False
+    else:
+        access.propagate = True
 
 
 def set_level(level: str) -> None:

@@ -37,7 +37,8 @@ class Setup(Model):
     buffer_size: int = 16393
     max_connections: int = 10_000
     log_level: str = "info"
-    access_logs: bool = False
+    log_target: str = "stdout"
+    access_logs_target: str | None = None
     expired_certificates: str = "refuse"
     soft_stop_timeout: float = 60.0
 

@@ -30,5 +30,10 @@ async def _main(config: Config) -> int:
 def run(config: Config) -> int:
     """Run the daemon for ``config`` until SIGTERM/SIGINT (soft stop; again: hard stop) or a
     stop request. Returns the process exit code (1 when it cannot start)."""
-    configure_logging(config.log_level, "MAIN", access_logs=config.access_logs_target is not None)
+    configure_logging(
+        config.log_level,
+        "MAIN",
+        target=config.log_target,
+        access_target=config.access_logs_target,
+    )
     return run_loop(_main(config))

@@ -310,7 +310,8 @@ class Daemon:
             buffer_size=config.buffer_size,
             max_connections=config.max_connections,
             log_level=config.log_level,
-            access_logs=config.access_logs_target is not None,
+            log_target=config.log_target,
+            access_logs_target=config.access_logs_target,
             expired_certificates=config.expired_certificates,
             soft_stop_timeout=float(config.soft_stop_timeout),
         )

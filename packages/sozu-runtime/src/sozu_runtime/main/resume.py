@@ -33,7 +33,12 @@ async def _resume(config: Config, data: dict[str, Any]) -> int:
 def resume(path: Path) -> int:
     data = json.loads(path.read_text())
     config = Config.model_validate(data["config"])
-    configure_logging(config.log_level, "MAIN", access_logs=config.access_logs_target is not None)
+    configure_logging(
+        config.log_level,
+        "MAIN",
+        target=config.log_target,
+        access_target=config.access_logs_target,
+    )
     try:
         return run_loop(_resume(config, data))
     except Exception as error:  # the old process is gone: say clearly why the new one is not up

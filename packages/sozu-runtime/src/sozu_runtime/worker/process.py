@@ -199,7 +199,10 @@ class WorkerProcess:
     async def _control(self, request_id: str, control: Any, fds: list[int]) -> None:
         if isinstance(control, Setup):
             configure_logging(
-                control.log_level, f"WRK-{control.worker_id:02d}", access_logs=control.access_logs
+                control.log_level,
+                f"WRK-{control.worker_id:02d}",
+                target=control.log_target,
+                access_target=control.access_logs_target,
             )
             self.soft_stop_timeout = control.soft_stop_timeout
             self.proxy = Proxy(

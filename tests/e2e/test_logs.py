@@ -1,0 +1,51 @@
+"""Log targets: the daemon's logs and access logs go where the configuration says."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from support.backends import HttpBackend, wait_for
+from support.clients import get
+from support.daemon import DaemonProcess, free_port
+
+
+def test_logs_to_udp_and_access_logs_to_a_file(tmp_path: Path) -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(10)
+    udp_port = receiver.getsockname()[1]
+    access = tmp_path / "access.log"
+    port = free_port()
+    with HttpBackend("logged") as backend:
+        config = f"""
+worker_count = 1
+log_target = "udp://127.0.0.1:{udp_port}"
+access_logs_target = "file://{access}"
+[[listeners]]
+protocol = "http"
+address = "127.0.0.1:{port}"
+[clusters.app]
+protocol = "http"
+frontends = [{{ address = "127.0.0.1:{port}", hostname = "logs.test" }}]
+backends = [{{ address = "{backend.address}" }}]
+"""
+        with DaemonProcess(tmp_path, config).start() as daemon:
+            lines = []
+            while not any("ready" in line for line in lines):
+                lines.append(receiver.recv(65536).decode())
+            assert any("MAIN" in line for line in lines)
+            answer = get(port, "/logged-path", host="logs.test")
+            assert answer.status == 200
+            assert get(port, "/", host="elsewhere.test").status == 404
+            text = wait_for(
+                lambda: (
+                    access.exists() and access.read_text().count("\n") >= 2 and access.read_text()
+                )
+            )
+            first, second = text.splitlines()[:2]
+            assert answer.header("sozu-id") in first
+            assert "GET logs.test/logged-path 200" in first and "app" in first
+            assert "GET elsewhere.test/ 404" in second
+            assert "logged-path" not in daemon.logs()  # nothing of it on standard output
+    receiver.close()
