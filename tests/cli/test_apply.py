@@ -70,9 +70,8 @@ def test_library_plan_of_the_fixture_pair_is_the_expected_sequence() -> None:
         "load_balancing": ("round_robin", "random"),
         "sticky_session": (False, True),
     }
-    assert changed["http_frontend www.example.com on 127.0.0.1:28080 -> web (removed and added back)"] == {
-        "tags.team": (None, "web")
-    }
+    frontend = "http_frontend www.example.com on 127.0.0.1:28080 -> web (removed and added back)"
+    assert changed[frontend] == {"tags.team": (None, "web")}
     assert changed["add_backend db/db-1 127.0.0.1:29500"] == {"weight": (100, 50)}
     assert changed["update_http_listener 127.0.0.1:28080 (front_timeout)"] == {
         "front_timeout": (60, 120)

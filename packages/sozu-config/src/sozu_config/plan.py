@@ -91,7 +91,8 @@ class Change:
     ``api/api-0``, ``https example.com/ on 127.0.0.1:8443``, ``127.0.0.1:8443 ab12…``)."""
     description: str
     """One line for humans: the request's ``describe()``; a frontend removed and added back is
-    ``<protocol>_frontend … (removed and added back)``; a certificate removal names the certificate's names."""
+    ``<protocol>_frontend … (removed and added back)``; a certificate removal names the
+    certificate's names."""
     fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     """For ``~``: field path (``load_balancing``, ``tags.env``, ``headers[0].value``) →
     (live value, desired value), JSON values, ``None`` for absent, sorted by path."""
