@@ -105,9 +105,7 @@ def test_fixture_pair_against_a_daemon_dry_run_check_apply(tmp_path: Path) -> No
         version_before, state_before = live_state(daemon)
         assert target["version"] == version_before
         # a changed frontend is one "~" line standing for its remove and add requests
-        pair = next(
-            c for c in target["changes"] if c["description"].startswith("http_frontend")
-        )
+        pair = next(c for c in target["changes"] if c["description"].startswith("http_frontend"))
         assert pair["op"] == "~"
         assert pair["requests"] == [5, 6]
         assert pair["fields"] == {"tags.team": [None, "web"]}
