@@ -133,6 +133,8 @@ class FrontendSession(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         listener = self.listener
+        # what waits to be sent to this client is bounded: past it, the backend is not read
+        transport.set_write_buffer_limits(listener.proxy.write_buffer_limit)
         if self.peer_ip == "":  # not already set from a PROXY protocol header
             peer = transport.get_extra_info("peername")
             if peer:
@@ -900,6 +902,8 @@ class BackendConnection(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        # what waits to be sent to the backend is bounded: past it, the client is not read
+        transport.set_write_buffer_limits(self.proxy.write_buffer_limit)
 
     def send_request(self, request: bytes, session: FrontendSession) -> None:
         self.session = session

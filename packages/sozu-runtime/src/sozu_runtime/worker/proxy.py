@@ -201,6 +201,8 @@ class Proxy:
         self.worker_id = worker_id
         self.state = ConfigState()
         self.buffer_size = buffer_size
+        # bytes waiting in a transport before the other side stops being read (flow control)
+        self.write_buffer_limit = 4 * buffer_size
         self.max_connections = max_connections
         self.expired_certificates = expired_certificates
         self.listeners: dict[str, Listener] = {}
