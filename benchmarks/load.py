@@ -40,7 +40,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import charts
 import memory
 import reconfig
 from loadbench.certificates import write_self_signed
@@ -616,6 +615,8 @@ def write_reports(
     write_json(latest, payload)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     write_json(settings.out_dir / "runs" / f"{stamp}.json", payload)
+    import charts  # matplotlib is only needed once there is something to draw
+
     chart_paths = charts.render_charts(payload, settings.out_dir)
     print(f"\nresults: {latest}")
     print("charts: " + ", ".join(str(path) for path in chart_paths))
