@@ -49,3 +49,36 @@ backends = [{{ address = "{backend.address}" }}]
             assert "GET elsewhere.test/ 404" in second
             assert "logged-path" not in daemon.logs()  # nothing of it on standard output
     receiver.close()
+
+
+def test_pid_file_and_allowed_uids(tmp_path: Path) -> None:
+    """``pid_file_path`` holds the main process's pid while it runs; ``command_allowed_uids``
+    refuses users that are not listed (here: only a user id that is not ours)."""
+    import os
+
+    from sozu_config import CommandClient, Status
+
+    pid_file = tmp_path / "sozu.pid"
+    port = free_port()
+    other_uid = os.getuid() + 4242
+    config = f"""
+worker_count = 1
+pid_file_path = "{pid_file}"
+command_allowed_uids = [{other_uid}]
+[[listeners]]
+protocol = "http"
+address = "127.0.0.1:{port}"
+"""
+    daemon = DaemonProcess(tmp_path, config)
+    daemon.start(wait=False)
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+        assert int(pid_file.read_text()) == daemon.pid
+        with CommandClient(daemon.socket_path, timeout=5) as client:
+            answer = client.send(Status())
+        assert not answer.ok
+        assert "unauthorized" in answer.message
+    finally:
+        daemon.stop()
+        daemon.kill()
+    assert not pid_file.exists()

@@ -1020,6 +1020,13 @@ def _read_globals(loader: _Loader, document: dict[str, Any]) -> Config:
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 loader.warn(None, key, f"unknown top-level key, ignored{hint}")
             continue
+        if key == "evict_on_queue_full" and value is True:
+            loader.warn(
+                None,
+                key,
+                "eviction is not implemented: at max_connections new connections wait in the "
+                "kernel backlog instead",
+            )
         if expected == "integer":
             loader.integer(None, document, key)
         elif expected == "boolean":

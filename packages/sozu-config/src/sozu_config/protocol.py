@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from .models import Model
 from .requests import Request
@@ -61,7 +61,17 @@ class RequestMessage(Model):
 
     id: str = Field(min_length=1, max_length=256)
     version: int = PROTOCOL_VERSION
+    """The protocol version the client speaks; only this version is accepted."""
     request: Request
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != PROTOCOL_VERSION:
+            raise ValueError(
+                f"unsupported protocol version {value} (this side speaks {PROTOCOL_VERSION})"
+            )
+        return value
 
 
 _REQUEST_MESSAGE: TypeAdapter[RequestMessage] = TypeAdapter(RequestMessage)

@@ -57,6 +57,7 @@ class ResponseStatus(StrEnum):
 
 
 class RunState(StrEnum):
+    STARTING = "starting"  # receiving its initial state: gets changes, not yet queries
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -65,6 +66,7 @@ __all__ = ["Daemon", "StartupError"]
 
 BACKLOG = 1024  # listen() backlog of the listening sockets (sōzu's)
 MAX_SUBSCRIBER_BUFFER = 4 * 1024 * 1024  # an events subscriber that reads slower is dropped
+STARTUP_TIMEOUT = 30.0  # seconds a new worker has to take its initial state
 REPLAY_WINDOW = 30.0  # seconds after a main upgrade during which new subscribers are told of it
 
 
@@ -147,6 +149,7 @@ class Daemon:
                 await self._shutdown_workers(hard=True)
                 raise StartupError("a worker failed to start (see the messages above)")
         self._automatic_save()
+        self._write_pid_file()
         log.info(
             "sozu is ready: %d workers, %d listeners, %d clusters, command socket %s",
             len(self.workers),
@@ -208,6 +211,15 @@ class Daemon:
         for handle in list(self.workers.values()):
             if not handle.alive:
                 self._worker_exited(handle)
+
+    def _write_pid_file(self) -> None:
+        path = self.config.pid_file_path
+        if path is None:
+            return
+        try:
+            path.write_text(f"{os.getpid()}\n")
+        except OSError as error:
+            log.error("cannot write the pid file %s: %s", path, error.strerror)
 
     def _claim_command_socket(self) -> None:
         path = self.config.command_socket
@@ -273,6 +285,9 @@ class Daemon:
             self.server.close()
         with contextlib.suppress(FileNotFoundError):
             self.config.command_socket.unlink()
+        if self.config.pid_file_path is not None:
+            with contextlib.suppress(OSError):
+                self.config.pid_file_path.unlink()
         if not self.finished.done():
             self.finished.set_result(0)
 
@@ -320,7 +335,9 @@ class Daemon:
         self.workers[handle.id] = handle
         for future in (ready, initial):
             try:
-                response = await asyncio.wait_for(future, max(30.0, config.worker_timeout))
+                response = await asyncio.wait_for(
+                    future, max(STARTUP_TIMEOUT, config.worker_timeout)
+                )
             except TimeoutError:
                 response = Response(id="", status=ResponseStatus.FAILURE, message="no answer")
             if not response.ok:
@@ -329,6 +346,8 @@ class Daemon:
                 handle.kill()
                 self.workers.pop(handle.id, None)
                 return None
+        if handle.run_state is RunState.STARTING:
+            handle.run_state = RunState.RUNNING
         log.info("worker %d started (pid %d)", handle.id, handle.pid)
         return handle
 
@@ -397,18 +416,24 @@ class Daemon:
             handle.kill()
         self.workers.pop(handle.id, None)
 
-    def running_workers(self) -> list[WorkerHandle]:
-        return [w for w in self.workers.values() if w.alive and w.run_state is RunState.RUNNING]
+    def running_workers(self, *, starting: bool = False) -> list[WorkerHandle]:
+        """Workers that serve (and, with ``starting``, those still taking their state)."""
+        states = (RunState.RUNNING, RunState.STARTING) if starting else (RunState.RUNNING,)
+        return [w for w in self.workers.values() if w.alive and w.run_state in states]
 
     async def fanout(
         self, request: rq.Request, fds: list[int] | None = None, *, timeout: float | None = None
     ) -> list[tuple[WorkerHandle, Response]]:
-        """Send ``request`` to every running worker and collect the answers."""
-        workers = self.running_workers()
+        """Send ``request`` to every running worker and collect the answers. Changes also go
+        to workers still starting (they apply them after their initial state, in order)."""
+        changes = request.type in rq.MUTATING_TYPES
+        workers = self.running_workers(starting=changes)
         futures = [(w, w.send(request=request, fds=fds)) for w in workers]
         if not futures:
             return []
         wait = self.config.worker_timeout if timeout is None else timeout
+        if any(w.run_state is RunState.STARTING for w in workers):
+            wait = max(wait, STARTUP_TIMEOUT)  # a starting worker answers after its start-up
         await asyncio.wait([f for _, f in futures], timeout=wait)
         results = []
         for worker, future in futures:
@@ -447,7 +472,31 @@ class Daemon:
 
     # ------------------------------------------------------------------ the command socket
 
+    def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
+        """``command_allowed_uids``: only those users may send requests (SO_PEERCRED)."""
+        allowed = self.config.command_allowed_uids
+        if allowed is None:
+            return True
+        sock = writer.get_extra_info("socket")
+        try:
+            credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        except (OSError, AttributeError):
+            return False
+        _pid, uid, _gid = struct.unpack("3i", credentials)
+        return uid in allowed
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._peer_allowed(writer):
+            with contextlib.suppress(Exception):
+                line = await asyncio.wait_for(reader.readline(), 5.0)
+                request_id = ""
+                with contextlib.suppress(ProtocolError):
+                    request_id = decode_request(line).id
+                refusal = "unauthorized: your user id is not in command_allowed_uids"
+                writer.write(encode_response(failure(request_id, refusal)))
+                await writer.drain()
+            writer.close()
+            return
         self._clients.add(writer)
         try:
             while True:

@@ -40,7 +40,7 @@ class WorkerHandle:
     ) -> None:
         self.id = worker_id
         self.pid = 0
-        self.run_state = RunState.RUNNING
+        self.run_state = RunState.STARTING
         self.channel: Channel | None = None
         self.returncode: int | None = None
         self._pidfd = -1
