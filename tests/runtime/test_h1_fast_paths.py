@@ -66,7 +66,7 @@ def test_simple_request_agrees_with_the_general_parser(line: bytes, fields: list
     if simple is None:
         return
     assert general is not None, f"fast path accepted what the general parser refuses: {data!r}"
-    method, target, host, version = simple
+    method, target, host, version, keep_alive, cut_start, cut_end = simple
     assert (method, target, host, version) == (
         general.method,
         general.target,
@@ -74,10 +74,18 @@ def test_simple_request_agrees_with_the_general_parser(line: bytes, fields: list
         general.version,
     )
     assert general.content_length == -1 and not general.chunked
-    assert not general.hop_by_hop and general.upgrade is None and not general.expect_continue
+    assert general.upgrade is None and not general.expect_continue
     assert general.seen == 0
-    assert general.keep_alive == (version == 11)
+    assert general.keep_alive == keep_alive
     assert general.length == len(data)
+    assert general.hop_by_hop == bool(cut_start)
+    # the head without the cut line carries exactly the fields the general parser forwards
+    spliced = data[:cut_start] + data[cut_end:] if cut_start else data
+    assert _normalise(spliced) == _normalise(
+        data[: data.find(b"\r\n") + 2]
+        + b"".join(n + b": " + v + b"\r\n" for n, v in general.forward_headers())
+        + b"\r\n"
+    )
 
 
 STATUS_LINES = [
@@ -171,7 +179,14 @@ def test_the_benchmark_shapes_take_the_fast_paths() -> None:
         b"/",
         b"bench.local",
         11,
+        True,
+        0,
+        0,
     )
+    closing = b"GET / HTTP/1.1\r\nHost: bench.local\r\nConnection: close\r\n\r\n"
+    simple_close = h1.simple_request(closing, closing.find(b"\r\n\r\n"))
+    assert simple_close is not None and simple_close[4] is False
+    assert closing[simple_close[5] : simple_close[6]] == b"Connection: close\r\n"
     response = (
         b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n"
         b"hello world\n"

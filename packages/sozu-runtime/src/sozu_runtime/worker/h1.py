@@ -143,7 +143,11 @@ _FIELD_KIND: Final[dict[bytes, int]] = {
 # present means the general parser with the full field list.
 _REQUEST_RARE: Final = re.compile(
     rb"\r\n(?:"
-    + b"|".join(re.escape(n) for n in sorted(_FIELD_KIND, key=len, reverse=True) if n != b"host")
+    + b"|".join(
+        re.escape(n)
+        for n in sorted(_FIELD_KIND, key=len, reverse=True)
+        if n not in (b"host", b"connection")  # the two handled by simple_request itself
+    )
     + rb"):"
 )
 _RESPONSE_RARE: Final = re.compile(
@@ -607,12 +611,16 @@ def _feed_request(raw: bytes, method: bytes) -> RequestHead:
     return head
 
 
-def simple_request(data: bytes, end: int) -> tuple[bytes, bytes, bytes, int] | None:
-    """(method, target, host, version) when ``data`` is exactly one complete request head
-    (``end`` = offset of its final CRLFCRLF) of the common kind — origin-form, HTTP/1.x, one
-    Host, no body, no hop-by-hop, forwarding or other field the proxy must look at — that
-    passes every check of :func:`parse_request_head`; None otherwise (use the general
-    parser: it gives the precise answer). No object is built: this is the hot path."""
+def simple_request(
+    data: bytes, end: int
+) -> tuple[bytes, bytes, bytes, int, bool, int, int] | None:
+    """(method, target, host, version, keep_alive, cut_start, cut_end) when ``data`` is
+    exactly one complete request head (``end`` = offset of its final CRLFCRLF) of the common
+    kind — origin-form, HTTP/1.x, one Host, no body, no hop-by-hop field but at most one
+    ``Connection: keep-alive|close`` line (at ``data[cut_start:cut_end]``, 0/0 when absent), no
+    forwarding or other field the proxy must look at — that passes every check of
+    :func:`parse_request_head`; None otherwise (use the general parser: it gives the precise
+    answer). No object is built: this is the hot path."""
     line_end = data.find(b"\r\n")
     if line_end > MAX_REQUEST_LINE or end + 4 > 16384:
         return None
@@ -621,8 +629,10 @@ def simple_request(data: bytes, end: int) -> tuple[bytes, bytes, bytes, int] | N
         return None
     method, target, version_name = parts
     if version_name == b"HTTP/1.1":
+        keep_alive = True
         version = 11
     elif version_name == b"HTTP/1.0":
+        keep_alive = False
         version = 10
     else:
         return None
@@ -636,6 +646,20 @@ def simple_request(data: bytes, end: int) -> tuple[bytes, bytes, bytes, int] | N
         return None
     if low.count(b"\r\n", line_end) - 2 > MAX_HEADER_FIELDS:
         return None
+    cut_start = cut_end = 0
+    at = low.find(b"\r\nconnection:", line_end)
+    if at >= 0:
+        if low.find(b"\r\nconnection:", at + 13) >= 0:
+            return None
+        line = low.find(b"\r\n", at + 13)
+        token = low[at + 13 : line].strip(b" \t")
+        if token == b"close":
+            keep_alive = False
+        elif token == b"keep-alive":
+            keep_alive = True
+        else:
+            return None
+        cut_start, cut_end = at + 2, line + 2
     try:
         httptools.HttpRequestParser(_VALIDATE_ONLY).feed_data(data)
     except httptools.HttpParserError:
@@ -643,7 +667,7 @@ def simple_request(data: bytes, end: int) -> tuple[bytes, bytes, bytes, int] | N
     host = data[host_at + 7 : data.find(b"\r\n", host_at + 7)].strip(b" \t")
     if not host or host.translate(_SAME_BYTE, _AUTHORITY):
         return None
-    return method, target, host, version
+    return method, target, host, version, keep_alive, cut_start, cut_end
 
 
 def simple_response(data: bytes, end: int) -> tuple[int, int, bool, int, int, int] | None:

@@ -226,11 +226,13 @@ class FrontendSession(asyncio.Protocol):
             self._paused_for_pipeline = True
             self.transport.pause_reading()
 
-    def _fast(self, data: bytes, end: int, simple: tuple[bytes, bytes, bytes, int]) -> bool:
+    def _fast(
+        self, data: bytes, end: int, simple: tuple[bytes, bytes, bytes, int, bool, int, int]
+    ) -> bool:
         """The common request (see :func:`.h1.simple_request`) to a plain route with an idle
         pooled backend connection: forwarded with the least work. False (nothing done) when
         any condition is not met: the general path takes the request."""
-        method, target, host, version = simple
+        method, target, host, version, keep_alive, cut_start, cut_end = simple
         listener = self.listener
         cache = listener.route_cache
         key = (host, target, method)
@@ -272,7 +274,7 @@ class FrontendSession(asyncio.Protocol):
         self.method = method
         self.version = version
         self.upgrade = None
-        self.keep_alive = version == 11
+        self.keep_alive = keep_alive
         self.route = route
         self.cluster = cluster
         self.response_started = False
@@ -281,9 +283,10 @@ class FrontendSession(asyncio.Protocol):
         self.attempts = 0
         if self.tried:
             self.tried.clear()
+        # the client's head without its Connection line (hop-by-hop), then ours
         request = b"".join(
             (
-                data[: end + 2],
+                data[:cut_start] + data[cut_end : end + 2] if cut_start else data[: end + 2],
                 self._fwd_static,
                 b"X-Request-Id: ",
                 rid,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -261,8 +260,8 @@ class TcpListener(Listener):
 
 
 def _forwarded_node(ip: str) -> bytes:
-    """A node of the Forwarded header (RFC 7239): IPv6 quoted and bracketed."""
-    with contextlib.suppress(ValueError):
-        if isinstance(ipaddress.ip_address(ip), ipaddress.IPv6Address):
-            return f'"[{ip}]"'.encode()
+    """A node of the Forwarded header (RFC 7239): IPv6 (the addresses with a colon) quoted and
+    bracketed."""
+    if ":" in ip:
+        return f'"[{ip}]"'.encode()
     return ip.encode()
