@@ -261,7 +261,7 @@ def test_full_config_settings() -> None:
     assert (config.command_buffer_size, config.max_command_buffer_size) == (65_536, 1_048_576)
     assert config.ctl_command_timeout == 2_000
     assert (config.zombie_check_interval, config.accept_queue_timeout) == (900, 30)
-    assert config.evict_on_queue_full is True
+    assert config.evict_on_queue_full is False
     assert config.retry_after == 0
     assert config.basic_auth_max_credential_bytes == 4_096  # 0 in the file
     assert config.command_allowed_uids == (0, 1000)
@@ -1092,3 +1092,9 @@ def test_benchmark_file_loads_with_the_announced_contents(tmp_path: Path) -> Non
     assert len(state.https_frontends) == bench.https_frontends == 8
     assert sum(len(b) for b in state.backends.values()) == bench.backends == 150
     assert sum(len(c) for c in state.certificates.values()) == bench.certificates == 4
+
+
+def test_eviction_is_announced_as_not_implemented() -> None:
+    config = load_config_text("evict_on_queue_full = true\n")
+    assert config.evict_on_queue_full is True
+    assert any("eviction is not implemented" in warning for warning in config.warnings)
