@@ -611,9 +611,7 @@ def _feed_request(raw: bytes, method: bytes) -> RequestHead:
     return head
 
 
-def simple_request(
-    data: bytes, end: int
-) -> tuple[bytes, bytes, bytes, int, bool, int, int] | None:
+def simple_request(data: bytes, end: int) -> tuple[bytes, bytes, bytes, int, bool, int, int] | None:
     """(method, target, host, version, keep_alive, cut_start, cut_end) when ``data`` is
     exactly one complete request head (``end`` = offset of its final CRLFCRLF) of the common
     kind — origin-form, HTTP/1.x, one Host, no body, no hop-by-hop field but at most one
