@@ -39,6 +39,7 @@ from sozu_config import (
     CertificateAndKey,
     Cluster,
     ConfigState,
+    ConfigureMetrics,
     CountRequests,
     HttpFrontend,
     HttpListenerConfig,
@@ -409,6 +410,38 @@ def test_query_metrics_counts_proxied_requests(queried: QueryDaemon) -> None:
     assert sorted(per_worker.workers) == ["0", "1"]
     only_other = metrics(QueryMetrics(cluster_ids=["other"]))
     assert sorted(only_other.clusters) == ["other"]
+
+
+def test_metrics_disable_enable_and_clear(queried: QueryDaemon) -> None:
+    def configure(configuration: str) -> None:
+        response = queried.daemon.send(ConfigureMetrics(configuration=configuration))
+        assert response.ok, response.message
+
+    def metrics() -> MetricsContent:
+        content = queried.daemon.send(QueryMetrics()).content
+        assert isinstance(content, MetricsContent)
+        return content
+
+    try:
+        assert get(queried.http_port, "/", host="other.example").status == 200
+        assert metrics().clusters["other"]["requests"] >= 1
+        configure("disabled")
+        assert get(queried.http_port, "/", host="other.example").status == 200
+        disabled = metrics()
+        assert (disabled.proxying, disabled.clusters) == ({}, {})
+        assert disabled.main["clusters"] == 3, "the state counts are not metrics"
+        configure("enabled")
+        fresh = metrics()
+        assert fresh.proxying["requests"] == 0, "enabling again starts from zero"
+        assert fresh.clusters["other"]["requests"] == 0
+        assert get(queried.http_port, "/", host="other.example").status == 200
+        assert metrics().clusters["other"]["requests"] == 1
+        configure("clear")
+        cleared = metrics()
+        assert cleared.proxying["requests"] == 0
+        assert cleared.clusters["other"]["requests"] == 0
+    finally:
+        configure("enabled")
 
 
 def test_wire_format_of_a_query(queried: QueryDaemon) -> None:

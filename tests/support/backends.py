@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, SupportsIndex
+from typing import Any, Self, SupportsIndex
 
 
 @dataclass
@@ -90,19 +90,13 @@ async def _read_chunked(reader: asyncio.StreamReader, sink: Callable[[bytes], No
         await reader.readexactly(2)
 
 
-class HttpBackend:
-    """An HTTP/1.1 backend with keep-alive. ``keep_bodies=False`` keeps only body lengths and
-    digests (for large uploads)."""
+class _ThreadedServer:
+    """An asyncio server on 127.0.0.1 running in its own thread (started by :meth:`start`,
+    stopped, open connections aborted, by :meth:`stop`)."""
 
-    def __init__(
-        self, name: str = "backend", handler: Handler | None = None, *, keep_bodies: bool = True
-    ) -> None:
-        self.name = name
-        self.handler = handler or default_handler(name)
-        self.keep_bodies = keep_bodies
-        self.requests: list[Received] = []
-        self.connections = 0
-        self.open_connections = 0
+    thread_name = "backend"
+
+    def __init__(self) -> None:
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -114,23 +108,24 @@ class HttpBackend:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, port: int = 0) -> HttpBackend:
+    async def _listen(self, port: int) -> asyncio.AbstractServer:
+        raise NotImplementedError
+
+    def start(self, port: int = 0) -> Self:
         def run() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
-            self._server = loop.run_until_complete(
-                asyncio.start_server(self._serve, "127.0.0.1", port, limit=1 << 20)
-            )
+            self._server = loop.run_until_complete(self._listen(port))
             self.port = self._server.sockets[0].getsockname()[1]
             self._ready.set()
             loop.run_forever()
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-        self._thread = threading.Thread(target=run, daemon=True, name=f"backend-{self.name}")
+        self._thread = threading.Thread(target=run, daemon=True, name=self.thread_name)
         self._thread.start()
         if not self._ready.wait(10):
-            raise RuntimeError("backend did not start")
+            raise RuntimeError(f"{self.thread_name} did not start")
         return self
 
     def stop(self) -> None:
@@ -150,11 +145,31 @@ class HttpBackend:
         if self._thread is not None:
             self._thread.join(5)
 
-    def __enter__(self) -> HttpBackend:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class HttpBackend(_ThreadedServer):
+    """An HTTP/1.1 backend with keep-alive. ``keep_bodies=False`` keeps only body lengths and
+    digests (for large uploads)."""
+
+    def __init__(
+        self, name: str = "backend", handler: Handler | None = None, *, keep_bodies: bool = True
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.handler = handler or default_handler(name)
+        self.keep_bodies = keep_bodies
+        self.requests: list[Received] = []
+        self.connections = 0
+        self.open_connections = 0
+        self.thread_name = f"backend-{name}"
+
+    async def _listen(self, port: int) -> asyncio.AbstractServer:
+        return await asyncio.start_server(self._serve, "127.0.0.1", port, limit=1 << 20)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -275,45 +290,24 @@ _REASONS = {
 }
 
 
-class TcpEchoBackend:
+class TcpEchoBackend(_ThreadedServer):
     """A TCP backend: echoes what it receives, prefixed with ``prefix`` once per connection,
     and records the exact bytes of each connection. On half-close from the client it answers
     ``reply_on_eof`` then closes."""
 
     def __init__(self, prefix: bytes = b"", reply_on_eof: bytes = b"") -> None:
+        super().__init__()
         self.prefix = prefix
         self.reply_on_eof = reply_on_eof
         self.received: list[bytearray] = []
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._server: asyncio.AbstractServer | None = None
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> TcpEchoBackend:
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            self._server = loop.run_until_complete(
-                asyncio.start_server(self._serve, "127.0.0.1", 0)
-            )
-            self.port = self._server.sockets[0].getsockname()[1]
-            self._ready.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-        return self
+    async def _listen(self, port: int) -> asyncio.AbstractServer:
+        return await asyncio.start_server(self._serve, "127.0.0.1", port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         record = bytearray()
         self.received.append(record)
+        self._writers.add(writer)
         if self.prefix:
             writer.write(self.prefix)
         try:
@@ -330,25 +324,8 @@ class TcpEchoBackend:
         except ConnectionError:
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
-
-    def stop(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-
-            def shutdown() -> None:
-                if self._server is not None:
-                    self._server.close()
-                self._loop.stop()  # type: ignore[union-attr]
-
-            self._loop.call_soon_threadsafe(shutdown)
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> TcpEchoBackend:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
@@ -377,7 +354,7 @@ class _RecordingReader(asyncio.StreamReader):
         super().feed_data(data)
 
 
-class ScriptedBackend:
+class ScriptedBackend(_ThreadedServer):
     """A TCP backend on 127.0.0.1 whose every connection runs ``script(reader, writer)``.
 
     For what :class:`HttpBackend` cannot answer: a protocol switch followed by a byte pipe,
@@ -388,18 +365,9 @@ class ScriptedBackend:
     """
 
     def __init__(self, script: Script) -> None:
+        super().__init__()
         self.script = script
         self.received: list[bytearray] = []
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     @property
     def connections(self) -> int:
@@ -411,27 +379,13 @@ class ScriptedBackend:
         """Bytes received so far, over all connections."""
         return sum(len(record) for record in self.received)
 
-    def start(self) -> ScriptedBackend:
+    async def _listen(self, port: int) -> asyncio.AbstractServer:
         def protocol() -> asyncio.StreamReaderProtocol:
             record = bytearray()
             self.received.append(record)
             return asyncio.StreamReaderProtocol(_RecordingReader(record, 1 << 20), self._serve)
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            self._server = loop.run_until_complete(loop.create_server(protocol, "127.0.0.1", 0))
-            self.port = self._server.sockets[0].getsockname()[1]
-            self._ready.set()
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True, name="scripted-backend")
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("backend did not start")
-        return self
+        return await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
@@ -443,26 +397,3 @@ class ScriptedBackend:
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
-
-    def stop(self) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-
-        async def shutdown() -> None:
-            if self._server is not None:
-                self._server.close()
-            for writer in list(self._writers):
-                writer.transport.abort()
-
-        with contextlib.suppress(RuntimeError):
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
-            loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> ScriptedBackend:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

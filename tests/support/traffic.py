@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from .backends import Answer, Handler, Received
 from .clients import ConnectionClosed, HttpConnection
+from .load import CLOSED, CONNECT_ERROR, OK, REFUSED, RESET, SLOW_PREFIX, TIMEOUT
 
 __all__ = [
     "CLOSED",
@@ -53,15 +54,6 @@ __all__ = [
     "named_handler",
 ]
 
-OK = "ok"
-REFUSED = "refused"
-CONNECT_ERROR = "connect_error"
-RESET = "reset"
-CLOSED = "closed"
-TIMEOUT = "timeout"
-
-SLOW_PREFIX = "/slow/"
-"""Targets ``/slow/<seconds>`` are answered by :func:`named_handler` after that delay."""
 DRIP_PREFIX = "/drip/"
 """Targets ``/drip/<seconds>`` get a chunked answer spread over that many seconds."""
 DRIP_CHUNKS = 10

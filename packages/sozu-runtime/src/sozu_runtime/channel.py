@@ -138,10 +138,6 @@ class Channel:
             self._drained = self._loop.create_future()
         await self._drained
 
-    @property
-    def pending_bytes(self) -> int:
-        return sum(len(d) for d, _ in self._out)
-
     # ----------------------------------------------------------------- closing
 
     @property

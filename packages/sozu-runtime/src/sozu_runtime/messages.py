@@ -20,7 +20,6 @@ __all__ = [
     "EVENT_ID",
     "Control",
     "InitialState",
-    "ReturnListenSockets",
     "Setup",
     "WorkerMessage",
     "decode_message",
@@ -44,22 +43,14 @@ class Setup(Model):
 
 
 class InitialState(Model):
-    """The whole state, as requests, for a worker that starts (or is resynchronised)."""
+    """The whole state, as requests, for a worker that starts."""
 
     type: Literal["initial_state"] = "initial_state"
     requests: list[StateRequest]
     version: int = 0
-    replace: bool = False
-    """Replace the worker's current state (resynchronisation) instead of starting from empty."""
 
 
-class ReturnListenSockets(Model):
-    """Ask a worker to stop accepting (its sockets stay with the main process)."""
-
-    type: Literal["stop_accepting"] = "stop_accepting"
-
-
-Control = Annotated[Setup | InitialState | ReturnListenSockets, Field(discriminator="type")]
+Control = Annotated[Setup | InitialState, Field(discriminator="type")]
 
 
 class WorkerMessage(Model):

@@ -271,8 +271,8 @@ def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) ->
     )
     _metrics_options(parser)
     for verb, text in (
-        ("enable", "start counting"),
-        ("disable", "stop counting"),
+        ("enable", "report the counters again, starting from zero"),
+        ("disable", "stop reporting the counters"),
         ("clear", "reset the counters to zero"),
     ):
         configuration = {"enable": "enabled", "disable": "disabled", "clear": "clear"}[verb]

@@ -351,9 +351,7 @@ class Daemon:
         log.info("worker %d started (pid %d)", handle.id, handle.pid)
         return handle
 
-    def _initial_state(
-        self, handle: WorkerHandle, *, replace: bool = False
-    ) -> asyncio.Future[Response]:
+    def _initial_state(self, handle: WorkerHandle) -> asyncio.Future[Response]:
         requests = self.state.generate_requests()
         fds = [
             self.sockets[r.address].fileno()
@@ -361,7 +359,7 @@ class Daemon:
             if isinstance(r, rq.ActivateListener) and r.address in self.sockets
         ]
         return handle.send(
-            control=InitialState(requests=requests, version=self.state.version, replace=replace),
+            control=InitialState(requests=requests, version=self.state.version),
             fds=fds,
         )
 

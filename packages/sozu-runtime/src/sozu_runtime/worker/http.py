@@ -20,7 +20,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import time
 from typing import TYPE_CHECKING, Any
 
 from . import h1
@@ -879,7 +878,6 @@ class BackendConnection(asyncio.Protocol):
         "proxy",
         "received",
         "remaining",
-        "request_complete",
         "reused",
         "session",
         "transport",
@@ -899,7 +897,6 @@ class BackendConnection(asyncio.Protocol):
         self.received = False  # any byte of the current answer received
         self.eof = False  # the backend ended its side (matters in a tunnel)
         self.reused = False
-        self.request_complete = True
         self._closed = False
         self._client_paused = False
 
@@ -1223,7 +1220,3 @@ class BackendConnection(asyncio.Protocol):
             self.proxy.backend_closed(self)
 
     abandon = close  # the client went away, or was answered directly
-
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -37,7 +37,6 @@ from ..logs import configure_logging, set_level
 from ..messages import (
     EVENT_ID,
     InitialState,
-    ReturnListenSockets,
     Setup,
     WorkerMessage,
     decode_message,
@@ -148,19 +147,15 @@ class WorkerProcess:
             set_level(request.level)
             self._answer(message.id, ResponseStatus.OK)
         elif isinstance(request, rq.ConfigureMetrics):
-            if request.configuration == "clear":
-                proxy.metrics.clear()
-            else:
-                proxy.metrics.enabled = request.configuration == "enabled"
+            proxy.configure_metrics(request.configuration)
             self._answer(message.id, ResponseStatus.OK)
         elif isinstance(request, rq.QueryMetrics):
-            self._answer(
-                message.id,
-                ResponseStatus.OK,
-                content=MetricsContent(
+            metrics = MetricsContent()  # disabled metrics are not reported
+            if proxy.metrics.enabled:
+                metrics = MetricsContent(
                     proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)
-                ),
-            )
+                )
+            self._answer(message.id, ResponseStatus.OK, content=metrics)
         elif isinstance(request, rq.QueryCertificatesFromWorkers):
             found = proxy.state.certificate_list(
                 domain=request.domain, fingerprint=request.fingerprint
@@ -215,33 +210,10 @@ class WorkerProcess:
             self._answer(request_id, ResponseStatus.OK)
         elif isinstance(control, InitialState):
             assert self.proxy is not None
-            if control.replace:
-                await self._reset()
             for request in control.requests:
                 await self.proxy.apply(request, fds)
             self.proxy.state.version = control.version
             self._answer(request_id, ResponseStatus.OK)
-        elif isinstance(control, ReturnListenSockets):
-            assert self.proxy is not None
-            for listener in self.proxy.listeners.values():
-                listener.pause_accepting()
-            self._answer(request_id, ResponseStatus.OK)
-
-    async def _reset(self) -> None:
-        """Forget the current routing state (resynchronisation from the main state)."""
-        assert self.proxy is not None
-        await self.proxy.stop_listening()
-        old = self.proxy
-        self.proxy = Proxy(
-            worker_id=old.worker_id,
-            buffer_size=old.buffer_size,
-            max_connections=old.max_connections,
-            emit_event=self.emit,
-            expired_certificates=old.expired_certificates,
-        )
-        # connections in flight keep their own references and finish on the old objects
-        self.proxy.sessions = old.sessions
-        self.proxy.metrics = old.metrics
 
     # ------------------------------------------------------------------ stopping
 

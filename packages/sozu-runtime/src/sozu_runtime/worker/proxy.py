@@ -234,6 +234,19 @@ class Proxy:
         self._rid_counter += 1
         return b"%s%010X" % (self._rid_prefix, self._rid_counter & 0xFFFFFFFFFF)
 
+    # ------------------------------------------------------------------ metrics
+
+    def configure_metrics(self, configuration: str) -> None:
+        """``enabled``, ``disabled`` or ``clear``. Counting itself never stops (an integer add);
+        disabled metrics are not reported, and enabling them again starts from zero."""
+        metrics = self.metrics
+        if configuration == "clear" or (configuration == "enabled" and not metrics.enabled):
+            metrics.clear()
+            for cluster in self.clusters.values():
+                cluster.requests = 0
+        if configuration != "clear":
+            metrics.enabled = configuration == "enabled"
+
     # ------------------------------------------------------------------ sessions
 
     def session_opened(self, session: Any) -> None:
