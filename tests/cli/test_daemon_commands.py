@@ -171,6 +171,11 @@ def test_upgrade_one_worker_then_everything(daemon: DaemonProcess) -> None:
     one = sozu(*config_of(daemon), "upgrade", "--worker", "0")
     assert one.code == 0, one
     assert "replaced by worker" in one.out
+    # the old worker drains its connections in the background, then leaves the list
+    deadline = time.monotonic() + 10
+    while old_pid in daemon.worker_pids():
+        assert time.monotonic() < deadline, "the upgraded worker did not leave"
+        time.sleep(0.05)
     (new_pid,) = daemon.worker_pids()
     assert new_pid != old_pid
     absent = sozu(*config_of(daemon), "upgrade", "--worker", "0")

@@ -536,8 +536,6 @@ def test_unknown_top_level_key_is_a_warning(tmp_path: Path) -> None:
         ("handle_process_affinity = true\n", None, "handle_process_affinity"),
         ("splice_pipe_capacity_bytes = 131072\n", None, "splice_pipe_capacity_bytes"),
         ("slab_entries_per_connection = 8\n", None, "slab_entries_per_connection"),
-        ('audit_logs_target = "/var/log/sozu/audit.log"\n', None, "audit_logs_target"),
-        ('audit_logs_json_target = "/var/log/a.jsonl"\n', None, "audit_logs_json_target"),
         ('access_logs_format = "protobuf"\n', None, "access_logs_format"),
         ('[metrics]\naddress = "127.0.0.1:8125"\nprefix = "p"\n', "metrics", None),
         (
@@ -1094,7 +1092,62 @@ def test_benchmark_file_loads_with_the_announced_contents(tmp_path: Path) -> Non
     assert sum(len(c) for c in state.certificates.values()) == bench.certificates == 4
 
 
-def test_eviction_is_announced_as_not_implemented() -> None:
-    config = load_config_text("evict_on_queue_full = true\n")
-    assert config.evict_on_queue_full is True
-    assert any("eviction is not implemented" in warning for warning in config.warnings)
+def test_traffic_limits_and_audit_logs_are_read(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        "evict_on_queue_full = true\nmax_connections_per_ip = 8\nretry_after = 0\n"
+        'audit_logs_target = "audit.log"\naudit_logs_json_target = "/var/log/a.jsonl"\n'
+        '[clusters.app]\nprotocol = "http"\nmax_connections_per_ip = 0\nretry_after = 30\n'
+        '[clusters.tcp]\nprotocol = "tcp"\nmax_connections_per_ip = 2\n',
+    )
+    assert config.warnings == ()
+    assert (config.evict_on_queue_full, config.max_connections_per_ip, config.retry_after) == (
+        True,
+        8,
+        0,
+    )
+    assert config.audit_logs_target == tmp_path / "audit.log"
+    assert config.audit_logs_json_target == Path("/var/log/a.jsonl")
+    app, tcp = config.state.clusters["app"], config.state.clusters["tcp"]
+    assert (app.max_connections_per_ip, app.retry_after) == (0, 30)
+    assert (tcp.max_connections_per_ip, tcp.retry_after) == (2, None)
+
+
+def test_hsts_tables_and_trusted_forwarding(tmp_path: Path, sozu_data: Path) -> None:
+    certificate = sozu_data / "lib__assets__certificate.pem"
+    key = sozu_data / "lib__assets__key.pem"
+    config = load_text(
+        tmp_path,
+        f"""
+[[listeners]]
+protocol = "https"
+address = "127.0.0.1:8443"
+trust_forwarded_headers = true
+hsts = {{ enabled = true, include_subdomains = true }}
+
+[clusters.app]
+protocol = "http"
+
+[[clusters.app.frontends]]
+address = "127.0.0.1:8443"
+hostname = "lolcatho.st"
+certificate = "{certificate}"
+key = "{key}"
+hsts = {{ enabled = true, max_age = 600, preload = true, force_replace_backend = true }}
+
+[[clusters.app.frontends]]
+address = "127.0.0.1:8443"
+hostname = "off.lolcatho.st"
+hsts = {{ enabled = false }}
+""",
+    )
+    listener = config.state.https_listeners["127.0.0.1:8443"]
+    assert listener.trust_forwarded_headers
+    assert listener.hsts is not None and listener.hsts.enabled
+    assert listener.hsts.header_value() == "max-age=31536000; includeSubDomains"
+    frontends = {f.hostname: f for f in config.state.https_frontends.values()}
+    first = frontends["lolcatho.st"].hsts
+    assert first is not None and first.force_replace_backend
+    assert first.header_value() == "max-age=600; preload"
+    off = frontends["off.lolcatho.st"].hsts
+    assert off is not None and not off.enabled

@@ -22,6 +22,7 @@ from sozu_config.certificates import CertificateAndKey, fingerprint_of
 from sozu_config.models import (
     Backend,
     Cluster,
+    Hsts,
     HttpFrontend,
     HttpListenerConfig,
     HttpsListenerConfig,
@@ -1407,3 +1408,37 @@ def test_a_listener_activation_change_is_an_activate_or_deactivate_only() -> Non
         f"activate_listener tcp {TCP}",
         f"deactivate_listener http {HTTP}",
     ]
+
+
+# --------------------------------------------------------------------------- hardening rules
+
+
+def test_hsts_is_refused_on_a_plain_http_frontend() -> None:
+    """RFC 6797 §7.2 (sōzu ``test_hsts_on_http_frontend_rejected`` and
+    ``test_hsts_explicit_disable_on_http_rejected``): enabled or not, never on HTTP."""
+    state = populated()
+    before = observable(state)
+    for enabled in (True, False):
+        with pytest.raises(InvalidRequest, match="only valid on https frontends"):
+            state.apply(rq.AddHttpFrontend(frontend=frontend("h.test", hsts=Hsts(enabled=enabled))))
+    assert observable(state) == before
+    state.apply(
+        rq.AddHttpsFrontend(frontend=frontend("h.test", address=HTTPS, hsts=Hsts(enabled=True)))
+    )
+
+
+def test_listener_hsts_and_trust_are_patched_and_cleared() -> None:
+    state = populated()
+    state.apply(rq.UpdateHttpsListener(address=HTTPS, hsts=Hsts(enabled=True, max_age=60)))
+    listener = state.https_listeners[HTTPS]
+    assert listener.hsts is not None and listener.hsts.max_age == 60
+    state.apply(rq.UpdateHttpsListener(address=HTTPS, hsts=""))
+    assert state.https_listeners[HTTPS].hsts is None
+    state.apply(rq.UpdateHttpListener(address=HTTP, trust_forwarded_headers=True))
+    assert state.http_listeners[HTTP].trust_forwarded_headers
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:80", "[::]:8080"])
+def test_a_backend_cannot_be_the_unspecified_address(address: str) -> None:
+    with pytest.raises(ValueError, match="unspecified address"):
+        backend("b9", address=address)

@@ -591,6 +591,14 @@ GARBAGE = {
         "shape-2",
     ),
     "unknown type": (b'{"id": "unknown-1", "request": {"type": "make_coffee"}}\n', "unknown-1"),
+    # nesting deeper than any JSON parser recurses: a failure, not a dropped connection
+    "nested too deeply": (b"[" * 30_000 + b"]" * 30_000 + b"\n", ""),
+    "request nested too deeply": (
+        b'{"id": "deep", "request": ' + b'{"x": ' * 8_000 + b"1" + b"}" * 8_001 + b"\n",
+        "",
+    ),
+    # an id that cannot be echoed (a lone surrogate is not encodable): answered without id
+    "lone surrogate id": (b'{"id": "\\ud800", "request": {"type": "status"}}\n', ""),
 }
 
 
@@ -634,6 +642,54 @@ def test_oversized_line_is_refused(busy: BusyDaemon, terminated: bool) -> None:
         assert sender.is_closed(), "the stream cannot be resynchronised: it is closed"
         assert bystander.request(Status(), "bystander").ok
     assert state_of(busy.daemon) == before
+
+
+def test_unfinished_messages_share_a_bounded_budget(busy: BusyDaemon) -> None:
+    """Every client may send a message of up to max_command_buffer_size, but all together may
+    hold at most twice that in unfinished lines: past it, the newcomer is refused (and its
+    connection closed) instead of the main process growing without bound."""
+    part = b'{"id": "slow", "request": {"type": "status", "pad": "' + b"p" * 60_000
+    with (
+        RawCommandConnection(busy.daemon.socket_path) as first,
+        RawCommandConnection(busy.daemon.socket_path) as second,
+    ):
+        first.send(part)
+        second.send(part)
+        time.sleep(0.5)  # both parts are read by the daemon by now
+        with RawCommandConnection(busy.daemon.socket_path) as third:
+            third.send(part)
+            answer = third.read_final()
+            assert answer.status == "failure"
+            assert "already receiving other large messages" in answer.message
+            assert third.is_closed()
+        assert busy.daemon.send(Status(), timeout=5).ok
+    # the budget is given back when those clients leave
+    with RawCommandConnection(busy.daemon.socket_path) as later:
+        later.send(part + b'"}}\n')
+        answer = later.read_final()
+        assert answer.id == "slow" and answer.status == "failure"  # "pad" is not a field
+        assert later.request(Status(), "later").ok
+
+
+def test_command_connections_are_limited_in_number(busy: BusyDaemon) -> None:
+    limit = 256  # MAX_COMMAND_CONNECTIONS
+    held: list[RawCommandConnection] = []
+    try:
+        answers = []
+        for _ in range(limit + 8):
+            connection = RawCommandConnection(busy.daemon.socket_path)
+            held.append(connection)
+            connection.send(encode_request(Status(), "count"))
+            answers.append(connection.read_final())
+        refused = [a for a in answers if not a.ok]
+        assert len(refused) >= 8
+        assert all("too many command connections" in a.message for a in refused)
+        assert sum(1 for a in answers if a.ok) <= limit
+    finally:
+        for connection in held:
+            connection.close()
+    time.sleep(0.2)
+    assert busy.daemon.send(Status(), timeout=5).ok
 
 
 def test_client_vanishing_mid_line_harms_nobody(busy: BusyDaemon) -> None:

@@ -53,6 +53,10 @@ EARLY_HINTS = (
     b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhints"
 )
+FINAL_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+# A backend that would keep a worker busy relaying interim answers (about 5 MB of them).
+INTERIM_FLOOD = b"HTTP/1.1 100 Continue\r\n\r\n" * 200_000 + FINAL_OK
+MAX_INTERIM_RESPONSES = 32  # the proxy's bound
 SWITCHING = (
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
@@ -112,6 +116,10 @@ def answer_by_target(request: Received) -> Answer:
         return Answer(status=304, headers=[("ETag", '"v1"')])
     if target == "/early-hints":
         return Answer(raw=EARLY_HINTS)
+    if target == "/interim-flood":
+        return Answer(raw=INTERIM_FLOOD)
+    if target == "/some-interim":
+        return Answer(raw=b"HTTP/1.1 103 Early Hints\r\n\r\n" * 5 + FINAL_OK)
     if target == "/download-chunked":
         return Answer(body=lambda: generated(LARGE))
     if target == "/download-length":
@@ -443,6 +451,30 @@ def test_early_hints_are_relayed_before_the_final_answer(bodies: Bodies) -> None
         final = connection.read_answer()
         assert final.status == 200 and final.body == b"hints"
         assert connection.request("GET", "/after-hints", host="bodies.test").status == 200
+
+
+def test_a_few_interim_answers_are_all_relayed(bodies: Bodies) -> None:
+    with HttpConnection(bodies.port) as connection:
+        connection.send(b"GET /some-interim HTTP/1.1\r\nHost: bodies.test\r\n\r\n")
+        statuses = [connection.read_answer().status for _ in range(6)]
+        assert statuses == [103] * 5 + [200]
+
+
+def test_an_endless_stream_of_interim_answers_is_cut_with_502(bodies: Bodies) -> None:
+    """A backend sending 200,000 ``100 Continue`` would hold the worker (and every other
+    client of it) for seconds: the proxy relays at most MAX_INTERIM_RESPONSES, then answers
+    502 and drops that backend connection."""
+    with HttpConnection(bodies.port) as connection:
+        connection.send(b"GET /interim-flood HTTP/1.1\r\nHost: bodies.test\r\n\r\n")
+        relayed = 0
+        answer = connection.read_answer()
+        while answer.status == 100 and relayed <= MAX_INTERIM_RESPONSES:
+            relayed += 1
+            answer = connection.read_answer()
+        assert relayed == MAX_INTERIM_RESPONSES
+        assert answer.status == 502
+    with HttpConnection(bodies.port) as connection:
+        assert connection.request("GET", "/after-flood", host="bodies.test").status == 200
 
 
 # --------------------------------------------------------------------------- protocol switch

@@ -61,6 +61,7 @@ class Forwarding:
     send_and_elide: int
     proxied: int
     public: int
+    trusted: int
     ipv6: int | None
 
     def exchange(
@@ -96,6 +97,7 @@ def forwarding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forwarding]
         "send_and_elide": free_port(),
         "proxied": free_port(),
         "public": free_port(),
+        "trusted": free_port(),
     }
     settings = {
         "plain": "",
@@ -105,6 +107,7 @@ def forwarding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forwarding]
         "send_and_elide": "send_x_real_ip = true\nelide_x_real_ip = true",
         "proxied": "expect_proxy = true\nsend_x_real_ip = true\nelide_x_real_ip = true",
         "public": f'public_address = "{PUBLIC_ADDRESS}"',
+        "trusted": "trust_forwarded_headers = true",
     }
     addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     ipv6 = free_port_v6()
@@ -243,18 +246,37 @@ def test_client_forwarding_chains_are_extended_in_place(forwarding: Forwarding) 
     ]
 
 
+SPOOFED_PROTO_PORT = (
+    b"GET /trusted HTTP/1.1\r\n"
+    b"Host: fwd.test\r\n"
+    b"X-Forwarded-Proto: https\r\n"
+    b"X-Before: 1\r\n"
+    b"X-Forwarded-Port: 443\r\n"
+    b"X-Request-Id: client-chosen-id\r\n"
+    b"\r\n"
+)
+
+
+def test_client_proto_and_port_are_replaced_by_the_listener_s_own(
+    forwarding: Forwarding,
+) -> None:
+    """A client on a plain-HTTP listener must not make the backend believe the request came
+    over TLS: its X-Forwarded-Proto and -Port are replaced by the listener's values."""
+    response, received, _ = forwarding.exchange(forwarding.plain, SPOOFED_PROTO_PORT)
+    assert response.status == 200
+    assert received.header_values("x-forwarded-proto") == ["http"]
+    assert received.header_values("x-forwarded-port") == [str(forwarding.plain)]
+    assert received.header_values("x-before") == ["1"]
+    # the client's request id is still its own (it names the request, it grants nothing)
+    assert received.header_values("x-request-id") == ["client-chosen-id"]
+
+
 def test_client_proto_port_and_request_id_are_trusted_and_sozu_id_always_added(
     forwarding: Forwarding,
 ) -> None:
-    raw = (
-        b"GET /trusted HTTP/1.1\r\n"
-        b"Host: fwd.test\r\n"
-        b"X-Forwarded-Proto: https\r\n"
-        b"X-Forwarded-Port: 443\r\n"
-        b"X-Request-Id: client-chosen-id\r\n"
-        b"\r\n"
-    )
-    response, received, _ = forwarding.exchange(forwarding.plain, raw)
+    """``trust_forwarded_headers = true`` (a listener only a trusted proxy reaches): the
+    values the client sends are kept, as sōzu does."""
+    response, received, _ = forwarding.exchange(forwarding.trusted, SPOOFED_PROTO_PORT)
     assert response.status == 200
     assert received.header_values("x-forwarded-proto") == ["https"]
     assert received.header_values("x-forwarded-port") == ["443"]
@@ -290,6 +312,54 @@ def test_hop_by_hop_request_fields_do_not_reach_the_backend(forwarding: Forwardi
     client_fields += [line for line in head_lines(received)[1:] if line.startswith(b"X-A")]
     assert client_fields == [b"X-Before: 1", b"X-After: 2"]
     assert head_lines(received)[1] == b"Host: fwd.test"
+
+
+@pytest.mark.parametrize("listener", ["plain", "trusted"])
+def test_connection_cannot_erase_the_proxy_s_forwarding_fields(
+    forwarding: Forwarding, listener: str
+) -> None:
+    """The class of CVE-2024-45410: fields named in Connection are hop-by-hop and removed,
+    but the proxy's own forwarding fields must still reach the backend."""
+    raw = (
+        b"GET /ok HTTP/1.1\r\n"
+        b"Host: fwd.test\r\n"
+        b"Connection: close, Forwarded, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Port, "
+        b"X-Request-Id\r\n"
+        b"X-Forwarded-For: 1\r\n"
+        b"Forwarded: for=1\r\n"
+        b"X-Forwarded-Proto: https\r\n"
+        b"X-Forwarded-Port: 443\r\n"
+        b"X-Request-Id: a\r\n"
+        b"\r\n"
+    )
+    port = getattr(forwarding, listener)
+    response, received, client_port = forwarding.exchange(port, raw)
+    assert response.status == 200
+    assert received.header_values("x-forwarded-for") == ["127.0.0.1"]
+    assert received.header_values("forwarded") == [
+        f'proto=http;for="127.0.0.1:{client_port}";by=127.0.0.1'
+    ]
+    assert received.header_values("x-forwarded-proto") == ["http"]
+    assert received.header_values("x-forwarded-port") == [str(port)]
+    request_id = received.header_values("sozu-id")
+    assert len(request_id) == 1 and received.header_values("x-request-id") == request_id
+
+
+def test_an_h2c_upgrade_is_forwarded_as_a_plain_request(forwarding: Forwarding) -> None:
+    """h2c smuggling: a backend that accepted the switch would take HTTP/2 from the client
+    through a tunnel, past every path rule. The upgrade offer never reaches it."""
+    raw = (
+        b"GET /h2c HTTP/1.1\r\n"
+        b"Host: fwd.test\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+        b"\r\n"
+    )
+    response, received, _ = forwarding.exchange(forwarding.plain, raw)
+    assert response.status == 200
+    names = {name.lower() for name, _ in received.headers}
+    assert not names & {"upgrade", "http2-settings", "connection"}, received.head
 
 
 def test_hop_by_hop_response_fields_do_not_reach_the_client(forwarding: Forwarding) -> None:

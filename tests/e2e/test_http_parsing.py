@@ -247,6 +247,17 @@ def test_refused_request_never_reaches_the_backend(
     assert new.count(b"\r\n\r\n") == 1 and new.endswith(b"\r\n\r\n"), new
 
 
+def test_an_http09_request_is_refused_at_once(parsing: Parsing) -> None:
+    """An HTTP/0.9 request (``GET /`` and one CRLF) never sends the empty line that would end
+    a head: the proxy refuses it as soon as its line is complete, without waiting for
+    request_timeout (10 s here)."""
+    with HttpConnection(parsing.port, timeout=3.0) as connection:
+        connection.send(b"GET /\r\n")
+        answer = connection.read_answer()
+        assert answer.status == 400
+        assert connection.is_closed(timeout=2)
+
+
 def test_valid_chunked_edge_cases_are_forwarded_unchanged(parsing: Parsing) -> None:
     """sōzu ``test_h1_chunked_encoding_edge_cases``: extensions (quoted too), upper-case hex,
     leading zeros, an extension on the last chunk, trailers — accepted and forwarded as is."""

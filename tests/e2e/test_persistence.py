@@ -418,6 +418,9 @@ def test_a_daemon_starts_from_the_old_file_after_a_crashed_write(
     with DaemonProcess(tmp_path, config).start() as restarted:
         assert live_state(restarted) == before
         assert load_state_file(saved).snapshot() == before
+        # the debris is cleaned up, and the operator is told
+        assert not debris.exists()
+        assert str(debris) in restarted.logs()
 
 
 # --------------------------------------------------------------------------- bad saved state
@@ -493,3 +496,73 @@ def test_skip_starts_with_the_good_records_and_logs_the_bad_lines(
         assert f"{saved}, line 3" in logs, logs
         assert f"{saved}, line {len(damaged)}" in logs, logs
         assert get(port, "/", host="blog.example").body == b"blog"
+
+
+# --------------------------------------------------------------------------- hostile paths
+
+
+def test_load_state_refuses_what_is_not_a_regular_file(
+    tmp_path: Path, backends: tuple[HttpBackend, HttpBackend, HttpBackend]
+) -> None:
+    """``load_state`` of ``/dev/zero`` (an endless line) or of a FIFO (a read that blocks)
+    would stop the command plane: both are refused at once, and the daemon goes on."""
+    one, two, _ = backends
+    port = free_port()
+    fifo = tmp_path / "state.fifo"
+    os.mkfifo(fifo)
+    with DaemonProcess(tmp_path, app_config(port, one.address, two.address)).start() as daemon:
+        before = live_state(daemon)
+        for path in ("/dev/zero", str(fifo), str(tmp_path)):
+            response = daemon.send(LoadState(path=path), timeout=10)
+            assert not response.ok
+            assert path in response.message and "not a regular file" in response.message
+        assert live_state(daemon) == before
+        assert get(port, "/", host="app.example").status == 200
+
+
+def test_load_state_refuses_a_record_longer_than_a_command(
+    tmp_path: Path, backends: tuple[HttpBackend, HttpBackend, HttpBackend]
+) -> None:
+    one, two, blog = backends
+    port = free_port()
+    settings = "max_command_buffer_size = 65536\ncommand_buffer_size = 65536"
+    config = app_config(port, one.address, two.address, settings=settings)
+    good = add_site(port, "blog", "blog.example", blog.address).requests[0].model_dump_json()
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text(good + "\n" + '{"type": "add_cluster", "pad": "' + "x" * 300_000 + '"}\n')
+    with DaemonProcess(tmp_path, config).start() as daemon:
+        response = daemon.send(LoadState(path=str(huge)), timeout=10)
+        assert not response.ok
+        assert "line 2" in response.message and "longer than 65536 bytes" in response.message
+        assert "1 requests applied" in response.message
+        assert [c.cluster_id for c in live_state(daemon).clusters] == ["app", "blog"]
+
+
+def test_a_failed_automatic_save_is_a_failure_that_names_the_file(
+    tmp_path: Path, backends: tuple[HttpBackend, HttpBackend, HttpBackend]
+) -> None:
+    """The change is live but would be lost at the next restart: the answer says so (and the
+    CLI exits non-zero) instead of a plain ok."""
+    one, two, _ = backends
+    port = free_port()
+    folder = tmp_path / "state"
+    folder.mkdir()
+    settings = 'saved_state = "state/state.jsonl"\nautomatic_state_save = true'
+    with DaemonProcess(
+        tmp_path, app_config(port, one.address, two.address, settings=settings)
+    ) as d:
+        d.start()
+        wait_for((folder / "state.jsonl").exists, timeout=5)
+        folder.rename(tmp_path / "moved")  # the folder of the state file is gone
+        result = subprocess.run(
+            [*sozu_command(), "-c", str(d.config_path), "cluster", "add", "-i", "late"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        output = result.stdout + result.stderr
+        assert str(folder / "state.jsonl") in output, output
+        assert "live but not saved" in output, output
+        assert "late" in [c.cluster_id for c in live_state(d).clusters]

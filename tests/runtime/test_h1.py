@@ -22,6 +22,8 @@ from sozu_runtime.worker.h1 import (
     MAX_HEADER_FIELDS,
     MAX_LEADING_EMPTY_LINES,
     MAX_REQUEST_LINE,
+    SEEN_COOKIE,
+    SEEN_X_FORWARDED_PORT,
     ChunkedTracker,
     HttpError,
     RequestHead,
@@ -1113,3 +1115,56 @@ def test_chunked_random_bodies_and_splits(
     assert end == len(body)
     assert tracker.done
     assert ChunkedTracker().feed(data) == len(body)
+
+
+# --- what a client cannot do through hop-by-hop fields ---------------------------------------
+
+
+def test_forwarding_fields_named_in_connection_are_no_longer_seen() -> None:
+    """A forwarding field the client names in Connection is removed, so the proxy must add
+    its own: the field does not count as sent by the client."""
+    head = parse(
+        request(
+            "Host: a",
+            "Connection: close, X-Forwarded-For, Forwarded, X-Request-Id, X-Forwarded-Proto",
+            "X-Forwarded-For: 1",
+            "Forwarded: for=1",
+            "X-Request-Id: a",
+            "X-Forwarded-Proto: https",
+            "X-Forwarded-Port: 443",
+            "Cookie: c=1",
+        )
+    )
+    assert head.seen == SEEN_X_FORWARDED_PORT | SEEN_COOKIE
+    assert head.forward_headers() == [
+        (b"Host", b"a"),
+        (b"X-Forwarded-Port", b"443"),
+        (b"Cookie", b"c=1"),
+    ]
+
+
+@pytest.mark.parametrize("offer", ["h2c", "H2C", "websocket, h2c", "h2c/1"])
+def test_an_h2c_upgrade_is_not_a_protocol_switch(offer: str) -> None:
+    head = parse(
+        request(
+            "Host: a",
+            "Connection: Upgrade, HTTP2-Settings",
+            f"Upgrade: {offer}",
+            "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
+        )
+    )
+    assert head.upgrade is None
+    assert head.forward_headers() == [(b"Host", b"a")]
+
+
+@pytest.mark.parametrize(
+    "raw", [b"GET /\r\n", b"GET / HTTP/2.0\r\n", b"GET  / HTTP/1.1\r\nHost: a\r\n", b"GARBAGE\r\n"]
+)
+def test_a_bad_request_line_is_refused_before_the_head_ends(raw: bytes) -> None:
+    with pytest.raises(HttpError) as refused:
+        parse_request_head(raw, MAX_HEAD)
+    assert refused.value.status == 400
+
+
+def test_a_good_request_line_waits_for_the_rest_of_the_head() -> None:
+    assert parse_request_head(b"GET / HTTP/1.1\r\nHost: a\r\n", MAX_HEAD) is None

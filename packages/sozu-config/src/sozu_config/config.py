@@ -20,12 +20,12 @@ Rules (reference §B, with this project's decisions):
   listener, cluster, frontend, backend and ``[metrics]`` tables are errors;
 * keys this project does not implement are accepted with a warning when ignoring them is
   harmless (HTTP/2 tuning, ``metrics``, audit logs, CPU affinity, …) and refused when ignoring
-  them would change what the proxy does (``h2`` ALPN, HSTS, UDP, health checks, per-IP limits);
+  them would change what the proxy does (``h2`` ALPN, UDP, health checks);
 * the models carry content, never paths: certificates, keys and answer templates are read
   while loading. Relative paths of those files are looked up in the configuration file's
   directory first, then in the current working directory (sōzu's rule), so that both layouts
-  work; ``command_socket``, ``saved_state`` and ``pid_file_path`` are relative to the
-  configuration file's directory and stored absolute;
+  work; ``command_socket``, ``saved_state``, ``pid_file_path`` and the audit logs are
+  relative to the configuration file's directory and stored absolute;
 * values must have their TOML type (``weight = "100"`` is an error, not a coercion), and
   enumerations are read case-insensitively (``ROUND_ROBIN``, ``round_robin``, ``use-same``).
 
@@ -75,6 +75,7 @@ from .models import (
     Cluster,
     HeaderEdit,
     HeaderPosition,
+    Hsts,
     HttpListenerConfig,
     HttpsListenerConfig,
     ListenerType,
@@ -221,6 +222,8 @@ class Config(Model):
     zombie_check_interval: Annotated[int, Field(ge=1)] = 1_800
     accept_queue_timeout: Annotated[int, Field(ge=1)] = 60
     evict_on_queue_full: bool = False
+    """At max_connections, close the least recently active 1 % of the connections to make
+    room for new ones (instead of leaving new clients in the kernel backlog)."""
     retry_after: Annotated[int, Field(ge=0)] = 60
     """``Retry-After`` seconds of a 429 answer (0: no header)."""
     basic_auth_max_credential_bytes: Annotated[int, Field(ge=1)] = 4_096
@@ -228,8 +231,9 @@ class Config(Model):
     command_allowed_uids: tuple[Annotated[int, Field(ge=0)], ...] | None = None
     """User ids allowed on the command socket (``None``: the socket's file mode decides)."""
     disable_cluster_metrics: bool = False
-    max_connections_per_ip: Literal[0] = 0
-    """Per-(cluster, client IP) connection limit; only 0 (unlimited) is supported yet."""
+    max_connections_per_ip: Annotated[int, Field(ge=0)] = 0
+    """Connections one client IP may have open to one cluster, per worker (0: unlimited);
+    a cluster's own setting overrides it. Over it, HTTP gets 429 and TCP is closed."""
     expired_certificates: Literal["refuse", "warn"] = "refuse"
     """What the daemon does with a certificate whose notAfter is past: refuse it, or serve it
     and log a warning. The loader only warns; the daemon applies this policy."""
@@ -239,13 +243,24 @@ class Config(Model):
     """What the daemon does at start-up when the ``saved_state`` file has records it cannot
     read or apply: refuse to start (naming each line at fault), or start with the good records
     and log each bad one."""
+    audit_logs_target: Path | None = None
+    """Audit trail of the commands that change the daemon, as text lines (appended; a new file
+    is created with mode 0640)."""
+    audit_logs_json_target: Path | None = None
+    """The same audit trail as JSON lines."""
     warnings: tuple[str, ...] = ()
     """Non-fatal findings (ignored key, expired certificate, implicit listener, …), each
     located like a :class:`ConfigError`."""
     state: ConfigState = Field(default_factory=ConfigState, exclude=True, repr=False)
     """The desired routing state (not part of dumps: it has its own serialisations)."""
 
-    @field_validator("command_socket", "saved_state", "pid_file_path")
+    @field_validator(
+        "command_socket",
+        "saved_state",
+        "pid_file_path",
+        "audit_logs_target",
+        "audit_logs_json_target",
+    )
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
@@ -308,7 +323,15 @@ _LISTENER_COMMON_KEYS = frozenset(
 )
 _LISTENER_HTTP_KEYS = (
     _LISTENER_COMMON_KEYS
-    | {"sticky_name", "answers", "sozu_id_header", "elide_x_real_ip", "send_x_real_ip", "hsts"}
+    | {
+        "sticky_name",
+        "answers",
+        "sozu_id_header",
+        "elide_x_real_ip",
+        "send_x_real_ip",
+        "trust_forwarded_headers",
+        "hsts",
+    }
     | set(_LEGACY_ANSWER_KEYS)
     | _H2_KNOBS
 )
@@ -366,9 +389,7 @@ _CLUSTER_KEYS = frozenset(
     }
 )
 # Cluster keys that are refused (or checked) when they ask for what is not implemented.
-_UNSUPPORTED_CLUSTER_KEYS = frozenset(
-    {"http2", "health_check", "udp", "max_connections_per_ip", "retry_after"}
-)
+_UNSUPPORTED_CLUSTER_KEYS = frozenset({"http2", "health_check", "udp"})
 _HTTP_FRONTEND_KEYS = frozenset(
     {
         "address",
@@ -408,6 +429,9 @@ _TCP_FRONTEND_KEYS = frozenset({"address", "tags"})
 _BACKEND_KEYS = frozenset({"address", "weight", "sticky_id", "backup", "backend_id"})
 _HEADER_KEYS = frozenset({"position", "key", "value"})
 _METRICS_KEYS = frozenset({"address", "tagged_metrics", "prefix", "detail"})
+_HSTS_KEYS = frozenset(
+    {"enabled", "max_age", "include_subdomains", "preload", "force_replace_backend"}
+)
 
 # Top-level keys honoured, with the TOML type expected.
 _GLOBAL_KEYS: dict[str, str] = {
@@ -447,9 +471,18 @@ _GLOBAL_KEYS: dict[str, str] = {
     "expired_certificates": "string",
     "soft_stop_timeout": "integer",
     "saved_state_errors": "string",
+    "audit_logs_target": "path",
+    "audit_logs_json_target": "path",
 }
 
-_NEVER_INERT: Any = object()
+# Paths relative to the configuration file's directory (stored absolute).
+_CONFIG_RELATIVE_PATHS = (
+    "command_socket",
+    "saved_state",
+    "pid_file_path",
+    "audit_logs_target",
+    "audit_logs_json_target",
+)
 
 # Top-level keys of sōzu this project does not implement, with the value that asks for nothing
 # (no warning then); any other value is ignored with a warning.
@@ -457,8 +490,6 @@ _IGNORED_GLOBALS: dict[str, Any] = {
     "handle_process_affinity": False,
     "splice_pipe_capacity_bytes": 0,
     "slab_entries_per_connection": 4,
-    "audit_logs_target": _NEVER_INERT,
-    "audit_logs_json_target": _NEVER_INERT,
 }
 
 _LOG_LEVELS = frozenset({"error", "warn", "info", "debug", "trace", "off"})
@@ -1013,20 +1044,13 @@ def _read_globals(loader: _Loader, document: dict[str, Any]) -> Config:
                 _read_metrics(loader, value)
             elif key in _IGNORED_GLOBALS:
                 inert = _IGNORED_GLOBALS[key]
-                if inert is _NEVER_INERT or value != inert or type(value) is not type(inert):
+                if value != inert or type(value) is not type(inert):
                     loader.warn(None, key, "is not implemented by this proxy and is ignored")
             else:
                 close = difflib.get_close_matches(key, _GLOBAL_KEYS, n=1, cutoff=0.75)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 loader.warn(None, key, f"unknown top-level key, ignored{hint}")
             continue
-        if key == "evict_on_queue_full" and value is True:
-            loader.warn(
-                None,
-                key,
-                "eviction is not implemented: at max_connections new connections wait in the "
-                "kernel backlog instead",
-            )
         if expected == "integer":
             loader.integer(None, document, key)
         elif expected == "boolean":
@@ -1035,7 +1059,7 @@ def _read_globals(loader: _Loader, document: dict[str, Any]) -> Config:
             loader.string(None, document, key)
         values[key] = value
 
-    for key in ("command_socket", "saved_state", "pid_file_path"):
+    for key in _CONFIG_RELATIVE_PATHS:
         if key in values:
             if not values[key]:
                 raise loader.error(None, key, "expected a path, found an empty string")
@@ -1053,13 +1077,6 @@ def _read_globals(loader: _Loader, document: dict[str, Any]) -> Config:
             None,
             "automatic_state_save",
             "automatic_state_save = true needs saved_state (the file to save the state to)",
-        )
-    per_ip = values.get("max_connections_per_ip")
-    if per_ip:
-        raise loader.error(
-            None,
-            "max_connections_per_ip",
-            f"per-IP connection limits are not supported yet (found {per_ip}; use 0)",
         )
     _check_log_level(loader, values.get("log_level"))
     for key in ("log_target", "access_logs_target"):
@@ -1224,17 +1241,25 @@ def _read_listener(loader: _Loader, config: Config, index: int, data: object) ->
 
     certificate: _Certificate | None = None
     if protocol is not ListenerType.TCP:
-        for key in ("sticky_name", "sozu_id_header", "elide_x_real_ip", "send_x_real_ip"):
+        for key in (
+            "sticky_name",
+            "sozu_id_header",
+            "elide_x_real_ip",
+            "send_x_real_ip",
+            "trust_forwarded_headers",
+        ):
             if key in data:
                 fields[key] = data[key]
         fields["answers"] = loader.answers(table, data, _LEGACY_ANSWER_KEYS)
         if "hsts" in data:
-            reason = (
-                "HSTS is not supported yet"
-                if protocol is ListenerType.HTTPS
-                else "HSTS is only valid on https listeners (RFC 6797 §7.2), and not supported yet"
-            )
-            raise loader.error(table, "hsts", reason)
+            if protocol is not ListenerType.HTTPS:
+                raise loader.error(
+                    table,
+                    "hsts",
+                    "HSTS is only valid on https listeners (RFC 6797 §7.2: browsers ignore it "
+                    "over plain HTTP)",
+                )
+            fields["hsts"] = _hsts(loader, table, data["hsts"])
         for key in sorted(_H2_KNOBS & data.keys()):
             loader.warn(table, key, "HTTP/2 is not implemented; this setting is ignored")
     if protocol is ListenerType.HTTPS:
@@ -1406,6 +1431,12 @@ def _read_cluster(loader: _Loader, config: Config, cluster_id: str, data: object
     for key in (*http_only, "authorized_hashes", "www_authenticate"):
         if key in data:
             fields[key] = data[key]
+    for key in ("max_connections_per_ip", "retry_after"):
+        value = loader.integer(table, data, key)
+        if value is not None:
+            if value < 0:
+                raise loader.error(table, key, f"must be at least 0, found {value}")
+            fields[key] = value
     if protocol is ListenerType.TCP:
         for key in http_only:
             if data.get(key):
@@ -1469,16 +1500,6 @@ def _refuse_unsupported_cluster_keys(loader: _Loader, table: str, data: dict[str
         raise loader.error(table, "health_check", "active health checks are not supported yet")
     if "udp" in data:
         raise loader.error(table, "udp", "UDP clusters are not supported yet")
-    per_ip = loader.integer(table, data, "max_connections_per_ip")
-    if per_ip:
-        raise loader.error(
-            table,
-            "max_connections_per_ip",
-            f"per-IP connection limits are not supported yet (found {per_ip}; use 0)",
-        )
-    retry_after = loader.integer(table, data, "retry_after")
-    if retry_after is not None and retry_after < 0:
-        raise loader.error(table, "retry_after", f"must be at least 0, found {retry_after}")
 
 
 def _read_http_frontend(
@@ -1495,8 +1516,6 @@ def _read_http_frontend(
     address = loader.address(table, data, "address")
     if "hostname" not in data:
         raise loader.error(table, "hostname", "is required on the frontends of an http cluster")
-    if "hsts" in data:
-        raise loader.error(table, "hsts", "HSTS is not supported yet")
     fields: dict[str, Any] = {
         "address": address,
         "hostname": data["hostname"],
@@ -1549,6 +1568,15 @@ def _read_http_frontend(
         )
     if "tls_versions" in data and certificate is None:
         loader.warn(table, "tls_versions", "has no effect without certificate and key; ignored")
+    if "hsts" in data:
+        if not https:
+            raise loader.error(
+                table,
+                "hsts",
+                f"HSTS is only valid on https frontends (RFC 6797 §7.2); the listener at "
+                f"{address} is {listener.describe()}",
+            )
+        fields["hsts"] = _hsts(loader, table, data["hsts"])
 
     request_type: type[rq.AddHttpFrontend | rq.AddHttpsFrontend] = (
         rq.AddHttpsFrontend if https else rq.AddHttpFrontend
@@ -1562,6 +1590,21 @@ def _read_http_frontend(
     elif https and listener.certificate is None:
         loader.uncovered.append(_UncoveredCandidate(table, address, request.frontend.hostname))
     loader.steps.append((table, request))
+
+
+def _hsts(loader: _Loader, table: str, value: object) -> Hsts:
+    """An ``hsts`` table (``enabled`` required; sōzu's defaults for the rest)."""
+    sub = f"{table}.hsts"
+    if type(value) is not dict:
+        raise loader.type_error(table, "hsts", value, "a table")
+    if not _HSTS_KEYS.issuperset(value):
+        loader.unknown_key(sub, value, _HSTS_KEYS)
+    if "enabled" not in value:
+        raise loader.error(sub, "enabled", "is required (true or false)")
+    try:
+        return Hsts.model_validate(value, strict=True)
+    except ValidationError as error:
+        raise loader.invalid(error, sub) from None
 
 
 def _path_rule(loader: _Loader, table: str, data: dict[str, Any]) -> PathRule:

@@ -23,6 +23,7 @@ __all__ = [
     "Cluster",
     "HeaderEdit",
     "HeaderPosition",
+    "Hsts",
     "HttpFrontend",
     "HttpListenerConfig",
     "HttpsListenerConfig",
@@ -228,6 +229,36 @@ Timeout = Annotated[int, Field(ge=1, le=86_400 * 7)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+# --------------------------------------------------------------------------- HSTS
+
+# One year: sōzu's default max-age, and the minimum the HSTS preload list asks for.
+HSTS_DEFAULT_MAX_AGE = 31_536_000
+
+
+class Hsts(Model):
+    """HTTP Strict Transport Security (RFC 6797) on the answers of an HTTPS listener or
+    frontend: ``Strict-Transport-Security: max-age=N[; includeSubDomains][; preload]``.
+
+    Never valid on plain HTTP (RFC 6797 §7.2: a browser ignores it there). A frontend's
+    setting replaces its listener's; ``enabled = false`` on a frontend turns it off there.
+    """
+
+    enabled: bool
+    max_age: Annotated[int, Field(ge=0, le=2**31 - 1)] = HSTS_DEFAULT_MAX_AGE
+    include_subdomains: bool = False
+    preload: bool = False
+    force_replace_backend: bool = False
+    """Replace a ``Strict-Transport-Security`` the backend sent (default: keep the backend's)."""
+
+    def header_value(self) -> str:
+        value = f"max-age={self.max_age}"
+        if self.include_subdomains:
+            value += "; includeSubDomains"
+        if self.preload:
+            value += "; preload"
+        return value
+
+
 # --------------------------------------------------------------------------- listeners
 
 
@@ -262,6 +293,10 @@ class HttpListenerConfig(ListenerBase):
     sozu_id_header: Annotated[str, AfterValidator(_token)] = "Sozu-Id"
     elide_x_real_ip: bool = False
     send_x_real_ip: bool = False
+    trust_forwarded_headers: bool = False
+    """Keep the ``X-Forwarded-Proto`` and ``X-Forwarded-Port`` a client sends (for a listener
+    that only a trusted proxy reaches). Otherwise they are replaced by the listener's own:
+    a client must not be able to claim that a plain-HTTP request came over TLS."""
 
 
 class HttpsListenerConfig(HttpListenerConfig):
@@ -278,6 +313,8 @@ class HttpsListenerConfig(HttpListenerConfig):
     default_sni: str | None = None
     """Name to serve a certificate for when the client sends no SNI or a name no certificate
     covers. ``None``: such handshakes fail (the connection is closed during the handshake)."""
+    hsts: Hsts | None = None
+    """Strict-Transport-Security added to the answers of this listener (see :class:`Hsts`)."""
 
     @field_validator("tls_versions")
     @classmethod
@@ -336,6 +373,11 @@ class Cluster(Model):
     """Credentials for frontends with ``required_auth``: ``user:hex(sha256(password))``."""
     www_authenticate: str | None = None
     """Realm sent in ``WWW-Authenticate`` with a 401."""
+    max_connections_per_ip: Annotated[int, Field(ge=0)] | None = None
+    """Connections one client IP may have open to this cluster, per worker (0: unlimited;
+    ``None``: the global ``max_connections_per_ip``). Over it, HTTP gets 429 and TCP is closed."""
+    retry_after: Annotated[int, Field(ge=0)] | None = None
+    """``Retry-After`` seconds of this cluster's 429 (0: no header; ``None``: the global)."""
 
     @field_validator("authorized_hashes")
     @classmethod
@@ -413,6 +455,8 @@ class HttpFrontend(Model):
     rewrite_port: Port | None = None
     required_auth: bool = False
     headers: list[HeaderEdit] = Field(default_factory=list)
+    hsts: Hsts | None = None
+    """HTTPS frontends only: replaces the listener's HSTS setting for this frontend."""
 
     @property
     def key(self) -> FrontendKey:
@@ -456,6 +500,18 @@ class Backend(Model):
     """Sticky-session cookie value that selects this backend (default: backend_id)."""
     backup: bool = False
     """Used only when no other backend of the cluster can be reached."""
+
+    @field_validator("address")
+    @classmethod
+    def _reachable(cls, value: str) -> str:
+        # addresses are in normal form: the unspecified ones are spelt exactly so
+        host = value.rpartition(":")[0]
+        if host != "0.0.0.0" and host.partition("%")[0].strip("[]") != "::":
+            return value
+        raise ValueError(
+            f"backend address {value} is the unspecified address: a backend needs the address "
+            "of a server (e.g. 127.0.0.1), not a wildcard to listen on"
+        )
 
     @field_validator("sticky_id")
     @classmethod

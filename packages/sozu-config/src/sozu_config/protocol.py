@@ -98,20 +98,36 @@ def encode_request(request: Any, request_id: str) -> bytes:
 
 
 def decode_request(line: bytes | str) -> RequestMessage:
-    """Parse one request line; raises :class:`ProtocolError` saying what is wrong."""
+    """Parse one request line; raises :class:`ProtocolError` saying what is wrong, and
+    nothing else whatever the line holds (nesting too deep for the parser included)."""
     try:
         return _REQUEST_MESSAGE.validate_json(line)
     except ValidationError as error:
-        request_id = None
-        try:
-            raw = json.loads(line)
-            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-                request_id = raw["id"]
-        except ValueError:
-            pass
+        request_id = _readable_id(line)
         if error.error_count() and error.errors()[0]["type"] == "json_invalid":
             raise ProtocolError("the message is not valid JSON", request_id) from None
         raise ProtocolError(f"invalid request: {validation_message(error)}", request_id) from None
+    except (RecursionError, MemoryError, UnicodeError):
+        raise ProtocolError("the message is not valid JSON (nested too deeply)") from None
+
+
+def _readable_id(line: bytes | str) -> str | None:
+    """The ``id`` of a refused request, when it can be read and echoed back as is (a valid
+    string of at most 256 characters: a lone surrogate could not be encoded in the answer)."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError, MemoryError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    request_id = raw.get("id")
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 256:
+        return None
+    try:
+        request_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return request_id
 
 
 def encode_response(response: Response) -> bytes:

@@ -22,6 +22,7 @@ from .certificates import CertificateAndKey
 from .models import (
     Backend,
     Cluster,
+    Hsts,
     HttpFrontend,
     HttpListenerConfig,
     HttpsListenerConfig,
@@ -180,6 +181,7 @@ class _HttpListenerPatch(_UpdateListener):
     sozu_id_header: str | None = None
     elide_x_real_ip: bool | None = None
     send_x_real_ip: bool | None = None
+    trust_forwarded_headers: bool | None = None
 
 
 class UpdateHttpListener(_HttpListenerPatch):
@@ -195,6 +197,8 @@ class UpdateHttpsListener(_HttpListenerPatch):
     send_tls13_tickets: int | None = None
     default_sni: str | None = None
     """Name served to clients without (known) SNI; "" clears it."""
+    hsts: Hsts | Literal[""] | None = None
+    """HSTS of the listener's answers; "" clears it."""
 
 
 class RemoveListener(_Request):

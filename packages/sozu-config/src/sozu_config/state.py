@@ -485,6 +485,11 @@ class ConfigState:
         self._drop_http_frontend(table, kind, key)
 
     def _add_http_frontend(self, request: rq.AddHttpFrontend) -> None:
+        if request.frontend.hsts is not None:
+            raise InvalidRequest(
+                f"http frontend {request.frontend.describe()}: hsts is only valid on https "
+                "frontends (RFC 6797 §7.2: browsers ignore it over plain HTTP)"
+            )
         self._add_http_frontend_to(
             request.frontend, self.http_frontends, self.http_listeners, "http"
         )

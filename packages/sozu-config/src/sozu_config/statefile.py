@@ -12,10 +12,13 @@ leaves either the old file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import ValidationError
 
@@ -24,10 +27,12 @@ from .requests import STATE_REQUEST_ADAPTER, StateRequest
 from .state import ConfigState, StateError
 
 __all__ = [
+    "MAX_RECORD_BYTES",
     "StateFileError",
     "iter_state_file",
     "load_state_file",
     "read_state_file",
+    "remove_stale_temporaries",
     "write_state_file",
 ]
 
@@ -71,23 +76,71 @@ def write_state_file(state: ConfigState, path: str | os.PathLike[str]) -> int:
     return count
 
 
-def iter_state_file(path: str | os.PathLike[str]) -> Iterator[tuple[int, StateRequest]]:
-    """Yield (line number, request) for each record; raise :class:`StateFileError` at the first
-    line that is not a valid request (the records before it have been yielded)."""
-    source = Path(path)
+# Longest record read back (a line naming thousands of certificates fits): the default of the
+# daemon's max_command_buffer_size, whose messages state files hold.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+
+def _open_records(source: Path) -> BinaryIO:
+    """Open a state file for reading; only a regular file is accepted.
+
+    A FIFO, a device (``/dev/zero``) or a directory would block the reader or never end:
+    such paths are refused before a byte is read (``O_NONBLOCK``: opening a FIFO does not
+    wait for a writer).
+    """
     try:
-        handle = source.open("rb")
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as error:
         raise StateFileError(source, 0, f"cannot read the file: {error.strerror}") from None
-    with handle:
-        number = 0
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            if not raw.endswith(b"\n"):
-                raise StateFileError(
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StateFileError(source, 0, "not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _lines(
+    source: Path, handle: BinaryIO, max_record_bytes: int
+) -> Iterator[tuple[int, bytes | StateFileError]]:
+    """(line number, raw line or the error that line is) for every non-empty line."""
+    number = 0
+    while True:
+        raw = handle.readline(max_record_bytes + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > max_record_bytes and not raw.endswith(b"\n"):
+            # the rest of the line is not read: a record this long is refused, not buffered
+            raise StateFileError(
+                source, number, f"a record is longer than {max_record_bytes} bytes"
+            )
+        if not raw.strip():
+            continue
+        if not raw.endswith(b"\n"):
+            yield (
+                number,
+                StateFileError(
                     source, number, "the last record is incomplete (the file was cut short)"
-                )
+                ),
+            )
+            continue
+        yield number, raw
+
+
+def iter_state_file(
+    path: str | os.PathLike[str], *, max_record_bytes: int = MAX_RECORD_BYTES
+) -> Generator[tuple[int, StateRequest], None, None]:
+    """Yield (line number, request) for each record; raise :class:`StateFileError` at the first
+    line that is not a valid request (the records before it have been yielded), and when the
+    path is not a regular file or a record is longer than ``max_record_bytes``."""
+    source = Path(path)
+    with _open_records(source) as handle:
+        for number, raw in _lines(source, handle, max_record_bytes):
+            if isinstance(raw, StateFileError):
+                raise raw
             try:
                 yield number, STATE_REQUEST_ADAPTER.validate_json(raw)
             except ValidationError as error:
@@ -95,26 +148,19 @@ def iter_state_file(path: str | os.PathLike[str]) -> Iterator[tuple[int, StateRe
 
 
 def read_state_file(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], *, max_record_bytes: int = MAX_RECORD_BYTES
 ) -> tuple[ConfigState, list[StateFileError]]:
     """Read every record that can be read and applied; return the state and one error per
     record that could not (unreadable line, cut-short last line, refused request). Raises
-    :class:`StateFileError` only when the file itself cannot be read."""
+    :class:`StateFileError` only when the file itself cannot be read (missing, not a regular
+    file, a record longer than ``max_record_bytes``)."""
     source = Path(path)
-    try:
-        handle = source.open("rb")
-    except OSError as error:
-        raise StateFileError(source, 0, f"cannot read the file: {error.strerror}") from None
     state = ConfigState()
     errors: list[StateFileError] = []
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            if not raw.endswith(b"\n"):
-                errors.append(
-                    StateFileError(source, number, "the last record is incomplete (cut short)")
-                )
+    with _open_records(source) as handle:
+        for number, raw in _lines(source, handle, max_record_bytes):
+            if isinstance(raw, StateFileError):
+                errors.append(raw)
                 continue
             try:
                 request = STATE_REQUEST_ADAPTER.validate_json(raw)
@@ -126,6 +172,21 @@ def read_state_file(
             except StateError as error:
                 errors.append(StateFileError(source, number, f"{request.describe()}: {error}"))
     return state, errors
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that interrupted writes of ``path`` left behind (a crash or
+    a kill between the write and the rename); returns those removed. Call it when no write
+    of ``path`` can be in progress (at start-up)."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    removed = []
+    for candidate in folder.glob(f".{glob.escape(target.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if candidate.is_file() and not candidate.is_symlink():
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
 
 
 def load_state_file(path: str | os.PathLike[str]) -> ConfigState:

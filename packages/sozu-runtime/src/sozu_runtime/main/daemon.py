@@ -22,9 +22,8 @@ import logging
 import os
 import signal
 import socket
-import struct
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +52,13 @@ from sozu_config.statefile import (
     StateFileError,
     iter_state_file,
     read_state_file,
+    remove_stale_temporaries,
     write_state_file,
 )
 
 from ..messages import InitialState, Setup
+from .audit import AuditLog, FanOut, fan_out
+from .command_socket import CommandBudgetExceeded, CommandServer, Peer
 from .validation import RuntimeCheckError, check_request
 from .workers import WorkerHandle
 
@@ -68,6 +70,7 @@ BACKLOG = 1024  # listen() backlog of the listening sockets (sōzu's)
 MAX_SUBSCRIBER_BUFFER = 4 * 1024 * 1024  # an events subscriber that reads slower is dropped
 STARTUP_TIMEOUT = 30.0  # seconds a new worker has to take its initial state
 REPLAY_WINDOW = 30.0  # seconds after a main upgrade during which new subscribers are told of it
+LOAD_STATE_BATCH = 256  # state file records read per trip to the reading thread
 
 
 class StartupError(Exception):
@@ -106,7 +109,8 @@ class Daemon:
         self.stopping = False
         self.loop = asyncio.get_running_loop()
         self.finished: asyncio.Future[int] = self.loop.create_future()
-        self.server: asyncio.AbstractServer | None = None
+        self.commands = CommandServer(self._client, max_message=config.max_command_buffer_size)
+        self.audit = AuditLog()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._clients: set[asyncio.StreamWriter] = set()
@@ -122,8 +126,12 @@ class Daemon:
         for warning in config.warnings:
             log.warning("%s", warning)
         self._claim_command_socket()
+        self._open_audit_logs()
         desired = config.state
         saved = config.saved_state
+        if saved is not None:
+            for stale in remove_stale_temporaries(saved):
+                log.warning("removed %s, left by an interrupted state save", stale)
         if saved is not None and saved.exists() and saved.stat().st_size > 0:
             desired = self._saved_state(config)
         plan = ConfigState().diff(desired)
@@ -165,7 +173,9 @@ class Daemon:
         restart then serves exactly what was served before)."""
         assert config.saved_state is not None
         try:
-            state, errors = read_state_file(config.saved_state)
+            state, errors = read_state_file(
+                config.saved_state, max_record_bytes=config.max_command_buffer_size
+            )
         except StateFileError as error:
             raise StartupError(f"saved_state: {error}") from None
         if errors:
@@ -193,10 +203,12 @@ class Daemon:
             handle.adopt(int(worker["pid"]), int(worker["fd"]))
             handle.run_state = RunState(worker["run_state"])
             self.workers[handle.id] = handle
+        try:
+            self._open_audit_logs()
+        except StartupError as error:  # the old process is gone: serve on, and say so
+            log.error("%s; commands are not audited", error)
         command = socket.socket(fileno=int(data["command_fd"]))
-        self.server = await asyncio.start_unix_server(
-            self._client, sock=command, limit=self.config.max_command_buffer_size + 1
-        )
+        await self.commands.adopt(command)
         log.info(
             "main process upgraded (pid %d): %d workers, %d listeners kept",
             os.getpid(),
@@ -245,18 +257,21 @@ class Daemon:
 
     async def _serve_commands(self) -> None:
         path = os.fspath(self.config.command_socket)
-        previous = os.umask(0o177)  # the socket is created 0600: only the daemon's user
         try:
-            self.server = await asyncio.start_unix_server(
-                self._client, path, limit=self.config.max_command_buffer_size + 1
-            )
+            await self.commands.listen(path)
         except OSError as error:
             raise StartupError(
                 f"cannot create the command socket {path}: {error.strerror}"
             ) from None
-        finally:
-            os.umask(previous)
-        os.chmod(path, 0o600)
+
+    def _open_audit_logs(self) -> None:
+        config = self.config
+        try:
+            self.audit = AuditLog.open(config.audit_logs_target, config.audit_logs_json_target)
+        except OSError as error:
+            raise StartupError(
+                f"{config.path}: cannot open the audit log {error.filename}: {error.strerror}"
+            ) from None
 
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -281,8 +296,8 @@ class Daemon:
         self.emit(Event(kind=EventKind.STOP_REQUESTED, message="hard" if hard else "soft"))
         await self._shutdown_workers(hard=hard)
         self._close_sockets()
-        if self.server is not None:
-            self.server.close()
+        self.commands.close()
+        self.audit.close()
         with contextlib.suppress(FileNotFoundError):
             self.config.command_socket.unlink()
         if self.config.pid_file_path is not None:
@@ -433,6 +448,10 @@ class Daemon:
         if any(w.run_state is RunState.STARTING for w in workers):
             wait = max(wait, STARTUP_TIMEOUT)  # a starting worker answers after its start-up
         await asyncio.wait([f for _, f in futures], timeout=wait)
+        tally = fan_out.get()
+        if tally is not None:
+            tally.sent += len(futures)
+            tally.applied += sum(1 for _, f in futures if f.done() and f.result().ok)
         results = []
         for worker, future in futures:
             if future.done():
@@ -470,21 +489,16 @@ class Daemon:
 
     # ------------------------------------------------------------------ the command socket
 
-    def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
+    def _peer_allowed(self, peer: Peer | None) -> bool:
         """``command_allowed_uids``: only those users may send requests (SO_PEERCRED)."""
         allowed = self.config.command_allowed_uids
         if allowed is None:
             return True
-        sock = writer.get_extra_info("socket")
-        try:
-            credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        except (OSError, AttributeError):
-            return False
-        _pid, uid, _gid = struct.unpack("3i", credentials)
-        return uid in allowed
+        return peer is not None and peer.uid in allowed
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._peer_allowed(writer):
+        peer = Peer.of(writer.get_extra_info("socket"))
+        if not self._peer_allowed(peer):
             with contextlib.suppress(Exception):
                 line = await asyncio.wait_for(reader.readline(), 5.0)
                 request_id = ""
@@ -500,6 +514,10 @@ class Daemon:
             while True:
                 try:
                     line = await reader.readline()
+                except CommandBudgetExceeded as refused:
+                    writer.write(encode_response(failure("", str(refused))))
+                    await writer.drain()
+                    break
                 except ValueError:  # a line over the size limit
                     writer.write(
                         encode_response(
@@ -521,7 +539,7 @@ class Daemon:
                     writer.write(encode_response(failure(error.request_id or "", str(error))))
                     await writer.drain()
                     continue
-                await self._serve_request(message.id, message.request, writer)
+                await self._serve_request(message.id, message.request, writer, peer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -531,7 +549,11 @@ class Daemon:
                 writer.close()
 
     async def _serve_request(
-        self, request_id: str, request: rq.Request, writer: asyncio.StreamWriter
+        self,
+        request_id: str,
+        request: rq.Request,
+        writer: asyncio.StreamWriter,
+        peer: Peer | None = None,
     ) -> None:
         def progress(message: str) -> None:
             writer.write(
@@ -549,12 +571,15 @@ class Daemon:
             await writer.drain()
             return
         self._inflight += 1
+        tally = FanOut()
+        fan_out.set(tally)
         try:
             try:
                 response = await self.handle(request, progress)
             except Exception as error:  # a bug must not take the daemon down
                 log.exception("request %s failed", request.type)
                 response = _fail(f"internal error: {error}")
+            self.audit.record(peer, request, response, tally)
             response = response.model_copy(update={"id": request_id})
             writer.write(encode_response(response))
             await writer.drain()
@@ -676,7 +701,7 @@ class Daemon:
             results = await self.fanout(request, fds)
             self._release_sockets()
             self.emit(Event(kind=EventKind.CONFIGURATION_CHANGED, message=request.describe()))
-            saved = self._automatic_save()
+            saved, save_error = self._automatic_save()
         failed = [(w, r) for w, r in results if not r.ok]
         if failed:
             for worker, _ in failed:
@@ -689,6 +714,9 @@ class Daemon:
                 "new ones started from the main state"
             )
         message = f"applied to {len(results)} worker{'s' if len(results) != 1 else ''}"
+        if save_error:
+            # the change serves, but would be lost at the next restart: not a success
+            return _fail(f"{message}, but {save_error}; the change is live but not saved")
         if saved:
             message += f"; {saved}"
         content = None
@@ -707,17 +735,22 @@ class Daemon:
         for address in [a for a in self.sockets if a not in listeners or not listeners[a].active]:
             self.sockets.pop(address).close()
 
-    def _automatic_save(self) -> str:
+    def _automatic_save(self) -> tuple[str, str]:
+        """``automatic_state_save``: (what was saved, or "") and (why it failed, or "")."""
         config = self.config
         if not config.automatic_state_save or config.saved_state is None:
-            return ""
+            return "", ""
         try:
             count = write_state_file(self.state, config.saved_state)
         except OSError as error:
-            log.error("automatic state save to %s failed: %s", config.saved_state, error)
-            return f"the automatic state save failed: {error.strerror or error}"
+            reason = (
+                f"the automatic state save to {config.saved_state} failed: "
+                f"{error.strerror or error}"
+            )
+            log.error("%s", reason)
+            return "", reason
         self.emit(Event(kind=EventKind.STATE_SAVED, message=str(config.saved_state)))
-        return f"state saved ({count} requests)"
+        return f"state saved ({count} requests)", ""
 
     async def _status(self) -> Response:
         results = await self.fanout(rq.Status())
@@ -799,23 +832,38 @@ class Daemon:
 
     async def load_state(self, path: str) -> Response:
         """Apply the records of a state file (a merge: records the state refuses, e.g. objects
-        that exist already, are counted and skipped)."""
+        that exist already, are counted and skipped).
+
+        The file is read in a thread, a batch of records at a time, each record at most
+        ``max_command_buffer_size`` bytes: the command plane never waits on a slow disk, and a
+        path that never ends (``/dev/zero``, a FIFO) is refused, not read forever."""
         source = Path(path)
         applied = skipped = 0
         errors: list[str] = []
+        records: Generator[tuple[int, rq.StateRequest], None, None] = iter_state_file(
+            source, max_record_bytes=self.config.max_command_buffer_size
+        )
         try:
-            for number, request in iter_state_file(source):
-                response = await self.execute(request)
-                if response.ok:
-                    applied += 1
-                else:
-                    skipped += 1
-                    if len(errors) < 5:
-                        errors.append(f"line {number}: {response.message}")
-        except StateFileError as error:
-            return _fail(
-                f"loading the state stopped at {error}; {applied} requests applied before it"
-            )
+            while True:
+                batch, stop = await self.loop.run_in_executor(
+                    None, _take, records, LOAD_STATE_BATCH
+                )
+                for number, request in batch:
+                    response = await self.execute(request)
+                    if response.ok:
+                        applied += 1
+                    else:
+                        skipped += 1
+                        if len(errors) < 5:
+                            errors.append(f"line {number}: {response.message}")
+                if stop is not None:
+                    return _fail(
+                        f"loading the state stopped at {stop}; {applied} requests applied before it"
+                    )
+                if not batch:
+                    break
+        finally:
+            records.close()
         self.emit(Event(kind=EventKind.STATE_LOADED, message=str(source)))
         message = f"loaded {source}: {applied} requests applied, {skipped} skipped"
         if errors:
@@ -857,7 +905,7 @@ class Daemon:
     async def upgrade_main(self) -> Response:
         if self.stopping:
             return _fail("the daemon is stopping")
-        if self.server is None:
+        if self.commands.server is None:
             return _fail("the command socket is not served by this process")
         return _ok(
             f"the main process (pid {os.getpid()}) is being replaced by a new one running the "
@@ -869,10 +917,8 @@ class Daemon:
         from .upgrade import exec_new_main, write_upgrade_file
 
         async with self.lock:  # no mutating request in flight, none starts
-            assert self.server is not None
-            server: Any = self.server
-            command_fd = os.dup(server.sockets[0].fileno())  # keeps the socket alive
-            self.server.close()  # stop accepting: new clients wait in the kernel backlog
+            command_fd = os.dup(self.commands.listening_socket.fileno())  # keeps it alive
+            self.commands.close()  # stop accepting: new clients wait in the kernel backlog
             deadline = self.loop.time() + 5.0
             while self._inflight > 0 and self.loop.time() < deadline:
                 await asyncio.sleep(0.01)
@@ -905,6 +951,22 @@ class Daemon:
                 log.error("the main process upgrade failed: %s; going on with the old one", error)
                 os.close(command_fd)
                 await self._serve_commands()
+
+
+def _take(
+    records: Iterator[tuple[int, rq.StateRequest]], count: int
+) -> tuple[list[tuple[int, rq.StateRequest]], StateFileError | None]:
+    """The next ``count`` records (fewer at the end), and the error that stopped the reading
+    after them, if any. Run in a thread."""
+    batch: list[tuple[int, rq.StateRequest]] = []
+    try:
+        for record in records:
+            batch.append(record)
+            if len(batch) >= count:
+                break
+    except StateFileError as error:
+        return batch, error
+    return batch, None
 
 
 def _event_response(request_id: str, event: Event) -> Response:

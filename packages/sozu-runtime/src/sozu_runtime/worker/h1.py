@@ -390,7 +390,13 @@ class _Head:
         upgrade: bytes | None = None
         if request and version == 11 and upgrades is not None and b"upgrade" in tokens:
             upgrade = b", ".join(upgrades)
-            switching = True
+            if _offers_h2c(upgrade):
+                # h2c smuggling: a backend that switched would take HTTP/2 straight from the
+                # client through the tunnel, past every routing rule. Forwarded as a plain
+                # request, without Upgrade (RFC 9113 §3.1 drops h2c upgrades anyway).
+                upgrade = None
+            else:
+                switching = True
         self._connection_upgrade_index = -1
         if switching:
             drop = self._keep_upgrade_fields(drop)
@@ -399,11 +405,23 @@ class _Head:
         return hosts, host_index, upgrade, expect_continue
 
     def _with_named_fields(self, drop: list[int], names: frozenset[bytes]) -> list[int]:
-        """``drop`` plus the fields named by Connection options (rare path)."""
+        """``drop`` plus the fields named by Connection options (rare path).
+
+        ``seen`` is recomputed from the fields that stay: a forwarding field the client named
+        in Connection is removed, so the proxy must add its own (otherwise a client could
+        erase every forwarding field the backend relies on).
+        """
         dropped = set(drop)
-        dropped.update(
-            index for index, (name, _) in enumerate(self.headers) if name.lower() in names
-        )
+        seen = 0
+        for index, (name, _) in enumerate(self.headers):
+            lower = name.lower()
+            if lower in names:
+                dropped.add(index)
+            elif index not in dropped:
+                kind = _FIELD_KIND.get(lower, 0)
+                if kind >= _FIRST_SEEN:
+                    seen |= kind
+        self.seen = seen
         return sorted(dropped)
 
     def _keep_upgrade_fields(self, drop: list[int]) -> list[int]:
@@ -520,6 +538,13 @@ def _ends_with_chunked(values: list[bytes]) -> bool:
     return codings[-1] == b"chunked"
 
 
+def _offers_h2c(upgrade: bytes) -> bool:
+    """Whether an Upgrade value lists the h2c protocol (RFC 9113 §3.1), in any letter case."""
+    return any(
+        token.strip(b" \t").partition(b"/")[0].lower() == b"h2c" for token in upgrade.split(b",")
+    )
+
+
 def _connection_tokens(values: list[bytes]) -> frozenset[bytes]:
     """The lowercased connection options of the Connection fields (RFC 9110 §7.6.1)."""
     if len(values) == 1:
@@ -558,12 +583,34 @@ def _refuse_incomplete_request(buf: bytes | bytearray, start: int, max_head: int
             raise HttpError(414, "request line too long")
     elif line_end - start > line_limit:
         raise HttpError(414, "request line too long")
+    else:
+        # A complete request line is judged now: an HTTP/0.9 request ("GET /") never sends
+        # the empty line that would end a head, so waiting for it would only hold the
+        # connection until request_timeout.
+        _split_request_line(bytes(buf[start:line_end]))
     if len(buf) >= max_head:
         raise HttpError(431, "request head too large")
     # A valid head ends at the first CRLFCRLF; two LFs in a row can only be bare LF endings,
     # refused now rather than after waiting for bytes that a bare-LF client never sends.
     if buf.find(b"\n\n", start) >= 0:
         raise HttpError(400, "bare LF line ending")
+
+
+def _split_request_line(line: bytes) -> tuple[bytes, bytes, int]:
+    """(method, target, version 10 or 11) of a request line without its CRLF.
+
+    Raises HttpError(400) for anything but ``method SP target SP HTTP/1.x``: this covers
+    HTTP/0.9 (``GET /``), whitespace inside the target, doubled spaces and other versions.
+    """
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        raise HttpError(400, "malformed request line")
+    method, target, version_name = parts
+    if version_name == b"HTTP/1.1":
+        return method, target, 11
+    if version_name == b"HTTP/1.0":
+        return method, target, 10
+    raise HttpError(400, "unsupported HTTP version")
 
 
 def _split_absolute_form(target: bytes) -> tuple[bytes, bytes]:
@@ -758,17 +805,7 @@ def parse_request_head(buf: bytes | bytearray, max_head: int) -> RequestHead | N
         raise HttpError(431, "request head too large")
     raw = buf[start:length] if type(buf) is bytes else bytes(memoryview(buf)[start:length])
 
-    parts = raw[:line_length].split(b" ")
-    if len(parts) != 3:
-        # Covers HTTP/0.9 ("GET /"), whitespace inside the target and doubled spaces.
-        raise HttpError(400, "malformed request line")
-    method, target, version_name = parts
-    if version_name == b"HTTP/1.1":
-        version = 11
-    elif version_name == b"HTTP/1.0":
-        version = 10
-    else:
-        raise HttpError(400, "unsupported HTTP version")
+    method, target, version = _split_request_line(raw[:line_length])
     if method == b"CONNECT":
         raise HttpError(400, "CONNECT is not supported")
     authority: bytes | None = None
@@ -819,24 +856,31 @@ def parse_request_head(buf: bytes | bytearray, max_head: int) -> RequestHead | N
     return head
 
 
-def parse_response_head(buf: bytes | bytearray, max_head: int) -> ResponseHead | None:
-    """Parse the response head at the start of ``buf``.
+def parse_response_head(
+    buf: bytes | bytearray, max_head: int, start: int = 0
+) -> ResponseHead | None:
+    """Parse the response head at ``buf[start:]`` (a start past interim 1xx answers costs no
+    copy of the rest of the buffer).
 
-    Returns None when ``buf`` holds no complete head yet and ``len(buf) < max_head``.
-    Raises HttpError(502) when the head is malformed, longer than ``max_head`` or has more
-    than MAX_HEADER_FIELDS fields: the caller answers the client with 502.
+    Returns None when ``buf[start:]`` holds no complete head yet and is shorter than
+    ``max_head``. Raises HttpError(502) when the head is malformed, longer than ``max_head``
+    or has more than MAX_HEADER_FIELDS fields: the caller answers the client with 502. The
+    head's ``length`` counts from ``start``.
     """
-    end = buf.find(b"\r\n\r\n")
+    end = buf.find(b"\r\n\r\n", start)
     if end < 0:
-        if len(buf) >= max_head:
+        if len(buf) - start >= max_head:
             raise HttpError(502, "response head too large")
-        if buf.find(b"\n\n") >= 0:
+        if buf.find(b"\n\n", start) >= 0:
             raise HttpError(502, "bare LF line ending in response head")
         return None
-    length = end + 4
+    length = end + 4 - start
     if length > max_head:
         raise HttpError(502, "response head too large")
-    raw = buf[:length] if type(buf) is bytes else bytes(memoryview(buf)[:length])
+    if type(buf) is bytes:
+        raw = buf[start : start + length] if start or length < len(buf) else buf
+    else:
+        raw = bytes(memoryview(buf)[start : start + length])
 
     # status-line = HTTP-version SP 3DIGIT SP [ reason-phrase ] (RFC 9112 §4). The SP before
     # an empty reason is often omitted by servers; both spellings are accepted.

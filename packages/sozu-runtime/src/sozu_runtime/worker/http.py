@@ -43,10 +43,16 @@ TUNNEL = 5  # upgraded: raw bytes both ways
 CLOSING = 6  # answer written, closing
 
 CONNECT_ATTEMPTS = 3  # sōzu's CONN_RETRIES: connection attempts per request before 503
+# Interim (1xx) responses relayed before the final one; past it, 502. Real servers send one
+# or two (100 Continue, 103 Early Hints): the bound stops a backend from keeping a worker
+# busy relaying an endless stream of them.
+MAX_INTERIM_RESPONSES = 32
 ROUTE_CACHE_SIZE = 4096  # (host, target, method) → route entries kept per listener
 SMALL_BODY = 8192  # body bytes copied next to the head into one buffer; larger ones are not
 _MISSING: Any = object()
 _CRLF = b"\r\n"
+# Set by the proxy from the listener; a client's copy is dropped unless it is trusted.
+_PROTO_PORT_FIELDS = frozenset((b"x-forwarded-proto", b"x-forwarded-port"))
 
 
 class FrontendSession(asyncio.Protocol):
@@ -311,6 +317,7 @@ class FrontendSession(asyncio.Protocol):
         backend.active_requests += 1
         connection.head_done = False
         connection.received = False
+        connection.interim = 0
         connection.transport.write(request)
         self.phase = WAITING
         self.deadline = now + listener.back_timeout
@@ -487,9 +494,14 @@ class FrontendSession(asyncio.Protocol):
         out: list[bytes] = [head.method, b" ", target, version]
         sticky_name = listener.sticky_name_lower
         drop_real_ip = listener.elide_x_real_ip
+        replace_proto_port = not listener.trust_forwarded and seen & h1.SEEN_ADDED
+        if replace_proto_port:
+            seen &= ~h1.SEEN_ADDED  # the proxy's own values are added below
         edits = route.request_edits
         for name, value in headers:
             lower = name.lower()
+            if replace_proto_port and lower in _PROTO_PORT_FIELDS:
+                continue
             if lower == b"x-forwarded-for":
                 value = value + b", " + peer
             elif lower == b"forwarded":
@@ -770,8 +782,10 @@ class FrontendSession(asyncio.Protocol):
         self.answer(status, message="timeout")
 
     def soft_stop(self) -> None:
-        """Soft stop: an idle connection closes now, a busy one after its answer."""
-        if self.phase == IDLE:
+        """Soft stop: an idle keep-alive connection closes now, a busy one after its answer.
+        A connection that has not sent its first request yet was accepted a moment ago (its
+        request may already be on the way): that request is answered, then it closes."""
+        if self.phase == IDLE and self.request_id and not self.pending:
             self.close()
         else:
             self.keep_alive = False
@@ -874,6 +888,7 @@ class BackendConnection(asyncio.Protocol):
         "chunks",
         "eof",
         "head_done",
+        "interim",
         "keep_alive",
         "proxy",
         "received",
@@ -890,6 +905,7 @@ class BackendConnection(asyncio.Protocol):
         self.session: FrontendSession | None = None
         self.buf = b""
         self.head_done = False
+        self.interim = 0  # interim responses relayed for the current request
         self.body = BODY_NONE
         self.remaining = 0
         self.chunks: h1.ChunkedTracker | None = None
@@ -910,6 +926,7 @@ class BackendConnection(asyncio.Protocol):
         self.buf = b""
         self.head_done = False
         self.received = False
+        self.interim = 0
         self.transport.write(request)
 
     # flow control: the backend's send buffer is full → stop reading the client
@@ -1001,25 +1018,34 @@ class BackendConnection(asyncio.Protocol):
 
     def _read_head(self, session: FrontendSession, data: bytes) -> None:
         listener = session.listener
+        start = 0
         while True:
             try:
-                head = h1.parse_response_head(data, listener.max_head)
+                head = h1.parse_response_head(data, listener.max_head, start)
             except HttpError as error:
                 self.proxy.metrics.backend_parse_errors += 1
                 self.close()
                 session.response_failed(502, error.reason)
                 return
             if head is None:
-                self.buf = data
+                self.buf = data[start:] if start else data
                 return
             status = head.status
             if 100 <= status < 200 and status != 101:
                 # interim answer (100 Continue, 103 Early Hints): relay it, read the final one
+                self.interim += 1
+                if self.interim > MAX_INTERIM_RESPONSES:
+                    self.proxy.metrics.backend_parse_errors += 1
+                    self.close()
+                    session.response_failed(502, "too many interim (1xx) responses")
+                    return
                 session.transport.write(head.raw)
-                data = data[head.length :]
-                if not data:
+                start += head.length
+                if start == len(data):
                     return
                 continue
+            if start:
+                data = data[start:]
             break
         kind = h1.response_body_kind(head, session.method)
         if kind == BODY_TUNNEL and session.upgrade is None:

@@ -186,9 +186,15 @@ class HttpListener(Listener):
         self.elide_x_real_ip = config.elide_x_real_ip
         self.send_x_real_ip = config.send_x_real_ip
         self.strict_sni = bool(getattr(config, "strict_sni_binding", False))
+        # Client fields that make the forwarded head a rebuilt one: the chains the proxy
+        # extends, and the fields it replaces (X-Real-IP when elided; X-Forwarded-Proto and
+        # -Port unless the client is a trusted proxy).
+        self.trust_forwarded = config.trust_forwarded_headers
         self.rebuild_mask = h1.SEEN_X_FORWARDED_FOR | h1.SEEN_FORWARDED
         if self.elide_x_real_ip:
             self.rebuild_mask |= h1.SEEN_X_REAL_IP
+        if not self.trust_forwarded:
+            self.rebuild_mask |= h1.SEEN_ADDED
         self.proto = b"https" if self.tls else b"http"
         self._public_port = str(self.public_port).encode()
         self._by = _forwarded_node(self.public_ip)
@@ -212,8 +218,9 @@ class HttpListener(Listener):
         return b'proto=%s;for="%s:%d";by=%s' % (self.proto, node.strip(b'"'), port, self._by)
 
     def forwarding_headers(self, ip: str, port: int, seen: int = 0) -> bytes:
-        """The headers added to every request from ``ip:port`` (those the client did not send
-        already); precomputed once per connection for the common case."""
+        """The headers added to every request from ``ip:port`` (X-Forwarded-Port and -Proto
+        only when ``seen`` says the client did not send them, which a caller says only for a
+        trusted client); precomputed once per connection for the common case."""
         peer = ip.encode()
         out = []
         if not seen & h1.SEEN_X_FORWARDED_FOR:

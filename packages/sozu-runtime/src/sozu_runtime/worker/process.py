@@ -48,6 +48,7 @@ log = logging.getLogger("sozu.worker")
 __all__ = ["WorkerProcess", "main"]
 
 SWEEP_INTERVAL = 0.25  # seconds between deadline checks
+ACCEPTED_GRACE = 0.05  # seconds a soft stop waits for connections accepted at the last moment
 
 
 class WorkerProcess:
@@ -221,6 +222,10 @@ class WorkerProcess:
         proxy = self.proxy
         if proxy is not None:
             await proxy.stop_listening()
+            # Connections the event loop accepted just before the listeners closed have their
+            # connection_made still queued: let it run, so that they are drained with the
+            # others instead of being cut when the process exits.
+            await asyncio.sleep(ACCEPTED_GRACE)
             proxy.soft_stop()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.soft_stop_timeout
