@@ -35,6 +35,9 @@ class Setup(Model):
     worker_id: int
     buffer_size: int = 16393
     max_connections: int = 10_000
+    max_connections_per_ip: int = 0
+    retry_after: int = 60
+    evict_on_queue_full: bool = False
     log_level: str = "info"
     log_target: str = "stdout"
     access_logs_target: str | None = None

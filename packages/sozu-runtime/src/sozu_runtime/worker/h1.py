@@ -150,8 +150,10 @@ _REQUEST_RARE: Final = re.compile(
     )
     + rb"):"
 )
+# (Strict-Transport-Security: the proxy adds its own HSTS only when the backend sent none.)
 _RESPONSE_RARE: Final = re.compile(
-    rb"\r\n(?:transfer-encoding|keep-alive|proxy-connection|te|upgrade|x-real-ip):"
+    rb"\r\n(?:transfer-encoding|keep-alive|proxy-connection|te|upgrade|x-real-ip"
+    rb"|strict-transport-security):"
 )
 # llhttp validates heads without calling back into Python (no on_* callbacks on this object).
 _VALIDATE_ONLY: Final = object()
@@ -719,8 +721,9 @@ def simple_response(data: bytes, end: int) -> tuple[int, int, bool, int, int, in
     """(status, content_length, keep_alive, cut_start, cut_end, status_line_end) when ``data``
     starts with a complete response head (final CRLFCRLF at ``end``) of the common kind — no
     Transfer-Encoding, no hop-by-hop field but at most one ``Connection: keep-alive|close``
-    line (at ``data[cut_start:cut_end]``, 0/0 when absent), not 1xx — that passes every check
-    of :func:`parse_response_head`; None otherwise. content_length is -1 when absent."""
+    line (at ``data[cut_start:cut_end]``, 0/0 when absent), no Strict-Transport-Security, not
+    1xx — that passes every check of :func:`parse_response_head`; None otherwise.
+    content_length is -1 when absent."""
     line_end = data.find(b"\r\n")
     if line_end < 12 or data[8:9] != b" ":
         return None

@@ -71,6 +71,7 @@ class FrontendSession(asyncio.Protocol):
         "deadline_status",
         "fast_raw",
         "head",
+        "ip_slot",
         "keep_alive",
         "listener",
         "method",
@@ -125,6 +126,8 @@ class FrontendSession(asyncio.Protocol):
         self.started = 0.0
         self.sni_names: tuple[str, ...] | None = None
         self.sni_checked = b""  # the last Host found covered by the served certificate
+        # the cluster whose per-IP slot this connection holds (max_connections_per_ip)
+        self.ip_slot: ClusterRuntime | None = None
         self.peer_ip = ""
         self.peer_port = 0
         self.proxy_header: Any = None  # the PROXY protocol header, on expect_proxy listeners
@@ -164,6 +167,9 @@ class FrontendSession(asyncio.Protocol):
         if backend is not None:
             self.backend = None
             backend.abandon()
+        if self.ip_slot is not None:
+            self.proxy.admission.release_ip_slot(self.ip_slot.cluster_id, self.peer_ip)
+            self.ip_slot = None
         self.proxy.session_closed(self)
 
     def pause_writing(self) -> None:
@@ -262,6 +268,7 @@ class FrontendSession(asyncio.Protocol):
             cluster is None
             or cluster.sticky_session
             or (cluster.https_redirect and not listener.tls)
+            or ((cluster.per_ip_limit or self.ip_slot is not None) and self.ip_slot is not cluster)
         ):
             return False
         proxy = self.proxy
@@ -397,6 +404,9 @@ class FrontendSession(asyncio.Protocol):
         if cluster.https_redirect and not listener.tls:
             self.redirect(301, "https", host, cluster.https_redirect_port, head.target)
             return
+        if self.ip_slot is not cluster and not self._hold_ip_slot(cluster):
+            self.answer(429, message="too many connections from this address to this cluster")
+            return
         cluster.requests += 1
         if cluster.sticky_session:
             self.sticky = _sticky_cookie(head, listener.sticky_name_lower)
@@ -442,6 +452,22 @@ class FrontendSession(asyncio.Protocol):
         self.deadline = now + listener.connect_timeout + listener.back_timeout
         self.deadline_status = 503
         self._send(request, complete)
+
+    def _hold_ip_slot(self, cluster: ClusterRuntime) -> bool:
+        """Hold a per-IP slot of ``cluster`` (instead of one of another cluster); False when
+        this client IP has max_connections_per_ip connections to it already."""
+        admission = self.proxy.admission
+        held = self.ip_slot
+        if held is not None:
+            admission.release_ip_slot(held.cluster_id, self.peer_ip)
+            self.ip_slot = None
+        limit = cluster.per_ip_limit
+        if not limit:
+            return True
+        if not admission.take_ip_slot(cluster.cluster_id, self.peer_ip, limit):
+            return False
+        self.ip_slot = cluster
+        return True
 
     def _forwarded_head(self, head: h1.RequestHead, route: Route) -> bytes:
         """The head sent to the backend: the client's, with forwarding headers appended."""
@@ -722,10 +748,16 @@ class FrontendSession(asyncio.Protocol):
             else "",
             "DURATION": f"{(proxy.loop.time() - self.started) * 1000:.0f}ms",
             "PHASE": _PHASE_NAMES.get(self.phase, ""),
+            "RETRY_AFTER": str(cluster.retry_after)
+            if status == 429 and cluster is not None and cluster.retry_after
+            else "",
         }
         data, _close = listener.answers.render(
             status, variables, cluster.cluster_id if cluster is not None else None
         )
+        hsts = self.hsts()[0]
+        if hsts:
+            data = _with_hsts(data, hsts)
         if head is not None and head.method == b"HEAD":
             data = data[: data.find(b"\r\n\r\n") + 4]
         self.phase = CLOSING
@@ -737,6 +769,15 @@ class FrontendSession(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.write(data)
             transport.close()
+
+    def hsts(self) -> tuple[bytes, bool]:
+        """(Strict-Transport-Security line or b"", replace the backend's) for the current
+        answer: the route's frontend setting, else the listener's (HTTPS only)."""
+        route = self.route
+        if route is not None and route.hsts_line is not None:
+            return route.hsts_line, route.hsts_force
+        listener = self.listener
+        return listener.hsts_line, listener.hsts_force
 
     def redirect(
         self, status: int, scheme: str, host: bytes, port: int | None, target: bytes
@@ -827,6 +868,21 @@ def _strip_cookie(value: bytes, name_lower: bytes) -> bytes:
     return b"; ".join(p for p in kept if p)
 
 
+def _has_field(head: h1.ResponseHead, name: bytes) -> bool:
+    """Whether the head has a field called ``name`` (lowercase)."""
+    return any(field.lower() == name for field, _ in head.headers)
+
+
+def _with_hsts(answer: bytes, line: bytes) -> bytes:
+    """A default answer with the Strict-Transport-Security line after its status line, unless
+    its template has one already (never twice)."""
+    head_end = answer.find(b"\r\n\r\n")
+    if b"\r\nstrict-transport-security:" in answer[:head_end].lower():
+        return answer
+    cut = answer.find(b"\r\n") + 2
+    return answer[:cut] + line + answer[cut:]
+
+
 def _split_authority(authority: str) -> tuple[str, str]:
     """(host, port or "") of a Host value; IPv6 literals keep their brackets."""
     if authority.startswith("["):
@@ -876,8 +932,11 @@ def check_basic_auth(header: bytes | None, authorized: frozenset[tuple[str, str]
 # ------------------------------------------------------------------------- backend side
 
 
-class BackendConnection(asyncio.Protocol):
-    """A connection to a backend: carries one request at a time, then goes back to the pool."""
+class BackendConnection(asyncio.BufferedProtocol):
+    """A connection to a backend: carries one request at a time, then goes back to the pool.
+
+    It reads into the worker's buffer (see :mod:`.reading`): a small read once the client's
+    write buffer holds data, so that a client that stops reading costs a bounded amount."""
 
     __slots__ = (
         "_client_paused",
@@ -928,6 +987,16 @@ class BackendConnection(asyncio.Protocol):
         self.received = False
         self.interim = 0
         self.transport.write(request)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        session = self.session
+        reads = self.proxy.reads
+        if session is not None and session.transport.get_write_buffer_size():
+            return reads.small
+        return reads.large
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.proxy.reads.take(nbytes))
 
     # flow control: the backend's send buffer is full → stop reading the client
     def pause_writing(self) -> None:
@@ -980,9 +1049,13 @@ class BackendConnection(asyncio.Protocol):
         if route is not None and route.response_edits:
             return False
         proxy = self.proxy
-        extra = session.listener.sozu_id_prefix + session.request_id + _CRLF
+        listener = session.listener
+        extra = listener.sozu_id_prefix + session.request_id + _CRLF
         if session.set_cookie:
             extra += session.set_cookie
+        hsts = listener.hsts_line if route is None or route.hsts_line is None else route.hsts_line
+        if hsts:  # on this path the backend sent no Strict-Transport-Security of its own
+            extra += hsts
         if not session.keep_alive or proxy.stopping:
             session.keep_alive = False
             extra += b"Connection: close\r\n"
@@ -1123,15 +1196,26 @@ class BackendConnection(asyncio.Protocol):
             extra += b"Connection: keep-alive\r\n"
         route = session.route
         edits = route.response_edits if route is not None else None
+        hsts, force = session.hsts()
+        replace_hsts = False
+        if hsts:
+            if not _has_field(head, b"strict-transport-security"):
+                extra += hsts
+            elif force:
+                extra += hsts
+                replace_hsts = True
         raw = head.raw
         if head.version == 10:  # a proxy sends its own version (RFC 9110 §6.2)
             raw = b"HTTP/1.1" + raw[8:]
-        if not head.hop_by_hop and not edits:
+        if not head.hop_by_hop and not edits and not replace_hsts:
             cut = head.status_line_end
             return raw[:cut] + extra + raw[cut:]
         lines = [raw[: head.status_line_end]]
         for name, value in head.forward_headers():
-            if edits and name.lower() in edits:
+            lower = name.lower()
+            if (edits and lower in edits) or (
+                replace_hsts and lower == b"strict-transport-security"
+            ):
                 continue
             lines += (name, b": ", value, _CRLF)
         lines.append(extra)

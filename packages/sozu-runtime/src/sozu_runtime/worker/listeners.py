@@ -1,10 +1,12 @@
 """Listeners in a worker: accepting on the sockets the main process hands over.
 
 The main process owns the listening sockets (they survive any worker); a worker receives a
-descriptor for each active listener and serves it with ``loop.create_server(sock=...)`` on a
-duplicate, so that it can stop accepting (backpressure at ``max_connections``, soft stop,
-deactivation) by closing its duplicate while connections wait in the kernel backlog, and start
-again from the descriptor it keeps.
+descriptor for each active listener. A plain HTTP or TCP listener is served with
+``loop.create_server(sock=...)`` on a duplicate, so that it can stop accepting (backpressure at
+``max_connections``, soft stop, deactivation) by closing its duplicate while connections wait
+in the kernel backlog, and start again from the descriptor it keeps. TLS and ``expect_proxy``
+listeners accept themselves (:mod:`.accepting`): their connections count before their
+handshake or PROXY header is complete.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from sozu_config.addresses import split_address
-from sozu_config.models import HttpListenerConfig, HttpsListenerConfig, TcpListenerConfig
+from sozu_config.models import Hsts, HttpListenerConfig, HttpsListenerConfig, TcpListenerConfig
 
 from . import h1
+from .accepting import Handshake, accept_batch
 from .answers import Answers
 from .router import Router
 
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sozu.worker")
 
-__all__ = ["HttpListener", "Listener", "TcpListener"]
+__all__ = ["HttpListener", "Listener", "TcpListener", "hsts_line"]
 
 _CRLF = b"\r\n"
 # Stands for "accepting" in Listener.server when the listener accepts through its own reader
@@ -69,7 +72,8 @@ class Listener:
     def protocol_factory(self) -> asyncio.Protocol:
         raise NotImplementedError
 
-    def server_ssl(self) -> ssl.SSLContext | None:
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of this listener's connections (None: plain)."""
         return None
 
     async def activate(self, sock: socket.socket) -> None:
@@ -82,61 +86,30 @@ class Listener:
     async def _serve(self) -> None:
         if self.server is not None or self.sock is None or not self.active:
             return
-        if self.expect_proxy:
-            # connections start with a PROXY header read at the socket level (see proxy_reader)
+        if self.expect_proxy or self.tls_context() is not None:
+            # connections counted from accept() on (see accepting): PROXY header, TLS handshake
             self.sock.setblocking(False)
-            self.proxy.loop.add_reader(self.sock.fileno(), self._accept_proxied)
+            self.proxy.loop.add_reader(self.sock.fileno(), self._accept_ready)
             self.server = _ACCEPTING
             return
         duplicate = socket.socket(fileno=os.dup(self.sock.fileno()))
         duplicate.setblocking(False)
-        context = self.server_ssl()
-        kwargs: dict[str, Any] = {"sock": duplicate, "backlog": 1024}
-        if context is not None:
-            kwargs["ssl"] = context
-            kwargs["ssl_handshake_timeout"] = self.request_timeout
-        self.server = await self.proxy.loop.create_server(self.protocol_factory, **kwargs)
+        self.server = await self.proxy.loop.create_server(
+            self.protocol_factory, sock=duplicate, backlog=1024
+        )
 
-    def _accept_proxied(self) -> None:
-        from .proxy_reader import PendingConnection
+    def _accept_ready(self) -> None:
+        if self.sock is not None and self.server is not None:
+            accept_batch(self, self.sock)
 
-        sock = self.sock
-        if sock is None:
-            return
-        for _ in range(64):  # a bounded batch per wake-up, like the event loop's own accept
-            try:
-                connection, _ = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            connection.setblocking(False)
-            with contextlib.suppress(OSError):
-                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            PendingConnection(self, connection)
-            if self.server is None:  # accepting was paused by the connection above
-                return
+    def accepted(self, connection: socket.socket) -> None:
+        """A connection accepted by :func:`.accepting.accept_batch`."""
+        if self.expect_proxy:
+            from .proxy_reader import PendingConnection
 
-    async def adopt(self, connection: socket.socket, header: Any) -> None:
-        """Serve a connection whose PROXY header was read (TLS starts now, if any)."""
-        from .proxy_reader import apply_header
-
-        protocol = self.protocol_factory()
-        apply_header(protocol, header)
-        context = self.server_ssl_inner()
-        kwargs: dict[str, Any] = {}
-        if context is not None:
-            kwargs["ssl"] = context
-            kwargs["ssl_handshake_timeout"] = self.request_timeout
-        try:
-            await self.proxy.loop.connect_accepted_socket(lambda: protocol, connection, **kwargs)
-        except Exception as error:  # a failed handshake ends this connection only
-            log.debug("connection after a PROXY header failed: %s", error)
-            connection.close()
-
-    def server_ssl_inner(self) -> ssl.SSLContext | None:
-        """The TLS context of connections (also those whose PROXY header was read first)."""
-        return None
+            PendingConnection(self, connection).start()
+        else:
+            Handshake(self, connection).start()
 
     def pause_accepting(self) -> None:
         """Stop accepting; connections wait in the kernel backlog (or go to another worker)."""
@@ -196,6 +169,10 @@ class HttpListener(Listener):
         if not self.trust_forwarded:
             self.rebuild_mask |= h1.SEEN_ADDED
         self.proto = b"https" if self.tls else b"http"
+        # Strict-Transport-Security of this listener's answers (HTTPS only), b"" when none
+        hsts = getattr(config, "hsts", None)
+        self.hsts_line = hsts_line(hsts)
+        self.hsts_force = hsts is not None and hsts.force_replace_backend
         self._public_port = str(self.public_port).encode()
         self._by = _forwarded_node(self.public_ip)
         old = getattr(self, "answers", None)
@@ -240,12 +217,7 @@ class HttpListener(Listener):
 
         return FrontendSession(self)
 
-    def server_ssl(self) -> ssl.SSLContext | None:
-        if self.tls_runtime is None or self.expect_proxy:
-            return None
-        return self.tls_runtime.context
-
-    def server_ssl_inner(self) -> ssl.SSLContext | None:
+    def tls_context(self) -> ssl.SSLContext | None:
         return self.tls_runtime.context if self.tls_runtime is not None else None
 
     def sync_certificates(self, state: ConfigState) -> None:
@@ -264,6 +236,13 @@ class TcpListener(Listener):
         from .tcp import TcpSession
 
         return TcpSession(self)
+
+
+def hsts_line(hsts: Hsts | None) -> bytes:
+    """The Strict-Transport-Security header line an HSTS setting adds (b"" when off)."""
+    if hsts is None or not hsts.enabled:
+        return b""
+    return b"Strict-Transport-Security: " + hsts.header_value().encode() + _CRLF
 
 
 def _forwarded_node(ip: str) -> bytes:

@@ -18,10 +18,13 @@ class Metrics:
         "backpressure",
         "connections",
         "enabled",
+        "evicted_connections",
         "frontend_parse_errors",
+        "per_ip_refusals",
         "requests",
         "statuses",
         "tcp_connections",
+        "tls_handshake_failures",
     )
 
     def __init__(self) -> None:
@@ -36,6 +39,9 @@ class Metrics:
         self.backend_parse_errors = 0
         self.backend_connect_errors = 0
         self.backpressure = 0
+        self.tls_handshake_failures = 0
+        self.evicted_connections = 0
+        self.per_ip_refusals = 0
         self.statuses: dict[int, int] = {}
 
     def count_status(self, status: int) -> None:
@@ -55,6 +61,9 @@ class Metrics:
             "backend_parse_errors": self.backend_parse_errors,
             "backend_connect_errors": self.backend_connect_errors,
             "backpressure": self.backpressure,
+            "tls_handshake_failures": self.tls_handshake_failures,
+            "evicted_connections": self.evicted_connections,
+            "per_ip_refusals": self.per_ip_refusals,
             "status_classes": dict(sorted(classes.items())),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
         }

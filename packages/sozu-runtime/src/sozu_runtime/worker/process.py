@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -48,6 +49,7 @@ log = logging.getLogger("sozu.worker")
 __all__ = ["WorkerProcess", "main"]
 
 SWEEP_INTERVAL = 0.25  # seconds between deadline checks
+DESCRIPTORS_RESERVED = 64  # descriptors a worker needs besides its connections (sockets, logs)
 ACCEPTED_GRACE = 0.05  # seconds a soft stop waits for connections accepted at the last moment
 
 
@@ -201,10 +203,14 @@ class WorkerProcess:
                 access_target=control.access_logs_target,
             )
             self.soft_stop_timeout = control.soft_stop_timeout
+            check_descriptor_limit(control.max_connections)
             self.proxy = Proxy(
                 worker_id=control.worker_id,
                 buffer_size=control.buffer_size,
                 max_connections=control.max_connections,
+                max_connections_per_ip=control.max_connections_per_ip,
+                retry_after=control.retry_after,
+                evict_on_queue_full=control.evict_on_queue_full,
                 emit_event=self.emit,
                 expired_certificates=control.expired_certificates,
             )
@@ -256,6 +262,26 @@ class WorkerProcess:
                     self.proxy.sweep()
                 except Exception:
                     log.exception("sweep failed")
+
+
+def check_descriptor_limit(max_connections: int) -> None:
+    """Raise the open files limit to what the system allows, and warn when it is still too
+    low for ``max_connections`` (a proxied connection needs two descriptors: the client's and
+    the backend's): at the limit, accepting fails and clients wait or are refused."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    needed = 2 * max_connections + DESCRIPTORS_RESERVED
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "max_connections = %d needs about %d open files, but this worker may open %d: "
+            "raise the limit (ulimit -n, LimitNOFILE=) or lower max_connections",
+            max_connections,
+            needed,
+            soft,
+        )
 
 
 async def _run(worker_id: int, fd: int) -> int:

@@ -32,9 +32,12 @@ from sozu_config.responses import Event, EventKind
 from sozu_config.state import ConfigState
 
 from . import balancing
+from .accepting import Handshake
+from .admission import Admission
 from .http import BackendConnection, FrontendSession, check_basic_auth
-from .listeners import HttpListener, Listener, TcpListener
+from .listeners import HttpListener, Listener, TcpListener, hsts_line
 from .metrics import Metrics
+from .reading import ReadBuffers
 
 log = logging.getLogger("sozu.worker")
 access = logging.getLogger("sozu.access")
@@ -64,20 +67,29 @@ class ClusterRuntime:
         "config",
         "https_redirect",
         "https_redirect_port",
+        "per_ip_limit",
         "proxy_protocol",
         "requests",
+        "retry_after",
         "sticky_session",
         "www_authenticate",
     )
 
-    def __init__(self, config: Cluster) -> None:
+    def __init__(self, config: Cluster, per_ip_limit: int = 0, retry_after: int = 60) -> None:
         self.cluster_id = config.cluster_id
         self.balancer = balancing.Cluster(config.cluster_id)
         self.requests = 0
-        self.configure(config)
+        self.configure(config, per_ip_limit, retry_after)
 
-    def configure(self, config: Cluster) -> None:
+    def configure(self, config: Cluster, per_ip_limit: int = 0, retry_after: int = 60) -> None:
+        """``per_ip_limit`` and ``retry_after``: the worker's defaults, which the cluster's own
+        settings override."""
         self.config = config
+        # connections per client IP to this cluster (0: unlimited), Retry-After of its 429
+        self.per_ip_limit = (
+            per_ip_limit if config.max_connections_per_ip is None else config.max_connections_per_ip
+        )
+        self.retry_after = retry_after if config.retry_after is None else config.retry_after
         self.sticky_session = config.sticky_session
         self.https_redirect = config.https_redirect
         self.https_redirect_port = config.https_redirect_port
@@ -99,6 +111,8 @@ class Route:
     __slots__ = (
         "cluster",
         "frontend",
+        "hsts_force",
+        "hsts_line",
         "request_added",
         "request_edits",
         "response_added",
@@ -112,6 +126,9 @@ class Route:
         self.frontend = frontend
         self.cluster = cluster
         self.tags = frontend.tags
+        # the frontend's own HSTS (None: the listener's applies)
+        self.hsts_line = None if frontend.hsts is None else hsts_line(frontend.hsts)
+        self.hsts_force = frontend.hsts is not None and frontend.hsts.force_replace_backend
         self.special = frontend.redirect is not RedirectPolicy.FORWARD or frontend.required_auth
         # forwarded requests get a rewritten Host and/or path (the original Host goes in
         # X-Forwarded-Host)
@@ -193,6 +210,9 @@ class Proxy:
         worker_id: int,
         buffer_size: int = 16393,
         max_connections: int = 10_000,
+        max_connections_per_ip: int = 0,
+        retry_after: int = 60,
+        evict_on_queue_full: bool = False,
         emit_event: Callable[[Event], None] | None = None,
         expired_certificates: str = "refuse",
     ) -> None:
@@ -203,21 +223,33 @@ class Proxy:
         self.buffer_size = buffer_size
         # bytes waiting in a transport before the other side stops being read (flow control)
         self.write_buffer_limit = 4 * buffer_size
+        # the read buffer of the backend sides of connections (see reading)
+        self.reads = ReadBuffers(self.write_buffer_limit, buffer_size)
         self.max_connections = max_connections
+        self.max_connections_per_ip = max_connections_per_ip
+        self.retry_after = retry_after
         self.expired_certificates = expired_certificates
         self.listeners: dict[str, Listener] = {}
         self.clusters: dict[str, ClusterRuntime] = {}
         self.routes: dict[FrontendKey, Route] = {}
         self.cluster_routes: dict[str, set[FrontendKey]] = {}
         self.draining: set[balancing.Backend] = set()
-        self.sessions: set[Any] = set()
+        self.metrics = Metrics()
+        self.admission = Admission(
+            self._set_accepting,
+            self.metrics,
+            max_connections=max_connections,
+            evict_on_queue_full=evict_on_queue_full,
+        )
+        # every open connection (sessions, TLS handshakes, connections awaiting a PROXY header)
+        self.sessions: set[Any] = self.admission.connections
+        # protocol → its handshake, while a connection's TLS handshake is in progress
+        self.handshakes: dict[Any, Handshake] = {}
         self.backend_connections: set[BackendConnection] = set()
         self.idle: dict[balancing.Backend, list[BackendConnection]] = {}
         self.idle_since: dict[BackendConnection, float] = {}
-        self.metrics = Metrics()
         self.access_logs = access.isEnabledFor(logging.INFO)
         self.stopping = False
-        self.accepting_paused = False
         self._emit = emit_event or (lambda event: None)
         self._rid_counter = 0
         self._rid_prefix = b""
@@ -250,24 +282,30 @@ class Proxy:
     # ------------------------------------------------------------------ sessions
 
     def session_opened(self, session: Any) -> None:
-        self.sessions.add(session)
+        """A session's transport is up (counted from its handshake when it had one)."""
         self.metrics.connections += 1
-        if len(self.sessions) >= self.max_connections and not self.accepting_paused:
-            self.accepting_paused = True
+        if self.handshakes:
+            handshake = self.handshakes.pop(session, None)
+            if handshake is not None:
+                self.admission.replaced(handshake, session)
+                return
+        if not self.admission.opened(session):
+            session.transport.abort()  # accepted past the limit in the same batch
+
+    def session_closed(self, session: Any) -> None:
+        self.admission.closed(session)
+
+    @property
+    def accepting_paused(self) -> bool:
+        return self.admission.paused
+
+    def _set_accepting(self, accepting: bool) -> None:
+        """The admission's verdict: stop accepting at max_connections, resume below it."""
+        if not accepting:
             self.metrics.backpressure += 1
             for listener in self.listeners.values():
                 listener.pause_accepting()
-            if len(self.sessions) > self.max_connections:
-                session.transport.abort()  # accepted past the limit in the same batch
-
-    def session_closed(self, session: Any) -> None:
-        self.sessions.discard(session)
-        if (
-            self.accepting_paused
-            and len(self.sessions) < 0.9 * self.max_connections
-            and not self.stopping
-        ):
-            self.accepting_paused = False
+        elif not self.stopping:
             for listener in self.listeners.values():
                 listener.resume_accepting()
 
@@ -399,6 +437,7 @@ class Proxy:
         self.refresh_clock()
         for session in [s for s in self.sessions if s.deadline < now]:
             session.check_deadline(now)
+        self.admission.sweep(now)
         if self.idle_since:
             limit = now - IDLE_BACKEND_TIMEOUT
             for connection in [c for c, t in self.idle_since.items() if t < limit]:
@@ -460,10 +499,11 @@ class Proxy:
     def _add_cluster(self, request: rq.AddCluster, fds: list[int]) -> None:
         config = request.cluster
         runtime = self.clusters.get(config.cluster_id)
+        limit, retry_after = self.max_connections_per_ip, self.retry_after
         if runtime is None:
-            self.clusters[config.cluster_id] = ClusterRuntime(config)
+            self.clusters[config.cluster_id] = ClusterRuntime(config, limit, retry_after)
         else:
-            runtime.configure(config)
+            runtime.configure(config, limit, retry_after)
         for listener in self.listeners.values():
             if isinstance(listener, HttpListener):
                 listener.answers.set_cluster(config.cluster_id, config.answers)

@@ -17,7 +17,8 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
-from .proxy_protocol import MAX_HEADER_LENGTH, ProxyHeader, ProxyProtocolError, parse
+from .accepting import Handshake
+from .proxy_protocol import MAX_HEADER_LENGTH, ProxyProtocolError, parse
 
 if TYPE_CHECKING:
     from .listeners import Listener
@@ -28,7 +29,8 @@ __all__ = ["PendingConnection"]
 
 
 class PendingConnection:
-    """An accepted connection whose PROXY header is not read yet."""
+    """An accepted connection whose PROXY header is not read yet (an open connection for the
+    worker's limits and sweeper)."""
 
     __slots__ = ("buffer", "closed", "deadline", "listener", "sock")
 
@@ -39,8 +41,14 @@ class PendingConnection:
         self.closed = False
         proxy = listener.proxy
         self.deadline = proxy.loop.time() + listener.request_timeout
-        proxy.sessions.add(self)
-        proxy.loop.add_reader(sock.fileno(), self._readable)
+
+    def start(self) -> None:
+        proxy = self.listener.proxy
+        if not proxy.admission.opened(self):
+            self.closed = True
+            self.sock.close()  # accepted past the limit
+            return
+        proxy.loop.add_reader(self.sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         sock = self.sock
@@ -75,27 +83,27 @@ class PendingConnection:
         except OSError:
             self.close()
             return
-        self._detach()
-        self.listener.proxy.loop.create_task(self.listener.adopt(sock, header))
+        self.closed = True
+        self._stop_reading()
+        Handshake(self.listener, sock, header).start(previous=self)
 
-    def _detach(self) -> None:
-        proxy = self.listener.proxy
-        proxy.sessions.discard(self)
+    def _stop_reading(self) -> None:
         with contextlib.suppress(Exception):
-            proxy.loop.remove_reader(self.sock.fileno())
+            self.listener.proxy.loop.remove_reader(self.sock.fileno())
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._detach()
+            self._stop_reading()
             self.sock.close()
+            self.listener.proxy.admission.closed(self)
 
     # the sweeper's and the soft stop's interface
     def check_deadline(self, now: float) -> None:
         self.close()
 
     def soft_stop(self) -> None:
-        self.close()
+        """Let the header come (or the deadline pass): the connection is then served once."""
 
     def abort(self) -> None:
         self.close()
@@ -103,10 +111,3 @@ class PendingConnection:
     @property
     def transport(self) -> Any:  # a hard stop aborts every session through its transport
         return self
-
-
-def apply_header(protocol: Any, header: ProxyHeader) -> None:
-    """Give the real protocol what the header says of the client."""
-    if header.command == "proxy" and header.source is not None:
-        protocol.peer_ip, protocol.peer_port = header.source
-    protocol.proxy_header = header

@@ -35,6 +35,7 @@ class TcpSession(asyncio.Protocol):
         "backend",
         "client_eof",
         "deadline",
+        "ip_slot",
         "listener",
         "paused",
         "peer_ip",
@@ -57,6 +58,7 @@ class TcpSession(asyncio.Protocol):
         self.client_eof = False
         self.paused = False
         self.deadline = 0.0
+        self.ip_slot = ""  # the cluster whose per-IP slot this connection holds
         self._closed = False
 
     def connection_made(self, transport: Any) -> None:
@@ -70,6 +72,14 @@ class TcpSession(asyncio.Protocol):
         proxy.session_opened(self)
         proxy.metrics.tcp_connections += 1
         self.deadline = proxy.loop.time() + listener.connect_timeout * CONNECT_ATTEMPTS + 1
+        cluster = listener.cluster
+        if cluster is not None and cluster.per_ip_limit:
+            if not proxy.admission.take_ip_slot(
+                cluster.cluster_id, self.peer_ip, cluster.per_ip_limit
+            ):
+                transport.close()  # over max_connections_per_ip: closed without a byte
+                return
+            self.ip_slot = cluster.cluster_id
         self._connect()
 
     def _connect(self) -> None:
@@ -166,7 +176,11 @@ class TcpSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self.listener.proxy.session_closed(self)
+        proxy = self.listener.proxy
+        if self.ip_slot:
+            proxy.admission.release_ip_slot(self.ip_slot, self.peer_ip)
+            self.ip_slot = ""
+        proxy.session_closed(self)
         if self.backend is not None:
             self.backend.transport.close()
 
@@ -178,8 +192,8 @@ class TcpSession(asyncio.Protocol):
         pass
 
 
-class TcpBackend(asyncio.Protocol):
-    """The backend side of a TCP pipe."""
+class TcpBackend(asyncio.BufferedProtocol):
+    """The backend side of a TCP pipe (reads sized by the client's pace, see :mod:`.reading`)."""
 
     __slots__ = ("backend", "eof", "session", "transport")
 
@@ -192,9 +206,14 @@ class TcpBackend(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
-        self.session.transport.write(data)
-        self.session.touch()
+    def get_buffer(self, sizehint: int) -> memoryview:
+        reads = self.session.listener.proxy.reads
+        return reads.small if self.session.transport.get_write_buffer_size() else reads.large
+
+    def buffer_updated(self, nbytes: int) -> None:
+        session = self.session
+        session.transport.write(session.listener.proxy.reads.take(nbytes))
+        session.touch()
 
     def eof_received(self) -> bool:
         self.eof = True
