@@ -321,3 +321,62 @@ def test_http_and_https_listener_settings(daemon: DaemonProcess, tmp_path: Path)
     taken = sozu(*config, "listener", "tcp", "add", "-a", https_address)
     assert taken.code == 1
     assert "already exists" in taken.err
+
+
+def test_hardening_settings_from_the_command_line(daemon: DaemonProcess, tmp_path: Path) -> None:
+    """Per-IP limits of a cluster, trusted forwarding of a listener, HSTS of an HTTPS listener
+    and frontend; bad values are usage errors, never tracebacks."""
+    config = ("-c", str(daemon.config_path))
+    limited = sozu(
+        *config,
+        "cluster",
+        "add",
+        "-i",
+        "lim",
+        "--max-connections-per-ip",
+        "3",
+        "--retry-after",
+        "0",
+    )
+    assert limited.code == 0, limited
+    cluster = live_state(daemon)[1].clusters["lim"]
+    assert (cluster.max_connections_per_ip, cluster.retry_after) == (3, 0)
+    negative = sozu(*config, "cluster", "add", "-i", "lim", "--max-connections-per-ip", "-1")
+    assert negative.code == 2 and "Traceback" not in negative.err, negative
+
+    http, https = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    trusted = sozu(*config, "listener", "http", "add", "-a", http, "--trust-forwarded-headers")
+    assert trusted.code == 0, trusted
+    assert live_state(daemon)[1].http_listeners[http].trust_forwarded_headers
+    added = sozu(
+        *config, "listener", "https", "add", "-a", https, "--hsts", "--hsts-include-subdomains"
+    )
+    assert added.code == 0, added
+    listener = live_state(daemon)[1].https_listeners[https]
+    assert listener.hsts is not None
+    assert listener.hsts.header_value() == "max-age=31536000; includeSubDomains"
+    cleared = sozu(*config, "listener", "https", "update", "-a", https, "--no-hsts")
+    assert cleared.code == 0, cleared
+    assert live_state(daemon)[1].https_listeners[https].hsts is None
+
+    frontend = ("-a", https, "--hostname", "secure.example.com", "--id", "lim")
+    on = sozu(*config, "frontend", "https", "add", *frontend, "--hsts", "--hsts-max-age", "600")
+    assert on.code == 0, on
+    (stored,) = live_state(daemon)[1].https_frontends.values()
+    assert stored.hsts is not None and stored.hsts.header_value() == "max-age=600"
+    lonely = sozu(*config, "frontend", "https", "add", *frontend, "--hsts-preload")
+    assert lonely.code == 2 and "--hsts-preload needs --hsts" in lonely.err, lonely
+    plain = sozu(
+        *config,
+        "frontend",
+        "http",
+        "add",
+        "-a",
+        http,
+        "--hostname",
+        "plain.example.com",
+        "--id",
+        "lim",
+        "--hsts",
+    )
+    assert plain.code == 2, plain  # not an option of plain HTTP frontends

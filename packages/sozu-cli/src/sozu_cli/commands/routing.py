@@ -24,6 +24,7 @@ from sozu_config import (
     Backend,
     Cluster,
     DeactivateListener,
+    Hsts,
     HttpFrontend,
     HttpListenerConfig,
     HttpsListenerConfig,
@@ -186,6 +187,8 @@ def cluster_add(ctx: Context) -> int:
             "load_metric",
             "https_redirect_port",
             "www_authenticate",
+            "max_connections_per_ip",
+            "retry_after",
         ),
     )
     if args.send_proxy and args.expect_proxy:
@@ -271,6 +274,9 @@ def _http_frontend(args: argparse.Namespace) -> HttpFrontend:
             "rewrite_port",
         ),
     )
+    hsts = _hsts(args)
+    if hsts is not None:
+        settings["hsts"] = hsts
     return HttpFrontend(
         address=args.address,
         hostname=args.hostname,
@@ -281,6 +287,41 @@ def _http_frontend(args: argparse.Namespace) -> HttpFrontend:
         headers=getattr(args, "header", None) or [],
         **settings,
     )
+
+
+def _hsts(args: argparse.Namespace) -> Hsts | None:
+    """The HSTS of ``--hsts``/``--no-hsts`` and the ``--hsts-*`` details (None: not given)."""
+    enabled = getattr(args, "hsts", None)
+    details = _given(
+        args,
+        ("hsts_max_age", "hsts_include_subdomains", "hsts_preload", "hsts_force_replace_backend"),
+    )
+    if enabled is None:
+        if details:
+            option = "--" + next(iter(details)).replace("_", "-")
+            raise UsageError(f"{option} needs --hsts")
+        return None
+    return Hsts(enabled=enabled, **{name.removeprefix("hsts_"): v for name, v in details.items()})
+
+
+def _hsts_arguments(parser: Parser, *, off: str) -> None:
+    """``--hsts`` and its details (HTTPS listeners and frontends only); ``off`` says what
+    ``--no-hsts`` means there."""
+    parser.add_argument(
+        "--hsts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"add Strict-Transport-Security to the answers (--no-hsts: {off})",
+    )
+    parser.add_argument(
+        "--hsts-max-age", type=int, metavar="SECONDS", help="max-age (default: one year)"
+    )
+    for name, text in (
+        ("include-subdomains", "add includeSubDomains"),
+        ("preload", "add preload"),
+        ("force-replace-backend", "replace a Strict-Transport-Security of the backend"),
+    ):
+        parser.add_argument(f"--hsts-{name}", action="store_true", default=None, help=text)
 
 
 def frontend_http_add(ctx: Context) -> int:
@@ -356,7 +397,13 @@ _LISTENER_FIELDS = (
     "connect_timeout",
     "request_timeout",
 )
-_HTTP_FIELDS = ("sticky_name", "sozu_id_header", "elide_x_real_ip", "send_x_real_ip")
+_HTTP_FIELDS = (
+    "sticky_name",
+    "sozu_id_header",
+    "elide_x_real_ip",
+    "send_x_real_ip",
+    "trust_forwarded_headers",
+)
 _TLS_FIELDS = (
     "tls_versions",
     "cipher_list",
@@ -374,6 +421,10 @@ _PROTOCOL_FIELDS = {
 
 def _listener_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = _given(args, _PROTOCOL_FIELDS[args.protocol])
+    if args.protocol == "https":
+        hsts = _hsts(args)
+        if hsts is not None:
+            settings["hsts"] = hsts if hsts.enabled else ""
     if args.protocol != "tcp":
         answers = dict(getattr(args, "answer", None) or [])
         for status in (404, 503):
@@ -539,6 +590,19 @@ def _cluster_parsers(subcommands: argparse._SubParsersAction[Parser], common: Pa
     )
     parser.add_argument("--www-authenticate", metavar="REALM", help="realm of the 401 answers")
     parser.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        metavar="N",
+        help="connections one client IP may have open to this cluster, per worker "
+        "(0: unlimited; default: the global setting)",
+    )
+    parser.add_argument(
+        "--retry-after",
+        type=int,
+        metavar="SECONDS",
+        help="Retry-After of the 429 answers (0: none; default: the global setting)",
+    )
+    parser.add_argument(
         "--authorized-hash",
         action="append",
         metavar="USER:SHA256",
@@ -616,7 +680,7 @@ def _backend_parsers(subcommands: argparse._SubParsersAction[Parser], common: Pa
     )
 
 
-def _http_frontend_arguments(parser: Parser, *, adding: bool) -> None:
+def _http_frontend_arguments(parser: Parser, *, adding: bool, https: bool = False) -> None:
     parser.add_argument(
         "-a", "--address", required=True, type=address, metavar="ADDR", help="listener address"
     )
@@ -640,6 +704,8 @@ def _http_frontend_arguments(parser: Parser, *, adding: bool) -> None:
     parser.add_argument("--tags", type=key_values, metavar="'k=v,k2=v2'", help="tags for logs")
     if not adding:
         return
+    if https:
+        _hsts_arguments(parser, off="none for this frontend, whatever its listener says")
     parser.add_argument(
         "--position",
         type=enumeration(_POSITIONS),
@@ -708,7 +774,7 @@ def _frontend_parsers(subcommands: argparse._SubParsersAction[Parser], common: P
             parents=[common],
             handler=frontend_http_add,
         )
-        _http_frontend_arguments(parser, adding=True)
+        _http_frontend_arguments(parser, adding=True, https=protocol == "https")
         parser = add_command(
             verbs,
             "remove",
@@ -805,6 +871,12 @@ def _listener_arguments(parser: Parser, protocol: str, *, update: bool) -> None:
     )
     parser.add_argument("--send-x-real-ip", action=bool_action, default=None, help="add X-Real-IP")
     parser.add_argument(
+        "--trust-forwarded-headers",
+        action=bool_action,
+        default=None,
+        help="keep the X-Forwarded-Proto and -Port clients send (a trusted proxy in front)",
+    )
+    parser.add_argument(
         "--answer-404", type=template_file, metavar="FILE", help="answer template for 404"
     )
     parser.add_argument(
@@ -843,6 +915,7 @@ def _listener_arguments(parser: Parser, protocol: str, *, update: bool) -> None:
         "--send-tls13-tickets", type=int, metavar="N", help="TLS 1.3 session tickets (0-16)"
     )
     parser.add_argument("--default-sni", metavar="NAME", help="name served to clients without SNI")
+    _hsts_arguments(parser, off="no HSTS on this listener")
     if update:
         parser.add_argument(
             "--no-default-sni",
