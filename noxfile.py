@@ -1,4 +1,5 @@
-"""Development tasks: `nox -s tests`, `lint`, `typecheck`, `schema`, `bench`, `demo`."""
+"""Development tasks: `nox -s tests`, `lint`, `typecheck`, `schema`, `bench`, `demo`, `fuzz`,
+`soak`."""
 
 from __future__ import annotations
 
@@ -47,6 +48,13 @@ def bench(session: nox.Session) -> None:
     session.install(*PACKAGES, "aiohttp>=3.9", "matplotlib>=3.8")
     session.run("python", "benchmarks/config_bench.py")
     session.run("python", "benchmarks/load.py", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing of the parsers (atheris); `-- --seconds N` per target (60)."""
+    session.install(*PACKAGES, *TEST_DEPS, "atheris>=2.3")
+    session.run("python", "tests/fuzz/run.py", *session.posargs)
 
 
 @nox.session

@@ -1151,3 +1151,46 @@ hsts = {{ enabled = false }}
     assert first.header_value() == "max-age=600; preload"
     off = frontends["off.lolcatho.st"].hsts
     assert off is not None and not off.enabled
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory"])
+def test_only_regular_files_are_read(tmp_path: Path, kind: str) -> None:
+    """A configuration (or a file it names) that is a device, a FIFO or a directory is an
+    error naming it, never a read that blocks or never ends."""
+    if kind == "device":
+        target = Path("/dev/zero")
+    elif kind == "fifo":
+        target = tmp_path / "pipe"
+        os.mkfifo(target)
+    else:
+        target = tmp_path / "folder"
+        target.mkdir()
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(target)
+    text = (
+        '[[listeners]]\nprotocol = "https"\naddress = "127.0.0.1:8443"\n'
+        f'certificate = "{target}"\nkey = "{target}"\n'
+    )
+    with pytest.raises(ConfigError, match="not a regular file") as caught:
+        load_text(tmp_path, text)
+    assert str(target) in str(caught.value)
+
+
+def test_a_file_named_by_the_configuration_is_bounded_in_size(tmp_path: Path) -> None:
+    from sozu_config.config import MAX_NAMED_FILE_BYTES
+
+    big = tmp_path / "big.pem"
+    with big.open("wb") as handle:
+        handle.truncate(MAX_NAMED_FILE_BYTES + 1)
+    text = f'[[listeners]]\nprotocol = "https"\naddress = "127.0.0.1:8443"\ncertificate = "{big}"\n'
+    text += f'key = "{big}"\n'
+    with pytest.raises(ConfigError, match=f"larger than {MAX_NAMED_FILE_BYTES} bytes"):
+        load_text(tmp_path, text)
+
+
+@pytest.mark.parametrize("name", ["a" * 5000, "x/" * 3000 + "page.html"])
+def test_an_impossible_file_name_is_an_error_not_a_traceback(tmp_path: Path, name: str) -> None:
+    """Found by the fuzzing session: a name the system refuses (too long) raised OSError."""
+    text = f'[[listeners]]\nprotocol = "http"\naddress = "127.0.0.1:8080"\nanswer_404 = "{name}"\n'
+    with pytest.raises(ConfigError, match="answer_404"):
+        load_text(tmp_path, text)

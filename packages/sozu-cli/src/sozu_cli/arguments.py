@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sozu_config import normalize_address
+from sozu_config.config import MAX_NAMED_FILE_BYTES
+from sozu_config.files import read_regular_text
 
 from .errors import ExitCode
 
@@ -191,7 +193,7 @@ def key_values(text: str) -> dict[str, str]:
 def _read_text(path_text: str, what: str) -> str:
     path = Path(path_text)
     try:
-        return path.read_text(encoding="utf-8")
+        return read_regular_text(path, MAX_NAMED_FILE_BYTES)
     except FileNotFoundError:
         raise argparse.ArgumentTypeError(f"{what} file {path_text!r} does not exist") from None
     except IsADirectoryError:

@@ -71,6 +71,7 @@ from .certificates import (
     check_key_matches,
     split_pem_chain,
 )
+from .files import read_regular, read_regular_text
 from .models import (
     Cluster,
     HeaderEdit,
@@ -96,7 +97,19 @@ from .models import (
 from .state import ConfigState, StateError
 from .tls import ALPN_PROTOCOLS, check_cipher_list
 
-__all__ = ["Config", "ConfigError", "load_config", "load_config_text"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_NAMED_FILE_BYTES",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "load_config_text",
+]
+
+# Largest configuration file read (100,000 clusters fit), and largest file it names
+# (certificate chains, keys, answer templates).
+MAX_CONFIG_BYTES = 256 * 1024 * 1024
+MAX_NAMED_FILE_BYTES = 4 * 1024 * 1024
 
 _Choice = TypeVar("_Choice")
 
@@ -816,13 +829,23 @@ class _Loader:
             candidates = [given]
         else:
             candidates = list(dict.fromkeys([self.base_dir / given, Path.cwd() / given]))
-        chosen = next((c for c in candidates if c.is_file()), None)
+        chosen = None
+        for candidate in candidates:
+            try:
+                candidate.stat()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except (OSError, ValueError) as error:  # a name too long, a NUL byte…
+                reason = getattr(error, "strerror", None) or str(error)
+                raise self.error(table, key, f"cannot read {what} {raw!r}: {reason}") from None
+            chosen = candidate
+            break
         if chosen is None:
             tried = " and ".join(str(c) for c in candidates)
             raise self.error(table, key, f"{what} {raw!r} not found (looked for {tried})")
         chosen = Path(os.path.normpath(chosen))
         try:
-            text = chosen.read_text(encoding="utf-8")
+            text = read_regular_text(chosen, MAX_NAMED_FILE_BYTES)
         except UnicodeDecodeError:
             raise self.error(table, key, f"{what} {chosen} is not UTF-8 text") from None
         except OSError as error:
@@ -1819,7 +1842,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """
     source = Path(path)
     try:
-        raw = source.read_bytes()
+        raw = read_regular(source, MAX_CONFIG_BYTES)
     except OSError as error:
         raise ConfigError(
             f"cannot read the configuration file: {error.strerror or error}", path=source

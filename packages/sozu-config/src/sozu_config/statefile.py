@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import stat
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import BinaryIO
 
 from pydantic import ValidationError
 
+from .files import open_regular
 from .protocol import validation_message
 from .requests import STATE_REQUEST_ADAPTER, StateRequest
 from .state import ConfigState, StateError
@@ -82,24 +82,12 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
 def _open_records(source: Path) -> BinaryIO:
-    """Open a state file for reading; only a regular file is accepted.
-
-    A FIFO, a device (``/dev/zero``) or a directory would block the reader or never end:
-    such paths are refused before a byte is read (``O_NONBLOCK``: opening a FIFO does not
-    wait for a writer).
-    """
+    """Open a state file for reading; only a regular file is accepted (a FIFO or a device
+    would block the reader or never end)."""
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return open_regular(source)
     except OSError as error:
         raise StateFileError(source, 0, f"cannot read the file: {error.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StateFileError(source, 0, "not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def _lines(

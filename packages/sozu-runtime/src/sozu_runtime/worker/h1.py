@@ -685,6 +685,8 @@ def simple_request(data: bytes, end: int) -> tuple[bytes, bytes, bytes, int, boo
         return None
     if target[:1] != b"/" or b"#" in target or method == b"CONNECT":
         return None
+    if not method or method.translate(_SAME_BYTE, _TCHAR):
+        return None  # llhttp skips leading line feeds that the general parser refuses
     low = data.lower()
     if _REQUEST_RARE.search(low, line_end) is not None:
         return None
