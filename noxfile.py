@@ -58,6 +58,13 @@ def fuzz(session: nox.Session) -> None:
 
 
 @nox.session
+def soak(session: nox.Session) -> None:
+    """Minutes of mixed and hostile traffic with memory sampled; `-- --seconds N` (180)."""
+    session.install(*PACKAGES, *TEST_DEPS)
+    session.run("python", "tests/soak/run.py", *session.posargs)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Start the proxy on examples/demo.toml with two built-in demo backends."""
     session.install(*PACKAGES)

@@ -382,3 +382,53 @@ backends = [{{ address = "{backend.address}" }}]
             finally:
                 for sock in stalled:
                     sock.close()
+
+
+# --------------------------------------------------------------------------- file descriptors
+
+
+def test_out_of_file_descriptors_is_said_not_suffered_silently(tmp_path: Path) -> None:
+    """With an open files limit far below what max_connections needs, a worker says so at
+    start-up; when a flood of TLS connections then exhausts its descriptors, it logs why it
+    cannot accept (once, not per connection) and serves clients again once the flood ends."""
+    made = make_certificate("fd.test")
+    (tmp_path / "cert.pem").write_text(made.cert_pem)
+    (tmp_path / "key.pem").write_text(made.key_pem)
+    port = free_port()
+    with HttpBackend("app") as backend:
+        config = f"""
+worker_count = 1
+max_connections = 1000
+[[listeners]]
+protocol = "https"
+address = "127.0.0.1:{port}"
+certificate = "cert.pem"
+key = "key.pem"
+request_timeout = 2
+
+[clusters.app]
+protocol = "http"
+frontends = [{{ address = "127.0.0.1:{port}", hostname = "fd.test" }}]
+backends = [{{ address = "{backend.address}" }}]
+"""
+        daemon = DaemonProcess(tmp_path, config)
+        with daemon.start(open_files=96):
+            wait_for(lambda: "needs about 2064 open files" in daemon.logs(), timeout=10)
+            flood = silent_connections(port, 300)
+            try:
+                wait_for(lambda: "Too many open files" in daemon.logs(), timeout=10)
+            finally:
+                for sock in flood:
+                    sock.close()
+            assert daemon.logs().count("Too many open files") <= 3  # rate limited
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with HttpConnection(
+                        port, tls=tls_client_context(), server_hostname="fd.test", timeout=5
+                    ) as connection:
+                        assert connection.request("GET", "/", host="fd.test").status == 200
+                        break
+                except (OSError, ssl.SSLError):
+                    assert time.monotonic() < deadline, "no client served after the flood"
+                    time.sleep(0.2)

@@ -82,3 +82,30 @@ def test_per_ip_slots_per_cluster() -> None:
     for _ in range(3):
         limits.release_ip_slot("api", "10.0.0.1")  # more releases than slots: no negatives
     assert limits.ip_slots("api", "10.0.0.1") == 0
+
+
+def test_memory_is_handed_back_after_a_burst_and_when_idle(monkeypatch: object) -> None:
+    from sozu_runtime.worker import admission as module
+
+    trims: list[int] = []
+    monkeypatch.setattr(module, "return_free_memory", lambda: trims.append(1) or True)  # type: ignore[attr-defined]
+    limits, _ = admission(10_000)
+    burst = [Connection(float(i)) for i in range(300)]
+    for connection in burst:
+        limits.opened(connection)
+    limits.sweep(100.0, idle=False)
+    assert trims == []  # still at its peak
+    for connection in burst[:200]:
+        limits.closed(connection)
+    limits.sweep(101.0, idle=False)
+    assert trims == [1]  # fell to a third of the peak
+    limits.sweep(102.0, idle=False)
+    assert trims == [1]  # not again without a new fall
+    for connection in burst[200:]:
+        limits.closed(connection)
+    limits.sweep(103.0, idle=True)
+    assert trims == [1]  # idle, but within TRIM_INTERVAL of the last time
+    limits.sweep(107.0, idle=True)
+    assert trims == [1, 1]
+    limits.sweep(120.0, idle=True)
+    assert trims == [1, 1]  # idle with nothing new since: nothing to hand back

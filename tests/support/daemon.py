@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -56,7 +57,20 @@ class DaemonProcess:
         self.log_path = directory / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, *, wait: bool = True, env: dict[str, str] | None = None) -> DaemonProcess:
+    def start(
+        self,
+        *,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+        open_files: int | None = None,
+    ) -> DaemonProcess:
+        """Start ``sozu start``; ``open_files`` sets the process's open files limit (soft and
+        hard), which its workers inherit."""
+
+        def limit_open_files() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*sozu_command(), "-c", str(self.config_path), "start"],
@@ -65,6 +79,7 @@ class DaemonProcess:
             cwd=self.directory,
             env={**os.environ, **(env or {})},
             start_new_session=True,
+            preexec_fn=limit_open_files if open_files is not None else None,
         )
         log.close()
         if wait:

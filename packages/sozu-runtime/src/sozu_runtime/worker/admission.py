@@ -174,13 +174,15 @@ class Admission:
 
     # ------------------------------------------------------------------ memory
 
-    def sweep(self, now: float) -> None:
-        """After a burst, give the memory of the closed connections back (see module doc)."""
+    def sweep(self, now: float, idle: bool) -> None:
+        """After a burst, give the memory of the closed connections back (see module doc):
+        when the open connections fell to half their peak, and once more when the worker
+        has become ``idle`` (no connection of any kind) after some traffic."""
         count = len(self.connections)
         peak = self._peak
-        if peak - count < TRIM_MIN_CLOSED or count > peak // 2:
-            return
-        if now - self._trimmed_at < TRIM_INTERVAL:
+        fell = peak - count >= TRIM_MIN_CLOSED and count <= peak // 2
+        quiet = idle and peak > 0
+        if not (fell or quiet) or now - self._trimmed_at < TRIM_INTERVAL:
             return
         self._trimmed_at = now
         self._peak = count

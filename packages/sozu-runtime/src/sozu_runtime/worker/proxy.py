@@ -437,7 +437,7 @@ class Proxy:
         self.refresh_clock()
         for session in [s for s in self.sessions if s.deadline < now]:
             session.check_deadline(now)
-        self.admission.sweep(now)
+        self.admission.sweep(now, idle=not self.sessions and not self.backend_connections)
         if self.idle_since:
             limit = now - IDLE_BACKEND_TIMEOUT
             for connection in [c for c, t in self.idle_since.items() if t < limit]:
