@@ -599,6 +599,12 @@ GARBAGE = {
     ),
     # an id that cannot be echoed (a lone surrogate is not encodable): answered without id
     "lone surrogate id": (b'{"id": "\\ud800", "request": {"type": "status"}}\n', ""),
+    # a backend must name a server, not the wildcard a listener binds to
+    "unspecified backend address": (
+        b'{"id": "zero", "request": {"type": "add_backend", "backend": {"cluster_id": "app",'
+        b' "backend_id": "zero", "address": "0.0.0.0:80"}}}\n',
+        "zero",
+    ),
 }
 
 
@@ -618,6 +624,8 @@ def test_garbage_gets_a_failure_and_nobody_else_notices(busy: BusyDaemon, kind: 
         assert answer.message
         if kind == "unknown type":
             assert "make_coffee" in answer.message
+        if kind == "unspecified backend address":
+            assert "unspecified address" in answer.message
         # the same connection goes on, and so do the others
         assert sender.request(Status(), "after-garbage").ok
         assert bystander.request(Status(), "bystander-2").ok

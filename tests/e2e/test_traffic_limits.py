@@ -59,18 +59,14 @@ def proxying_metrics(daemon: DaemonProcess) -> dict[str, object]:
 # --------------------------------------------------------------------------- TLS handshakes
 
 
-def test_tls_handshakes_count_toward_max_connections(tmp_path: Path) -> None:
-    """1,000 silent connections to an HTTPS port: the worker holds at most max_connections
-    sockets for them (the rest wait in the kernel backlog), they are closed at the handshake
-    timeout, and real clients are served afterwards."""
-    made = make_certificate("limits.test")
+def tls_daemon(tmp_path: Path, port: int, backend: str, max_connections: int) -> DaemonProcess:
+    """One worker, an HTTPS listener for ``tls.test`` with a 2 s handshake timeout."""
+    made = make_certificate("tls.test")
     (tmp_path / "cert.pem").write_text(made.cert_pem)
     (tmp_path / "key.pem").write_text(made.key_pem)
-    port = free_port()
-    with HttpBackend("app") as backend:
-        config = f"""
+    config = f"""
 worker_count = 1
-max_connections = 40
+max_connections = {max_connections}
 [[listeners]]
 protocol = "https"
 address = "127.0.0.1:{port}"
@@ -80,36 +76,49 @@ request_timeout = 2
 
 [clusters.app]
 protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "limits.test" }}]
-backends = [{{ address = "{backend.address}" }}]
+frontends = [{{ address = "127.0.0.1:{port}", hostname = "tls.test" }}]
+backends = [{{ address = "{backend}" }}]
 """
-        with DaemonProcess(tmp_path, config).start() as daemon:
-            (worker,) = daemon.worker_pids()
-            before = open_descriptors(worker)
-            flood = silent_connections(port, 1000)
-            try:
-                time.sleep(1.0)
-                held = open_descriptors(worker) - before
-                assert held <= 40 + 2, f"the worker holds {held} sockets for silent clients"
-                assert proxying_metrics(daemon)["backpressure"] >= 1
-            finally:
-                for sock in flood:
-                    sock.close()
-            # the silent ones end at the handshake timeout; a real client gets through
-            context = tls_client_context()
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    with HttpConnection(
-                        port, tls=context, server_hostname="limits.test", timeout=5
-                    ) as connection:
-                        assert connection.request("GET", "/", host="limits.test").status == 200
-                        break
-                except (OSError, ssl.SSLError):
-                    assert time.monotonic() < deadline, "no client served after the flood"
-                    time.sleep(0.2)
-            wait_for(lambda: open_descriptors(worker) <= before + 2, timeout=10)
-            assert proxying_metrics(daemon)["tls_handshake_failures"] >= 40
+    return DaemonProcess(tmp_path, config)
+
+
+def served_over_tls_again(port: int, within: float = 20.0) -> None:
+    """Wait (at most ``within`` seconds) until a TLS client is served."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with HttpConnection(
+                port, tls=tls_client_context(), server_hostname="tls.test", timeout=5
+            ) as connection:
+                assert connection.request("GET", "/", host="tls.test").status == 200
+                return
+        except (OSError, ssl.SSLError):
+            assert time.monotonic() < deadline, "no client served after the flood"
+            time.sleep(0.2)
+
+
+def test_tls_handshakes_count_toward_max_connections(tmp_path: Path) -> None:
+    """1,000 silent connections to an HTTPS port: the worker holds at most max_connections
+    sockets for them (the rest wait in the kernel backlog), they are closed at the handshake
+    timeout, and real clients are served afterwards."""
+    port = free_port()
+    with HttpBackend("app") as backend, tls_daemon(tmp_path, port, backend.address, 40) as daemon:
+        daemon.start()
+        (worker,) = daemon.worker_pids()
+        before = open_descriptors(worker)
+        flood = silent_connections(port, 1000)
+        try:
+            time.sleep(1.0)
+            held = open_descriptors(worker) - before
+            assert held <= 40 + 2, f"the worker holds {held} sockets for silent clients"
+            assert proxying_metrics(daemon)["backpressure"] >= 1
+        finally:
+            for sock in flood:
+                sock.close()
+        # the silent ones end at the handshake timeout; a real client gets through
+        served_over_tls_again(port)
+        wait_for(lambda: open_descriptors(worker) <= before + 2, timeout=10)
+        assert proxying_metrics(daemon)["tls_handshake_failures"] >= 40
 
 
 # --------------------------------------------------------------------------- per (cluster, IP)
@@ -391,44 +400,15 @@ def test_out_of_file_descriptors_is_said_not_suffered_silently(tmp_path: Path) -
     """With an open files limit far below what max_connections needs, a worker says so at
     start-up; when a flood of TLS connections then exhausts its descriptors, it logs why it
     cannot accept (once, not per connection) and serves clients again once the flood ends."""
-    made = make_certificate("fd.test")
-    (tmp_path / "cert.pem").write_text(made.cert_pem)
-    (tmp_path / "key.pem").write_text(made.key_pem)
     port = free_port()
-    with HttpBackend("app") as backend:
-        config = f"""
-worker_count = 1
-max_connections = 1000
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{port}"
-certificate = "cert.pem"
-key = "key.pem"
-request_timeout = 2
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "fd.test" }}]
-backends = [{{ address = "{backend.address}" }}]
-"""
-        daemon = DaemonProcess(tmp_path, config)
-        with daemon.start(open_files=96):
-            wait_for(lambda: "needs about 2064 open files" in daemon.logs(), timeout=10)
-            flood = silent_connections(port, 300)
-            try:
-                wait_for(lambda: "Too many open files" in daemon.logs(), timeout=10)
-            finally:
-                for sock in flood:
-                    sock.close()
-            assert daemon.logs().count("Too many open files") <= 3  # rate limited
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    with HttpConnection(
-                        port, tls=tls_client_context(), server_hostname="fd.test", timeout=5
-                    ) as connection:
-                        assert connection.request("GET", "/", host="fd.test").status == 200
-                        break
-                except (OSError, ssl.SSLError):
-                    assert time.monotonic() < deadline, "no client served after the flood"
-                    time.sleep(0.2)
+    with HttpBackend("app") as backend, tls_daemon(tmp_path, port, backend.address, 1000) as daemon:
+        daemon.start(open_files=96)
+        wait_for(lambda: "needs about 2064 open files" in daemon.logs(), timeout=10)
+        flood = silent_connections(port, 300)
+        try:
+            wait_for(lambda: "Too many open files" in daemon.logs(), timeout=10)
+        finally:
+            for sock in flood:
+                sock.close()
+        assert daemon.logs().count("Too many open files") <= 3  # rate limited
+        served_over_tls_again(port)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -18,6 +17,12 @@ from sozu_config import CommandClient, DaemonUnreachable, Response, SaveState, S
 from sozu_config.client import CommandTimeout
 
 STARTUP_TIMEOUT = 30.0
+# argv: limit, command...: sets RLIMIT_NOFILE to the limit, then becomes the command
+_LIMITED_LAUNCHER = (
+    "import os, resource, sys; limit = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 def free_port() -> int:
@@ -66,20 +71,17 @@ class DaemonProcess:
     ) -> DaemonProcess:
         """Start ``sozu start``; ``open_files`` sets the process's open files limit (soft and
         hard), which its workers inherit."""
-
-        def limit_open_files() -> None:
-            if open_files is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
-
+        command = [*sozu_command(), "-c", str(self.config_path), "start"]
+        if open_files is not None:  # set by a small launcher (no preexec_fn: tests use threads)
+            command = [sys.executable, "-c", _LIMITED_LAUNCHER, str(open_files), *command]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*sozu_command(), "-c", str(self.config_path), "start"],
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.directory,
             env={**os.environ, **(env or {})},
             start_new_session=True,
-            preexec_fn=limit_open_files if open_files is not None else None,
         )
         log.close()
         if wait:

@@ -19,15 +19,35 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .proxy_protocol import ProxyHeader
 
-if TYPE_CHECKING:
-    from .listeners import Listener
-
 log = logging.getLogger("sozu.worker")
+
+
+class Listener(Protocol):
+    """What accepting needs of a listener (see :class:`.listeners.Listener`)."""
+
+    proxy: Any
+    address: str
+    request_timeout: float
+
+    @property
+    def server(self) -> Any: ...
+
+    def protocol_factory(self) -> asyncio.Protocol: ...
+
+    def tls_context(self) -> ssl.SSLContext | None: ...
+
+    def accepted(self, connection: socket.socket) -> None: ...
+
+    def pause_accepting(self) -> None: ...
+
+    def resume_accepting(self) -> None: ...
+
 
 __all__ = ["Handshake", "accept_batch", "apply_header"]
 

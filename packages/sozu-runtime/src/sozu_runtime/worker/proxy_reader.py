@@ -15,13 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .accepting import Handshake
+from .accepting import Handshake, Listener
 from .proxy_protocol import MAX_HEADER_LENGTH, ProxyProtocolError, parse
-
-if TYPE_CHECKING:
-    from .listeners import Listener
 
 log = logging.getLogger("sozu.worker")
 
