@@ -3,8 +3,10 @@ upgrade, events, shutdown, start; and how a missing daemon or configuration is r
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -16,6 +18,7 @@ from pathlib import Path
 from cli_harness import base_config, live_state, sozu
 from support.daemon import DaemonProcess, free_port
 
+import sozu_runtime
 from sozu_config import AddCluster, Cluster
 
 
@@ -27,17 +30,28 @@ def test_status_plain_json_and_the_ways_to_name_the_daemon(daemon: DaemonProcess
     plain = sozu(*config_of(daemon), "status")
     assert plain.code == 0, plain
     lines = plain.out.splitlines()
-    assert lines[0].split() == ["WORKER", "PID", "STATE"]
+    assert lines[0].split() == ["PROCESS", "PID", "VERSION", "STARTED", "STATE"]
     (pid,) = daemon.worker_pids()
-    assert lines[1].split() == ["0", str(pid), "running"]
+    main_row, worker_row = lines[1].split(), lines[2].split()
+    assert main_row[:3] == ["main", str(daemon.pid), sozu_runtime.__version__]
+    assert main_row[4] == "running"
+    assert worker_row[:4] == ["worker", "0", str(pid), sozu_runtime.__version__]
+    assert worker_row[5] == "running"
+    for row in (main_row, worker_row):  # RFC 3339 UTC start times
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", row[-2]), row
     assert "1 of 1 workers answered" in plain.out
 
     document = sozu(*config_of(daemon), "status", "--json")
     assert document.code == 0
-    assert document.json() == {
-        "type": "workers",
-        "workers": [{"id": 0, "pid": pid, "run_state": "running"}],
-    }
+    data = document.json()
+    assert data["type"] == "workers"
+    (worker,) = data["workers"]
+    assert worker["id"] == 0 and worker["pid"] == pid and worker["run_state"] == "running"
+    assert worker["version"] == sozu_runtime.__version__
+    assert data["main"]["pid"] == daemon.pid and data["main"]["version"] == sozu_runtime.__version__
+    started = dt.datetime.fromisoformat(data["main"]["started_at"])
+    assert started.tzinfo is not None
+    assert abs(dt.datetime.now(dt.UTC) - started) < dt.timedelta(minutes=30)
     # global options after the subcommand, $SOZU_CONFIG, and --socket without a file
     assert sozu("status", "-c", daemon.config_path).code == 0
     assert sozu("status", env={"SOZU_CONFIG": str(daemon.config_path)}).code == 0

@@ -40,7 +40,7 @@ from sozu_config import (
 from sozu_config.config import Config, ConfigError, load_config
 from sozu_config.responses import BatchResult, BatchResults, StateContent
 
-from .arguments import Parser, non_negative
+from .arguments import Parser, add_version, non_negative
 from .context import LONG_TIMEOUT_MS
 from .errors import CommandError, ExitCode
 from .output import Output, plural
@@ -384,6 +384,7 @@ def build_parser() -> Parser:
         + "\n".join(f"  {example}" for example in EXAMPLES)
         + "\n\nexit codes: 0 ok, 1 refused or failed, 2 bad file or drift (--check), 3 unreachable",
     )
+    add_version(parser)
     add_arguments(parser, standalone=True)
     return parser
 

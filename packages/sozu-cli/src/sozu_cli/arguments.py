@@ -230,3 +230,20 @@ def answer(text: str) -> tuple[int, str]:
 def template_file(text: str) -> str:
     """The content of an answer template file."""
     return _read_text(text, "answer template")
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the versions of the three packages and of Python."""
+    import platform
+
+    import sozu_runtime
+    from sozu_config import __version__ as config_version
+
+    from . import __version__
+
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{parser.prog} {__version__} (sozu-config {config_version}, sozu-runtime "
+        f"{sozu_runtime.__version__}; Python {platform.python_version()})",
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -151,6 +152,19 @@ class Context:
             raise client_error(error, self.socket_path) from None
         finally:
             client.close()
+
+    def send_patiently(self, request: Any, within: float = LONG_TIMEOUT_MS / 1000) -> Response:
+        """:meth:`send`, again on a new connection while the daemon cannot be reached (it
+        may be re-executing its main process), for ``within`` seconds at most. For requests
+        that can be sent twice (queries, upgrades of a named worker)."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                return self.send(request)
+            except Unreachable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
 
     # ------------------------------------------------------------------ answers
 

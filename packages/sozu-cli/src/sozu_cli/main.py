@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sozu_config.protocol import validation_message
 
 from . import apply as apply_command
-from .arguments import Parser, add_command, common_options, non_negative
+from .arguments import Parser, add_command, add_version, common_options, non_negative
 from .commands import certificates, configuration, daemon, queries, routing
 from .completion import SHELLS, script
 from .context import Context
@@ -62,6 +62,7 @@ def build_parser() -> Parser:
         + "\n\nexit codes: 0 success, 1 the daemon refused, 2 bad usage or input, "
         "3 daemon unreachable",
     )
+    add_version(parser)
     parser.add_argument(
         "-c",
         "--config",

@@ -7,6 +7,7 @@ optional ``content`` is a discriminated union on ``type``.
 
 from __future__ import annotations
 
+import datetime as dt
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,7 @@ __all__ = [
     "EventKind",
     "FrontendList",
     "ListenersList",
+    "MainProcessInfo",
     "MetricsContent",
     "RequestCounts",
     "Response",
@@ -68,6 +70,19 @@ class WorkerInfo(Model):
     id: int
     pid: int
     run_state: RunState
+    version: str | None = None
+    """The version of the code the worker runs."""
+    started_at: dt.datetime | None = None
+    """When the worker's code started (UTC)."""
+
+
+class MainProcessInfo(Model):
+    """The main process: its pid, and the version and start (UTC) of the code it runs (an
+    upgrade re-executes it: same pid, new code, new start)."""
+
+    pid: int
+    version: str
+    started_at: dt.datetime
 
 
 class EventKind(StrEnum):
@@ -96,6 +111,24 @@ class Event(Model):
     address: str | None = None
     worker_id: int | None = None
     message: str = ""
+    time: dt.datetime | None = None
+    """When it happened (UTC), set by the process where it happened."""
+
+    def describe(self) -> str:
+        """``kind key=value … message``: one line for logs and terminals (time excluded)."""
+        details = [
+            f"{name}={value}"
+            for name, value in (
+                ("cluster", self.cluster_id),
+                ("backend", self.backend_id),
+                ("address", self.address),
+                ("worker", self.worker_id),
+            )
+            if value is not None
+        ]
+        if self.message:
+            details.append(self.message)
+        return " ".join([self.kind.value, *details])
 
 
 class StateSnapshot(Model):
@@ -126,6 +159,7 @@ class ClusterInformation(Model):
 class WorkersContent(Model):
     type: Literal["workers"] = "workers"
     workers: list[WorkerInfo]
+    main: MainProcessInfo | None = None
 
 
 class StateContent(Model):

@@ -162,14 +162,17 @@ class ConfigState:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def __repr__(self) -> str:
+    def summary(self) -> str:
+        """``3 listeners, 2 clusters, 4 frontends, 5 backends, 1 certificates``."""
+        frontends = len(self.http_frontends) + len(self.https_frontends) + len(self.tcp_frontends)
         return (
-            f"<ConfigState v{self.version}: {len(self.listeners())} listeners, "
-            f"{len(self.clusters)} clusters, "
-            f"{len(self.http_frontends) + len(self.https_frontends) + len(self.tcp_frontends)} "
-            f"frontends, {sum(len(b) for b in self.backends.values())} backends, "
-            f"{sum(len(c) for c in self.certificates.values())} certificates>"
+            f"{len(self.listeners())} listeners, {len(self.clusters)} clusters, "
+            f"{frontends} frontends, {sum(len(b) for b in self.backends.values())} backends, "
+            f"{sum(len(c) for c in self.certificates.values())} certificates"
         )
+
+    def __repr__(self) -> str:
+        return f"<ConfigState v{self.version}: {self.summary()}>"
 
     def copy(self) -> ConfigState:
         """An independent copy (models are immutable and shared)."""

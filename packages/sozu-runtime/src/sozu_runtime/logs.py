@@ -11,12 +11,13 @@ the data path does not call the logging module at all.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import socket
 import sys
 
-__all__ = ["LEVELS", "configure_logging", "set_level"]
+__all__ = ["LEVELS", "configure_logging", "reopen_logs", "set_level"]
 
 LEVELS = {
     "error": logging.ERROR,
@@ -30,11 +31,14 @@ LEVELS = {
 
 
 class _Formatter(logging.Formatter):
+    """``<RFC 3339 UTC time, µs> <pid> <LEVEL> <TAG>\t<message>`` (sōzu's layout)."""
+
     def __init__(self, tag: str) -> None:
-        super().__init__(
-            fmt=f"%(asctime)s.%(msecs)03d {os.getpid()} %(levelname)-5s {tag}\t%(message)s",
-            datefmt="%Y-%m-%dT%H:%M:%S",
-        )
+        super().__init__(fmt=f"%(asctime)s {os.getpid()} %(levelname)-5s {tag}\t%(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _SocketLineHandler(logging.Handler):
@@ -127,3 +131,21 @@ def configure_logging(
 
 def set_level(level: str) -> None:
     logging.getLogger("sozu").setLevel(LEVELS.get(level.lower(), logging.INFO))
+
+
+def reopen_logs() -> int:
+    """Open the log files again (``file://`` targets, logs and access logs), so that lines go
+    to a new file after a rotation renamed the old one; returns how many were reopened."""
+    reopened = 0
+    for name in ("sozu", "sozu.access"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.acquire()
+                try:
+                    if handler.stream is not None:
+                        handler.stream.close()
+                    handler.stream = handler._open()
+                finally:
+                    handler.release()
+                reopened += 1
+    return reopened

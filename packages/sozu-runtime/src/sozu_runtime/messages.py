@@ -20,6 +20,7 @@ __all__ = [
     "EVENT_ID",
     "Control",
     "InitialState",
+    "ReopenLogs",
     "Setup",
     "WorkerMessage",
     "decode_message",
@@ -53,7 +54,13 @@ class InitialState(Model):
     version: int = 0
 
 
-Control = Annotated[Setup | InitialState, Field(discriminator="type")]
+class ReopenLogs(Model):
+    """Open the log files again (the main process got SIGUSR1)."""
+
+    type: Literal["reopen_logs"] = "reopen_logs"
+
+
+Control = Annotated[Setup | InitialState | ReopenLogs, Field(discriminator="type")]
 
 
 class WorkerMessage(Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from sozu_config import (
     Logging,
     ProtocolError,
     ReloadConfiguration,
+    Response,
+    ResponseStatus,
     SaveState,
     SoftStop,
     Status,
@@ -32,8 +35,9 @@ from sozu_config.responses import EventContent, RequestCounts, WorkersContent
 from ..arguments import Parser, add_command, non_negative
 from ..context import Context, client_error, content_of
 from ..errors import DaemonFailure, Unreachable, UsageError
+from ..output import Output
 
-__all__ = ["register"]
+__all__ = ["register", "show_processes"]
 
 LOG_LEVELS = ("error", "warn", "info", "debug", "trace")
 
@@ -59,18 +63,31 @@ def start(ctx: Context) -> int:
 # --------------------------------------------------------------------------- status
 
 
-def _workers_table(ctx: Context, content: WorkersContent) -> None:
-    ctx.output.table(
-        ["WORKER", "PID", "STATE"],
-        [[w.id, w.pid, w.run_state.value] for w in content.workers],
-    )
+def _moment(moment: dt.datetime | None) -> str:
+    """An instant as RFC 3339 UTC, to the second."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def show_processes(output: Output, content: WorkersContent) -> None:
+    """The main process (when the daemon says) and the workers: pid, version, start, state."""
+    rows: list[list[Any]] = []
+    main = content.main
+    if main is not None:
+        rows.append(["main", main.pid, main.version, _moment(main.started_at), "running"])
+    rows += [
+        [f"worker {w.id}", w.pid, w.version or "-", _moment(w.started_at), w.run_state.value]
+        for w in content.workers
+    ]
+    output.table(["PROCESS", "PID", "VERSION", "STARTED", "STATE"], rows)
 
 
 def status(ctx: Context) -> int:
     response = ctx.send(Status())
 
     def render(content: Any) -> None:
-        _workers_table(ctx, content_of(response, WorkersContent))
+        show_processes(ctx.output, content_of(response, WorkersContent))
         ctx.output.print(response.message)
 
     return ctx.finish(response, render)
@@ -84,15 +101,27 @@ def shutdown(ctx: Context) -> int:
 
 
 def upgrade(ctx: Context) -> int:
-    """One worker with ``--worker``; else the main process, then every worker in turn."""
+    """One worker with ``--worker``; else the main process, then every worker at once.
+
+    The main process answers once the new code serves; every worker is then replaced side by
+    side (each new one starts before its old one finishes its requests). Every step waits as
+    long as changes do, and reconnects while the main process re-executes itself."""
     output = ctx.output
     if ctx.args.worker is not None:
         return ctx.run(UpgradeWorker(worker_id=ctx.args.worker))
+    before = content_of(ctx.send_patiently(Status()), WorkersContent)
     steps: list[dict[str, Any]] = []
 
-    def step(target: str, response: Any) -> bool:
+    def step(target: str, response: Any, version_before: str | None, after: Any) -> bool:
         steps.append(
-            {"target": target, "status": response.status.value, "message": response.message}
+            {
+                "target": target,
+                "status": response.status.value,
+                "message": response.message,
+                "version_before": version_before,
+                "version_after": after.version if after is not None else None,
+                "pid_after": after.pid if after is not None else None,
+            }
         )
         if response.ok:
             output.success(f"{target}: {response.message or 'upgraded'}")
@@ -100,14 +129,26 @@ def upgrade(ctx: Context) -> int:
             output.print(f"{target}: {response.message}", style="red")
         return bool(response.ok)
 
-    main_upgraded = step("main process", ctx.send(UpgradeMain()))
-    workers = content_of(ctx.send(ListWorkers()), WorkersContent).workers
-    failed_workers = [
-        w.id
-        for w in workers
-        if w.run_state.value == "running"
-        and not step(f"worker {w.id}", ctx.send(UpgradeWorker(worker_id=w.id)))
-    ]
+    main_response = _upgrade_main(ctx, before)
+    main_after = _described(main_response).main
+    main_upgraded = step(
+        "main process",
+        main_response,
+        before.main.version if before.main else None,
+        main_after,
+    )
+    workers = content_of(ctx.send_patiently(ListWorkers()), WorkersContent).workers
+    running = [w for w in workers if w.run_state.value == "running"]
+    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+        answers = list(
+            pool.map(lambda w: ctx.send_patiently(UpgradeWorker(worker_id=w.id)), running)
+        )
+    failed_workers = []
+    for worker, answer in zip(running, answers, strict=True):
+        described = _described(answer).workers
+        new = described[0] if described else None
+        if not step(f"worker {worker.id}", answer, worker.version, new):
+            failed_workers.append(worker.id)
     complete = main_upgraded and not failed_workers
     output.json({"status": "ok" if complete else "failure", "steps": steps})
     if complete:
@@ -118,6 +159,42 @@ def upgrade(ctx: Context) -> int:
     if failed_workers:
         problems.append(f"workers {', '.join(map(str, failed_workers))} were not upgraded")
     raise DaemonFailure("the upgrade is incomplete: " + "; ".join(problems))
+
+
+def _described(response: Response) -> WorkersContent:
+    """The processes an upgrade answer describes (none when it failed)."""
+    content = response.content
+    if response.ok and isinstance(content, WorkersContent):
+        return content
+    return WorkersContent(workers=[])
+
+
+def _upgrade_main(ctx: Context, before: WorkersContent) -> Response:
+    """``upgrade_main``, answered by the new code. A connection that ends without an answer
+    (a daemon that answers before it re-executes, or a new code that failed) is followed by a
+    status: the main process was upgraded when it answers with a new start."""
+    try:
+        return ctx.send(UpgradeMain())
+    except Unreachable:
+        pass
+    now = content_of(ctx.send_patiently(Status()), WorkersContent)
+    if (
+        now.main is not None
+        and before.main is not None
+        and now.main.started_at != before.main.started_at
+    ):
+        return Response(
+            id="",
+            status=ResponseStatus.OK,
+            message=f"the main process (pid {now.main.pid}) runs version {now.main.version} "
+            f"since {now.main.started_at.isoformat(timespec='seconds')}",
+            content=now,
+        )
+    return Response(
+        id="",
+        status=ResponseStatus.FAILURE,
+        message="the daemon ended the connection without answering, and still runs the old code",
+    )
 
 
 # --------------------------------------------------------------------------- reload, state
@@ -171,55 +248,60 @@ def logging_level(ctx: Context) -> int:
 
 
 def _event_line(event: Event) -> str:
-    details = [
-        f"{name}={value}"
-        for name, value in (
-            ("cluster", event.cluster_id),
-            ("backend", event.backend_id),
-            ("address", event.address),
-            ("worker", event.worker_id),
-        )
-        if value is not None
-    ]
-    if event.message:
-        details.append(event.message)
-    stamp = dt.datetime.now().strftime("%H:%M:%S")
-    return f"{stamp} {event.kind.value} {' '.join(details)}".rstrip()
+    """``<RFC 3339 UTC time> kind key=value … message`` (the daemon's time of the event)."""
+    moment = event.time or dt.datetime.now(dt.UTC)
+    stamp = moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return f"{stamp} {event.describe()}"
 
 
 def events(ctx: Context) -> int:
-    """Print events until Ctrl-C (exit 0) or until the daemon goes away (exit 3)."""
+    """Print events until Ctrl-C (exit 0). When the event stream ends (the main process was
+    upgraded and could not keep this connection), subscribe again and say so; exit 3 when
+    the daemon does not come back within the long wait."""
     output = ctx.output
-    client = ctx.connect("subscribe_events")
-    client.timeout = None  # events come when they come
-    try:
-        for response in client.responses(SubscribeEvents()):
-            content = response.content
-            if isinstance(content, EventContent):
-                if output.json_mode:
-                    output.json(content.event, compact=True)
+    subscribed_once = False
+    while True:
+        client = ctx.connect("subscribe_events")
+        client.timeout = None  # events come when they come
+        try:
+            for response in client.responses(SubscribeEvents()):
+                content = response.content
+                if isinstance(content, EventContent):
+                    if output.json_mode:
+                        output.json(content.event, compact=True)
+                    else:
+                        output.print(_event_line(content.event))
+                elif response.final:
+                    if not response.ok:
+                        raise DaemonFailure(response.message)
+                    return 0
+                elif not subscribed_once:
+                    subscribed_once = True
+                    output.note(
+                        f"{response.message or 'subscribed'} on {ctx.socket_path} (Ctrl-C stops)"
+                    )
                 else:
-                    output.print(_event_line(content.event))
-            elif response.final:
-                if not response.ok:
-                    raise DaemonFailure(response.message)
-                break
-            else:
-                output.note(
-                    f"{response.message or 'subscribed'} on {ctx.socket_path} (Ctrl-C stops)"
-                )
-    except KeyboardInterrupt:
-        return 0
-    except DaemonUnreachable:
+                    output.note("the event stream ended (main process upgrade?): following again")
+        except KeyboardInterrupt:
+            return 0
+        except DaemonUnreachable:
+            pass  # the stream ended: subscribe again below
+        except (ClientError, ProtocolError) as error:
+            raise client_error(error, ctx.socket_path) from None
+        finally:
+            client.close()
+        _wait_for_daemon(ctx)
+
+
+def _wait_for_daemon(ctx: Context) -> None:
+    """Wait (the long wait at most) until the daemon answers again; Unreachable otherwise."""
+    try:
+        ctx.send_patiently(Status())
+    except Unreachable:
         raise Unreachable(
-            f"the daemon at {ctx.socket_path} closed the event stream (it stopped, or its main "
-            "process was upgraded): run 'sozu events' again once it answers"
+            f"the daemon at {ctx.socket_path} ended the event stream and does not answer "
+            "(it stopped?): run 'sozu events' again once it answers"
         ) from None
-    except (ClientError, ProtocolError) as error:
-        raise client_error(error, ctx.socket_path) from None
-    finally:
-        client.close()
-    return 0
 
 
 # --------------------------------------------------------------------------- parsers

@@ -18,6 +18,7 @@ from sozu_config.responses import MetricsContent, StateContent, WorkersContent
 from ..arguments import Parser, add_command
 from ..context import Context, content_of
 from . import certificates, routing
+from .daemon import show_processes
 
 __all__ = ["register"]
 
@@ -151,10 +152,7 @@ def query_workers(ctx: Context) -> int:
     response = ctx.send(ListWorkers())
 
     def render(content: Any) -> None:
-        workers = content_of(response, WorkersContent).workers
-        ctx.output.table(
-            ["WORKER", "PID", "STATE"], [[w.id, w.pid, w.run_state.value] for w in workers]
-        )
+        show_processes(ctx.output, content_of(response, WorkersContent))
 
     return ctx.finish(response, render)
 

@@ -119,6 +119,17 @@ class AuditLog:
         except OSError as error:
             log.error("cannot write the audit log: %s", error)
 
+    def reopen(self) -> None:
+        """Open the files again (after a rotation renamed them); raises OSError."""
+        text, json_lines = self.text, self.json_lines
+        paths = iter(self.paths)
+        if text is not None:
+            text.close()
+            self.text = _open_append(next(paths))
+        if json_lines is not None:
+            json_lines.close()
+            self.json_lines = _open_append(next(paths))
+
     def close(self) -> None:
         for sink in (self.text, self.json_lines):
             if sink is not None:

@@ -20,16 +20,25 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import SupportsIndex
+from typing import Any, SupportsIndex
 
 from sozu_config.protocol import encode_response, failure
 
-__all__ = ["MAX_COMMAND_CONNECTIONS", "CommandBudgetExceeded", "CommandServer", "Peer"]
+__all__ = [
+    "MAX_COMMAND_CONNECTIONS",
+    "CommandBudgetExceeded",
+    "CommandServer",
+    "Peer",
+    "unread_bytes",
+]
 
 # Command connections open at once (event subscribers and watchers included).
 MAX_COMMAND_CONNECTIONS = 256
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# (reader, writer, what the previous main process handed over of this connection, or None)
+Handler = Callable[
+    [asyncio.StreamReader, asyncio.StreamWriter, dict[str, Any] | None], Awaitable[None]
+]
 
 
 class CommandBudgetExceeded(Exception):
@@ -77,6 +86,11 @@ class _BudgetedReader(asyncio.StreamReader):
     def held(self) -> int:
         buffer: bytearray = self._buffer  # type: ignore[attr-defined]
         return len(buffer)
+
+    def unread(self) -> bytes:
+        """The bytes received and not read yet (handed over by a main-process upgrade)."""
+        buffer: bytearray = self._buffer  # type: ignore[attr-defined]
+        return bytes(buffer)
 
     def feed_data(self, data: Iterable[SupportsIndex]) -> None:
         if self.refused:
@@ -145,11 +159,31 @@ class CommandServer:
         sock: socket.socket = self.server.sockets[0]
         return sock
 
+    async def adopt_client(
+        self, sock: socket.socket, unread: bytes, handed_over: dict[str, Any]
+    ) -> None:
+        """Serve a client connection the previous main process handed over, starting with
+        the bytes it had received and not read."""
+        reader = _BudgetedReader(self, self.max_message + 1)
+        if unread:
+            reader.feed_data(unread)
+
+        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._connected(reader, writer, handed_over)
+
+        protocol = asyncio.StreamReaderProtocol(reader, connected)
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, sock)
+
     def _protocol(self) -> asyncio.StreamReaderProtocol:
         reader = _BudgetedReader(self, self.max_message + 1)
         return asyncio.StreamReaderProtocol(reader, self._connected)
 
-    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connected(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handed_over: dict[str, Any] | None = None,
+    ) -> None:
         assert isinstance(reader, _BudgetedReader)
         if len(self._readers) >= self.max_connections:
             await refuse(
@@ -160,7 +194,7 @@ class CommandServer:
             return
         self._readers.add(reader)
         try:
-            await self._handler(reader, writer)
+            await self._handler(reader, writer, handed_over)
         finally:
             self._readers.discard(reader)
 
@@ -171,3 +205,8 @@ async def refuse(writer: asyncio.StreamWriter, message: str) -> None:
         writer.write(encode_response(failure("", message)))
         await asyncio.wait_for(writer.drain(), 5.0)
     writer.close()
+
+
+def unread_bytes(reader: asyncio.StreamReader) -> bytes:
+    """What a command connection received and did not read yet."""
+    return reader.unread() if isinstance(reader, _BudgetedReader) else b""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import errno
 import itertools
 import logging
@@ -37,6 +38,7 @@ from sozu_config.responses import (
     Event,
     EventContent,
     EventKind,
+    MainProcessInfo,
     MetricsContent,
     Response,
     ResponseContent,
@@ -56,9 +58,12 @@ from sozu_config.statefile import (
     write_state_file,
 )
 
-from ..messages import InitialState, Setup
+from .. import __version__
+from ..logs import reopen_logs
+from ..messages import InitialState, ReopenLogs, Setup
 from .audit import AuditLog, FanOut, fan_out
-from .command_socket import CommandBudgetExceeded, CommandServer, Peer
+from .command_socket import CommandBudgetExceeded, CommandServer, Peer, unread_bytes
+from .systemd import notify, reloading
 from .validation import RuntimeCheckError, check_request
 from .workers import WorkerHandle
 
@@ -70,6 +75,7 @@ BACKLOG = 1024  # listen() backlog of the listening sockets (sōzu's)
 MAX_SUBSCRIBER_BUFFER = 4 * 1024 * 1024  # an events subscriber that reads slower is dropped
 STARTUP_TIMEOUT = 30.0  # seconds a new worker has to take its initial state
 REPLAY_WINDOW = 30.0  # seconds after a main upgrade during which new subscribers are told of it
+SWITCH_QUIESCE = 5.0  # seconds a main upgrade waits for the requests in flight
 LOAD_STATE_BATCH = 256  # state file records read per trip to the reading thread
 
 
@@ -100,6 +106,7 @@ class Daemon:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.started_at = dt.datetime.now(dt.UTC)  # when this code started (an upgrade: anew)
         self.state = ConfigState(version=time.time_ns() // 1000)
         self.workers: dict[int, WorkerHandle] = {}
         self._worker_ids = itertools.count()
@@ -113,8 +120,13 @@ class Daemon:
         self.audit = AuditLog()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()
-        self._clients: set[asyncio.StreamWriter] = set()
+        # every command connection: its reader, for the hand-over of an upgrade
+        self._clients: dict[asyncio.StreamWriter, asyncio.StreamReader] = {}
+        self._busy: set[asyncio.StreamWriter] = set()  # serving a request
         self._inflight = 0
+        # during a main upgrade: the outcome the command connections wait for (None: serving)
+        self._switching: asyncio.Future[None] | None = None
+        self._parked: dict[asyncio.StreamWriter, bytes] = {}  # lines read during the switch
         self._replay: list[Event] = []  # events new subscribers get (main upgrade, for a while)
         self._replay_until = 0.0
 
@@ -158,6 +170,7 @@ class Daemon:
                 raise StartupError("a worker failed to start (see the messages above)")
         self._automatic_save()
         self._write_pid_file()
+        notify(f"READY=1\nSTATUS=serving with {len(self.workers)} workers (version {__version__})")
         log.info(
             "sozu is ready: %d workers, %d listeners, %d clusters, command socket %s",
             len(self.workers),
@@ -189,7 +202,7 @@ class Daemon:
                 )
             for bad in errors:
                 log.error("saved state record skipped: %s", bad)
-        log.info("starting from the saved state %s (%r)", config.saved_state, state)
+        log.info("starting from the saved state %s (%s)", config.saved_state, state.summary())
         return state
 
     async def adopt(self, state: ConfigState, data: dict[str, Any]) -> None:
@@ -200,8 +213,20 @@ class Daemon:
             self.sockets[address] = socket.socket(fileno=int(fd))
         for worker in data["workers"]:
             handle = WorkerHandle(int(worker["id"]), self._worker_event, self._worker_exited)
-            handle.adopt(int(worker["pid"]), int(worker["fd"]))
+            try:
+                handle.adopt(int(worker["pid"]), int(worker["fd"]))
+            except OSError as error:  # its channel did not come through: a new worker serves
+                log.error("worker %s could not be taken over: %s", worker["id"], error)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(worker["pid"]), signal.SIGTERM)
+                self._spawn(self._relaunch(int(worker["id"])))
+                continue
             handle.run_state = RunState(worker["run_state"])
+            # a worker the previous code was replacing finishes its requests, then leaves
+            handle.expected_exit = handle.run_state is RunState.STOPPING
+            handle.version = worker.get("version")
+            if worker.get("started_at"):
+                handle.started_at = dt.datetime.fromisoformat(worker["started_at"])
             self.workers[handle.id] = handle
         try:
             self._open_audit_logs()
@@ -209,20 +234,42 @@ class Daemon:
             log.error("%s; commands are not audited", error)
         command = socket.socket(fileno=int(data["command_fd"]))
         await self.commands.adopt(command)
+        upgraded = Event(
+            kind=EventKind.MAIN_UPGRADED,
+            message=f"pid {os.getpid()}, version {__version__}",
+        )
+        clients = data.get("clients", [])
+        for client in clients:
+            with contextlib.suppress(OSError):
+                await self.commands.adopt_client(
+                    socket.socket(fileno=int(client["fd"])), bytes.fromhex(client["unread"]), client
+                )
         log.info(
-            "main process upgraded (pid %d): %d workers, %d listeners kept",
+            "main process upgraded (pid %d, version %s): %d workers, %d listeners, "
+            "%d command connections kept",
             os.getpid(),
+            __version__,
             len(self.workers),
             len(self.sockets),
+            len(clients),
         )
-        upgraded = Event(kind=EventKind.MAIN_UPGRADED, message=f"pid {os.getpid()}")
+        notify(f"READY=1\nSTATUS=serving with {len(self.workers)} workers (version {__version__})")
         self.emit(upgraded)
-        # subscribers were disconnected by the switch: those who subscribe again soon learn why
+        # clients who lost their subscription in the switch learn why when they come back
         self._replay_until = self.loop.time() + REPLAY_WINDOW
         self._replay = [upgraded]
         for handle in list(self.workers.values()):
             if not handle.alive:
                 self._worker_exited(handle)
+        if data.get("then_workers"):
+            self._spawn(self._upgrade_workers_logged())
+
+    async def _upgrade_workers_logged(self) -> None:
+        for response in await self.upgrade_all_workers():
+            if response.ok:
+                log.info("%s", response.message)
+            else:
+                log.error("%s", response.message)
 
     def _write_pid_file(self) -> None:
         path = self.config.pid_file_path
@@ -274,10 +321,19 @@ class Daemon:
             ) from None
 
     def install_signal_handlers(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self.loop.add_signal_handler(signum, self._on_signal)
+        """nginx's, HAProxy's and systemd's conventions (see the README's table)."""
+        handlers = {
+            signal.SIGINT: self._on_stop_signal,
+            signal.SIGTERM: self._on_stop_signal,
+            signal.SIGQUIT: self._on_quit_signal,
+            signal.SIGHUP: self._on_reload_signal,
+            signal.SIGUSR1: self._on_reopen_signal,
+            signal.SIGUSR2: self._on_upgrade_signal,
+        }
+        for signum, handler in handlers.items():
+            self.loop.add_signal_handler(signum, handler)
 
-    def _on_signal(self) -> None:
+    def _on_stop_signal(self) -> None:
         self._signals += 1
         if self._signals == 1:
             log.info("stopping: finishing the requests in flight (signal again to stop now)")
@@ -286,13 +342,56 @@ class Daemon:
             log.info("stopping now")
             self._spawn(self.stop(hard=True))
 
+    def _on_quit_signal(self) -> None:
+        log.info("SIGQUIT: stopping now")
+        self._spawn(self.stop(hard=True))
+
+    def _on_reload_signal(self) -> None:
+        log.info("SIGHUP: reloading %s", self.config.path)
+        self._spawn(self._reload_logged())
+
+    async def _reload_logged(self) -> None:
+        reloading(f"reloading {self.config.path}")
+        response = await self.reload(None)
+        if response.ok:
+            log.info("reload: %s", response.message)
+        else:
+            log.error("reload: %s", response.message)
+        notify(f"READY=1\nSTATUS={'reloaded' if response.ok else 'reload refused'}: serving")
+
+    def _on_reopen_signal(self) -> None:
+        self.reopen_logs()
+        log.info("SIGUSR1: log files reopened")  # the first line of the new files
+
+    def reopen_logs(self) -> None:
+        """Open every log file again (after a rotation moved them): the main process's logs,
+        access logs and audit logs, then each worker's."""
+        reopen_logs()
+        try:
+            self.audit.reopen()
+        except OSError as error:
+            log.error("cannot reopen the audit log %s: %s", error.filename, error.strerror)
+        for worker in self.running_workers(starting=True):
+            worker.send(control=ReopenLogs())
+
+    def _on_upgrade_signal(self) -> None:
+        log.info("SIGUSR2: upgrading the main process, then every worker")
+        self._spawn(self._upgrade_logged())
+
+    async def _upgrade_logged(self) -> None:
+        response = await self.upgrade_main(then_workers=True)
+        log.error("%s", response.message)  # only a refusal returns
+
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[Any] = self.loop.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def stop(self, *, hard: bool) -> None:
+        if self.stopping and not hard:
+            return
         self.stopping = True
+        notify(f"STOPPING=1\nSTATUS=stopping ({'hard' if hard else 'soft'})")
         self.emit(Event(kind=EventKind.STOP_REQUESTED, message="hard" if hard else "soft"))
         await self._shutdown_workers(hard=hard)
         self._close_sockets()
@@ -364,9 +463,12 @@ class Daemon:
                 handle.kill()
                 self.workers.pop(handle.id, None)
                 return None
+            if isinstance(response.content, WorkersContent) and response.content.workers:
+                described = response.content.workers[0]  # the worker's answer to its set-up
+                handle.version, handle.started_at = described.version, described.started_at
         if handle.run_state is RunState.STARTING:
             handle.run_state = RunState.RUNNING
-        log.info("worker %d started (pid %d)", handle.id, handle.pid)
+        log.info("worker %d started (pid %d, version %s)", handle.id, handle.pid, handle.version)
         return handle
 
     def _initial_state(self, handle: WorkerHandle) -> asyncio.Future[Response]:
@@ -476,11 +578,12 @@ class Daemon:
     # ------------------------------------------------------------------ events
 
     def emit(self, event: Event) -> None:
+        if event.time is None:
+            event = event.model_copy(update={"time": dt.datetime.now(dt.UTC)})
         if event.kind not in (EventKind.BACKEND_UP, EventKind.BACKEND_DOWN):
             log.info(
-                "event %s %s",
-                event.kind.value,
-                event.model_dump(exclude_defaults=True, exclude={"kind"}),
+                "event %s",
+                event.describe(),
             )
         for writer, request_id in list(self.subscribers.items()):
             transport = writer.transport
@@ -499,7 +602,12 @@ class Daemon:
             return True
         return peer is not None and peer.uid in allowed
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _client(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        handed_over: dict[str, Any] | None = None,
+    ) -> None:
         peer = Peer.of(writer.get_extra_info("socket"))
         if not self._peer_allowed(peer):
             with contextlib.suppress(Exception):
@@ -512,7 +620,9 @@ class Daemon:
                 await writer.drain()
             writer.close()
             return
-        self._clients.add(writer)
+        self._clients[writer] = reader
+        if handed_over is not None:
+            self._resume_client(writer, handed_over, peer)
         try:
             while True:
                 try:
@@ -534,6 +644,12 @@ class Daemon:
                     break
                 if not line or not line.endswith(b"\n"):
                     break  # the client left (possibly in the middle of a line)
+                if self._switching is not None:
+                    # a main upgrade is under way: the line goes to the new code, unless the
+                    # upgrade does not happen (then it is served here after all)
+                    self._parked[writer] = line
+                    await asyncio.shield(self._switching)
+                    self._parked.pop(writer, None)
                 if not line.strip():
                     continue
                 try:
@@ -546,10 +662,24 @@ class Daemon:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._clients.discard(writer)
+            self._clients.pop(writer, None)
             self.subscribers.pop(writer, None)
             with contextlib.suppress(Exception):
                 writer.close()
+
+    def _resume_client(
+        self, writer: asyncio.StreamWriter, handed_over: dict[str, Any], peer: Peer | None
+    ) -> None:
+        """A connection the previous main process handed over: its subscription goes on, and
+        the client that asked for the upgrade gets the answer (and the audit its record)."""
+        subscriber = handed_over.get("subscriber")
+        if subscriber is not None:
+            self.subscribers[writer] = subscriber
+        answer = handed_over.get("answer")
+        if answer is not None:
+            response = self._upgraded_answer(answer)
+            self.audit.record(peer, rq.UpgradeMain(), response, FanOut())
+            writer.write(encode_response(response))
 
     async def _serve_request(
         self,
@@ -574,11 +704,16 @@ class Daemon:
             await writer.drain()
             return
         self._inflight += 1
+        self._busy.add(writer)
         tally = FanOut()
         fan_out.set(tally)
         try:
             try:
-                response = await self.handle(request, progress)
+                if isinstance(request, rq.UpgradeMain):
+                    # answered by the new code when it works: returns only when it did not
+                    response = await self.upgrade_main(answer=(request_id, writer, peer))
+                else:
+                    response = await self.handle(request, progress)
             except Exception as error:  # a bug must not take the daemon down
                 log.exception("request %s failed", request.type)
                 response = _fail(f"internal error: {error}")
@@ -588,10 +723,9 @@ class Daemon:
             await writer.drain()
         finally:
             self._inflight -= 1
+            self._busy.discard(writer)
         if isinstance(request, (rq.SoftStop, rq.HardStop)):
             self._spawn(self.stop(hard=isinstance(request, rq.HardStop)))
-        elif isinstance(request, rq.UpgradeMain) and response.ok:
-            self._spawn(self._exec_upgrade())
 
     # ------------------------------------------------------------------ requests
 
@@ -603,7 +737,7 @@ class Daemon:
         if isinstance(request, rq.Status):
             return await self._status()
         if isinstance(request, rq.ListWorkers):
-            return _ok(content=WorkersContent(workers=self._worker_infos()))
+            return _ok(content=WorkersContent(workers=self._worker_infos(), main=self._main_info()))
         if isinstance(request, rq.QueryState):
             return _ok(
                 content=StateContent(version=self.state.version, state=self.state.snapshot())
@@ -758,30 +892,22 @@ class Daemon:
     async def _status(self) -> Response:
         results = await self.fanout(rq.Status())
         answered = {w.id: r.ok for w, r in results}
-        infos = [
-            WorkerInfo(
-                id=w.id,
-                pid=w.pid,
-                run_state=(
-                    w.run_state
-                    if w.run_state is not RunState.RUNNING
-                    else RunState.RUNNING
-                    if answered.get(w.id)
-                    else RunState.NOT_ANSWERING
-                ),
-            )
-            for w in sorted(self.workers.values(), key=lambda w: w.id)
-        ]
+        infos = []
+        for worker in sorted(self.workers.values(), key=lambda w: w.id):
+            info = worker.info()
+            if info.run_state is RunState.RUNNING and not answered.get(worker.id):
+                info = info.model_copy(update={"run_state": RunState.NOT_ANSWERING})
+            infos.append(info)
         return _ok(
             f"{sum(answered.values())} of {len(infos)} workers answered",
-            content=WorkersContent(workers=infos),
+            content=WorkersContent(workers=infos, main=self._main_info()),
         )
 
     def _worker_infos(self) -> list[WorkerInfo]:
-        return [
-            WorkerInfo(id=w.id, pid=w.pid, run_state=w.run_state)
-            for w in sorted(self.workers.values(), key=lambda w: w.id)
-        ]
+        return [w.info() for w in sorted(self.workers.values(), key=lambda w: w.id)]
+
+    def _main_info(self) -> MainProcessInfo:
+        return MainProcessInfo(pid=os.getpid(), version=__version__, started_at=self.started_at)
 
     async def _metrics(self, request: rq.QueryMetrics) -> Response:
         results = await self.fanout(request)
@@ -903,57 +1029,200 @@ class Daemon:
         new = await self.replace_worker(handle, "upgrade")
         if new is None:
             return _fail(f"worker {worker_id} was not upgraded: the new worker did not start")
-        return _ok(f"worker {worker_id} replaced by worker {new.id} (pid {new.pid})")
-
-    async def upgrade_main(self) -> Response:
-        if self.stopping:
-            return _fail("the daemon is stopping")
-        if self.commands.server is None:
-            return _fail("the command socket is not served by this process")
         return _ok(
-            f"the main process (pid {os.getpid()}) is being replaced by a new one running the "
-            "installed code; workers, sockets and state are kept"
+            f"worker {worker_id} (version {handle.version}) replaced by worker {new.id} "
+            f"(version {new.version}, pid {new.pid})",
+            content=WorkersContent(workers=[new.info()]),
         )
 
-    async def _exec_upgrade(self) -> None:
-        """Re-execute this process (see :mod:`.upgrade`); never returns when it works."""
-        from .upgrade import exec_new_main, write_upgrade_file
+    async def upgrade_all_workers(self) -> list[Response]:
+        """Replace every running worker by a new one, all at once (the new ones start side by
+        side; each old one finishes its requests)."""
+        running = self.running_workers()
+        return list(await asyncio.gather(*(self.upgrade_worker(w.id) for w in running)))
 
-        async with self.lock:  # no mutating request in flight, none starts
-            command_fd = os.dup(self.commands.listening_socket.fileno())  # keeps it alive
-            self.commands.close()  # stop accepting: new clients wait in the kernel backlog
-            deadline = self.loop.time() + 5.0
-            while self._inflight > 0 and self.loop.time() < deadline:
-                await asyncio.sleep(0.01)
-            for writer in list(self._clients):
-                writer.close()  # connected clients see the end of the stream: a clean error
-            await asyncio.sleep(0)
-            workers = [w for w in self.workers.values() if w.alive and w.channel is not None]
-            sockets = {address: sock.fileno() for address, sock in self.sockets.items()}
-            channels = [w.channel.sock.fileno() for w in workers if w.channel is not None]
-            data: dict[str, Any] = {
-                "config": self.config.model_dump(mode="json"),
-                "version": self.state.version,
-                "next_worker_id": next(self._worker_ids),
-                "workers": [
-                    {"id": w.id, "pid": w.pid, "fd": fd, "run_state": w.run_state.value}
-                    for w, fd in zip(workers, channels, strict=True)
-                ],
-                "sockets": sockets,
-                "command_fd": command_fd,
-            }
-            try:
-                path = write_upgrade_file(data, lambda p: write_state_file(self.state, p))
-                descriptors = [command_fd, *sockets.values(), *channels]
-                log.info("re-executing the main process")
+    async def upgrade_main(
+        self,
+        answer: tuple[str, asyncio.StreamWriter, Peer | None] | None = None,
+        *,
+        then_workers: bool = False,
+    ) -> Response:
+        """Re-execute this process with the installed code (see :mod:`.upgrade`).
+
+        Returns only when that did not happen, with the reason (the old code goes on): when
+        it works, the new main process answers the client that asked (``answer``: its request
+        id, connection and peer), and with ``then_workers`` upgrades every worker next.
+        """
+        if self.stopping:
+            return _fail("the daemon is stopping")
+        if self.commands.server is None or self._switching is not None:
+            return _fail("the command socket is not served by this process")
+        reason = await self._switch(answer, then_workers)
+        return _fail(
+            f"the main process was not upgraded: {reason}; it goes on with version {__version__}"
+        )
+
+    async def _switch(
+        self,
+        answer: tuple[str, asyncio.StreamWriter, Peer | None] | None,
+        then_workers: bool,
+    ) -> str:
+        """Hand everything over to the new code and exec it; the reason when it did not."""
+        from .upgrade import (
+            UpgradeRefused,
+            check_new_code,
+            exec_new_main,
+            remove_upgrade_file,
+            update_upgrade_file,
+            write_upgrade_file,
+        )
+
+        self._switching = self.loop.create_future()
+        command_fd = os.dup(self.commands.listening_socket.fileno())  # keeps it alive
+        self.commands.close()  # new clients wait in the kernel backlog for the new code
+        for writer in self._clients:
+            _reading(writer, False)
+        path: Path | None = None
+        descriptors: list[int] = []
+        try:
+            await self._quiesce(1 if answer is not None else 0)
+            async with self.lock:  # no change starts any more
+                settings = {"config": self.config.model_dump(mode="json")}
+                path = write_upgrade_file(settings, lambda p: write_state_file(self.state, p))
+                version = await check_new_code(path)
+                # From here to the exec nothing waits: what is handed over (workers that are
+                # still there, connections still open) is what exists when the code changes.
+                clients, descriptors = self._client_handovers(answer)
+                data = self._handover_data(command_fd, clients, then_workers)
+                update_upgrade_file(path, data)
+                log.info("re-executing the main process: version %s -> %s", __version__, version)
+                reloading(f"upgrading the main process to version {version}")
                 for handler in logging.getLogger("sozu").handlers:
                     handler.flush()
                 signal.pthread_sigmask(signal.SIG_SETMASK, [])
-                exec_new_main(path, descriptors)
-            except OSError as error:
-                log.error("the main process upgrade failed: %s; going on with the old one", error)
-                os.close(command_fd)
-                await self._serve_commands()
+                kept = [
+                    command_fd,
+                    *data["sockets"].values(),
+                    *(worker["fd"] for worker in data["workers"]),
+                    *descriptors,
+                ]
+                exec_new_main(path, kept)
+                reason = "the new code could not be started"
+        except UpgradeRefused as refusal:
+            reason = str(refusal)
+        except OSError as error:
+            reason = f"the new code could not be started: {error.strerror or error}"
+        log.error("the main process upgrade did not happen: %s; going on", reason)
+        if path is not None:
+            remove_upgrade_file(path)
+        for fd in descriptors:
+            os.close(fd)
+        # the same listening socket again: clients waiting in its backlog are served
+        await self.commands.adopt(socket.socket(fileno=command_fd))
+        for writer in self._clients:
+            _reading(writer, True)
+        switching, self._switching = self._switching, None
+        switching.set_result(None)  # parked connections go on with their lines
+        return reason
+
+    async def _quiesce(self, own: int) -> None:
+        """Let the requests in flight (``own`` of them: the upgrade's) finish and their answers
+        be sent, for a few seconds at most."""
+        deadline = self.loop.time() + SWITCH_QUIESCE
+        while self._inflight > own and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        while self.loop.time() < deadline and any(
+            w.transport.get_write_buffer_size() for w in self._clients
+        ):
+            await asyncio.sleep(0.01)
+
+    def _client_handovers(
+        self, answer: tuple[str, asyncio.StreamWriter, Peer | None] | None
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """What the new code needs of each command connection: a duplicate of its socket, the
+        bytes it received and did not read (a parked line first), its subscription, and for
+        the one that asked, the answer it waits for. A connection that cannot be handed over
+        whole (a request still being served, unsent bytes) is closed: a clean end of stream."""
+        asker = answer[1] if answer is not None else None
+        clients: list[dict[str, Any]] = []
+        descriptors: list[int] = []
+        for writer, reader in list(self._clients.items()):
+            busy = writer in self._busy and writer is not asker
+            sock = writer.get_extra_info("socket")
+            if busy or sock is None or writer.transport.get_write_buffer_size():
+                writer.close()
+                continue
+            fd = os.dup(sock.fileno())
+            descriptors.append(fd)
+            unread = self._parked.get(writer, b"") + unread_bytes(reader)
+            record: dict[str, Any] = {
+                "fd": fd,
+                "unread": unread.hex(),
+                "subscriber": self.subscribers.get(writer),
+            }
+            if answer is not None and writer is asker:
+                record["answer"] = {
+                    "id": answer[0],
+                    "version": __version__,
+                    "started_at": self.started_at.isoformat(),
+                }
+            clients.append(record)
+        return clients, descriptors
+
+    def _handover_data(
+        self, command_fd: int, clients: list[dict[str, Any]], then_workers: bool
+    ) -> dict[str, Any]:
+        # a worker whose channel closed (it is leaving) is not taken over: it ends on its own
+        workers = [
+            w
+            for w in self.workers.values()
+            if w.alive and w.channel is not None and not w.channel.closed
+        ]
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "version": self.state.version,
+            "next_worker_id": next(self._worker_ids),
+            "workers": [
+                {
+                    "id": w.id,
+                    "pid": w.pid,
+                    "fd": w.channel.sock.fileno(),  # type: ignore[union-attr]
+                    "run_state": w.run_state.value,
+                    "version": w.version,
+                    "started_at": w.started_at.isoformat() if w.started_at else None,
+                }
+                for w in workers
+            ],
+            "sockets": {address: sock.fileno() for address, sock in self.sockets.items()},
+            "command_fd": command_fd,
+            "clients": clients,
+            "then_workers": then_workers,
+        }
+
+    def _upgraded_answer(self, asked: dict[str, Any]) -> Response:
+        """The answer to ``upgrade_main``, given by the new code once it serves."""
+        before = asked.get("version", "?")
+        started = dt.datetime.fromisoformat(asked["started_at"]) if "started_at" in asked else None
+        was = f" (started {started.isoformat(timespec='seconds')})" if started else ""
+        return Response(
+            id=asked["id"],
+            status=ResponseStatus.OK,
+            message=f"the main process (pid {os.getpid()}) was upgraded from version "
+            f"{before}{was} to version {__version__} (started "
+            f"{self.started_at.isoformat(timespec='seconds')})",
+            content=WorkersContent(workers=self._worker_infos(), main=self._main_info()),
+        )
+
+
+def _reading(writer: asyncio.StreamWriter, on: bool) -> None:
+    """Resume or pause reading a command connection."""
+    transport: Any = writer.transport
+    if transport.is_closing():
+        return
+    if on:
+        transport.resume_reading()
+    else:
+        transport.pause_reading()
 
 
 def _take(

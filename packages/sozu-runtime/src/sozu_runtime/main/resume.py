@@ -1,4 +1,9 @@
-"""The second half of a main-process upgrade: the new code takes over what the old one held."""
+"""The second half of a main-process upgrade: the new code takes over what the old one held.
+
+``python -m sozu_runtime.main.resume FILE`` is what the old main process ``exec``s (see
+:mod:`.upgrade`); ``--check FILE`` only proves that this code can resume from FILE (it reads
+the settings and the state) and prints its version.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,12 @@ from typing import Any
 from sozu_config.config import Config
 from sozu_config.statefile import load_state_file
 
+from .. import __version__
 from ..logs import configure_logging
 from ..loops import run as run_loop
 from .daemon import Daemon
 
-__all__ = ["resume"]
+__all__ = ["check", "resume"]
 
 
 async def _resume(config: Config, data: dict[str, Any]) -> int:
@@ -30,9 +36,21 @@ async def _resume(config: Config, data: dict[str, Any]) -> int:
     return await daemon.finished
 
 
-def resume(path: Path) -> int:
+def _read(path: Path) -> tuple[Config, dict[str, Any]]:
     data = json.loads(path.read_text())
-    config = Config.model_validate(data["config"])
+    return Config.model_validate(data["config"]), data
+
+
+def check(path: Path) -> int:
+    """Read the settings and the state of an upgrade file; print this code's version."""
+    _, data = _read(path)
+    load_state_file(data["state_file"])
+    print(__version__)
+    return 0
+
+
+def resume(path: Path) -> int:
+    config, data = _read(path)
     configure_logging(
         config.log_level,
         "MAIN",
@@ -44,3 +62,17 @@ def resume(path: Path) -> int:
     except Exception as error:  # the old process is gone: say clearly why the new one is not up
         print(f"error: the upgraded main process could not resume: {error}", file=sys.stderr)
         raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--check":
+        return check(Path(args[1]))
+    if len(args) != 1:
+        print("usage: python -m sozu_runtime.main.resume [--check] UPGRADE_FILE", file=sys.stderr)
+        return 2
+    return resume(Path(args[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

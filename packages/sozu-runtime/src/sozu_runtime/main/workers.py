@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import logging
 import os
@@ -17,7 +18,14 @@ from pydantic import ValidationError
 
 from sozu_config.protocol import decode_response
 from sozu_config.requests import Request
-from sozu_config.responses import Event, EventContent, Response, ResponseStatus, RunState
+from sozu_config.responses import (
+    Event,
+    EventContent,
+    Response,
+    ResponseStatus,
+    RunState,
+    WorkerInfo,
+)
 
 from ..channel import Channel
 from ..messages import EVENT_ID, Control, WorkerMessage, encode_message
@@ -50,6 +58,18 @@ class WorkerHandle:
         self._exited = False
         self.expected_exit = False
         """Set when the worker is told to stop (soft stop, upgrade): its exit is no crash."""
+        self.version: str | None = None
+        self.started_at: dt.datetime | None = None
+        """The version and start of the code the worker runs, as it said when set up."""
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            id=self.id,
+            pid=self.pid,
+            run_state=self.run_state,
+            version=self.version,
+            started_at=self.started_at,
+        )
 
     async def spawn(self) -> None:
         """Start the process with one end of a fresh socket pair as its channel."""

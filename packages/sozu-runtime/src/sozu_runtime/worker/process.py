@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import resource
@@ -30,14 +31,19 @@ from sozu_config.responses import (
     Response,
     ResponseContent,
     ResponseStatus,
+    RunState,
+    WorkerInfo,
+    WorkersContent,
 )
 from sozu_config.state import StateError
 
+from .. import __version__
 from ..channel import Channel
-from ..logs import configure_logging, set_level
+from ..logs import configure_logging, reopen_logs, set_level
 from ..messages import (
     EVENT_ID,
     InitialState,
+    ReopenLogs,
     Setup,
     WorkerMessage,
     decode_message,
@@ -49,6 +55,7 @@ log = logging.getLogger("sozu.worker")
 __all__ = ["WorkerProcess", "main"]
 
 SWEEP_INTERVAL = 0.25  # seconds between deadline checks
+STARTED_AT = dt.datetime.now(dt.UTC)  # when this worker's code started
 DESCRIPTORS_RESERVED = 64  # descriptors a worker needs besides its connections (sockets, logs)
 ACCEPTED_GRACE = 0.05  # seconds a soft stop waits for connections accepted at the last moment
 
@@ -109,6 +116,8 @@ class WorkerProcess:
         channel.send(response.model_dump_json().encode() + b"\n")
 
     def emit(self, event: Event) -> None:
+        if event.time is None:
+            event = event.model_copy(update={"time": dt.datetime.now(dt.UTC)})
         self._answer(EVENT_ID, ResponseStatus.PROCESSING, "", EventContent(event=event))
 
     async def _handle(self, message: WorkerMessage) -> None:
@@ -214,6 +223,16 @@ class WorkerProcess:
                 emit_event=self.emit,
                 expired_certificates=control.expired_certificates,
             )
+            me = WorkerInfo(
+                id=control.worker_id,
+                pid=os.getpid(),
+                run_state=RunState.STARTING,
+                version=__version__,
+                started_at=STARTED_AT,
+            )
+            self._answer(request_id, ResponseStatus.OK, content=WorkersContent(workers=[me]))
+        elif isinstance(control, ReopenLogs):
+            reopen_logs()
             self._answer(request_id, ResponseStatus.OK)
         elif isinstance(control, InitialState):
             assert self.proxy is not None
@@ -286,9 +305,16 @@ def check_descriptor_limit(max_connections: int) -> None:
 
 async def _run(worker_id: int, fd: int) -> int:
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        # the main process decides when workers stop; a Ctrl-C on the terminal reaches the
-        # whole process group and must not cut connections behind the main process's back
+    for signum in (
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGQUIT,
+        signal.SIGHUP,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    ):
+        # the main process decides what workers do; a Ctrl-C on the terminal (or a closed
+        # terminal's SIGHUP) reaches the whole process group and must not act behind its back
         loop.add_signal_handler(signum, lambda: None)
     worker = WorkerProcess(worker_id, fd)
     return await worker.run()
