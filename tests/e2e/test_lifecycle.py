@@ -330,3 +330,19 @@ def test_version_of_both_commands() -> None:
         assert result.returncode == 0
         assert sozu_runtime.__version__ in result.stdout
         assert "sozu-runtime" in result.stdout
+
+
+def test_the_unit_file_runs_the_daemon_as_the_readme_says() -> None:
+    """The systemd unit in the repository: notify type, HUP for reload, a command that exists."""
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    path = Path(__file__).resolve().parents[2] / "examples" / "systemd" / "sozu.service"
+    unit.read(path)
+    service = unit["Service"]
+    assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
+    assert service["ExecReload"].endswith("kill -HUP $MAINPID")
+    assert service["ExecStart"].split()[1:] == ["-c", "/etc/sozu/config.toml", "start"]
+    assert service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict"
