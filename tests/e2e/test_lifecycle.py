@@ -27,7 +27,7 @@ import pytest
 from support.backends import HttpBackend, wait_for
 from support.clients import get
 from support.daemon import DaemonProcess, free_port, sozu_command
-from support.load import LoadGenerator, LoadReport, StreamSpec, load_handler
+from support.load import LoadGenerator, StreamSpec, assert_nothing_lost, load_handler
 
 import sozu_runtime
 from sozu_config import QueryState, Status
@@ -88,13 +88,6 @@ def proxy(tmp_path: Path, backends: tuple[HttpBackend, HttpBackend]) -> Iterator
     port = free_port()
     with DaemonProcess(tmp_path, proxy_config(port, one.address, two.address)).start() as daemon:
         yield Proxy(daemon, port, tmp_path)
-
-
-def assert_nothing_lost(report: LoadReport) -> None:
-    assert report.failures == [], report.summary()
-    assert report.refused == 0, report.summary()
-    assert report.stream is not None and report.stream.complete, report.summary()
-    assert report.ok > 300, report.summary()
 
 
 def assert_everything_replaced(before: WorkersContent, after: WorkersContent) -> None:

@@ -34,7 +34,13 @@ import pytest
 from support.backends import HttpBackend, wait_for
 from support.clients import ConnectionClosed, HttpAnswer, HttpConnection, get
 from support.daemon import DaemonProcess, free_port, sozu_command
-from support.load import LoadGenerator, LoadReport, StreamSpec, load_handler, serving_process
+from support.load import (
+    LoadGenerator,
+    StreamSpec,
+    assert_nothing_lost,
+    load_handler,
+    serving_process,
+)
 
 from sozu_config import (
     AddBackend,
@@ -121,14 +127,6 @@ backends = [{{ address = "{one.address}" }}, {{ address = "{two.address}" }}]
 
 def load_on(proxy: Proxy) -> LoadGenerator:
     return LoadGenerator(proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES)
-
-
-def assert_nothing_lost(report: LoadReport) -> None:
-    """Zero failed and zero refused requests, and the download completed."""
-    assert report.failures == [], report.summary()
-    assert report.refused == 0, report.summary()
-    assert report.stream is not None and report.stream.complete, report.summary()
-    assert report.ok > 300, report.summary()
 
 
 def alive(pid: int) -> bool:

@@ -65,6 +65,7 @@ __all__ = [
     "RequestRecord",
     "StreamResult",
     "StreamSpec",
+    "assert_nothing_lost",
     "load_handler",
     "serving_process",
 ]
@@ -735,3 +736,12 @@ def serving_process(proxy_port: int, client_port: int, pids: Iterable[int]) -> i
                     if os.readlink(entry.path) in wanted:
                         return pid
     return None
+
+
+def assert_nothing_lost(report: LoadReport, *, minimum_ok: int = 300) -> None:
+    """Zero failed and zero refused requests, the download completed, and enough requests
+    went through for the check to mean something."""
+    assert report.failures == [], report.summary()
+    assert report.refused == 0, report.summary()
+    assert report.stream is not None and report.stream.complete, report.summary()
+    assert report.ok > minimum_ok, report.summary()
