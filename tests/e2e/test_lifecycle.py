@@ -27,7 +27,7 @@ import pytest
 from support.backends import HttpBackend, wait_for
 from support.clients import get
 from support.daemon import DaemonProcess, free_port, sozu_command
-from support.load import LoadGenerator, StreamSpec, assert_nothing_lost, load_handler
+from support.load import LoadGenerator, StreamSpec, assert_nothing_lost, load_backends
 
 import sozu_runtime
 from sozu_config import QueryState, Status
@@ -75,11 +75,8 @@ backends = [{{ address = "{one}" }}, {{ address = "{two}" }}]
 
 @pytest.fixture(scope="module")
 def backends() -> Iterator[tuple[HttpBackend, HttpBackend]]:
-    with (
-        HttpBackend("one", load_handler("one", stream=STREAM)) as one,
-        HttpBackend("two", load_handler("two", stream=STREAM)) as two,
-    ):
-        yield one, two
+    with load_backends(STREAM) as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -296,6 +293,7 @@ def test_systemd_readiness_protocol(
             messages.append(notify.recv(4096).decode())
             assert "STOPPING=1" in messages[3].splitlines(), messages
             assert all(m.startswith(("READY", "RELOADING", "STOPPING")) for m in messages)
+            assert all(any(line.startswith("STATUS=") for line in m.splitlines()) for m in messages)
         finally:
             daemon.kill()
 
@@ -339,3 +337,39 @@ def test_the_unit_file_runs_the_daemon_as_the_readme_says() -> None:
     assert service["ExecStart"].split()[1:] == ["-c", "/etc/sozu/config.toml", "start"]
     assert service["NoNewPrivileges"] == "yes"
     assert service["ProtectSystem"] == "strict"
+
+
+def test_quit_stops_at_once_and_workers_leave_signals_to_the_main_process(
+    tmp_path: Path, backends: tuple[HttpBackend, HttpBackend]
+) -> None:
+    """HUP, USR1, USR2 and QUIT sent to a worker (a terminal's process group gets them all)
+    change nothing; QUIT to the main process is a hard stop: a request in flight is cut and
+    the daemon exits at once, removing its command socket."""
+    one, two = backends
+    port = free_port()
+    daemon = DaemonProcess(tmp_path, proxy_config(port, one.address, two.address))
+    with daemon.start():
+        workers = sorted(proxy_pids(daemon))
+        for pid in workers:
+            for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT):
+                os.kill(pid, signum)
+        time.sleep(0.5)
+        assert sorted(proxy_pids(daemon)) == workers
+        assert get(port, "/", host=HOST).status == 200
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow.sendall(f"GET /slow/30 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        time.sleep(0.3)  # the request is in flight
+        started = time.monotonic()
+        os.kill(daemon.pid, signal.SIGQUIT)
+        assert daemon.process is not None
+        assert daemon.process.wait(10) == 0
+        assert time.monotonic() - started < 5, "a hard stop does not wait for requests"
+        assert slow.recv(100) == b""  # cut, not answered
+        slow.close()
+        assert not daemon.socket_path.exists()
+
+
+def proxy_pids(daemon: DaemonProcess) -> set[int]:
+    response = daemon.send(Status(), timeout=30)
+    assert isinstance(response.content, WorkersContent)
+    return {w.pid for w in response.content.workers}

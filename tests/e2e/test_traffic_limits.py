@@ -282,6 +282,13 @@ backends = [{{ address = "{backend}" }}]
     return DaemonProcess(tmp_path, config)
 
 
+def fill_the_worker(port: int) -> list[socket.socket]:
+    """Five idle connections: the worker of an eviction daemon is full."""
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
+    time.sleep(0.3)  # all accepted by now
+    return idle
+
+
 def test_evict_on_queue_full_accepts_after_eviction(tmp_path: Path) -> None:
     """sōzu ``test_evict_on_queue_full_accepts_after_eviction``: five idle connections fill
     the worker; a sixth client is served at once, and one idle connection was closed."""
@@ -291,9 +298,8 @@ def test_evict_on_queue_full_accepts_after_eviction(tmp_path: Path) -> None:
         eviction_daemon(tmp_path, port, backend.address, evict=True) as daemon,
     ):
         daemon.start()
-        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
+        idle = fill_the_worker(port)
         try:
-            time.sleep(0.3)
             with HttpConnection(port, timeout=3) as newcomer:
                 assert newcomer.request("GET", "/", host="app.test").status == 200
             closed = 0
@@ -321,9 +327,8 @@ def test_evict_on_queue_full_disabled_leaves_the_newcomer_waiting(tmp_path: Path
         eviction_daemon(tmp_path, port, backend.address, evict=False) as daemon,
     ):
         daemon.start()
-        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
+        idle = fill_the_worker(port)
         try:
-            time.sleep(0.3)
             waiting = socket.create_connection(("127.0.0.1", port), timeout=1)
             waiting.sendall(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
             with pytest.raises(TimeoutError):

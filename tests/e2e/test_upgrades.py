@@ -38,7 +38,7 @@ from support.load import (
     LoadGenerator,
     StreamSpec,
     assert_nothing_lost,
-    load_handler,
+    load_backends,
     serving_process,
 )
 
@@ -99,11 +99,8 @@ class Proxy:
 
 @pytest.fixture(scope="module")
 def backends() -> Iterator[tuple[HttpBackend, HttpBackend]]:
-    with (
-        HttpBackend("one", load_handler("one", stream=STREAM)) as one,
-        HttpBackend("two", load_handler("two", stream=STREAM)) as two,
-    ):
-        yield one, two
+    with load_backends(STREAM) as pair:
+        yield pair
 
 
 @pytest.fixture

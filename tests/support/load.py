@@ -43,11 +43,11 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import Answer, Handler, Received
+from .backends import Answer, Handler, HttpBackend, Received
 from .clients import ConnectionClosed, HttpAnswer, HttpConnection
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "StreamResult",
     "StreamSpec",
     "assert_nothing_lost",
+    "load_backends",
     "load_handler",
     "serving_process",
 ]
@@ -745,3 +746,13 @@ def assert_nothing_lost(report: LoadReport, *, minimum_ok: int = 300) -> None:
     assert report.refused == 0, report.summary()
     assert report.stream is not None and report.stream.complete, report.summary()
     assert report.ok > minimum_ok, report.summary()
+
+
+@contextlib.contextmanager
+def load_backends(stream: StreamSpec) -> Iterator[tuple[HttpBackend, HttpBackend]]:
+    """Two backends, ``one`` and ``two``, answering :func:`load_handler` with ``stream``."""
+    with (
+        HttpBackend("one", load_handler("one", stream=stream)) as one,
+        HttpBackend("two", load_handler("two", stream=stream)) as two,
+    ):
+        yield one, two

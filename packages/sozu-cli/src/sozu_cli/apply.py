@@ -322,7 +322,11 @@ def run(args: argparse.Namespace, output: Output) -> int:
     if args.watch:
         from .watch import watch
 
-        return watch(args, output)
+        return watch(
+            args,
+            output,
+            lambda: apply_file(args, output, retries=VERSION_RETRIES, compact=True),
+        )
     return apply_file(args, output)
 
 

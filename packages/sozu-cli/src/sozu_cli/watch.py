@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
-from .apply import VERSION_RETRIES, apply_file
 from .errors import ExitCode, UsageError
 from .output import Output
 
@@ -33,8 +33,9 @@ def _stamp() -> str:
     return dt.datetime.now().strftime("%H:%M:%S")
 
 
-def watch(args: argparse.Namespace, output: Output) -> int:
-    """Apply ``args.file`` now and after each change; returns 0 on Ctrl-C."""
+def watch(args: argparse.Namespace, output: Output, apply_once: Callable[[], int]) -> int:
+    """Apply ``args.file`` now and after each change with ``apply_once`` (one plan and
+    apply, its exit code); returns 0 on Ctrl-C."""
     import watchfiles
 
     file = Path(args.file).absolute()
@@ -48,7 +49,7 @@ def watch(args: argparse.Namespace, output: Output) -> int:
 
     def once(reason: str) -> None:
         output.note(f"[{_stamp()}] {reason}: planning")
-        code = apply_file(args, output, retries=VERSION_RETRIES, compact=True)
+        code = apply_once()
         outcome = _OUTCOMES.get(code, _OUTCOMES[ExitCode.FAILURE])
         output.note(f"[{_stamp()}] {outcome}; watching {file} (Ctrl-C stops)")
 

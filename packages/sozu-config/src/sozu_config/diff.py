@@ -22,22 +22,50 @@ Within a phase, objects are taken in sorted order, so the output is deterministi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from . import requests as rq
 from .certificates import CertificateAndKey, CertificateSummary
 from .models import (
+    Backend,
+    Cluster,
+    FrontendKey,
     HttpFrontend,
     HttpListenerConfig,
     HttpsListenerConfig,
     ListenerType,
+    TcpFrontend,
     TcpListenerConfig,
 )
 
-if TYPE_CHECKING:
-    from .state import ConfigState
+__all__ = ["StateTables", "diff_states"]
 
-__all__ = ["diff_states"]
+
+class StateTables(Protocol):
+    """What a diff reads of a state (:class:`~sozu_config.state.ConfigState` has it all)."""
+
+    @property
+    def http_listeners(self) -> Mapping[str, HttpListenerConfig]: ...
+    @property
+    def https_listeners(self) -> Mapping[str, HttpsListenerConfig]: ...
+    @property
+    def tcp_listeners(self) -> Mapping[str, TcpListenerConfig]: ...
+    @property
+    def clusters(self) -> Mapping[str, Cluster]: ...
+    @property
+    def http_frontends(self) -> Mapping[FrontendKey, HttpFrontend]: ...
+    @property
+    def https_frontends(self) -> Mapping[FrontendKey, HttpFrontend]: ...
+    @property
+    def tcp_frontends(self) -> Mapping[str, TcpFrontend]: ...
+    @property
+    def backends(self) -> Mapping[str, Mapping[str, Backend]]: ...
+    @property
+    def certificates(self) -> Mapping[str, Mapping[str, CertificateSummary]]: ...
+
+    def certificate_and_key(self, address: str, fingerprint: str) -> CertificateAndKey: ...
+
 
 _ADD_LISTENER: dict[ListenerType, Any] = {
     ListenerType.HTTP: rq.AddHttpListener,
@@ -54,7 +82,7 @@ _ORDER = (ListenerType.HTTP, ListenerType.HTTPS, ListenerType.TCP)
 Listener = HttpListenerConfig | HttpsListenerConfig | TcpListenerConfig
 
 
-def _tables(state: ConfigState) -> dict[ListenerType, dict[str, Any]]:
+def _tables(state: StateTables) -> dict[ListenerType, Mapping[str, Any]]:
     return {
         ListenerType.HTTP: state.http_listeners,
         ListenerType.HTTPS: state.https_listeners,
@@ -74,14 +102,14 @@ def _listener_changes(old: Listener, new: Listener) -> dict[str, Any]:
 
 
 def _certificate_request(
-    target: ConfigState, address: str, fingerprint: str
+    target: StateTables, address: str, fingerprint: str
 ) -> tuple[CertificateAndKey, int | None]:
     entry = target.certificates[address][fingerprint]
     return target.certificate_and_key(address, fingerprint), entry.expired_at
 
 
 def _replace(
-    target: ConfigState, address: str, old_fingerprint: str, new_fingerprint: str
+    target: StateTables, address: str, old_fingerprint: str, new_fingerprint: str
 ) -> rq.ReplaceCertificate:
     certificate, expired_at = _certificate_request(target, address, new_fingerprint)
     return rq.ReplaceCertificate(
@@ -116,7 +144,7 @@ def _pair_rotations(
     return pairs
 
 
-def diff_states(source: ConfigState, target: ConfigState) -> list[rq.StateRequest]:
+def diff_states(source: StateTables, target: StateTables) -> list[rq.StateRequest]:
     """See the module documentation for the order of the result."""
     out: list[rq.StateRequest] = []
     src_tables, dst_tables = _tables(source), _tables(target)

@@ -17,9 +17,6 @@ only coroutines (one per connection, not per request), access logs are built onl
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 from typing import TYPE_CHECKING, Any
 
 from . import h1
@@ -29,7 +26,8 @@ from .router import parse_authority
 if TYPE_CHECKING:
     from .balancing import Backend
     from .listeners import HttpListener
-    from .proxy import ClusterRuntime, Proxy, Route
+    from .routes import ClusterRuntime, Route
+    from .services import ProxyServices
 
 __all__ = ["BackendConnection", "FrontendSession"]
 
@@ -99,7 +97,7 @@ class FrontendSession(asyncio.Protocol):
 
     def __init__(self, listener: HttpListener) -> None:
         self.listener = listener
-        self.proxy: Proxy = listener.proxy
+        self.proxy: ProxyServices = listener.proxy
         self.transport: Any = None
         self.phase = IDLE
         self.pending = b""  # bytes of the next head (or pipelined requests)
@@ -906,29 +904,6 @@ def _covered(host: bytes, names: tuple[str, ...]) -> bool:
     return False
 
 
-def check_basic_auth(header: bytes | None, authorized: frozenset[tuple[str, str]]) -> bool:
-    """``Authorization: Basic`` credentials against ``user:sha256(password)`` pairs, compared
-    in constant time."""
-    if not header or header[:6].lower() != b"basic ":
-        return False
-    try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True)
-    except ValueError:
-        return False
-    if len(decoded) > 4096:
-        return False
-    user, sep, password = decoded.partition(b":")
-    if not sep:
-        return False
-    digest = hashlib.sha256(password).hexdigest()
-    found = False
-    for known_user, known_digest in authorized:
-        same_user = hmac.compare_digest(known_user.encode(), user)
-        same_digest = hmac.compare_digest(known_digest, digest)
-        found |= same_user and same_digest
-    return found
-
-
 # ------------------------------------------------------------------------- backend side
 
 
@@ -957,7 +932,7 @@ class BackendConnection(asyncio.BufferedProtocol):
         "transport",
     )
 
-    def __init__(self, proxy: Proxy, backend: Backend) -> None:
+    def __init__(self, proxy: ProxyServices, backend: Backend) -> None:
         self.proxy = proxy
         self.backend = backend
         self.transport: Any = None

@@ -17,25 +17,30 @@ import logging
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sozu_config.addresses import split_address
-from sozu_config.models import Hsts, HttpListenerConfig, HttpsListenerConfig, TcpListenerConfig
+from sozu_config.models import HttpListenerConfig, HttpsListenerConfig, TcpListenerConfig
 
 from . import h1
 from .accepting import Handshake, accept_batch
 from .answers import Answers
 from .router import Router
+from .routes import ClusterRuntime, Route, hsts_line
+from .services import ProxyServices
+
+# What a listener makes for each connection: given the listener, the connection's protocol.
+SessionClass = Callable[[Any], asyncio.Protocol]
 
 if TYPE_CHECKING:
     from sozu_config.state import ConfigState
 
-    from .proxy import ClusterRuntime, Proxy, Route
     from .tls import TlsRuntime
 
 log = logging.getLogger("sozu.worker")
 
-__all__ = ["HttpListener", "Listener", "TcpListener", "hsts_line"]
+__all__ = ["HttpListener", "Listener", "SessionClass", "TcpListener"]
 
 _CRLF = b"\r\n"
 # Stands for "accepting" in Listener.server when the listener accepts through its own reader
@@ -48,8 +53,10 @@ class Listener:
 
     tls = False
 
-    def __init__(self, proxy: Proxy, config: Any) -> None:
+    def __init__(self, proxy: ProxyServices, config: Any, session_class: SessionClass) -> None:
         self.proxy = proxy
+        # the protocol of this listener's connections (given by the proxy, which knows them)
+        self.session_class = session_class
         self.address: str = config.address
         self.sock: socket.socket | None = None
         self.server: asyncio.AbstractServer | None = None
@@ -140,14 +147,19 @@ class Listener:
 class HttpListener(Listener):
     """An HTTP or HTTPS listener: router, answers, forwarding-header settings (and TLS)."""
 
-    def __init__(self, proxy: Proxy, config: HttpListenerConfig | HttpsListenerConfig) -> None:
+    def __init__(
+        self,
+        proxy: ProxyServices,
+        config: HttpListenerConfig | HttpsListenerConfig,
+        session_class: SessionClass,
+    ) -> None:
         self.router: Router[Route] = Router()
         # (Host, target, method) → route (or None): the lookups of the fast path, cleared
         # whenever a frontend of this listener is added or removed
         self.route_cache: dict[tuple[bytes, bytes, bytes], Route | None] = {}
         self.tls = isinstance(config, HttpsListenerConfig)
         self.tls_runtime: TlsRuntime | None = None
-        super().__init__(proxy, config)
+        super().__init__(proxy, config, session_class)
 
     def reconfigure(self, config: HttpListenerConfig | HttpsListenerConfig) -> None:
         super().reconfigure(config)
@@ -213,9 +225,7 @@ class HttpListener(Listener):
         return b"".join(out)
 
     def protocol_factory(self) -> asyncio.Protocol:
-        from .http import FrontendSession
-
-        return FrontendSession(self)
+        return self.session_class(self)
 
     def tls_context(self) -> ssl.SSLContext | None:
         return self.tls_runtime.context if self.tls_runtime is not None else None
@@ -228,21 +238,14 @@ class HttpListener(Listener):
 class TcpListener(Listener):
     """A TCP listener: bound to one cluster by its TCP frontend."""
 
-    def __init__(self, proxy: Proxy, config: TcpListenerConfig) -> None:
+    def __init__(
+        self, proxy: ProxyServices, config: TcpListenerConfig, session_class: SessionClass
+    ) -> None:
         self.cluster: ClusterRuntime | None = None
-        super().__init__(proxy, config)
+        super().__init__(proxy, config, session_class)
 
     def protocol_factory(self) -> asyncio.Protocol:
-        from .tcp import TcpSession
-
-        return TcpSession(self)
-
-
-def hsts_line(hsts: Hsts | None) -> bytes:
-    """The Strict-Transport-Security header line an HSTS setting adds (b"" when off)."""
-    if hsts is None or not hsts.enabled:
-        return b""
-    return b"Strict-Transport-Security: " + hsts.header_value().encode() + _CRLF
+        return self.session_class(self)
 
 
 def _forwarded_node(ip: str) -> bytes:

@@ -21,11 +21,8 @@ from typing import Any
 
 from sozu_config import requests as rq
 from sozu_config.models import (
-    Cluster,
     FrontendKey,
     HttpFrontend,
-    RedirectPolicy,
-    RedirectScheme,
     TcpListenerConfig,
 )
 from sozu_config.responses import Event, EventKind
@@ -34,15 +31,17 @@ from sozu_config.state import ConfigState
 from . import balancing
 from .accepting import Handshake
 from .admission import Admission
-from .http import BackendConnection, FrontendSession, check_basic_auth
-from .listeners import HttpListener, Listener, TcpListener, hsts_line
+from .http import BackendConnection, FrontendSession
+from .listeners import HttpListener, Listener, TcpListener
 from .metrics import Metrics
 from .reading import ReadBuffers
+from .routes import ClusterRuntime, Route
+from .tcp import TcpSession
 
 log = logging.getLogger("sozu.worker")
 access = logging.getLogger("sozu.access")
 
-__all__ = ["ClusterRuntime", "Proxy", "Route"]
+__all__ = ["Proxy"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 MAX_IDLE_PER_BACKEND = 128  # idle keep-alive connections kept per backend
@@ -55,150 +54,6 @@ def _ulid_time(ms: int) -> str:
         out.append(_CROCKFORD[ms & 31])
         ms >>= 5
     return "".join(reversed(out))
-
-
-class ClusterRuntime:
-    """A cluster as the data path sees it: settings and the balancer of its backends."""
-
-    __slots__ = (
-        "authorized",
-        "balancer",
-        "cluster_id",
-        "config",
-        "https_redirect",
-        "https_redirect_port",
-        "per_ip_limit",
-        "proxy_protocol",
-        "requests",
-        "retry_after",
-        "sticky_session",
-        "www_authenticate",
-    )
-
-    def __init__(self, config: Cluster, per_ip_limit: int = 0, retry_after: int = 60) -> None:
-        self.cluster_id = config.cluster_id
-        self.balancer = balancing.Cluster(config.cluster_id)
-        self.requests = 0
-        self.configure(config, per_ip_limit, retry_after)
-
-    def configure(self, config: Cluster, per_ip_limit: int = 0, retry_after: int = 60) -> None:
-        """``per_ip_limit`` and ``retry_after``: the worker's defaults, which the cluster's own
-        settings override."""
-        self.config = config
-        # connections per client IP to this cluster (0: unlimited), Retry-After of its 429
-        self.per_ip_limit = (
-            per_ip_limit if config.max_connections_per_ip is None else config.max_connections_per_ip
-        )
-        self.retry_after = retry_after if config.retry_after is None else config.retry_after
-        self.sticky_session = config.sticky_session
-        self.https_redirect = config.https_redirect
-        self.https_redirect_port = config.https_redirect_port
-        self.www_authenticate = config.www_authenticate
-        self.proxy_protocol = config.proxy_protocol
-        self.authorized = frozenset(
-            (user, digest.lower())
-            for user, _, digest in (entry.partition(":") for entry in config.authorized_hashes)
-        )
-        self.balancer.configure(
-            config.load_balancing.value, config.load_metric.value if config.load_metric else None
-        )
-
-
-class Route:
-    """What a frontend rule leads to. ``special`` routes (redirects, authentication) are
-    handled by :meth:`answer_special` before any backend is involved."""
-
-    __slots__ = (
-        "cluster",
-        "frontend",
-        "hsts_force",
-        "hsts_line",
-        "request_added",
-        "request_edits",
-        "response_added",
-        "response_edits",
-        "rewrites",
-        "special",
-        "tags",
-    )
-
-    def __init__(self, frontend: HttpFrontend, cluster: ClusterRuntime | None) -> None:
-        self.frontend = frontend
-        self.cluster = cluster
-        self.tags = frontend.tags
-        # the frontend's own HSTS (None: the listener's applies)
-        self.hsts_line = None if frontend.hsts is None else hsts_line(frontend.hsts)
-        self.hsts_force = frontend.hsts is not None and frontend.hsts.force_replace_backend
-        self.special = frontend.redirect is not RedirectPolicy.FORWARD or frontend.required_auth
-        # forwarded requests get a rewritten Host and/or path (the original Host goes in
-        # X-Forwarded-Host)
-        self.rewrites = frontend.redirect is RedirectPolicy.FORWARD and (
-            frontend.rewrite_host is not None
-            or frontend.rewrite_path is not None
-            or frontend.rewrite_port is not None
-        )
-        request_edits: set[bytes] = set()
-        response_edits: set[bytes] = set()
-        request_added: list[tuple[bytes, bytes]] = []
-        response_added: list[tuple[bytes, bytes]] = []
-        for edit in frontend.headers:
-            key = edit.key.encode("latin-1")
-            value = edit.value.encode("latin-1")
-            if edit.position.value in ("request", "both"):
-                request_edits.add(key.lower())
-                if value:
-                    request_added.append((key, value))
-            if edit.position.value in ("response", "both"):
-                response_edits.add(key.lower())
-                if value:
-                    response_added.append((key, value))
-        self.request_edits = frozenset(request_edits)
-        self.response_edits = frozenset(response_edits)
-        self.request_added = tuple(request_added)
-        self.response_added = tuple(response_added)
-
-    def answer_special(self, session: FrontendSession, host: bytes) -> bool:
-        """Redirects and authentication. True when the session was answered."""
-        frontend = self.frontend
-        policy = frontend.redirect
-        head = session.request_head()
-        assert head is not None
-        if policy is RedirectPolicy.UNAUTHORIZED:
-            session.cluster = self.cluster
-            session.answer(401)
-            return True
-        if policy is not RedirectPolicy.FORWARD:
-            status = {
-                RedirectPolicy.PERMANENT: 301,
-                RedirectPolicy.FOUND: 302,
-                RedirectPolicy.PERMANENT_REDIRECT: 308,
-            }[policy]
-            if frontend.redirect_scheme is RedirectScheme.USE_HTTPS:
-                scheme = "https"
-            elif frontend.redirect_scheme is RedirectScheme.USE_HTTP:
-                scheme = "http"
-            else:
-                scheme = "https" if session.listener.tls else "http"
-            target_host = frontend.rewrite_host.encode() if frontend.rewrite_host else host
-            target = frontend.rewrite_path.encode() if frontend.rewrite_path else head.target
-            port = frontend.rewrite_port
-            if port is None and self.cluster is not None:
-                port = self.cluster.https_redirect_port if scheme == "https" else None
-            session.cluster = self.cluster
-            session.redirect(status, scheme, target_host, port, target)
-            return True
-        if frontend.required_auth:
-            cluster = self.cluster
-            authorization = None
-            for name, value in head.headers:
-                if name.lower() == b"authorization":
-                    authorization = value
-                    break
-            if cluster is None or not check_basic_auth(authorization, cluster.authorized):
-                session.cluster = cluster
-                session.answer(401)
-                return True
-        return False
 
 
 class Proxy:
@@ -466,9 +321,9 @@ class Proxy:
     def _add_listener(self, request: Any, fds: list[int]) -> None:
         config = request.listener
         if isinstance(config, TcpListenerConfig):
-            self.listeners[config.address] = TcpListener(self, config)
+            self.listeners[config.address] = TcpListener(self, config, TcpSession)
         else:
-            listener = HttpListener(self, config)
+            listener = HttpListener(self, config, FrontendSession)
             for cluster in self.clusters.values():
                 if cluster.config.answers:
                     listener.answers.set_cluster(cluster.cluster_id, cluster.config.answers)
