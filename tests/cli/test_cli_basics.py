@@ -7,6 +7,7 @@ import argparse
 import os
 import pty
 import select
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,6 @@ from pathlib import Path
 from cli_harness import REPOSITORY, sozu, sozu_apply
 from support.daemon import DaemonProcess
 
-from sozu_cli.completion import command_tree
 from sozu_cli.main import build_parser
 
 CONFIGS = REPOSITORY / "tests" / "fixtures" / "configs"
@@ -125,7 +125,7 @@ def test_bash_completion_completes_subcommands_options_and_files(tmp_path: Path)
         """
         source ./sozu.bash
         complete_words() {
-            COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _sozu; echo "${COMPREPLY[*]}"
+            COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); FUNCTION; echo "${COMPREPLY[*]}"
         }
         complete_words sozu ""
         complete_words sozu cluster ""
@@ -134,7 +134,7 @@ def test_bash_completion_completes_subcommands_options_and_files(tmp_path: Path)
         complete_words sozu logging ""
         complete_words sozu certificate add --certificate ce
         """
-    )
+    ).replace("FUNCTION", completion_function(script.out, "sozu"))
     result = subprocess.run(
         ["bash", "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False
     )
@@ -149,19 +149,59 @@ def test_bash_completion_completes_subcommands_options_and_files(tmp_path: Path)
     assert lines[5] == "cert.pem"
 
 
+def completion_function(bash_script: str, program: str) -> str:
+    """The function a bash completion script registers for ``program``."""
+    for line in bash_script.splitlines():
+        words = line.split()
+        if words[:1] == ["complete"] and words[-1] == program and "-F" in words:
+            return words[words.index("-F") + 1]
+    raise AssertionError(f"no 'complete -F FUNCTION {program}' in the script")
+
+
+def fish_completions(fish_script: str, program: str) -> list[dict[str, list[str]]]:
+    """The ``complete -c program`` lines of a fish script, as {flag: [values]}."""
+    found = []
+    for line in fish_script.splitlines():
+        if not line.startswith(f"complete -c {program} "):
+            continue
+        words = shlex.split(line)[3:]
+        entry: dict[str, list[str]] = {}
+        flag = ""
+        for word in words:
+            if word.startswith("-"):
+                flag = word
+                entry.setdefault(flag, [])
+            else:
+                entry.setdefault(flag, []).append(word)
+        found.append(entry)
+    return found
+
+
 def test_zsh_and_fish_completion_scripts() -> None:
     zsh = sozu("completion", "zsh")
     assert zsh.code == 0
     assert zsh.out.startswith("#compdef sozu\n")
-    assert "bashcompinit" in zsh.out
-    assert "complete -F _sozu sozu" in zsh.out
+    assert "compdef _shtab_sozu -N sozu" in zsh.out
     fish = sozu("completion", "fish")
     assert fish.code == 0
-    paths = {node.path for node in command_tree(build_parser())}
-    assert {"cluster add", "frontend http add", "listener tcp update", "apply"} <= paths
-    assert "complete -c sozu -n '__sozu_at \\'cluster\\'' -a 'list add remove'" in fish.out
-    assert "-l load-balancing-policy -x" in fish.out
-    assert "-l certificate -F -r" in fish.out
+    paths = {path for path, _ in leaf_parsers(build_parser())}
+    assert {"sozu cluster add", "sozu frontend http add", "sozu listener tcp update"} <= paths
+    assert "sozu apply" in paths
+    entries = fish_completions(fish.out, "sozu")
+    cluster_verbs = [
+        word
+        for entry in entries
+        if any("_using cluster;" in c for c in entry.get("-n", []))
+        for word in entry.get("-a", [])
+    ]
+    assert cluster_verbs == ["list", "add", "remove"]
+    (policy,) = [e for e in entries if e.get("-l") == ["load-balancing-policy"]]
+    assert any(flag.startswith("-x") for flag in policy)  # takes a value
+    certificate = [e for e in entries if e.get("-l") == ["certificate"]]
+    assert certificate
+    for entry in certificate:  # completes file names
+        values = [v for flag, words in entry.items() if flag.startswith("-x") for v in words]
+        assert any("__fish_complete_path" in value for value in values)
 
 
 def run_on_a_terminal(args: list[str]) -> tuple[int, str]:

@@ -1,5 +1,5 @@
-"""The argument parser of the commands: its error style, the options every command shares, and
-the argument types that turn text into valid values (or a usage error naming the argument).
+"""The argument parser of the commands: its error style, how a subcommand is added, and the
+argument types that turn text into valid values (or a usage error naming the argument).
 
 A bad argument ends the command with exit code 2 and one line on stderr:
 ``sozu backend add: error: argument -a/--address: invalid address 'x': … (see 'sozu backend
@@ -27,8 +27,8 @@ __all__ = [
     "add_command",
     "address",
     "answer",
-    "common_options",
     "enumeration",
+    "given",
     "key_values",
     "non_negative",
     "pem_file",
@@ -81,45 +81,9 @@ def add_command(
     return parser
 
 
-def common_options(*, socket: bool = True) -> Parser:
-    """The global options, repeatable after the subcommand (``sozu status --json``).
-
-    Their defaults are suppressed so that an option given before the subcommand is not reset
-    by the subcommand's parser when it is not repeated there.
-    """
-    parser = Parser(add_help=False)
-    group = parser.add_argument_group("global options")
-    group.add_argument(
-        "-c",
-        "--config",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help="configuration file (default: $SOZU_CONFIG); its command_socket is used",
-    )
-    if socket:
-        group.add_argument(
-            "--socket",
-            metavar="PATH",
-            default=argparse.SUPPRESS,
-            help="command socket to talk to, without a configuration file",
-        )
-    group.add_argument(
-        "-t",
-        "--timeout",
-        metavar="MS",
-        type=non_negative,
-        default=argparse.SUPPRESS,
-        help="milliseconds to wait for an answer (default: the file's ctl_command_timeout; "
-        "changes wait at least 30 s; 0: no limit)",
-    )
-    group.add_argument(
-        "-j",
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print plain JSON on stdout",
-    )
-    return parser
+def given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """The options among ``names`` that were given (None means: not given)."""
+    return {name: value for name in names if (value := getattr(args, name, None)) is not None}
 
 
 # --------------------------------------------------------------------------- argument types

@@ -15,17 +15,19 @@ import time
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 from sozu_config import (
-    MUTATING_TYPES,
+    QUERY_TYPES,
     ClientError,
     CommandClient,
     CommandTimeout,
     DaemonUnreachable,
     ProtocolError,
+    Request,
     Response,
     ResponseContent,
+    SubscribeEvents,
 )
 from sozu_config.config import Config, ConfigError, load_config
 
@@ -40,17 +42,19 @@ LONG_TIMEOUT_MS = 30_000
 """The least wait for requests that change the state or the processes: the daemon answers
 them once every worker has applied them."""
 
-_LONG_TYPES = MUTATING_TYPES | {
-    "upgrade_main",
-    "upgrade_worker",
-    "reload_configuration",
-    "load_state",
-    "save_state",
-    "configure_metrics",
-    "logging",
-    "soft_stop",
-    "hard_stop",
-}
+
+def _request_types(union: Any) -> frozenset[str]:
+    """The ``type`` of every request model of a (possibly annotated) union of them."""
+    members = get_args(union)
+    if members and get_origin(union) is Annotated:
+        members = get_args(members[0])
+    return frozenset(str(member.model_fields["type"].default) for member in members)
+
+
+_SUBSCRIBE_TYPE = str(SubscribeEvents.model_fields["type"].default)
+_LONG_TYPES = _request_types(Request) - QUERY_TYPES - {_SUBSCRIBE_TYPE}
+"""The requests that change the state or the processes: every request but the queries and the
+event subscription (whose connection waits for events without limit once subscribed)."""
 
 Render = Callable[[Any], None]
 

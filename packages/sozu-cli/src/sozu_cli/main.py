@@ -14,20 +14,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import partial
 
 from pydantic import ValidationError
 
 from sozu_config.protocol import validation_message
 
 from . import apply as apply_command
-from .arguments import Parser, add_command, add_version, common_options, non_negative
-from .commands import certificates, configuration, daemon, queries, routing
+from . import commands
+from .arguments import Parser, add_version, non_negative
 from .completion import SHELLS, script
 from .context import Context
+from .declarations import Arg, Command, Completer, GlobalOptions, add_arguments, add_commands
 from .errors import CommandError, ExitCode
 from .output import Output
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "PROGRAMS", "build_parser", "main"]
 
 EXAMPLES = [
     "sozu -c config.toml start",
@@ -41,13 +43,110 @@ EXAMPLES = [
 ]
 
 
+PROGRAMS = ("sozu", "sozu-apply")
+"""The commands ``sozu completion`` writes scripts for."""
+
+
 def _completion(ctx: Context) -> int:
-    sys.stdout.write(script(build_parser(), ctx.args.shell))
+    parser = build_parser() if ctx.args.program == "sozu" else apply_command.build_parser()
+    sys.stdout.write(script(parser, ctx.args.shell))
     return 0
 
 
 def _apply(ctx: Context) -> int:
     return apply_command.run(ctx.args, ctx.output)
+
+
+def _global_options(*, repeated: bool, socket: bool = True) -> tuple[Arg, ...]:
+    """``-c``, ``--socket``, ``-t`` and ``-j``: before the subcommand, or ``repeated`` after
+    it (``sozu status --json``). Repeated, their defaults are suppressed so that an option
+    given before the subcommand is not reset by the subcommand's parser when it is not
+    repeated there."""
+    default = argparse.SUPPRESS if repeated else None
+    changes = "changes" if repeated else "changes and upgrades"
+    options = [
+        Arg(
+            ("-c", "--config"),
+            metavar="FILE",
+            default=default,
+            completer=Completer.FILE,
+            help="configuration file (default: $SOZU_CONFIG); its command_socket is used",
+        )
+    ]
+    if socket:
+        options.append(
+            Arg(
+                ("--socket",),
+                metavar="PATH",
+                default=default,
+                completer=Completer.FILE,
+                help="command socket to talk to, without a configuration file",
+            )
+        )
+    options += [
+        Arg(
+            ("-t", "--timeout"),
+            metavar="MS",
+            type=non_negative,
+            default=default,
+            help="milliseconds to wait for an answer (default: the file's ctl_command_timeout; "
+            f"{changes} wait at least 30 s; 0: no limit)",
+        ),
+        Arg(
+            ("-j", "--json"),
+            action="store_true",
+            default=argparse.SUPPRESS if repeated else False,
+            help="print plain JSON on stdout",
+        ),
+    ]
+    return tuple(options)
+
+
+def _repeated_options(*, socket: bool) -> list[Parser]:
+    """The parent parser of the global options repeated after a subcommand."""
+    parser = Parser(add_help=False)
+    group = parser.add_argument_group("global options")
+    add_arguments(group, _global_options(repeated=True, socket=socket))
+    return [parser]
+
+
+COMMANDS: tuple[Command, ...] = (
+    *commands.COMMANDS,
+    Command(
+        "apply",
+        help="make the proxy match a configuration file (same as sozu-apply)",
+        description="Show the plan that makes the live proxy (or every --socket) match FILE, "
+        "then apply it as one all-or-nothing batch; --dry-run, --check, --watch.",
+        examples=apply_command.EXAMPLES,
+        global_options=GlobalOptions.WITHOUT_SOCKET,
+        extend=partial(apply_command.add_arguments, standalone=False),
+        handler=_apply,
+    ),
+    Command(
+        "completion",
+        help="print a shell completion script",
+        examples=[
+            "source <(sozu completion bash)",
+            "source <(sozu completion bash sozu-apply)",
+            "sozu completion zsh > ~/.zfunc/_sozu",
+            "sozu completion fish | source",
+        ],
+        args=[
+            Arg(("shell",), choices=SHELLS, metavar="SHELL", help=", ".join(SHELLS)),
+            Arg(
+                ("program",),
+                nargs="?",
+                choices=PROGRAMS,
+                default="sozu",
+                metavar="COMMAND",
+                help=f"the command to complete: {' or '.join(PROGRAMS)} (default: sozu)",
+            ),
+        ],
+        global_options=GlobalOptions.NONE,
+        handler=_completion,
+    ),
+)
+"""Every subcommand of ``sozu``."""
 
 
 def build_parser() -> Parser:
@@ -63,63 +162,17 @@ def build_parser() -> Parser:
         "3 daemon unreachable",
     )
     add_version(parser)
-    parser.add_argument(
-        "-c",
-        "--config",
-        metavar="FILE",
-        default=None,
-        help="configuration file (default: $SOZU_CONFIG); its command_socket is used",
-    )
-    parser.add_argument(
-        "--socket",
-        metavar="PATH",
-        default=None,
-        help="command socket to talk to, without a configuration file",
-    )
-    parser.add_argument(
-        "-t",
-        "--timeout",
-        metavar="MS",
-        type=non_negative,
-        default=None,
-        help="milliseconds to wait for an answer (default: the file's ctl_command_timeout; changes "
-        "and upgrades wait at least 30 s; 0: no limit)",
-    )
-    parser.add_argument(
-        "-j", "--json", action="store_true", default=False, help="print plain JSON on stdout"
-    )
+    add_arguments(parser, _global_options(repeated=False))
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = common_options()
-    daemon.register(subcommands, common)
-    routing.register(subcommands, common)
-    certificates.register(subcommands, common)
-    queries.register(subcommands, common)
-    configuration.register(subcommands, common)
-
-    apply_parser = add_command(
+    add_commands(
         subcommands,
-        "apply",
-        help="make the proxy match a configuration file (same as sozu-apply)",
-        description="Show the plan that makes the live proxy (or every --socket) match FILE, "
-        "then apply it as one all-or-nothing batch; --dry-run, --check, --watch.",
-        examples=apply_command.EXAMPLES,
-        parents=[common_options(socket=False)],
-        handler=_apply,
+        COMMANDS,
+        {
+            GlobalOptions.ALL: _repeated_options(socket=True),
+            GlobalOptions.WITHOUT_SOCKET: _repeated_options(socket=False),
+            GlobalOptions.NONE: [],
+        },
     )
-    apply_command.add_arguments(apply_parser, standalone=False)
-
-    completion = add_command(
-        subcommands,
-        "completion",
-        help="print a shell completion script",
-        examples=[
-            "source <(sozu completion bash)",
-            "sozu completion zsh > ~/.zfunc/_sozu",
-            "sozu completion fish | source",
-        ],
-        handler=_completion,
-    )
-    completion.add_argument("shell", choices=SHELLS, metavar="SHELL", help=", ".join(SHELLS))
     return parser
 
 

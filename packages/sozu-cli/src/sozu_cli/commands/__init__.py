@@ -1,12 +1,33 @@
-"""The subcommands of ``sozu``, one module per concern:
+"""The subcommands of ``sozu``, declared as data (see :mod:`sozu_cli.declarations`), one module
+per command group, each beside the handlers it names:
 
 * :mod:`.daemon` — the daemon's life: ``start``, ``status``, ``shutdown``, ``upgrade``,
   ``reload``, ``state``, ``logging``, ``events``;
-* :mod:`.routing` — the routing objects: ``cluster``, ``backend``, ``frontend``, ``listener``;
+* :mod:`.clusters` — ``cluster`` and ``backend``;
+* :mod:`.frontends` — ``frontend``;
+* :mod:`.listeners` — ``listener``;
 * :mod:`.certificates` — ``certificate``;
 * :mod:`.queries` — ``query`` and ``metrics``;
 * :mod:`.configuration` — ``config check``.
 
-Each module has ``register(subcommands, common)``, which adds its parsers; every leaf parser
-sets ``handler``, a function of the :class:`~sozu_cli.context.Context` returning the exit code.
+Each module has ``COMMANDS``, its table; every leaf names its ``handler``, a function of the
+:class:`~sozu_cli.context.Context` returning the exit code.
 """
+
+from __future__ import annotations
+
+from ..declarations import Command
+from . import certificates, clusters, configuration, daemon, frontends, listeners, queries
+
+__all__ = ["COMMANDS"]
+
+COMMANDS: tuple[Command, ...] = (
+    *daemon.COMMANDS,
+    *clusters.COMMANDS,
+    *frontends.COMMANDS,
+    *listeners.COMMANDS,
+    *certificates.COMMANDS,
+    *queries.COMMANDS,
+    *configuration.COMMANDS,
+)
+"""The subcommands of ``sozu`` that talk to the daemon or read its files, in help order."""

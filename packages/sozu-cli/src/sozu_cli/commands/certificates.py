@@ -26,14 +26,13 @@ from sozu_config import (
 from sozu_config.certificates import inspect, split_pem_chain
 from sozu_config.responses import CertificatesContent, WorkerResponses
 
-from ..arguments import Parser, add_command, address, enumeration, pem_file
+from ..arguments import address, pem_file
 from ..context import Context, content_of
+from ..declarations import Arg, Command, Completer, OneOf, listing
 from ..errors import UsageError
 from ..output import Output
 
-__all__ = ["fingerprint", "register", "show_certificates"]
-
-_TLS_VERSIONS = tuple(v.value for v in TlsVersion)
+__all__ = ["COMMANDS", "LIST_ARGS", "certificate_list", "fingerprint", "show_certificates"]
 
 
 def fingerprint(text: str) -> str:
@@ -139,133 +138,178 @@ def certificate_remove(ctx: Context) -> int:
     return ctx.run(RemoveCertificate(address=args.address, fingerprint=old))
 
 
-def _tls_options(parser: Parser) -> None:
-    parser.add_argument(
-        "--tls-versions",
+# --------------------------------------------------------------------------- commands
+
+_PEM = Completer.FILE
+_LISTENER = Arg(
+    ("-a", "--address"), required=True, type=address, metavar="ADDR", help="HTTPS listener"
+)
+_TLS_OPTIONS = (
+    Arg(
+        ("--tls-versions",),
         nargs="+",
-        type=enumeration(_TLS_VERSIONS),
+        one_of=TlsVersion,
         metavar="VERSION",
-        help=f"TLS versions of this certificate ({', '.join(_TLS_VERSIONS)}; default: the "
-        "listener's)",
-    )
-    parser.add_argument(
-        "--names", metavar="NAME,NAME", help="names served (default: the certificate's CN and SANs)"
-    )
+        help=f"TLS versions of this certificate ({listing(TlsVersion)}; default: the listener's)",
+    ),
+    Arg(
+        ("--names",),
+        metavar="NAME,NAME",
+        help="names served (default: the certificate's CN and SANs)",
+    ),
+)
 
+LIST_ARGS = (
+    Arg(("-f", "--fingerprint"), type=fingerprint, metavar="FP", help="only this certificate"),
+    Arg(("-d", "--domain"), metavar="NAME", help="only certificates serving this exact name"),
+    Arg(("-w", "--workers"), action="store_true", help="as each worker holds them"),
+)
+"""The choice of certificates :func:`certificate_list` shows."""
 
-def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) -> None:
-    """Add ``certificate list|add|replace|remove``."""
-    group = add_command(
-        subcommands,
-        "certificate",
-        help="list, add, replace or remove the certificates of HTTPS listeners",
-        examples=[
-            "sozu -c config.toml certificate list",
-            "sozu -c config.toml certificate add -a 0.0.0.0:443 --certificate cert.pem "
-            "--key key.pem",
-        ],
-    )
-    verbs = group.add_subparsers(dest="certificate_command", required=True, metavar="COMMAND")
-    parser = add_command(
-        verbs,
-        "list",
-        help="list certificates: address, names, expiry and fingerprint (never keys)",
-        examples=[
-            "sozu -c config.toml certificate list",
-            "sozu -c config.toml certificate list -d example.com",
-            "sozu -c config.toml certificate list --workers --json",
-        ],
-        parents=[common],
-        handler=certificate_list,
-    )
-    parser.add_argument(
-        "-f", "--fingerprint", type=fingerprint, metavar="FP", help="only this certificate"
-    )
-    parser.add_argument(
-        "-d", "--domain", metavar="NAME", help="only certificates serving this exact name"
-    )
-    parser.add_argument("-w", "--workers", action="store_true", help="as each worker holds them")
+_ADD_ARGS = (
+    _LISTENER,
+    Arg(
+        ("--certificate",),
+        required=True,
+        type=pem_file,
+        metavar="PEM",
+        completer=_PEM,
+        help="certificate file",
+    ),
+    Arg(
+        ("--certificate-chain",),
+        type=pem_file,
+        metavar="PEM",
+        completer=_PEM,
+        help="intermediate certificates",
+    ),
+    Arg(
+        ("--key",),
+        required=True,
+        type=pem_file,
+        metavar="PEM",
+        completer=_PEM,
+        help="private key file",
+    ),
+    *_TLS_OPTIONS,
+)
 
-    parser = add_command(
-        verbs,
-        "add",
-        help="add a certificate to an HTTPS listener",
-        examples=[
-            "sozu -c config.toml certificate add -a 0.0.0.0:443 --certificate cert.pem "
-            "--certificate-chain chain.pem --key key.pem",
-        ],
-        parents=[common],
-        handler=certificate_add,
-    )
-    parser.add_argument(
-        "-a", "--address", required=True, type=address, metavar="ADDR", help="HTTPS listener"
-    )
-    parser.add_argument(
-        "--certificate", required=True, type=pem_file, metavar="PEM", help="certificate file"
-    )
-    parser.add_argument(
-        "--certificate-chain", type=pem_file, metavar="PEM", help="intermediate certificates"
-    )
-    parser.add_argument(
-        "--key", required=True, type=pem_file, metavar="PEM", help="private key file"
-    )
-    _tls_options(parser)
+_REPLACE_ARGS = (
+    _LISTENER,
+    Arg(
+        ("--new-certificate",),
+        required=True,
+        type=pem_file,
+        metavar="PEM",
+        completer=_PEM,
+        help="new certificate",
+    ),
+    Arg(
+        ("--new-certificate-chain",),
+        type=pem_file,
+        metavar="PEM",
+        completer=_PEM,
+        help="new intermediates",
+    ),
+    Arg(
+        ("--new-key",),
+        required=True,
+        type=pem_file,
+        metavar="PEM",
+        completer=_PEM,
+        help="new private key",
+    ),
+    OneOf(
+        (
+            Arg(
+                ("--old-certificate",),
+                type=pem_file,
+                metavar="PEM",
+                completer=_PEM,
+                help="the certificate to replace",
+            ),
+            Arg(
+                ("-f", "--fingerprint", "--old-fingerprint"),
+                type=fingerprint,
+                metavar="FP",
+                help="its fingerprint",
+            ),
+        ),
+        required=True,
+    ),
+    *_TLS_OPTIONS,
+)
 
-    parser = add_command(
-        verbs,
-        "replace",
-        help="swap a certificate for a new one in one step (the names stay covered)",
-        examples=[
-            "sozu -c config.toml certificate replace -a 0.0.0.0:443 --new-certificate new.pem "
-            "--new-key new-key.pem --old-certificate old.pem",
-            "sozu -c config.toml certificate replace -a 0.0.0.0:443 --new-certificate new.pem "
-            "--new-key new-key.pem -f FINGERPRINT",
-        ],
-        parents=[common],
-        handler=certificate_replace,
-    )
-    parser.add_argument(
-        "-a", "--address", required=True, type=address, metavar="ADDR", help="HTTPS listener"
-    )
-    parser.add_argument(
-        "--new-certificate", required=True, type=pem_file, metavar="PEM", help="new certificate"
-    )
-    parser.add_argument(
-        "--new-certificate-chain", type=pem_file, metavar="PEM", help="new intermediates"
-    )
-    parser.add_argument(
-        "--new-key", required=True, type=pem_file, metavar="PEM", help="new private key"
-    )
-    old = parser.add_mutually_exclusive_group(required=True)
-    old.add_argument(
-        "--old-certificate", type=pem_file, metavar="PEM", help="the certificate to replace"
-    )
-    old.add_argument(
-        "-f",
-        "--fingerprint",
-        "--old-fingerprint",
-        type=fingerprint,
-        metavar="FP",
-        help="its fingerprint",
-    )
-    _tls_options(parser)
+_REMOVE_ARGS = (
+    _LISTENER,
+    OneOf(
+        (
+            Arg(
+                ("--certificate",),
+                type=pem_file,
+                metavar="PEM",
+                completer=_PEM,
+                help="the certificate file",
+            ),
+            Arg(("-f", "--fingerprint"), type=fingerprint, metavar="FP", help="its fingerprint"),
+        ),
+        required=True,
+    ),
+)
 
-    parser = add_command(
-        verbs,
-        "remove",
-        help="remove a certificate from an HTTPS listener",
-        examples=[
-            "sozu -c config.toml certificate remove -a 0.0.0.0:443 --certificate cert.pem",
-            "sozu -c config.toml certificate remove -a 0.0.0.0:443 -f FINGERPRINT",
-        ],
-        parents=[common],
-        handler=certificate_remove,
-    )
-    parser.add_argument(
-        "-a", "--address", required=True, type=address, metavar="ADDR", help="HTTPS listener"
-    )
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--certificate", type=pem_file, metavar="PEM", help="the certificate file")
-    which.add_argument(
-        "-f", "--fingerprint", type=fingerprint, metavar="FP", help="its fingerprint"
-    )
+CERTIFICATE = Command(
+    "certificate",
+    help="list, add, replace or remove the certificates of HTTPS listeners",
+    examples=[
+        "sozu -c config.toml certificate list",
+        "sozu -c config.toml certificate add -a 0.0.0.0:443 --certificate cert.pem --key key.pem",
+    ],
+    subcommands=[
+        Command(
+            "list",
+            help="list certificates: address, names, expiry and fingerprint (never keys)",
+            examples=[
+                "sozu -c config.toml certificate list",
+                "sozu -c config.toml certificate list -d example.com",
+                "sozu -c config.toml certificate list --workers --json",
+            ],
+            args=LIST_ARGS,
+            handler=certificate_list,
+        ),
+        Command(
+            "add",
+            help="add a certificate to an HTTPS listener",
+            examples=[
+                "sozu -c config.toml certificate add -a 0.0.0.0:443 --certificate cert.pem "
+                "--certificate-chain chain.pem --key key.pem",
+            ],
+            args=_ADD_ARGS,
+            handler=certificate_add,
+        ),
+        Command(
+            "replace",
+            help="swap a certificate for a new one in one step (the names stay covered)",
+            examples=[
+                "sozu -c config.toml certificate replace -a 0.0.0.0:443 --new-certificate "
+                "new.pem --new-key new-key.pem --old-certificate old.pem",
+                "sozu -c config.toml certificate replace -a 0.0.0.0:443 --new-certificate "
+                "new.pem --new-key new-key.pem -f FINGERPRINT",
+            ],
+            args=_REPLACE_ARGS,
+            handler=certificate_replace,
+        ),
+        Command(
+            "remove",
+            help="remove a certificate from an HTTPS listener",
+            examples=[
+                "sozu -c config.toml certificate remove -a 0.0.0.0:443 --certificate cert.pem",
+                "sozu -c config.toml certificate remove -a 0.0.0.0:443 -f FINGERPRINT",
+            ],
+            args=_REMOVE_ARGS,
+            handler=certificate_remove,
+        ),
+    ],
+)
+
+COMMANDS = (CERTIFICATE,)
+"""``certificate``."""

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 from sozu_config.config import Config, ConfigError, load_config
 
-from ..arguments import Parser, add_command
 from ..context import Context
+from ..declarations import Arg, Command, Completer
 from ..errors import UsageError
 from ..output import plural
 
-__all__ = ["register", "summary_of"]
+__all__ = ["COMMANDS", "summary_of"]
 
 
 def summary_of(config: Config) -> dict[str, Any]:
@@ -66,26 +65,34 @@ def config_check(ctx: Context) -> int:
     return 0
 
 
-def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) -> None:
-    """Add ``config check``."""
-    group = add_command(
-        subcommands,
-        "config",
-        help="check a configuration file",
-        examples=["sozu -c config.toml config check", "sozu config check config.toml --json"],
-    )
-    verbs = group.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
-    parser = add_command(
-        verbs,
-        "check",
-        help="load and validate the configuration file: print its summary and warnings",
-        description="Load and validate the configuration file as the daemon would (every key, "
-        "certificate, template and reference). Exit 0 and print a summary and the warnings, or "
-        "exit 2 and print the error.",
-        examples=["sozu -c config.toml config check", "sozu config check config.toml --json"],
-        parents=[common],
-        handler=config_check,
-    )
-    parser.add_argument(
-        "file", nargs="?", metavar="FILE", help="the file (default: -c FILE or $SOZU_CONFIG)"
-    )
+CONFIG = Command(
+    "config",
+    help="check a configuration file",
+    examples=["sozu -c config.toml config check", "sozu config check config.toml --json"],
+    subcommands=[
+        Command(
+            "check",
+            help="load and validate the configuration file: print its summary and warnings",
+            description="Load and validate the configuration file as the daemon would (every "
+            "key, certificate, template and reference). Exit 0 and print a summary and the "
+            "warnings, or exit 2 and print the error.",
+            examples=[
+                "sozu -c config.toml config check",
+                "sozu config check config.toml --json",
+            ],
+            args=[
+                Arg(
+                    ("file",),
+                    nargs="?",
+                    metavar="FILE",
+                    completer=Completer.FILE,
+                    help="the file (default: -c FILE or $SOZU_CONFIG)",
+                )
+            ],
+            handler=config_check,
+        )
+    ],
+)
+
+COMMANDS = (CONFIG,)
+"""``config check``."""

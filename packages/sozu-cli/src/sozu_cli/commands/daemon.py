@@ -3,7 +3,6 @@ change its log level, follow its events."""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,14 +31,15 @@ from sozu_config import (
 from sozu_config.config import ConfigError, load_config
 from sozu_config.responses import EventContent, RequestCounts, WorkersContent
 
-from ..arguments import Parser, add_command, non_negative
+from ..arguments import non_negative
 from ..context import Context, client_error, content_of
+from ..declarations import Arg, Command, Completer, literal_values
 from ..errors import DaemonFailure, Unreachable, UsageError
 from ..output import Output
 
-__all__ = ["register", "show_processes"]
+__all__ = ["COMMANDS", "show_processes"]
 
-LOG_LEVELS = ("error", "warn", "info", "debug", "trace")
+LOG_LEVELS = literal_values(Logging, "level")
 
 
 # --------------------------------------------------------------------------- start
@@ -304,65 +304,55 @@ def _wait_for_daemon(ctx: Context) -> None:
         ) from None
 
 
-# --------------------------------------------------------------------------- parsers
+# --------------------------------------------------------------------------- commands
 
+_FILE = Completer.FILE
 
-def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) -> None:
-    """Add ``start``, ``status``, ``shutdown``, ``upgrade``, ``reload``, ``state``,
-    ``logging`` and ``events``."""
-    add_command(
-        subcommands,
+COMMANDS = (
+    Command(
         "start",
         help="run the proxy in the foreground (Ctrl-C stops softly, twice stops now)",
         examples=["sozu -c config.toml start", "SOZU_CONFIG=config.toml sozu start"],
-        parents=[common],
         handler=start,
-    )
-    add_command(
-        subcommands,
+    ),
+    Command(
         "status",
         help="show the workers and whether they answer",
         examples=["sozu -c config.toml status", "sozu --socket /run/sozu.sock status --json"],
-        parents=[common],
         handler=status,
-    )
-    parser = add_command(
-        subcommands,
+    ),
+    Command(
         "shutdown",
         help="stop the proxy: softly (requests in flight finish) or now with --hard",
         examples=["sozu -c config.toml shutdown", "sozu -c config.toml shutdown --hard"],
-        parents=[common],
+        args=[Arg(("--hard",), action="store_true", help="stop now, cutting connections")],
         handler=shutdown,
-    )
-    parser.add_argument("--hard", action="store_true", help="stop now, cutting connections")
-    parser = add_command(
-        subcommands,
+    ),
+    Command(
         "upgrade",
         help="replace the processes by new ones running the installed code, without downtime",
         description="Upgrade the main process, then every worker in turn (or one worker with "
         "--worker). A new worker takes the listening sockets and the state before the old one "
         "finishes its requests.",
         examples=["sozu -c config.toml upgrade", "sozu -c config.toml upgrade --worker 0"],
-        parents=[common],
+        args=[Arg(("--worker",), type=non_negative, metavar="ID", help="upgrade only this worker")],
         handler=upgrade,
-    )
-    parser.add_argument(
-        "--worker", type=non_negative, metavar="ID", help="upgrade only this worker"
-    )
-    parser = add_command(
-        subcommands,
+    ),
+    Command(
         "reload",
         help="re-read the configuration file and apply the difference as one batch",
         examples=["sozu -c config.toml reload", "sozu -c config.toml reload -f new.toml"],
-        parents=[common],
+        args=[
+            Arg(
+                ("-f", "--file"),
+                metavar="FILE",
+                completer=_FILE,
+                help="read this file instead of the daemon's own",
+            )
+        ],
         handler=reload,
-    )
-    parser.add_argument(
-        "-f", "--file", metavar="FILE", help="read this file instead of the daemon's own"
-    )
-
-    state = add_command(
-        subcommands,
+    ),
+    Command(
         "state",
         help="save, load or count the state's requests",
         examples=[
@@ -370,49 +360,61 @@ def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) ->
             "sozu -c config.toml state load -f state.jsonl",
             "sozu -c config.toml state stats",
         ],
-    )
-    verbs = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
-    parser = add_command(
-        verbs,
-        "save",
-        help="write the state to a file (one JSON request per line)",
-        examples=["sozu -c config.toml state save -f /var/lib/sozu/state.jsonl"],
-        parents=[common],
-        handler=state_save,
-    )
-    parser.add_argument("-f", "--file", required=True, metavar="FILE", help="file to write")
-    parser = add_command(
-        verbs,
-        "load",
-        help="apply the requests of a state file (a merge: existing objects are kept)",
-        examples=["sozu -c config.toml state load -f /var/lib/sozu/state.jsonl"],
-        parents=[common],
-        handler=state_load,
-    )
-    parser.add_argument("-f", "--file", required=True, metavar="FILE", help="file to read")
-    add_command(
-        verbs,
-        "stats",
-        help="count the requests the state accepted, by type",
-        examples=["sozu -c config.toml state stats", "sozu -c config.toml state stats --json"],
-        parents=[common],
-        handler=state_stats,
-    )
-
-    parser = add_command(
-        subcommands,
+        subcommands=[
+            Command(
+                "save",
+                help="write the state to a file (one JSON request per line)",
+                examples=["sozu -c config.toml state save -f /var/lib/sozu/state.jsonl"],
+                args=[
+                    Arg(
+                        ("-f", "--file"),
+                        required=True,
+                        metavar="FILE",
+                        completer=_FILE,
+                        help="file to write",
+                    )
+                ],
+                handler=state_save,
+            ),
+            Command(
+                "load",
+                help="apply the requests of a state file (a merge: existing objects are kept)",
+                examples=["sozu -c config.toml state load -f /var/lib/sozu/state.jsonl"],
+                args=[
+                    Arg(
+                        ("-f", "--file"),
+                        required=True,
+                        metavar="FILE",
+                        completer=_FILE,
+                        help="file to read",
+                    )
+                ],
+                handler=state_load,
+            ),
+            Command(
+                "stats",
+                help="count the requests the state accepted, by type",
+                examples=[
+                    "sozu -c config.toml state stats",
+                    "sozu -c config.toml state stats --json",
+                ],
+                handler=state_stats,
+            ),
+        ],
+    ),
+    Command(
         "logging",
         help="change the log level of the main process and the workers",
         examples=["sozu -c config.toml logging debug", "sozu -c config.toml logging info"],
-        parents=[common],
+        args=[Arg(("level",), choices=LOG_LEVELS, metavar="LEVEL", help=", ".join(LOG_LEVELS))],
         handler=logging_level,
-    )
-    parser.add_argument("level", choices=LOG_LEVELS, metavar="LEVEL", help=", ".join(LOG_LEVELS))
-    add_command(
-        subcommands,
+    ),
+    Command(
         "events",
         help="print the proxy's events as they happen, until Ctrl-C",
         examples=["sozu -c config.toml events", "sozu -c config.toml events --json | jq .kind"],
-        parents=[common],
         handler=events,
-    )
+    ),
+)
+"""``start``, ``status``, ``shutdown``, ``upgrade``, ``reload``, ``state``, ``logging`` and
+``events``."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,12 +14,12 @@ from sozu_config import (
 )
 from sozu_config.responses import MetricsContent, StateContent, WorkersContent
 
-from ..arguments import Parser, add_command
 from ..context import Context, content_of
-from . import certificates, routing
+from ..declarations import Arg, Command
+from . import certificates, clusters
 from .daemon import show_processes
 
-__all__ = ["register"]
+__all__ = ["COMMANDS"]
 
 
 # --------------------------------------------------------------------------- state
@@ -157,128 +156,100 @@ def query_workers(ctx: Context) -> int:
     return ctx.finish(response, render)
 
 
-# --------------------------------------------------------------------------- parsers
+# --------------------------------------------------------------------------- commands
 
+_METRICS_OPTIONS = (
+    Arg(("-k", "--clusters"), nargs="+", metavar="CLUSTER", help="only these clusters"),
+    Arg(("-w", "--workers"), action="store_true", help="also each worker's own numbers"),
+)
 
-def _metrics_options(parser: Parser) -> None:
-    parser.add_argument(
-        "-k", "--clusters", nargs="+", metavar="CLUSTER", help="only these clusters"
-    )
-    parser.add_argument(
-        "-w", "--workers", action="store_true", help="also each worker's own numbers"
-    )
+_METRICS_SWITCHES = {
+    "enable": ("enabled", "report the counters again, starting from zero"),
+    "disable": ("disabled", "stop reporting the counters"),
+    "clear": ("clear", "reset the counters to zero"),
+}
+"""Each ``metrics`` verb that switches the counters: its configuration and its help."""
 
+QUERY = Command(
+    "query",
+    help="read the proxy's state, metrics, certificates, clusters or workers",
+    examples=[
+        "sozu -c config.toml query state",
+        "sozu -c config.toml query state --json | jq .state.clusters",
+        "sozu -c config.toml query metrics",
+    ],
+    subcommands=[
+        Command(
+            "state",
+            help="the whole routing state and its version (no private keys)",
+            examples=[
+                "sozu -c config.toml query state",
+                "sozu -c config.toml query state --json",
+            ],
+            handler=query_state,
+        ),
+        Command(
+            "metrics",
+            help="the workers' counters (same as 'metrics get')",
+            examples=[
+                "sozu -c config.toml query metrics",
+                "sozu -c config.toml query metrics -k api --workers",
+            ],
+            args=_METRICS_OPTIONS,
+            handler=metrics_get,
+        ),
+        Command(
+            "certificates",
+            help="the certificates (same as 'certificate list')",
+            examples=["sozu -c config.toml query certificates -d example.com"],
+            args=certificates.LIST_ARGS,
+            handler=certificates.certificate_list,
+        ),
+        Command(
+            "clusters",
+            help="the clusters (same as 'cluster list')",
+            examples=[
+                "sozu -c config.toml query clusters",
+                "sozu -c config.toml query clusters -i api",
+            ],
+            args=[clusters.CLUSTER_CHOICE],
+            handler=clusters.cluster_list,
+        ),
+        Command(
+            "workers",
+            help="the workers as the main process sees them",
+            examples=["sozu -c config.toml query workers"],
+            handler=query_workers,
+        ),
+    ],
+)
 
-def register(subcommands: argparse._SubParsersAction[Parser], common: Parser) -> None:
-    """Add ``query`` and ``metrics``."""
-    query = add_command(
-        subcommands,
-        "query",
-        help="read the proxy's state, metrics, certificates, clusters or workers",
-        examples=[
-            "sozu -c config.toml query state",
-            "sozu -c config.toml query state --json | jq .state.clusters",
-            "sozu -c config.toml query metrics",
-        ],
-    )
-    verbs = query.add_subparsers(dest="query_command", required=True, metavar="COMMAND")
-    add_command(
-        verbs,
-        "state",
-        help="the whole routing state and its version (no private keys)",
-        examples=["sozu -c config.toml query state", "sozu -c config.toml query state --json"],
-        parents=[common],
-        handler=query_state,
-    )
-    parser = add_command(
-        verbs,
-        "metrics",
-        help="the workers' counters (same as 'metrics get')",
-        examples=[
-            "sozu -c config.toml query metrics",
-            "sozu -c config.toml query metrics -k api --workers",
-        ],
-        parents=[common],
-        handler=metrics_get,
-    )
-    _metrics_options(parser)
-    parser = add_command(
-        verbs,
-        "certificates",
-        help="the certificates (same as 'certificate list')",
-        examples=["sozu -c config.toml query certificates -d example.com"],
-        parents=[common],
-        handler=certificates.certificate_list,
-    )
-    parser.add_argument(
-        "-f",
-        "--fingerprint",
-        type=certificates.fingerprint,
-        metavar="FP",
-        help="only this certificate",
-    )
-    parser.add_argument(
-        "-d", "--domain", metavar="NAME", help="only certificates serving this exact name"
-    )
-    parser.add_argument("-w", "--workers", action="store_true", help="as each worker holds them")
-    parser = add_command(
-        verbs,
-        "clusters",
-        help="the clusters (same as 'cluster list')",
-        examples=[
-            "sozu -c config.toml query clusters",
-            "sozu -c config.toml query clusters -i api",
-        ],
-        parents=[common],
-        handler=routing.cluster_list,
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("-i", "--id", metavar="CLUSTER", help="show this cluster")
-    which.add_argument(
-        "-d",
-        "--domain",
-        metavar="HOSTNAME",
-        help="clusters with a frontend on exactly this hostname",
-    )
-    add_command(
-        verbs,
-        "workers",
-        help="the workers as the main process sees them",
-        examples=["sozu -c config.toml query workers"],
-        parents=[common],
-        handler=query_workers,
-    )
+METRICS = Command(
+    "metrics",
+    help="read, enable, disable or clear the workers' metrics",
+    examples=["sozu -c config.toml metrics get", "sozu -c config.toml metrics disable"],
+    subcommands=[
+        Command(
+            "get",
+            help="the workers' counters: requests, connections, answers by status, per cluster",
+            examples=[
+                "sozu -c config.toml metrics get",
+                "sozu -c config.toml metrics get -k api -w --json",
+            ],
+            args=_METRICS_OPTIONS,
+            handler=metrics_get,
+        ),
+        *(
+            Command(
+                verb,
+                help=text,
+                examples=[f"sozu -c config.toml metrics {verb}"],
+                handler=_configure(configuration),
+            )
+            for verb, (configuration, text) in _METRICS_SWITCHES.items()
+        ),
+    ],
+)
 
-    metrics = add_command(
-        subcommands,
-        "metrics",
-        help="read, enable, disable or clear the workers' metrics",
-        examples=["sozu -c config.toml metrics get", "sozu -c config.toml metrics disable"],
-    )
-    verbs = metrics.add_subparsers(dest="metrics_command", required=True, metavar="COMMAND")
-    parser = add_command(
-        verbs,
-        "get",
-        help="the workers' counters: requests, connections, answers by status, per cluster",
-        examples=[
-            "sozu -c config.toml metrics get",
-            "sozu -c config.toml metrics get -k api -w --json",
-        ],
-        parents=[common],
-        handler=metrics_get,
-    )
-    _metrics_options(parser)
-    for verb, text in (
-        ("enable", "report the counters again, starting from zero"),
-        ("disable", "stop reporting the counters"),
-        ("clear", "reset the counters to zero"),
-    ):
-        configuration = {"enable": "enabled", "disable": "disabled", "clear": "clear"}[verb]
-        add_command(
-            verbs,
-            verb,
-            help=text,
-            examples=[f"sozu -c config.toml metrics {verb}"],
-            parents=[common],
-            handler=_configure(configuration),
-        )
+COMMANDS = (QUERY, METRICS)
+"""``query`` and ``metrics``."""

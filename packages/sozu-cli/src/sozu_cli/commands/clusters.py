@@ -1,0 +1,358 @@
+"""Clusters and their backends: list, add (or replace) and remove.
+
+Every change is one request; the daemon checks it against its state and answers failure, exit
+1, when it does not hold. Values given on the command line are validated by the same models the
+daemon uses: a bad one is a usage error, exit 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sozu_config import (
+    AddBackend,
+    AddCluster,
+    Backend,
+    Cluster,
+    LoadBalancingAlgorithm,
+    LoadMetric,
+    QueryClusterById,
+    QueryClustersByDomain,
+    QueryClustersHashes,
+    RemoveBackend,
+    RemoveCluster,
+)
+from sozu_config.responses import ClusterHashes, ClusterInformation, ClustersContent
+
+from ..arguments import address, answer, given, port
+from ..context import Context, content_of
+from ..declarations import Arg, Command, Completer, OneOf, listing
+from ..errors import DaemonFailure
+from ..output import Output
+
+__all__ = ["CLUSTER_CHOICE", "COMMANDS", "cluster_list", "show_cluster"]
+
+
+def show_cluster(output: Output, info: ClusterInformation) -> None:
+    """A cluster's settings, frontends and backends."""
+    cluster = info.cluster
+    if cluster is not None:
+        output.pairs(
+            [
+                ("load balancing", cluster.load_balancing.value),
+                ("load metric", cluster.load_metric.value if cluster.load_metric else None),
+                ("sticky session", cluster.sticky_session),
+                ("https redirect", cluster.https_redirect),
+                ("https redirect port", cluster.https_redirect_port),
+                (
+                    "proxy protocol",
+                    cluster.proxy_protocol.value if cluster.proxy_protocol else None,
+                ),
+                ("answers", sorted(cluster.answers)),
+                ("www-authenticate", cluster.www_authenticate),
+                ("authorized users", [h.partition(":")[0] for h in cluster.authorized_hashes]),
+            ],
+            title=f"cluster {cluster.cluster_id}",
+        )
+    rows: list[list[object]] = [
+        ["http", f.address, f.hostname, f.path.describe() or "/", f.method, f.position.value]
+        for f in info.http_frontends
+    ]
+    rows += [
+        ["https", f.address, f.hostname, f.path.describe() or "/", f.method, f.position.value]
+        for f in info.https_frontends
+    ]
+    rows += [["tcp", f.address, None, None, None, None] for f in info.tcp_frontends]
+    if rows:
+        output.table(
+            ["PROTOCOL", "ADDRESS", "HOSTNAME", "PATH", "METHOD", "POSITION"],
+            rows,
+            title="frontends",
+        )
+    if info.backends:
+        output.table(
+            ["BACKEND", "ADDRESS", "WEIGHT", "STICKY ID", "BACKUP"],
+            [[b.backend_id, b.address, b.weight, b.sticky_id, b.backup] for b in info.backends],
+            title="backends",
+        )
+
+
+def cluster_list(ctx: Context) -> int:
+    """By id, by domain, or every cluster with its hash (as sōzu's ``cluster list``)."""
+    args, output = ctx.args, ctx.output
+    if args.id is not None or args.domain is not None:
+        if args.id is not None:
+            response = ctx.send(QueryClusterById(cluster_id=args.id))
+        else:
+            response = ctx.send(QueryClustersByDomain(hostname=args.domain))
+        if response.ok:
+            clusters = [
+                c for c in content_of(response, ClustersContent).clusters if c.cluster is not None
+            ]
+            if not clusters:
+                missing = (
+                    f"no cluster {args.id!r}"
+                    if args.id is not None
+                    else f"no cluster has a frontend on exactly {args.domain!r}"
+                )
+                if output.json_mode:
+                    output.json({"status": "failure", "message": missing})
+                raise DaemonFailure(f"{missing} (see 'sozu cluster list')")
+
+        def render(content: Any) -> None:
+            for info in content_of(response, ClustersContent).clusters:
+                show_cluster(output, info)
+
+        return ctx.finish(response, render)
+    response = ctx.send(QueryClustersHashes())
+
+    def render_hashes(content: Any) -> None:
+        hashes = content_of(response, ClusterHashes).hashes
+        if not hashes:
+            output.print("no cluster")
+            return
+        output.table(["CLUSTER", "HASH"], sorted(hashes.items()))
+
+    return ctx.finish(response, render_hashes)
+
+
+def cluster_add(ctx: Context) -> int:
+    args = ctx.args
+    settings = given(
+        args,
+        (
+            "load_balancing",
+            "load_metric",
+            "https_redirect_port",
+            "www_authenticate",
+            "max_connections_per_ip",
+            "retry_after",
+        ),
+    )
+    if args.send_proxy and args.expect_proxy:
+        settings["proxy_protocol"] = "relay_header"
+    elif args.send_proxy:
+        settings["proxy_protocol"] = "send_header"
+    elif args.expect_proxy:
+        settings["proxy_protocol"] = "expect_header"
+    cluster = Cluster(
+        cluster_id=args.id,
+        sticky_session=args.sticky_session,
+        https_redirect=args.https_redirect,
+        answers=dict(args.answer or []),
+        authorized_hashes=args.authorized_hash or [],
+        **settings,
+    )
+    return ctx.run(AddCluster(cluster=cluster))
+
+
+def cluster_remove(ctx: Context) -> int:
+    return ctx.run(RemoveCluster(cluster_id=ctx.args.id))
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def backend_add(ctx: Context) -> int:
+    args = ctx.args
+    backend = Backend(
+        cluster_id=args.id,
+        backend_id=args.backend_id,
+        address=args.address,
+        backup=args.backup,
+        **given(args, ("weight", "sticky_id")),
+    )
+    return ctx.run(AddBackend(backend=backend))
+
+
+def backend_remove(ctx: Context) -> int:
+    args = ctx.args
+    return ctx.run(
+        RemoveBackend(cluster_id=args.id, backend_id=args.backend_id, address=args.address)
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+CLUSTER_CHOICE = OneOf(
+    (
+        Arg(("-i", "--id"), metavar="CLUSTER", help="show this cluster"),
+        Arg(
+            ("-d", "--domain"),
+            metavar="HOSTNAME",
+            help="clusters with a frontend on exactly this hostname",
+        ),
+    )
+)
+"""``-i CLUSTER`` or ``-d HOSTNAME``: the clusters :func:`cluster_list` shows."""
+
+_CLUSTER_ID = Arg(("-i", "--id"), required=True, metavar="CLUSTER", help="cluster id")
+_BACKEND_ID = Arg(("--backend-id",), required=True, metavar="ID", help="backend id")
+
+_CLUSTER_ADD_ARGS = (
+    _CLUSTER_ID,
+    Arg(
+        ("--load-balancing-policy",),
+        dest="load_balancing",
+        one_of=LoadBalancingAlgorithm,
+        metavar="POLICY",
+        help=f"{listing(LoadBalancingAlgorithm)} (default: round_robin)",
+    ),
+    Arg(("--load-metric",), one_of=LoadMetric, metavar="METRIC", help=listing(LoadMetric)),
+    Arg(
+        ("-s", "--sticky-session"),
+        action="store_true",
+        help="keep a client on its backend (cookie)",
+    ),
+    Arg(
+        ("-r", "--https-redirect"),
+        action="store_true",
+        help="redirect plain HTTP requests to https",
+    ),
+    Arg(
+        ("--https-redirect-port",),
+        type=port,
+        metavar="PORT",
+        help="port of the https redirection",
+    ),
+    Arg(("--send-proxy",), action="store_true", help="TCP: send a PROXY header to the backends"),
+    Arg(
+        ("--expect-proxy",),
+        action="store_true",
+        help="TCP: the listener receives PROXY headers (with --send-proxy: relay them)",
+    ),
+    Arg(("--www-authenticate",), metavar="REALM", help="realm of the 401 answers"),
+    Arg(
+        ("--max-connections-per-ip",),
+        type=int,
+        metavar="N",
+        help="connections one client IP may have open to this cluster, per worker "
+        "(0: unlimited; default: the global setting)",
+    ),
+    Arg(
+        ("--retry-after",),
+        type=int,
+        metavar="SECONDS",
+        help="Retry-After of the 429 answers (0: none; default: the global setting)",
+    ),
+    Arg(
+        ("--authorized-hash",),
+        action="append",
+        metavar="USER:SHA256",
+        help="credentials for frontends with --required-auth (repeatable)",
+    ),
+    Arg(
+        ("--answer",),
+        action="append",
+        type=answer,
+        metavar="STATUS=FILE",
+        completer=Completer.FILE,
+        help="custom answer template (repeatable)",
+    ),
+)
+
+CLUSTER = Command(
+    "cluster",
+    help="list, add or remove clusters",
+    examples=[
+        "sozu -c config.toml cluster list",
+        "sozu -c config.toml cluster add -i api --load-balancing-policy round_robin",
+        "sozu -c config.toml cluster remove -i api",
+    ],
+    subcommands=[
+        Command(
+            "list",
+            help="list the clusters (with their hash), or show one by id or by domain",
+            examples=[
+                "sozu -c config.toml cluster list",
+                "sozu -c config.toml cluster list -i api",
+                "sozu -c config.toml cluster list -d example.com --json",
+            ],
+            args=[CLUSTER_CHOICE],
+            handler=cluster_list,
+        ),
+        Command(
+            "add",
+            help="add a cluster, or replace the settings of an existing one",
+            examples=[
+                "sozu -c config.toml cluster add -i api --load-balancing-policy round_robin",
+                "sozu -c config.toml cluster add -i web --sticky-session --https-redirect",
+                "sozu -c config.toml cluster add -i db --send-proxy",
+            ],
+            args=_CLUSTER_ADD_ARGS,
+            handler=cluster_add,
+        ),
+        Command(
+            "remove",
+            help="remove a cluster with its frontends and backends",
+            examples=["sozu -c config.toml cluster remove -i api"],
+            args=[_CLUSTER_ID],
+            handler=cluster_remove,
+        ),
+    ],
+)
+
+BACKEND = Command(
+    "backend",
+    help="add or remove backends of a cluster",
+    examples=[
+        "sozu -c config.toml backend add -i api --backend-id api-1 -a 10.0.0.1:8080",
+        "sozu -c config.toml backend remove -i api --backend-id api-1",
+    ],
+    subcommands=[
+        Command(
+            "add",
+            help="add a backend, or replace the one with the same id",
+            examples=[
+                "sozu -c config.toml backend add -i api --backend-id api-1 -a 10.0.0.1:8080",
+                "sozu -c config.toml backend add -i api --backend-id api-2 -a 10.0.0.2:8080 "
+                "--weight 50 --backup",
+            ],
+            args=[
+                _CLUSTER_ID,
+                _BACKEND_ID,
+                Arg(
+                    ("-a", "--address"),
+                    required=True,
+                    type=address,
+                    metavar="ADDR",
+                    help="IP:port of the server",
+                ),
+                Arg(("--weight",), type=int, metavar="N", help="0-255 (default 100)"),
+                Arg(
+                    ("--sticky-id",),
+                    metavar="S",
+                    help="sticky-session cookie value (default: backend id)",
+                ),
+                Arg(
+                    ("--backup",),
+                    action="store_true",
+                    help="used only when no other backend answers",
+                ),
+            ],
+            handler=backend_add,
+        ),
+        Command(
+            "remove",
+            help="remove a backend (its connections in flight finish)",
+            examples=[
+                "sozu -c config.toml backend remove -i api --backend-id api-1",
+                "sozu -c config.toml backend remove -i api --backend-id api-1 -a 10.0.0.1:8080",
+            ],
+            args=[
+                _CLUSTER_ID,
+                _BACKEND_ID,
+                Arg(
+                    ("-a", "--address"),
+                    type=address,
+                    metavar="ADDR",
+                    help="only if the backend has this address",
+                ),
+            ],
+            handler=backend_remove,
+        ),
+    ],
+)
+
+COMMANDS = (CLUSTER, BACKEND)
+"""``cluster`` and ``backend``."""
