@@ -22,7 +22,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, SupportsIndex
 
-from sozu_config.protocol import encode_response, failure
+from sozu_config.protocol import encode_response
+
+from .replies import fail
 
 __all__ = [
     "MAX_COMMAND_CONNECTIONS",
@@ -202,7 +204,7 @@ class CommandServer:
 async def refuse(writer: asyncio.StreamWriter, message: str) -> None:
     """Answer one failure (without request id) and disconnect."""
     with contextlib.suppress(Exception):
-        writer.write(encode_response(failure("", message)))
+        writer.write(encode_response(fail(message)))
         await asyncio.wait_for(writer.drain(), 5.0)
     writer.close()
 
