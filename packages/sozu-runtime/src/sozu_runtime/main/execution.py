@@ -145,13 +145,8 @@ class Execution:
                 return await self._upgrade_worker(request.worker_id)
             case rq.UpgradeMain():
                 return await self._upgrade_main()
-            case rq.Logging():
-                set_level(request.level)
-                await self.pool.fanout(request)
-                return ok(f"log level set to {request.level}")
-            case rq.ConfigureMetrics():
-                await self.pool.fanout(request)
-                return ok(f"metrics {request.configuration}")
+            case rq.Logging() | rq.ConfigureMetrics():
+                return await self._configure(request)
             case rq.SoftStop() | rq.HardStop():
                 kind = request.type.replace("_", " ")
                 return ok(f"stopping {len(self.pool)} workers ({kind})")
@@ -159,6 +154,15 @@ class Execution:
                 return fail(f"{request.type} is not supported by this daemon")
             case _:
                 assert_never(request)
+
+    async def _configure(self, request: rq.Logging | rq.ConfigureMetrics) -> Response:
+        """Log level and metrics: set here (the level), then in every worker."""
+        if isinstance(request, rq.Logging):
+            set_level(request.level)
+            await self.pool.fanout(request)
+            return ok(f"log level set to {request.level}")
+        await self.pool.fanout(request)
+        return ok(f"metrics {request.configuration}")
 
     async def reload(self, path: str | None) -> Response:
         """Re-read the configuration file (or ``path``) and apply the difference."""
