@@ -1,11 +1,12 @@
 """The command socket's transport: who is connected, how many, and how much they may send.
 
-The daemon answers requests (:meth:`Daemon._client`); this module bounds what its clients can
-make it hold. A client may send one message of up to ``max_command_buffer_size`` bytes, but
-all clients together may hold at most twice that in unfinished messages, and at most
-:data:`MAX_COMMAND_CONNECTIONS` connections are open at once: many connections each pushing a
-large line can no longer grow the main process without limit. A client over a limit gets one
-``failure`` answer saying which, and is disconnected; the others are not disturbed.
+Each connection is served by :meth:`.connections.CommandConnections.serve`; this module bounds
+what the clients can make the main process hold. A client may send one message of up to
+``max_command_buffer_size`` bytes, but all clients together may hold at most twice that in
+unfinished messages, and at most :data:`MAX_COMMAND_CONNECTIONS` connections are open at once:
+many connections each pushing a large line can no longer grow the main process without limit.
+A client over a limit gets one ``failure`` answer saying which, and is disconnected; the others
+are not disturbed.
 
 Each connection's peer (pid, uid, gid and command name, read with ``SO_PEERCRED`` when it
 connects) is kept with it, for ``command_allowed_uids`` and the audit log.
@@ -22,7 +23,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, SupportsIndex
 
-from sozu_config.protocol import encode_response, failure
+from sozu_config.protocol import encode_response
+
+from .replies import fail
 
 __all__ = [
     "MAX_COMMAND_CONNECTIONS",
@@ -202,7 +205,7 @@ class CommandServer:
 async def refuse(writer: asyncio.StreamWriter, message: str) -> None:
     """Answer one failure (without request id) and disconnect."""
     with contextlib.suppress(Exception):
-        writer.write(encode_response(failure("", message)))
+        writer.write(encode_response(fail(message)))
         await asyncio.wait_for(writer.drain(), 5.0)
     writer.close()
 

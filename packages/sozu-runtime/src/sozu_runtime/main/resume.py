@@ -30,8 +30,8 @@ async def _resume(config: Config, data: dict[str, Any]) -> int:
     state.version = int(data["version"])
     with contextlib.suppress(OSError):
         shutil.rmtree(Path(data["state_file"]).parent)  # it holds private keys
-    daemon = Daemon(config)
-    await daemon.adopt(state, data)
+    daemon = Daemon(config, state)
+    await daemon.adopt(data)
     daemon.install_signal_handlers()
     return await daemon.finished
 

@@ -22,13 +22,13 @@ from sozu_config.responses import (
     Event,
     EventContent,
     Response,
-    ResponseStatus,
     RunState,
     WorkerInfo,
 )
 
 from ..channel import Channel
 from ..messages import EVENT_ID, Control, WorkerMessage, encode_message
+from .replies import fail
 
 log = logging.getLogger("sozu.main")
 
@@ -169,9 +169,7 @@ class WorkerHandle:
         self.run_state = RunState.STOPPED
         for future in self._pending.values():
             if not future.done():
-                future.set_result(
-                    Response(id="", status=ResponseStatus.FAILURE, message="the worker exited")
-                )
+                future.set_result(fail("the worker exited"))
         self._pending.clear()
         if self._pidfd >= 0:
             with contextlib.suppress(ProcessLookupError):
@@ -194,9 +192,7 @@ class WorkerHandle:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Response] = loop.create_future()
         if not self.alive:
-            future.set_result(
-                Response(id="", status=ResponseStatus.FAILURE, message="the worker is not running")
-            )
+            future.set_result(fail("the worker is not running"))
             return future
         message_id = message_id or f"M{next(_ids)}"
         message = WorkerMessage.model_construct(
@@ -208,11 +204,7 @@ class WorkerHandle:
             self.channel.send(encode_message(message), fds or [])
         except ConnectionError:
             del self._pending[message_id]
-            future.set_result(
-                Response(
-                    id="", status=ResponseStatus.FAILURE, message="the worker channel is closed"
-                )
-            )
+            future.set_result(fail("the worker channel is closed"))
         return future
 
     def kill(self) -> None:
