@@ -632,27 +632,25 @@ def parse_request(data: str | bytes | dict[str, Any]) -> Request:
     return REQUEST_ADAPTER.validate_json(data)
 
 
-__all__ = sorted(
-    {model.__name__ for model in members(Request)}
-    | {
-        "LIFECYCLE_TYPES",
-        "MUTATING_TYPES",
-        "QUERY_TYPES",
-        "REQUEST_ADAPTER",
-        "STATE_REQUEST_ADAPTER",
-        "STATE_TYPES",
-        "LifecycleRequest",
-        "LifecycleRequests",
-        "MutatingRequest",
-        "QueryRequest",
-        "QueryRequests",
-        "Request",
-        "StateRequest",
-        "StateRequests",
-        "is_query",
-        "is_state_request",
-        "members",
-        "parse_request",
-        "type_names",
-    }
-)
+__all__ = [
+    "LIFECYCLE_TYPES",
+    "MUTATING_TYPES",
+    "QUERY_TYPES",
+    "REQUEST_ADAPTER",
+    "STATE_REQUEST_ADAPTER",
+    "STATE_TYPES",
+    "LifecycleRequest",
+    "LifecycleRequests",
+    "MutatingRequest",
+    "QueryRequest",
+    "QueryRequests",
+    "Request",
+    "StateRequest",
+    "StateRequests",
+    "is_query",
+    "is_state_request",
+    "members",
+    "parse_request",
+    "type_names",
+]
+__all__ += [model.__name__ for model in members(Request)]  # every request model

@@ -40,10 +40,10 @@ from .models import (
 )
 from .responses import (
     CertificatesContent,
-    ErrorKind,
     ClusterHashes,
     ClusterInformation,
     ClustersContent,
+    ErrorKind,
     FrontendList,
     ListenersList,
     RequestCounts,
