@@ -28,7 +28,7 @@ from sozu_config.client import (
     CommandTimeout,
     DaemonUnreachable,
 )
-from sozu_config.live import apply_plan, fetch_live_state, mutation_timeout
+from sozu_config.live import fetch_live_state, mutation_timeout
 from sozu_config.models import Backend, Cluster
 from sozu_config.plan import PlanError, plan_states
 from sozu_config.protocol import ProtocolError, RequestMessage, decode_request, encode_response
@@ -559,7 +559,7 @@ def small_plan() -> tuple[ConfigState, ConfigState]:
     return live, desired
 
 
-def test_apply_plan_sends_one_guarded_batch(serve: Serve, socket_path: Path) -> None:
+def test_a_plan_is_sent_as_one_guarded_batch(serve: Serve, socket_path: Path) -> None:
     def accept(message: RequestMessage) -> tuple[list[bytes], Next]:
         batch = message.request
         assert isinstance(batch, rq.Batch)
@@ -573,10 +573,10 @@ def test_apply_plan_sends_one_guarded_batch(serve: Serve, socket_path: Path) -> 
     daemon = serve(accept)
     plan = plan_states(*small_plan())
     with CommandClient(socket_path, timeout=5) as client:
-        response = apply_plan(plan, client)
+        response = plan.apply(client)
     assert response.ok
     (sent,) = [m.request for m in daemon.received]
-    assert sent == rq.Batch(requests=plan.requests, expected_version=5)
+    assert sent == rq.Batch(requests=plan.requests, expected_version=5) == plan.batch()
 
 
 @pytest.mark.parametrize(
@@ -613,7 +613,7 @@ def test_an_empty_plan_is_not_sent(serve: Serve, socket_path: Path) -> None:
     daemon = serve(progress_then_ok)
     live, _ = small_plan()
     with CommandClient(socket_path, timeout=5) as client:
-        response = apply_plan(plan_states(live, live.copy()), client)
+        response = plan_states(live, live.copy()).apply(client)
     assert (response.ok, response.message) == (True, "nothing to do")
     assert daemon.received == []
 

@@ -37,7 +37,7 @@ from sozu_config import (
     plan_states,
 )
 from sozu_config.config import Config, ConfigError, load_config
-from sozu_config.live import apply_plan, fetch_live_state, mutation_timeout
+from sozu_config.live import fetch_live_state, mutation_timeout
 from sozu_config.responses import BatchResult, BatchResults
 
 from .arguments import Parser, add_version, non_negative
@@ -159,7 +159,7 @@ def apply_target(target: Target, timeout: float | None) -> None:
         return
     client.timeout = timeout
     try:
-        response = apply_plan(plan, client)
+        response = plan.apply(client)
     except PlanError as error:
         target.results = error.results
         if error.kind == ErrorKind.VERSION_MISMATCH:

@@ -37,7 +37,6 @@ from .config import Config, ConfigError, load_config, load_config_text
 from .live import (
     MUTATION_TIMEOUT,
     LivePlan,
-    apply_plan,
     fetch_live_state,
     load_plan,
     mutation_timeout,
@@ -312,7 +311,6 @@ __all__ = [
     "WorkerResponses",
     "WorkersContent",
     "__version__",
-    "apply_plan",
     "certificate_info",
     "decode_request",
     "decode_response",

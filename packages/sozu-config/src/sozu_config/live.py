@@ -4,10 +4,13 @@
 half, shared by the library API and ``sozu-apply``:
 
 * :func:`fetch_live_state` asks a daemon for its routing state and the version it has;
-* :func:`apply_plan` sends a plan as one ``batch`` guarded by ``expected_version``: the daemon
-  applies all of it or none, and refuses it when its state moved since the plan was made;
-* :func:`load_plan` does both ends for a ``config.toml``: loads it, reads the live state of its
-  ``command_socket`` and returns a :class:`LivePlan` that keeps the connection.
+* :func:`load_plan` loads a ``config.toml``, reads the live state of its ``command_socket``
+  and returns a :class:`LivePlan`, which keeps the connection for
+  :meth:`LivePlan.apply`;
+* :func:`mutation_timeout` is how long a client waits for the answer to a change.
+
+Applying a plan is :meth:`Plan.apply <sozu_config.plan.Plan.apply>` with a client: the plan
+builds the guarded batch and reads the answer, the client carries them.
 
     from sozu_config import PlanError, load_plan
 
@@ -25,14 +28,13 @@ from dataclasses import dataclass, field
 
 from . import requests as rq
 from .client import CommandClient
-from .plan import Plan, PlanError, plan_states
-from .responses import BatchResults, ErrorKind, Response, ResponseStatus, StateContent
+from .plan import Plan, PlanError, Sender, plan_states
+from .responses import Response, StateContent
 from .state import ConfigState
 
 __all__ = [
     "MUTATION_TIMEOUT",
     "LivePlan",
-    "apply_plan",
     "fetch_live_state",
     "load_plan",
     "mutation_timeout",
@@ -69,46 +71,6 @@ def fetch_live_state(client: CommandClient) -> ConfigState:
     return ConfigState.from_snapshot(content.state, version=content.version)
 
 
-def apply_plan(plan: Plan, client: CommandClient | None) -> Response:
-    """Send ``plan`` as one batch guarded by its ``version`` and return the daemon's final
-    answer (its content: the per-request :class:`~sozu_config.responses.BatchResults`).
-
-    An empty plan sends nothing and returns an ``ok`` answer saying "nothing to do". Raises
-    :class:`~sozu_config.plan.PlanError` when the daemon refuses the batch (then nothing was
-    applied; ``kind`` says why, ``version_mismatch`` when the live state moved) or when there is
-    no ``client``, and the client's errors (:class:`~sozu_config.client.DaemonUnreachable`,
-    :class:`~sozu_config.client.CommandTimeout`) when the daemon cannot be reached.
-    """
-    if plan.empty:
-        return Response(id="", status=ResponseStatus.OK, message="nothing to do")
-    if client is None:
-        raise PlanError(
-            "this plan has no connection to a daemon: pass a CommandClient to apply(), "
-            "or make the plan with load_plan()"
-        )
-    response = client.send(rq.Batch(requests=plan.requests, expected_version=plan.version))
-    if response.ok:
-        return response
-    content = response.content
-    raise PlanError(
-        response.message,
-        response=response,
-        results=list(content.results) if isinstance(content, BatchResults) else [],
-        kind=_failure_kind(response),
-        index=response.index,
-    )
-
-
-def _failure_kind(response: Response) -> ErrorKind | None:
-    if response.kind is not None:
-        return response.kind
-    # A daemon that predates error kinds tells a guarded batch refused for its version only in
-    # the words of the state's refusal ("... (expected version N, now M) ...").
-    if "expected version" in response.message:
-        return ErrorKind.VERSION_MISMATCH
-    return None
-
-
 @dataclass
 class LivePlan(Plan):
     """A plan made against a daemon, with the connection it was read from: :meth:`apply`
@@ -116,9 +78,10 @@ class LivePlan(Plan):
 
     client: CommandClient | None = field(default=None, repr=False, compare=False)
 
-    def apply(self, client: CommandClient | None = None) -> Response:
-        """:func:`apply_plan` on ``client``, by default the connection the plan was read from."""
-        return apply_plan(self, client if client is not None else self.client)
+    def apply(self, client: Sender | None = None) -> Response:
+        """:meth:`Plan.apply <sozu_config.plan.Plan.apply>` with ``client``, by default the
+        connection the plan was read from."""
+        return super().apply(client if client is not None else self.client)
 
     def close(self) -> None:
         if self.client is not None:

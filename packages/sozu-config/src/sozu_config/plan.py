@@ -8,10 +8,11 @@ and adds back (its key stays, something else changed) is one ``~`` line standing
 requests; every other line stands for exactly one request, so the lines, read in order, are the
 requests in the order they run.
 
-Planning is pure: this module computes values and imports no client. Talking to a daemon —
-reading its live state, sending a plan as one ``batch`` guarded by ``expected_version`` (the
-daemon applies all of it or none, and refuses it when its state moved since the plan was
-made) — lives in :mod:`sozu_config.live`; :meth:`Plan.apply` is a shortcut to it.
+Planning is pure: this module computes values and imports no client. :meth:`Plan.batch` is
+the plan as one ``batch`` guarded by ``expected_version`` (the daemon applies all of it or
+none, and refuses it when its state moved since the plan was made); :meth:`Plan.apply` hands
+it to a client given by the caller and reads the answer. Reading a live state and keeping a
+connection with a plan live in :mod:`sozu_config.live`.
 
 Certificates are shown by names and short fingerprints; private keys never appear in
 descriptions, fields or :meth:`Plan.to_json`.
@@ -27,17 +28,14 @@ descriptions, fields or :meth:`Plan.to_json`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
 from . import requests as rq
 from .models import HttpFrontend
-from .responses import BatchResult, ErrorKind, Response
+from .responses import BatchResult, BatchResults, ErrorKind, Response, ResponseStatus
 from .state import ConfigState
-
-if TYPE_CHECKING:
-    from .client import CommandClient
 
 __all__ = [
     "PLAN_GROUPS",
@@ -45,6 +43,7 @@ __all__ = [
     "ChangeOp",
     "Plan",
     "PlanError",
+    "Sender",
     "field_changes",
     "plan_states",
 ]
@@ -70,6 +69,13 @@ SHORT_FINGERPRINT = 16
 # fingerprint are the key (a new fingerprint is shown separately, shortened), the PEM text is
 # long and says nothing a reader can compare.
 _CERTIFICATE_HIDDEN = frozenset({"address", "fingerprint", "certificate", "certificate_chain"})
+
+
+class Sender(Protocol):
+    """What :meth:`Plan.apply` needs of a client: sending a request and returning the final
+    answer (:class:`~sozu_config.client.CommandClient` is one)."""
+
+    def send(self, request: Any) -> Response: ...
 
 
 @dataclass
@@ -224,12 +230,48 @@ class Plan:
             "summary": {"add": add, "change": change, "remove": remove, "text": self.summary()},
         }
 
-    def apply(self, client: CommandClient | None = None) -> Response:
-        """Send the plan to the daemon of ``client`` as one guarded batch: see
-        :func:`sozu_config.live.apply_plan`."""
-        from .live import apply_plan  # the I/O half of planning, imported only when used
+    def batch(self) -> rq.Batch:
+        """The plan as one batch guarded by the version it was made against."""
+        return rq.Batch(requests=self.requests, expected_version=self.version)
 
-        return apply_plan(self, client)
+    def apply(self, client: Sender | None = None) -> Response:
+        """Send :meth:`batch` with ``client`` and return the daemon's final answer (its
+        content: the per-request :class:`~sozu_config.responses.BatchResults`).
+
+        An empty plan sends nothing and returns an ``ok`` answer saying "nothing to do".
+        Raises :class:`PlanError` when the daemon refuses the batch (then nothing was applied;
+        ``kind`` says why, ``version_mismatch`` when the live state moved) or when there is no
+        client, and the client's errors (:class:`~sozu_config.client.DaemonUnreachable`,
+        :class:`~sozu_config.client.CommandTimeout`) when the daemon cannot be reached.
+        """
+        if self.empty:
+            return Response(id="", status=ResponseStatus.OK, message="nothing to do")
+        if client is None:
+            raise PlanError(
+                "this plan has no connection to a daemon: pass a CommandClient to apply(), "
+                "or make the plan with load_plan()"
+            )
+        response = client.send(self.batch())
+        if response.ok:
+            return response
+        content = response.content
+        raise PlanError(
+            response.message,
+            response=response,
+            results=list(content.results) if isinstance(content, BatchResults) else [],
+            kind=_failure_kind(response),
+            index=response.index,
+        )
+
+
+def _failure_kind(response: Response) -> ErrorKind | None:
+    if response.kind is not None:
+        return response.kind
+    # A daemon that predates error kinds tells a guarded batch refused for its version only in
+    # the words of the state's refusal ("... (expected version N, now M) ...").
+    if "expected version" in response.message:
+        return ErrorKind.VERSION_MISMATCH
+    return None
 
 
 def _redacted(request: rq.StateRequest) -> dict[str, Any]:
