@@ -895,12 +895,9 @@ class ConfigState:
             case rq.QueryClustersHashes():
                 return ClusterHashes(hashes=self.cluster_hashes())
             case rq.QueryCertificates():
-                try:
-                    found = self.certificate_list(
-                        domain=request.domain, fingerprint=request.fingerprint
-                    )
-                except StateError:
-                    raise
+                found = self.certificate_list(
+                    domain=request.domain, fingerprint=request.fingerprint
+                )
                 return CertificatesContent(certificates=found)
             case rq.CountRequests():
                 return RequestCounts(counts=dict(sorted(self.request_counts.items())))
