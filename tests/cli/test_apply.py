@@ -26,7 +26,7 @@ from sozu_config import (
     load_plan,
     plan_states,
 )
-from sozu_config.responses import ResponseStatus
+from sozu_config.responses import ErrorKind, ResponseStatus
 
 BEFORE = APPLY_FIXTURES / "before.toml"
 AFTER = APPLY_FIXTURES / "after.toml"
@@ -305,6 +305,7 @@ def test_a_failing_request_in_the_middle_undoes_the_others(tmp_path: Path) -> No
             else:
                 raise AssertionError("the batch should have been refused")
         assert not failure.version_mismatch
+        assert failure.kind != ErrorKind.VERSION_MISMATCH
         assert "ghost" in failure.message
         statuses = [(r.status, r.message) for r in failure.results]
         assert len(statuses) == len(plan.requests)
@@ -328,6 +329,7 @@ def test_a_concurrent_change_makes_the_plan_fail_with_a_version_mismatch(tmp_pat
                 plan.apply()
             except PlanError as error:
                 assert error.version_mismatch, error.message
+                assert error.kind == ErrorKind.VERSION_MISMATCH
             else:
                 raise AssertionError("a plan made against another version must be refused")
         assert live_state(daemon) == moved
@@ -367,6 +369,24 @@ def test_an_empty_plan_sends_nothing(tmp_path: Path) -> None:
             assert response.message == "nothing to do"
         counts_after = daemon.send(CountRequests()).content.counts  # type: ignore[union-attr]
         assert counts_after == counts_before
+
+
+def test_load_plan_opens_its_own_connection_and_the_plan_closes_it(tmp_path: Path) -> None:
+    with empty_daemon(tmp_path) as daemon:
+        daemon.start()
+        file = tmp_path / "desired.toml"
+        file.write_text(
+            f'command_socket = "{daemon.socket_path}"\n[clusters.app]\nprotocol = "http"\n',
+            encoding="utf-8",
+        )
+        with load_plan(file) as plan:
+            assert plan.client is not None
+            assert plan.client.timeout is not None
+            assert plan.client.timeout >= 30
+            assert plan.apply().ok
+            client = plan.client
+        assert client._socket is None  # closed with the plan
+        assert list(live_state(daemon)[1].clusters) == ["app"]
 
 
 # --------------------------------------------------------------------------- fleets

@@ -12,10 +12,14 @@ from sozu_config import (
     PLAN_GROUPS,
     AddCluster,
     AddTcpFrontend,
+    Batch,
     Cluster,
     ConfigState,
+    ErrorKind,
     PlanError,
     RemoveTcpFrontend,
+    Response,
+    ResponseStatus,
     TcpFrontend,
     field_changes,
     load_config_text,
@@ -199,3 +203,29 @@ def test_the_plan_is_the_diff() -> None:
     assert [r for c in plan.changes for r in c.requests] == plan.requests
     assert plan.live is live
     assert plan.desired is desired
+
+
+class Recorder:
+    """A client that answers without a daemon: what a plan needs of one is ``send``."""
+
+    def __init__(self, answer: Response) -> None:
+        self.answer = answer
+        self.sent: list[object] = []
+
+    def send(self, request: object) -> Response:
+        self.sent.append(request)
+        return self.answer
+
+
+def test_a_plan_is_applied_by_any_sender_and_reads_the_answer_kind() -> None:
+    desired = state_of(HTTP + '[clusters.a]\nprotocol = "http"\n')
+    plan = plan_states(ConfigState(version=4), desired)
+    refused = Recorder(Response.failure("moved on", kind=ErrorKind.VERSION_MISMATCH))
+    with pytest.raises(PlanError) as raised:
+        plan.apply(refused)
+    assert refused.sent == [Batch(requests=plan.requests, expected_version=4)]
+    assert raised.value.version_mismatch
+    assert raised.value.kind is ErrorKind.VERSION_MISMATCH
+    accepted = Recorder(Response(id="1", status=ResponseStatus.OK, message="applied"))
+    assert plan.apply(accepted).message == "applied"
+    assert accepted.sent == [plan.batch()]

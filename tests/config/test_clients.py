@@ -24,18 +24,27 @@ from sozu_config.client import (
     AsyncCommandClient,
     ClientError,
     CommandClient,
+    CommandFailed,
     CommandTimeout,
     DaemonUnreachable,
 )
+from sozu_config.live import fetch_live_state, mutation_timeout
+from sozu_config.models import Backend, Cluster
+from sozu_config.plan import PlanError, plan_states
 from sozu_config.protocol import ProtocolError, RequestMessage, decode_request, encode_response
 from sozu_config.responses import (
+    BatchResult,
+    BatchResults,
+    ErrorKind,
     Event,
     EventContent,
     EventKind,
     RequestCounts,
     Response,
     ResponseStatus,
+    StateContent,
 )
+from sozu_config.state import ConfigState, InvalidRequest
 
 Next = Literal["continue", "close", "hang", "late"]
 """After reading a request: go on, close the connection, stop answering, or write the answer
@@ -476,3 +485,180 @@ def test_request_ids_are_unique_across_clients(serve: Serve, socket_path: Path) 
             client.send(rq.Status())
     assert daemon.connections == 3
     assert len({m.id for m in daemon.received}) == 3
+
+
+# --------------------------------------------------------------------------- error kinds
+
+
+def refuse_with(kind: ErrorKind | None, index: int | None, message: str = "refused") -> Behaviour:
+    def behaviour(request: RequestMessage) -> tuple[list[bytes], Next]:
+        answer = Response.failure(message, kind=kind, index=index, id=request.id)
+        return [line(answer)], "continue"
+
+    return behaviour
+
+
+def test_send_returns_the_kind_and_index_of_a_failure(serve: Serve, socket_path: Path) -> None:
+    serve(refuse_with(ErrorKind.NOT_FOUND, 2))
+    with CommandClient(socket_path, timeout=5) as client:
+        response = client.send(rq.RemoveCluster(cluster_id="c"))
+    assert response.status is ResponseStatus.FAILURE
+    assert (response.kind, response.index) == (ErrorKind.NOT_FOUND, 2)
+
+
+def test_call_raises_command_failed_with_the_kind_and_index(
+    serve: Serve, socket_path: Path
+) -> None:
+    serve(refuse_with(ErrorKind.IN_USE, 4, "still used"))
+    with CommandClient(socket_path, timeout=5) as client, pytest.raises(CommandFailed) as raised:
+        client.call(rq.RemoveCluster(cluster_id="c"))
+    error = raised.value
+    assert isinstance(error, ClientError)
+    assert (error.kind, error.index, error.message) == (ErrorKind.IN_USE, 4, "still used")
+    assert str(error) == "still used"
+    assert error.response.status is ResponseStatus.FAILURE
+
+
+def test_call_returns_an_ok_answer(serve: Serve, socket_path: Path) -> None:
+    serve(progress_then_ok)
+    seen: list[Response] = []
+    with CommandClient(socket_path, timeout=5) as client:
+        response = client.call(rq.Status(), on_processing=seen.append)
+    assert response.ok
+    assert len(seen) == 2
+
+
+def test_a_failure_from_a_daemon_without_kinds_has_none(serve: Serve, socket_path: Path) -> None:
+    serve(lambda m: ([b'{"id":"' + m.id.encode() + b'","status":"failure"}\n'], "continue"))
+    with CommandClient(socket_path, timeout=5) as client, pytest.raises(CommandFailed) as raised:
+        client.call(rq.Status())
+    assert (raised.value.kind, raised.value.index) == (None, None)
+    assert raised.value.message == "the daemon refused the request"
+
+
+def test_async_call_raises_command_failed_with_the_kind(serve: Serve, socket_path: Path) -> None:
+    serve(refuse_with(ErrorKind.UNSUPPORTED, None))
+
+    async def scenario() -> None:
+        async with AsyncCommandClient(socket_path, timeout=5) as client:
+            await client.call(rq.UpgradeMain())
+
+    with pytest.raises(CommandFailed) as raised:
+        asyncio.run(scenario())
+    assert (raised.value.kind, raised.value.index) == (ErrorKind.UNSUPPORTED, None)
+
+
+# --------------------------------------------------------------------------- plans on a daemon
+
+
+def small_plan() -> tuple[ConfigState, ConfigState]:
+    live = ConfigState(version=5)
+    desired = ConfigState()
+    desired.apply(rq.AddCluster(cluster=Cluster(cluster_id="a")))
+    desired.apply(rq.AddCluster(cluster=Cluster(cluster_id="b")))
+    return live, desired
+
+
+def test_a_plan_is_sent_as_one_guarded_batch(serve: Serve, socket_path: Path) -> None:
+    def accept(message: RequestMessage) -> tuple[list[bytes], Next]:
+        batch = message.request
+        assert isinstance(batch, rq.Batch)
+        results = [
+            BatchResult(index=i, request=r.describe(), status=ResponseStatus.OK)
+            for i, r in enumerate(batch.requests)
+        ]
+        content = BatchResults(version=6, results=results)
+        return [line(Response(id=message.id, status="ok", content=content))], "continue"
+
+    daemon = serve(accept)
+    plan = plan_states(*small_plan())
+    with CommandClient(socket_path, timeout=5) as client:
+        response = plan.apply(client)
+    assert response.ok
+    (sent,) = [m.request for m in daemon.received]
+    assert sent == rq.Batch(requests=plan.requests, expected_version=5) == plan.batch()
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "mismatch"),
+    [
+        (ErrorKind.VERSION_MISMATCH, "the state moved", True),
+        (ErrorKind.NOT_FOUND, "refused: expected version of the truth", False),
+        (None, "the state changed (expected version 5, now 6): nothing was applied", True),
+        (None, "refused by the main process", False),
+    ],
+    ids=["kind-says-so", "kind-wins-over-words", "kindless-daemon", "kindless-other"],
+)
+def test_a_refused_plan_says_its_kind(
+    serve: Serve,
+    socket_path: Path,
+    kind: ErrorKind | None,
+    message: str,
+    mismatch: bool,
+) -> None:
+    serve(refuse_with(kind, 1 if kind is ErrorKind.NOT_FOUND else None, message))
+    plan = plan_states(*small_plan())
+    with CommandClient(socket_path, timeout=5) as client, pytest.raises(PlanError) as raised:
+        plan.apply(client)
+    error = raised.value
+    assert error.message == message
+    assert error.version_mismatch is mismatch
+    assert error.kind == (ErrorKind.VERSION_MISMATCH if mismatch else kind)
+    assert error.index == (1 if kind is ErrorKind.NOT_FOUND else None)
+    assert error.response is not None
+    assert error.response.kind is kind
+
+
+def test_an_empty_plan_is_not_sent(serve: Serve, socket_path: Path) -> None:
+    daemon = serve(progress_then_ok)
+    live, _ = small_plan()
+    with CommandClient(socket_path, timeout=5) as client:
+        response = plan_states(live, live.copy()).apply(client)
+    assert (response.ok, response.message) == (True, "nothing to do")
+    assert daemon.received == []
+
+
+def test_fetch_live_state_reads_the_state_and_its_version(serve: Serve, socket_path: Path) -> None:
+    _, desired = small_plan()
+
+    def state(message: RequestMessage) -> tuple[list[bytes], Next]:
+        assert message.request == rq.QueryState()
+        content = StateContent(version=42, state=desired.snapshot())
+        return [line(Response(id=message.id, status="ok", content=content))], "continue"
+
+    serve(state)
+    with CommandClient(socket_path, timeout=5) as client:
+        live = fetch_live_state(client)
+    assert live == desired
+    assert live.version == 42
+
+
+def test_fetch_live_state_refused_raises_plan_error(serve: Serve, socket_path: Path) -> None:
+    serve(refuse_with(ErrorKind.UNAVAILABLE, None, "stopping"))
+    with CommandClient(socket_path, timeout=5) as client, pytest.raises(PlanError) as raised:
+        fetch_live_state(client)
+    assert raised.value.message == "the daemon did not give its state: stopping"
+    assert raised.value.kind is ErrorKind.UNAVAILABLE
+
+
+def test_fetch_live_state_of_an_inconsistent_snapshot_raises_state_error(
+    serve: Serve, socket_path: Path
+) -> None:
+    def orphan(message: RequestMessage) -> tuple[list[bytes], Next]:
+        orphan = Backend(cluster_id="ghost", backend_id="b", address="10.0.0.1:80")
+        broken = ConfigState().snapshot().model_copy(update={"backends": [orphan]})
+        content = StateContent(version=1, state=broken)
+        return [line(Response(id=message.id, status="ok", content=content))], "continue"
+
+    serve(orphan)
+    with (
+        CommandClient(socket_path, timeout=5) as client,
+        pytest.raises(InvalidRequest, match="inconsistent snapshot: backends of missing cluster"),
+    ):
+        fetch_live_state(client)
+
+
+def test_mutation_timeout_is_at_least_the_default_wait() -> None:
+    assert mutation_timeout(0) is None
+    assert mutation_timeout(1_000) == 30.0
+    assert mutation_timeout(45_000) == 45.0

@@ -163,3 +163,90 @@ def test_the_package_installs_alone_in_a_fresh_virtualenv(tmp_path: Path) -> Non
     assert report["aiohttp"] is False
     assert report["rich"] is False
     assert report["sozu_runtime"] is False
+
+
+PURE_PLANNING = textwrap.dedent(
+    """
+    import importlib.abc, importlib.util, json, sys, types
+
+    class Refuse(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name in ("sozu_config.client", "sozu_config.live", "sozu_config.protocol"):
+                raise ImportError(f"planning imported {name}")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+    # the package's modules without the package's own imports (which include the client)
+    spec = importlib.util.find_spec("sozu_config")
+    package = types.ModuleType("sozu_config")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["sozu_config"] = package
+
+    from sozu_config import requests as rq
+    from sozu_config.models import Cluster
+    from sozu_config.plan import plan_states
+    from sozu_config.state import ConfigState
+
+    live = ConfigState()
+    live.apply(rq.AddCluster(cluster=Cluster(cluster_id="a")))
+    desired = ConfigState()
+    desired.apply(rq.AddCluster(cluster=Cluster(cluster_id="a", sticky_session=True)))
+    desired.apply(rq.AddCluster(cluster=Cluster(cluster_id="b")))
+    plan = plan_states(live, desired, 3)
+    print(json.dumps({
+        "plan": plan.to_json(),
+        "modules": sorted(m for m in sys.modules if m.startswith("sozu_config")),
+    }))
+    """
+)
+
+IO_MODULES = ("socket", "asyncio", "selectors", "ssl")
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The modules a file imports when it is imported (not in functions, not for typing)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            found.add(base)
+            if node.module is None:
+                found.update("." + alias.name for alias in node.names)
+    return found
+
+
+def test_planning_is_pure() -> None:
+    """Making and showing a plan needs neither the client nor the protocol, and no module
+    planning loads imports the socket or asyncio modules itself."""
+    result = subprocess.run(
+        [sys.executable, "-c", PURE_PLANNING],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [c["op"] for c in report["plan"]["changes"]] == ["~", "+"]
+    assert report["plan"]["version"] == 3
+    loaded = report["modules"]
+    assert "sozu_config.plan" in loaded
+    assert not {"sozu_config.client", "sozu_config.live", "sozu_config.protocol"} & set(loaded)
+    source = PACKAGE / "src" / "sozu_config"
+    for module in loaded:
+        if module == "sozu_config":
+            continue
+        imports = top_level_imports(source / (module.split(".", 1)[1] + ".py"))
+        assert not imports & {*IO_MODULES, ".client", ".live", ".protocol"}, module
+
+
+def test_the_io_half_of_planning_is_in_live() -> None:
+    imports = top_level_imports(PACKAGE / "src" / "sozu_config" / "plan.py")
+    assert ".client" not in imports
+    assert ".live" not in imports
+    assert ".client" in top_level_imports(PACKAGE / "src" / "sozu_config" / "live.py")

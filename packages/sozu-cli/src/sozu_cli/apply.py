@@ -28,20 +28,19 @@ from sozu_config import (
     ClientError,
     CommandClient,
     CommandTimeout,
-    ConfigState,
     DaemonUnreachable,
+    ErrorKind,
     Plan,
     PlanError,
     ProtocolError,
-    QueryState,
     StateError,
     plan_states,
 )
 from sozu_config.config import Config, ConfigError, load_config
-from sozu_config.responses import BatchResult, BatchResults, StateContent
+from sozu_config.live import fetch_live_state, mutation_timeout
+from sozu_config.responses import BatchResult, BatchResults
 
 from .arguments import Parser, add_version, non_negative
-from .context import LONG_TIMEOUT_MS
 from .errors import CommandError, ExitCode
 from .output import Output, plural
 from .plan_view import render_plan, render_results
@@ -104,9 +103,7 @@ def _timeouts(args: argparse.Namespace, config: Config) -> tuple[float | None, f
         wait = None if explicit == 0 else explicit / 1000
         return wait, wait
     milliseconds = config.ctl_command_timeout
-    if milliseconds == 0:
-        return None, None
-    return milliseconds / 1000, max(milliseconds, LONG_TIMEOUT_MS) / 1000
+    return (None if milliseconds == 0 else milliseconds / 1000), mutation_timeout(milliseconds)
 
 
 def _unreachable_message(error: Exception, socket: Path) -> str:
@@ -126,7 +123,7 @@ def plan_target(target: Target, desired: Config, timeout: float | None) -> None:
         return
     target.client = client
     try:
-        response = client.send(QueryState())
+        live = fetch_live_state(client)
     except (ClientError, ProtocolError) as error:
         client.close()
         target.client = None
@@ -139,22 +136,16 @@ def plan_target(target: Target, desired: Config, timeout: float | None) -> None:
                 "failed", ExitCode.FAILURE, f"{target.socket} did not give its state: {error}"
             )
         return
-    content = response.content
-    if not response.ok or not isinstance(content, StateContent):
-        target.fail(
-            "failed",
-            ExitCode.FAILURE,
-            f"{target.socket} did not give its state: {response.message}",
-        )
+    except PlanError as error:
+        reason = error.response.message if error.response is not None else error.message
+        target.fail("failed", ExitCode.FAILURE, f"{target.socket} did not give its state: {reason}")
         return
-    try:
-        live = ConfigState.from_snapshot(content.state, version=content.version)
     except StateError as error:
         target.fail(
             "failed", ExitCode.FAILURE, f"the state of {target.socket} is unusable: {error.message}"
         )
         return
-    target.plan = plan_states(live, desired.state, content.version)
+    target.plan = plan_states(live, desired.state, live.version)
     target.status = "planned"
 
 
@@ -171,7 +162,7 @@ def apply_target(target: Target, timeout: float | None) -> None:
         response = plan.apply(client)
     except PlanError as error:
         target.results = error.results
-        if error.version_mismatch:
+        if error.kind == ErrorKind.VERSION_MISMATCH:
             target.fail(
                 "version_mismatch",
                 ExitCode.FAILURE,

@@ -29,10 +29,18 @@ from .client import (
     AsyncCommandClient,
     ClientError,
     CommandClient,
+    CommandFailed,
     CommandTimeout,
     DaemonUnreachable,
 )
 from .config import Config, ConfigError, load_config, load_config_text
+from .live import (
+    MUTATION_TIMEOUT,
+    LivePlan,
+    fetch_live_state,
+    load_plan,
+    mutation_timeout,
+)
 from .models import (
     Backend,
     Cluster,
@@ -62,7 +70,6 @@ from .plan import (
     Plan,
     PlanError,
     field_changes,
-    load_plan,
     plan_states,
 )
 from .protocol import (
@@ -93,6 +100,7 @@ from .requests import (
     CountRequests,
     DeactivateListener,
     HardStop,
+    LifecycleRequest,
     ListFrontends,
     ListListeners,
     ListWorkers,
@@ -105,6 +113,7 @@ from .requests import (
     QueryClustersByDomain,
     QueryClustersHashes,
     QueryMetrics,
+    QueryRequest,
     QueryState,
     ReloadConfiguration,
     RemoveBackend,
@@ -135,6 +144,7 @@ from .responses import (
     ClusterHashes,
     ClusterInformation,
     ClustersContent,
+    ErrorKind,
     Event,
     EventContent,
     EventKind,
@@ -153,7 +163,16 @@ from .responses import (
     WorkerResponses,
     WorkersContent,
 )
-from .state import AlreadyExists, ConfigState, InvalidRequest, NotFound, StateError, VersionMismatch
+from .state import (
+    AlreadyExists,
+    ConfigState,
+    InUse,
+    InvalidRequest,
+    NotFound,
+    StateError,
+    VersionMismatch,
+    failure_from,
+)
 from .statefile import (
     StateFileError,
     iter_state_file,
@@ -164,6 +183,7 @@ from .statefile import (
 
 __all__ = [
     "MUTATING_TYPES",
+    "MUTATION_TIMEOUT",
     "PLAN_GROUPS",
     "PROTOCOL_VERSION",
     "QUERY_TYPES",
@@ -196,6 +216,7 @@ __all__ = [
     "ClusterInformation",
     "ClustersContent",
     "CommandClient",
+    "CommandFailed",
     "CommandTimeout",
     "Config",
     "ConfigError",
@@ -204,6 +225,7 @@ __all__ = [
     "CountRequests",
     "DaemonUnreachable",
     "DeactivateListener",
+    "ErrorKind",
     "Event",
     "EventContent",
     "EventKind",
@@ -215,13 +237,16 @@ __all__ = [
     "HttpFrontend",
     "HttpListenerConfig",
     "HttpsListenerConfig",
+    "InUse",
     "InvalidRequest",
+    "LifecycleRequest",
     "LineReader",
     "ListFrontends",
     "ListListeners",
     "ListWorkers",
     "ListenerType",
     "ListenersList",
+    "LivePlan",
     "LoadBalancingAlgorithm",
     "LoadMetric",
     "LoadState",
@@ -242,6 +267,7 @@ __all__ = [
     "QueryClustersByDomain",
     "QueryClustersHashes",
     "QueryMetrics",
+    "QueryRequest",
     "QueryState",
     "RedirectPolicy",
     "RedirectScheme",
@@ -290,6 +316,8 @@ __all__ = [
     "decode_response",
     "encode_request",
     "encode_response",
+    "failure_from",
+    "fetch_live_state",
     "field_changes",
     "fingerprint_of",
     "iter_state_file",
@@ -297,6 +325,7 @@ __all__ = [
     "load_config_text",
     "load_plan",
     "load_state_file",
+    "mutation_timeout",
     "normalize_address",
     "parse_request",
     "plan_states",

@@ -5,6 +5,8 @@ Both send one request at a time on one connection, read the ``processing`` answe
 an optional callback, or yielded by :meth:`responses`) and return the final one. Errors are
 typed: :class:`DaemonUnreachable` (no socket, nobody listening), :class:`CommandTimeout` (no
 final answer in time), :class:`~sozu_config.protocol.ProtocolError` (the peer speaks nonsense).
+``send`` returns a ``failure`` answer like any other; ``call`` raises it as
+:class:`CommandFailed`, which carries the answer's error ``kind`` and batch ``index``.
 
     with CommandClient("/run/sozu/sozu.sock") as client:
         response = client.send(Status())
@@ -29,12 +31,13 @@ from .protocol import (
     encode_request,
 )
 from .requests import SubscribeEvents
-from .responses import Event, EventContent, Response
+from .responses import ErrorKind, Event, EventContent, Response
 
 __all__ = [
     "AsyncCommandClient",
     "ClientError",
     "CommandClient",
+    "CommandFailed",
     "CommandTimeout",
     "DaemonUnreachable",
 ]
@@ -57,6 +60,26 @@ class DaemonUnreachable(ClientError):
 
 class CommandTimeout(ClientError):
     """The daemon did not give a final answer in time."""
+
+
+class CommandFailed(ClientError):
+    """The daemon answered with a ``failure``: ``response`` is that answer, ``kind`` why it
+    failed (``None`` from a daemon that does not say) and ``index`` the position in a batch
+    of the request at fault."""
+
+    def __init__(self, response: Response) -> None:
+        message = response.message or "the daemon refused the request"
+        super().__init__(message)
+        self.message = message
+        self.response = response
+        self.kind: ErrorKind | None = response.kind
+        self.index: int | None = response.index
+
+
+def _checked(response: Response) -> Response:
+    if not response.ok:
+        raise CommandFailed(response)
+    return response
 
 
 def _unreachable(path: str | os.PathLike[str], error: OSError) -> DaemonUnreachable:
@@ -172,6 +195,12 @@ class CommandClient:
                 on_processing(response)
         raise ProtocolError("the daemon ended the answer without a final status")
 
+    def call(
+        self, request: Any, *, on_processing: Callable[[Response], None] | None = None
+    ) -> Response:
+        """:meth:`send`, but a ``failure`` answer raises :class:`CommandFailed`."""
+        return _checked(self.send(request, on_processing=on_processing))
+
     def events(self) -> Iterator[Event]:
         """Subscribe to events and yield them until the connection closes (no timeout)."""
         saved, self.timeout = self.timeout, None
@@ -284,6 +313,12 @@ class AsyncCommandClient:
             if on_processing is not None:
                 on_processing(response)
         raise ProtocolError("the daemon ended the answer without a final status")
+
+    async def call(
+        self, request: Any, *, on_processing: Callable[[Response], None] | None = None
+    ) -> Response:
+        """:meth:`send`, but a ``failure`` answer raises :class:`CommandFailed`."""
+        return _checked(await self.send(request, on_processing=on_processing))
 
     async def events(self) -> AsyncIterator[Event]:
         """Subscribe to events and yield them until the connection closes."""

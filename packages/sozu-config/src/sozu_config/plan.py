@@ -8,10 +8,14 @@ and adds back (its key stays, something else changed) is one ``~`` line standing
 requests; every other line stands for exactly one request, so the lines, read in order, are the
 requests in the order they run.
 
-:meth:`Plan.apply` sends the requests as one ``batch`` guarded by ``expected_version``: the
-daemon applies all of them or none, and refuses the batch when its state moved since the plan
-was made. Certificates are shown by names and short fingerprints; private keys never appear
-in descriptions, fields or :meth:`Plan.to_json`.
+Planning is pure: this module computes values and imports no client. :meth:`Plan.batch` is
+the plan as one ``batch`` guarded by ``expected_version`` (the daemon applies all of it or
+none, and refuses it when its state moved since the plan was made); :meth:`Plan.apply` hands
+it to a client given by the caller and reads the answer. Reading a live state and keeping a
+connection with a plan live in :mod:`sozu_config.live`.
+
+Certificates are shown by names and short fingerprints; private keys never appear in
+descriptions, fields or :meth:`Plan.to_json`.
 
     from sozu_config import ConfigState, load_config, plan_states
 
@@ -23,16 +27,14 @@ in descriptions, fields or :meth:`Plan.to_json`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
 from . import requests as rq
-from .client import CommandClient
 from .models import HttpFrontend
-from .responses import BatchResult, BatchResults, Response, ResponseStatus, StateContent
+from .responses import BatchResult, BatchResults, ErrorKind, Response, ResponseStatus
 from .state import ConfigState
 
 __all__ = [
@@ -41,8 +43,8 @@ __all__ = [
     "ChangeOp",
     "Plan",
     "PlanError",
+    "Sender",
     "field_changes",
-    "load_plan",
     "plan_states",
 ]
 
@@ -63,14 +65,17 @@ PLAN_GROUPS = (
 SHORT_FINGERPRINT = 16
 """Hex digits of a fingerprint shown in plans (the requests' ``describe()`` use as many)."""
 
-MUTATION_TIMEOUT = 30.0
-"""Seconds :func:`load_plan`'s own client waits at least for an answer: a batch is applied by
-every worker before the daemon answers, which takes longer than a query."""
-
 # Fields of a certificate summary that are not shown as changed fields: the address and the
 # fingerprint are the key (a new fingerprint is shown separately, shortened), the PEM text is
 # long and says nothing a reader can compare.
 _CERTIFICATE_HIDDEN = frozenset({"address", "fingerprint", "certificate", "certificate_chain"})
+
+
+class Sender(Protocol):
+    """What :meth:`Plan.apply` needs of a client: sending a request and returning the final
+    answer (:class:`~sozu_config.client.CommandClient` is one)."""
+
+    def send(self, request: Any) -> Response: ...
 
 
 @dataclass
@@ -127,6 +132,8 @@ class PlanError(Exception):
 
     ``response`` is the daemon's final answer when there is one; ``results`` its per-request
     outcome (which request failed, which were undone or not reached) when the daemon gave one;
+    ``kind`` why it failed (:class:`~sozu_config.responses.ErrorKind`, when known) and
+    ``index`` the position in the plan's requests of the one at fault (when one was).
     ``version_mismatch`` is true when the live state changed since the plan was made (plan
     again and retry).
     """
@@ -137,13 +144,22 @@ class PlanError(Exception):
         *,
         response: Response | None = None,
         results: list[BatchResult] | None = None,
+        kind: ErrorKind | None = None,
+        index: int | None = None,
         version_mismatch: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.response = response
         self.results = list(results or [])
-        self.version_mismatch = version_mismatch
+        if kind is None and version_mismatch:
+            kind = ErrorKind.VERSION_MISMATCH
+        self.kind = kind
+        self.index = index
+
+    @property
+    def version_mismatch(self) -> bool:
+        return self.kind == ErrorKind.VERSION_MISMATCH
 
 
 @dataclass
@@ -152,9 +168,9 @@ class Plan:
 
     ``version`` is the live state's version the plan was made against (what ``query_state``
     reported); :meth:`apply` sends it as the batch's ``expected_version``. ``requests`` is
-    ``live.diff(desired)``; ``changes`` explains them line by line, in the same order.
-    ``client`` is the connection :func:`load_plan` opened (``None`` for
-    :func:`plan_states`); the caller closes it when done.
+    ``live.diff(desired)``; ``changes`` explains them line by line, in the same order. A plan
+    is a value: it holds no connection (:func:`~sozu_config.live.load_plan` returns a
+    :class:`~sozu_config.live.LivePlan`, which does).
     """
 
     desired: ConfigState
@@ -162,7 +178,6 @@ class Plan:
     version: int
     requests: list[rq.StateRequest]
     changes: list[Change]
-    client: CommandClient | None = field(default=None, repr=False, compare=False)
 
     @property
     def empty(self) -> bool:
@@ -215,25 +230,28 @@ class Plan:
             "summary": {"add": add, "change": change, "remove": remove, "text": self.summary()},
         }
 
-    def apply(self, client: CommandClient | None = None) -> Response:
-        """Send the plan as one batch guarded by ``expected_version`` and return the daemon's
-        final answer (its content: the per-request :class:`BatchResults`).
+    def batch(self) -> rq.Batch:
+        """The plan as one batch guarded by the version it was made against."""
+        return rq.Batch(requests=self.requests, expected_version=self.version)
 
-        ``client`` defaults to the one :func:`load_plan` kept. An empty plan sends nothing and
-        returns an ``ok`` answer saying "nothing to do". Raises :class:`PlanError` when the
-        daemon refuses the batch (then nothing was applied), and the client's errors
-        (:class:`~sozu_config.client.DaemonUnreachable`,
-        :class:`~sozu_config.client.CommandTimeout`) when it cannot be reached.
+    def apply(self, client: Sender | None = None) -> Response:
+        """Send :meth:`batch` with ``client`` and return the daemon's final answer (its
+        content: the per-request :class:`~sozu_config.responses.BatchResults`).
+
+        An empty plan sends nothing and returns an ``ok`` answer saying "nothing to do".
+        Raises :class:`PlanError` when the daemon refuses the batch (then nothing was applied;
+        ``kind`` says why, ``version_mismatch`` when the live state moved) or when there is no
+        client, and the client's errors (:class:`~sozu_config.client.DaemonUnreachable`,
+        :class:`~sozu_config.client.CommandTimeout`) when the daemon cannot be reached.
         """
         if self.empty:
             return Response(id="", status=ResponseStatus.OK, message="nothing to do")
-        client = client if client is not None else self.client
         if client is None:
             raise PlanError(
                 "this plan has no connection to a daemon: pass a CommandClient to apply(), "
                 "or make the plan with load_plan()"
             )
-        response = client.send(rq.Batch(requests=self.requests, expected_version=self.version))
+        response = client.send(self.batch())
         if response.ok:
             return response
         content = response.content
@@ -241,14 +259,19 @@ class Plan:
             response.message,
             response=response,
             results=list(content.results) if isinstance(content, BatchResults) else [],
-            version_mismatch=_is_version_mismatch(response.message),
+            kind=_failure_kind(response),
+            index=response.index,
         )
 
 
-def _is_version_mismatch(message: str) -> bool:
-    # The daemon reports the refusal of a guarded batch with the state's VersionMismatch text
-    # ("... (expected version N, now M) ..."); answers carry no error kind to test instead.
-    return "expected version" in message
+def _failure_kind(response: Response) -> ErrorKind | None:
+    if response.kind is not None:
+        return response.kind
+    # A daemon that predates error kinds tells a guarded batch refused for its version only in
+    # the words of the state's refusal ("... (expected version N, now M) ...").
+    if "expected version" in response.message:
+        return ErrorKind.VERSION_MISMATCH
+    return None
 
 
 def _redacted(request: rq.StateRequest) -> dict[str, Any]:
@@ -520,34 +543,3 @@ def plan_states(live: ConfigState, desired: ConfigState, version: int | None = N
         requests=requests,
         changes=changes,
     )
-
-
-def load_plan(file: str | os.PathLike[str], client: CommandClient | None = None) -> Plan:
-    """Load the desired state from a ``config.toml``, ask the daemon for its live state and
-    return the plan between them.
-
-    ``client`` defaults to a new :class:`~sozu_config.client.CommandClient` on the file's
-    ``command_socket`` (waiting ``ctl_command_timeout``, at least 30 s; 0 in the file: no
-    limit); the plan keeps it for :meth:`Plan.apply`, and the caller closes it
-    (``plan.client.close()``). Raises :class:`~sozu_config.config.ConfigError` for a bad
-    file, the client's errors when the daemon cannot be reached, and :class:`PlanError` when
-    it does not give its state.
-    """
-    from .config import load_config
-
-    config = load_config(file)
-    if client is None:
-        milliseconds = config.ctl_command_timeout
-        timeout = None if milliseconds == 0 else max(milliseconds / 1000, MUTATION_TIMEOUT)
-        client = CommandClient(config.command_socket, timeout=timeout)
-    response = client.send(rq.QueryState())
-    content = response.content
-    if not response.ok or not isinstance(content, StateContent):
-        raise PlanError(
-            f"the daemon did not give its state: {response.message or 'no state in the answer'}",
-            response=response,
-        )
-    live = ConfigState.from_snapshot(content.state, version=content.version)
-    plan = plan_states(live, config.state, content.version)
-    plan.client = client
-    return plan

@@ -21,7 +21,7 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from .models import Model
 from .requests import Request
-from .responses import Response, ResponseStatus
+from .responses import ErrorKind, Response
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -45,7 +45,10 @@ DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 class ProtocolError(Exception):
     """The peer sent something that is not a valid message. ``request_id`` is the id of the
-    offending request when it could be read (so the answer can carry it)."""
+    offending request when it could be read (so the answer can carry it); ``kind`` is what
+    the answer's ``kind`` says."""
+
+    kind: ErrorKind = ErrorKind.BAD_REQUEST
 
     def __init__(self, message: str, request_id: str | None = None) -> None:
         super().__init__(message)
@@ -54,6 +57,8 @@ class ProtocolError(Exception):
 
 class MessageTooLarge(ProtocolError):
     """A line longer than the maximum message size."""
+
+    kind = ErrorKind.LIMIT
 
 
 class RequestMessage(Model):
@@ -143,8 +148,9 @@ def decode_response(line: bytes | str) -> Response:
         ) from None
 
 
-def failure(request_id: str, message: str) -> Response:
-    return Response(id=request_id, status=ResponseStatus.FAILURE, message=message)
+def failure(request_id: str, message: str, *, kind: ErrorKind | None = None) -> Response:
+    """A ``failure`` answer to ``request_id`` (see :meth:`Response.failure`)."""
+    return Response.failure(message, kind=kind, id=request_id)
 
 
 class LineReader:

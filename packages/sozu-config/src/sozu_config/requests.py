@@ -1,11 +1,18 @@
 """Requests: everything a client can ask of the proxy, as one discriminated union on ``type``.
 
-Three families:
-* **mutating** requests change the routing state (``add_cluster``, ``remove_backend``,
-  ``replace_certificate``, ``batch`` …): the main process applies them to its state, then to
-  every worker;
-* **queries** read it (``status``, ``list_frontends``, ``query_state`` …);
-* **lifecycle** verbs act on the daemon (``soft_stop``, ``upgrade_worker``, ``save_state`` …).
+Four families, each declared once (at the end of the models) as a union:
+* **state requests** (:data:`StateRequests`) change the routing state one object at a time
+  (``add_cluster``, ``remove_backend``, ``replace_certificate`` …): the main process applies
+  them to its state, then to every worker;
+* the **batch** holds several state requests, applied all or nothing; with the state requests
+  it makes the *mutating* requests (:data:`MutatingRequest`, :data:`MUTATING_TYPES`);
+* **queries** (:data:`QueryRequests`) read (``status``, ``list_frontends``, ``query_state`` …);
+* **lifecycle** requests (:data:`LifecycleRequests`) act on the daemon itself (``soft_stop``,
+  ``upgrade_worker``, ``save_state``, ``logging`` …).
+
+The discriminated unions (:data:`Request`, :data:`StateRequest`, :data:`QueryRequest` …) and
+the sets of type names are derived from the families, so that a dispatcher can ``match`` on a
+family and mypy names every place a new type must be handled.
 
 On the wire a request travels inside a :class:`sozu_config.protocol.RequestMessage` envelope
 that adds the client's ``id``.
@@ -13,7 +20,7 @@ that adds the client's ``id``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias, TypeGuard, get_args, get_origin
 
 from pydantic import Field, TypeAdapter, model_validator
 
@@ -34,59 +41,6 @@ from .models import (
     Timeout,
     TlsVersion,
 )
-
-__all__ = [
-    "MUTATING_TYPES",
-    "QUERY_TYPES",
-    "ActivateListener",
-    "AddBackend",
-    "AddCertificate",
-    "AddCluster",
-    "AddHttpFrontend",
-    "AddHttpListener",
-    "AddHttpsFrontend",
-    "AddHttpsListener",
-    "AddTcpFrontend",
-    "AddTcpListener",
-    "Batch",
-    "ConfigureMetrics",
-    "CountRequests",
-    "DeactivateListener",
-    "HardStop",
-    "ListFrontends",
-    "ListListeners",
-    "ListWorkers",
-    "LoadState",
-    "Logging",
-    "MutatingRequest",
-    "QueryCertificates",
-    "QueryCertificatesFromWorkers",
-    "QueryClusterById",
-    "QueryClustersByDomain",
-    "QueryClustersHashes",
-    "QueryMetrics",
-    "QueryState",
-    "ReloadConfiguration",
-    "RemoveBackend",
-    "RemoveCertificate",
-    "RemoveCluster",
-    "RemoveHttpFrontend",
-    "RemoveHttpsFrontend",
-    "RemoveListener",
-    "RemoveTcpFrontend",
-    "ReplaceCertificate",
-    "Request",
-    "SaveState",
-    "SoftStop",
-    "Status",
-    "SubscribeEvents",
-    "UpdateHttpListener",
-    "UpdateHttpsListener",
-    "UpdateTcpListener",
-    "UpgradeMain",
-    "UpgradeWorker",
-    "parse_request",
-]
 
 
 class _Request(Model):
@@ -373,7 +327,7 @@ class RemoveCertificate(_Request):
         return f"remove_certificate {self.address} {self.fingerprint[:16]}"
 
 
-# --------------------------------------------------------------------------- mutating: misc
+# --------------------------------------------------------------------------- lifecycle: settings
 
 
 class ConfigureMetrics(_Request):
@@ -390,7 +344,13 @@ class Logging(_Request):
     level: Literal["error", "warn", "info", "debug", "trace"]
 
 
-StateRequest = Annotated[
+# --------------------------------------------------------------------------- the families
+#
+# Each family is declared once, here; the unions, the type-name sets and ``__all__`` below are
+# derived from these declarations. A new request type is a model above plus its name in one
+# family.
+
+StateRequests: TypeAlias = (
     AddCluster
     | RemoveCluster
     | AddHttpListener
@@ -412,9 +372,11 @@ StateRequest = Annotated[
     | RemoveBackend
     | AddCertificate
     | ReplaceCertificate
-    | RemoveCertificate,
-    Field(discriminator="type"),
-]
+    | RemoveCertificate
+)
+"""The requests that change the routing state, one object at a time (what a batch holds)."""
+
+StateRequest = Annotated[StateRequests, Field(discriminator="type")]
 """A request that changes the routing state (what a batch may contain)."""
 
 
@@ -439,32 +401,8 @@ class Batch(_Request):
         return f"batch of {len(self.requests)} requests"
 
 
-MutatingRequest = Annotated[
-    AddCluster
-    | RemoveCluster
-    | AddHttpListener
-    | AddHttpsListener
-    | AddTcpListener
-    | UpdateHttpListener
-    | UpdateHttpsListener
-    | UpdateTcpListener
-    | RemoveListener
-    | ActivateListener
-    | DeactivateListener
-    | AddHttpFrontend
-    | RemoveHttpFrontend
-    | AddHttpsFrontend
-    | RemoveHttpsFrontend
-    | AddTcpFrontend
-    | RemoveTcpFrontend
-    | AddBackend
-    | RemoveBackend
-    | AddCertificate
-    | ReplaceCertificate
-    | RemoveCertificate
-    | Batch,
-    Field(discriminator="type"),
-]
+MutatingRequest = Annotated[StateRequests | Batch, Field(discriminator="type")]
+"""A request that changes the routing state: one state request, or a batch of them."""
 
 
 # --------------------------------------------------------------------------- queries
@@ -604,33 +542,8 @@ class SubscribeEvents(_Request):
     type: Literal["subscribe_events"] = "subscribe_events"
 
 
-Request = Annotated[
-    AddCluster
-    | RemoveCluster
-    | AddHttpListener
-    | AddHttpsListener
-    | AddTcpListener
-    | UpdateHttpListener
-    | UpdateHttpsListener
-    | UpdateTcpListener
-    | RemoveListener
-    | ActivateListener
-    | DeactivateListener
-    | AddHttpFrontend
-    | RemoveHttpFrontend
-    | AddHttpsFrontend
-    | RemoveHttpsFrontend
-    | AddTcpFrontend
-    | RemoveTcpFrontend
-    | AddBackend
-    | RemoveBackend
-    | AddCertificate
-    | ReplaceCertificate
-    | RemoveCertificate
-    | Batch
-    | ConfigureMetrics
-    | Logging
-    | Status
+QueryRequests: TypeAlias = (
+    Status
     | ListWorkers
     | ListFrontends
     | ListListeners
@@ -642,6 +555,12 @@ Request = Annotated[
     | CountRequests
     | QueryState
     | QueryMetrics
+)
+"""The requests that read the routing state or the daemon's condition and change nothing."""
+
+LifecycleRequests: TypeAlias = (
+    ConfigureMetrics
+    | Logging
     | SaveState
     | LoadState
     | ReloadConfiguration
@@ -649,59 +568,61 @@ Request = Annotated[
     | HardStop
     | UpgradeMain
     | UpgradeWorker
-    | SubscribeEvents,
-    Field(discriminator="type"),
+    | SubscribeEvents
+)
+"""The requests that act on the daemon itself (its processes, files, logs, metrics and event
+subscriptions) rather than on the routing state."""
+
+QueryRequest = Annotated[QueryRequests, Field(discriminator="type")]
+LifecycleRequest = Annotated[LifecycleRequests, Field(discriminator="type")]
+
+Request = Annotated[
+    StateRequests | Batch | QueryRequests | LifecycleRequests, Field(discriminator="type")
 ]
 """Any request."""
 
 REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
 STATE_REQUEST_ADAPTER: TypeAdapter[StateRequest] = TypeAdapter(StateRequest)
 
-MUTATING_TYPES = frozenset(
-    {
-        "add_cluster",
-        "remove_cluster",
-        "add_http_listener",
-        "add_https_listener",
-        "add_tcp_listener",
-        "update_http_listener",
-        "update_https_listener",
-        "update_tcp_listener",
-        "remove_listener",
-        "activate_listener",
-        "deactivate_listener",
-        "add_http_frontend",
-        "remove_http_frontend",
-        "add_https_frontend",
-        "remove_https_frontend",
-        "add_tcp_frontend",
-        "remove_tcp_frontend",
-        "add_backend",
-        "remove_backend",
-        "add_certificate",
-        "replace_certificate",
-        "remove_certificate",
-        "batch",
-    }
-)
+
+def members(family: Any) -> tuple[type[_Request], ...]:
+    """The request models of a family (a union of models, annotated or not), in order."""
+    if get_origin(family) is Annotated:
+        family = get_args(family)[0]
+    return get_args(family) or (family,)
+
+
+def type_names(family: Any) -> frozenset[str]:
+    """The ``type`` values of a family's models, read from their ``type`` Literal."""
+    return frozenset(
+        get_args(model.model_fields["type"].annotation)[0] for model in members(family)
+    )
+
+
+STATE_TYPES = type_names(StateRequests)
+"""Types of the requests a batch may hold."""
+
+MUTATING_TYPES = STATE_TYPES | type_names(Batch)
 """Types of the requests that change the routing state."""
 
-QUERY_TYPES = frozenset(
-    {
-        "status",
-        "list_workers",
-        "list_frontends",
-        "list_listeners",
-        "query_cluster_by_id",
-        "query_clusters_by_domain",
-        "query_clusters_hashes",
-        "query_certificates",
-        "query_certificates_from_workers",
-        "count_requests",
-        "query_state",
-        "query_metrics",
-    }
-)
+QUERY_TYPES = type_names(QueryRequests)
+"""Types of the requests that only read."""
+
+LIFECYCLE_TYPES = type_names(LifecycleRequests)
+"""Types of the requests that act on the daemon itself."""
+
+_STATE_MODELS = members(StateRequests)
+_QUERY_MODELS = members(QueryRequests)
+
+
+def is_state_request(request: object) -> TypeGuard[StateRequests]:
+    """True for a state request (narrows the type for mypy)."""
+    return isinstance(request, _STATE_MODELS)
+
+
+def is_query(request: object) -> TypeGuard[QueryRequests]:
+    """True for a query (narrows the type for mypy)."""
+    return isinstance(request, _QUERY_MODELS)
 
 
 def parse_request(data: str | bytes | dict[str, Any]) -> Request:
@@ -709,3 +630,27 @@ def parse_request(data: str | bytes | dict[str, Any]) -> Request:
     if isinstance(data, dict):
         return REQUEST_ADAPTER.validate_python(data)
     return REQUEST_ADAPTER.validate_json(data)
+
+
+__all__ = [
+    "LIFECYCLE_TYPES",
+    "MUTATING_TYPES",
+    "QUERY_TYPES",
+    "REQUEST_ADAPTER",
+    "STATE_REQUEST_ADAPTER",
+    "STATE_TYPES",
+    "LifecycleRequest",
+    "LifecycleRequests",
+    "MutatingRequest",
+    "QueryRequest",
+    "QueryRequests",
+    "Request",
+    "StateRequest",
+    "StateRequests",
+    "is_query",
+    "is_state_request",
+    "members",
+    "parse_request",
+    "type_names",
+]
+__all__ += [model.__name__ for model in members(Request)]  # every request model

@@ -32,6 +32,7 @@ __all__ = [
     "ClusterHashes",
     "ClusterInformation",
     "ClustersContent",
+    "ErrorKind",
     "Event",
     "EventContent",
     "EventKind",
@@ -56,6 +57,44 @@ class ResponseStatus(StrEnum):
     OK = "ok"
     PROCESSING = "processing"
     FAILURE = "failure"
+
+
+class ErrorKind(StrEnum):
+    """Why a request failed, for programs: a ``failure`` answer carries one in ``kind`` (its
+    ``message`` is for people and may change between versions)."""
+
+    NOT_FOUND = "not_found"
+    """Something the request names does not exist (cluster, listener, frontend, certificate,
+    worker)."""
+    ALREADY_EXISTS = "already_exists"
+    """The object to add exists already (and adding it is not an upsert)."""
+    IN_USE = "in_use"
+    """The object to remove is still used (a listener with frontends or certificates)."""
+    INVALID = "invalid"
+    """The request is well-formed but refused by the rules: bad settings, bad certificate,
+    a batch inside a batch, a setting no worker could serve."""
+    VERSION_MISMATCH = "version_mismatch"
+    """A batch's ``expected_version`` is not the state's version any more: plan again."""
+    BAD_REQUEST = "bad_request"
+    """The message is not a valid request (not JSON, unknown type, invalid fields)."""
+    UNAUTHORIZED = "unauthorized"
+    """The client's user may not send commands."""
+    LIMIT = "limit"
+    """A limit of the command socket was exceeded (message size, commands per connection)."""
+    UNSUPPORTED = "unsupported"
+    """This daemon cannot do that (unknown verb, no configuration file, not its socket)."""
+    UNAVAILABLE = "unavailable"
+    """The daemon cannot do it now (it is stopping, a worker did not start)."""
+    OS_ERROR = "os_error"
+    """The operating system refused (binding an address, reading or writing a file)."""
+    WORKER_REFUSED = "worker_refused"
+    """The main process applied the change but a worker refused it (it is being replaced)."""
+    TIMEOUT = "timeout"
+    """A worker did not answer in time."""
+    NOT_SAVED = "not_saved"
+    """The change is live but could not be saved to the state file."""
+    INTERNAL = "internal"
+    """A bug: the daemon failed unexpectedly."""
 
 
 class RunState(StrEnum):
@@ -255,12 +294,40 @@ ResponseContent = Annotated[
 
 
 class Response(Model):
-    """One answer to the request with the same ``id``."""
+    """One answer to the request with the same ``id``.
+
+    A ``failure`` may say why in ``kind``, and for a batch which of its requests (0-based) in
+    ``index``; both are absent on other answers.
+    """
 
     id: str
     status: ResponseStatus
     message: str = ""
     content: ResponseContent | None = None
+    kind: ErrorKind | None = None
+    """Why the request failed (failures only)."""
+    index: int | None = None
+    """The position in the batch of the request at fault (failures of a batch only)."""
+
+    @classmethod
+    def failure(
+        cls,
+        message: str,
+        *,
+        kind: ErrorKind | None,
+        index: int | None = None,
+        content: ResponseContent | None = None,
+        id: str = "",
+    ) -> Response:
+        """A ``failure`` answer; ``kind`` says why (``None`` only where no kind is known)."""
+        return cls(
+            id=id,
+            status=ResponseStatus.FAILURE,
+            message=message,
+            content=content,
+            kind=kind,
+            index=index,
+        )
 
     @property
     def ok(self) -> bool:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any, Never, NoReturn
 
 from pydantic import ValidationError
 
@@ -43,9 +43,11 @@ from .responses import (
     ClusterHashes,
     ClusterInformation,
     ClustersContent,
+    ErrorKind,
     FrontendList,
     ListenersList,
     RequestCounts,
+    Response,
     ResponseContent,
     StateSnapshot,
 )
@@ -53,39 +55,63 @@ from .responses import (
 __all__ = [
     "AlreadyExists",
     "ConfigState",
+    "InUse",
     "InvalidRequest",
     "NotFound",
     "StateError",
     "VersionMismatch",
+    "failure_from",
 ]
 
 _MISSING: Any = object()
 
 
 class StateError(Exception):
-    """A request the state refuses. The state is unchanged."""
+    """A request the state refuses. The state is unchanged.
 
-    kind = "invalid"
+    ``kind`` says why, for programs (what a failure answer carries); ``index`` is, for a
+    refused batch, the 0-based position of the request at fault (``None`` otherwise, and for
+    a batch refused as a whole).
+    """
 
-    def __init__(self, message: str) -> None:
+    kind: ErrorKind = ErrorKind.INVALID
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.index = index
 
 
 class AlreadyExists(StateError):
-    kind = "already_exists"
+    kind = ErrorKind.ALREADY_EXISTS
 
 
 class NotFound(StateError):
-    kind = "not_found"
+    kind = ErrorKind.NOT_FOUND
 
 
 class InvalidRequest(StateError):
-    kind = "invalid"
+    kind = ErrorKind.INVALID
+
+
+class InUse(InvalidRequest):
+    """The object to remove is still used by others."""
+
+    kind = ErrorKind.IN_USE
 
 
 class VersionMismatch(StateError):
-    kind = "version_mismatch"
+    kind = ErrorKind.VERSION_MISMATCH
+
+
+def failure_from(
+    error: StateError, *, prefix: str = "", content: ResponseContent | None = None
+) -> Response:
+    """The ``failure`` answer to a refused request: ``prefix`` then the error's message, with
+    its kind and (for a batch) the index of the request at fault."""
+    return Response.failure(
+        prefix + error.message, kind=error.kind, index=error.index, content=content
+    )
 
 
 def normalize_fingerprint(fingerprint: str) -> str:
@@ -270,12 +296,12 @@ class ConfigState:
         Queries and lifecycle verbs are accepted and change nothing. Each accepted mutating
         request (a batch counts once) increments ``version``.
         """
-        kind = request.type
-        if kind not in rq.MUTATING_TYPES:
-            return
         if isinstance(request, rq.Batch):
             self._apply_batch(request)
             return
+        if not rq.is_state_request(request):
+            return
+        kind = request.type
         journal: list[tuple[MutableMapping[Any, Any], Any, Any]] = []
         outer = self._journal
         self._journal = journal
@@ -314,7 +340,8 @@ class ConfigState:
             self.request_counts = counts
             raise type(error)(
                 f"request {index + 1} of {len(batch.requests)} ({batch.requests[index].describe()})"
-                f" failed: {error.message}; nothing was applied"
+                f" failed: {error.message}; nothing was applied",
+                index=index,
             ) from error
         except BaseException:
             self._rollback(journal)
@@ -326,13 +353,58 @@ class ConfigState:
             self.version += 1
         self.request_counts["batch"] += 1
 
-    def _dispatch(self, request: rq.Request) -> None:
-        if isinstance(request, rq.Batch):
-            raise InvalidRequest("a batch cannot contain another batch")
-        handler = _HANDLERS.get(type(request))
-        if handler is None:
-            raise InvalidRequest(f"{request.type} does not change the state")
-        handler(self, request)
+    def _dispatch(self, request: rq.StateRequests | rq.Batch) -> None:
+        """Apply one state request (journalled by the caller). Every state request type has
+        its case: mypy names this match when a type is added to the family."""
+        match request:
+            case rq.AddHttpListener():
+                self._add_listener(request.listener, self.http_listeners)
+            case rq.AddHttpsListener():
+                self._add_listener(request.listener, self.https_listeners)
+            case rq.AddTcpListener():
+                self._add_listener(request.listener, self.tcp_listeners)
+            case rq.UpdateHttpListener():
+                self._update_listener(request, ListenerType.HTTP)
+            case rq.UpdateHttpsListener():
+                self._update_listener(request, ListenerType.HTTPS)
+            case rq.UpdateTcpListener():
+                self._update_listener(request, ListenerType.TCP)
+            case rq.RemoveListener():
+                self._remove_listener(request)
+            case rq.ActivateListener():
+                self._set_active(request.address, request.proxy, True)
+            case rq.DeactivateListener():
+                self._set_active(request.address, request.proxy, False)
+            case rq.AddCluster():
+                self._add_cluster(request)
+            case rq.RemoveCluster():
+                self._remove_cluster(request)
+            case rq.AddHttpFrontend():
+                self._add_http_frontend(request)
+            case rq.RemoveHttpFrontend():
+                self._remove_http_frontend_from(request.frontend, self.http_frontends, "http")
+            case rq.AddHttpsFrontend():
+                self._add_https_frontend(request)
+            case rq.RemoveHttpsFrontend():
+                self._remove_http_frontend_from(request.frontend, self.https_frontends, "https")
+            case rq.AddTcpFrontend():
+                self._add_tcp_frontend(request)
+            case rq.RemoveTcpFrontend():
+                self._remove_tcp_frontend(request)
+            case rq.AddBackend():
+                self._add_backend(request)
+            case rq.RemoveBackend():
+                self._remove_backend(request)
+            case rq.AddCertificate():
+                self._add_certificate(request)
+            case rq.ReplaceCertificate():
+                self._replace_certificate(request)
+            case rq.RemoveCertificate():
+                self._remove_certificate(request)
+            case rq.Batch():
+                raise InvalidRequest("a batch cannot contain another batch")
+            case _:
+                _not_a_state_request(request)
 
     # --- listeners
 
@@ -340,21 +412,11 @@ class ConfigState:
         self,
         listener: HttpListenerConfig | HttpsListenerConfig | TcpListenerConfig,
         table: dict[str, Any],
-        label: str,
     ) -> None:
         existing = self.listener_type(listener.address)
         if existing is not None:
             raise AlreadyExists(f"a {existing.value} listener already exists at {listener.address}")
         self._put(table, listener.address, listener)
-
-    def _add_http_listener(self, request: rq.AddHttpListener) -> None:
-        self._add_listener(request.listener, self.http_listeners, "HTTP")
-
-    def _add_https_listener(self, request: rq.AddHttpsListener) -> None:
-        self._add_listener(request.listener, self.https_listeners, "HTTPS")
-
-    def _add_tcp_listener(self, request: rq.AddTcpListener) -> None:
-        self._add_listener(request.listener, self.tcp_listeners, "TCP")
 
     def _table(self, proxy: ListenerType) -> dict[str, Any]:
         tables: dict[ListenerType, dict[str, Any]] = {
@@ -381,15 +443,6 @@ class ConfigState:
         if updated != current:
             self._put(table, request.address, updated)
 
-    def _update_http_listener(self, request: rq.UpdateHttpListener) -> None:
-        self._update_listener(request, ListenerType.HTTP)
-
-    def _update_https_listener(self, request: rq.UpdateHttpsListener) -> None:
-        self._update_listener(request, ListenerType.HTTPS)
-
-    def _update_tcp_listener(self, request: rq.UpdateTcpListener) -> None:
-        self._update_listener(request, ListenerType.TCP)
-
     def _remove_listener(self, request: rq.RemoveListener) -> None:
         table = self._table(request.proxy)
         if request.address not in table:
@@ -397,7 +450,7 @@ class ConfigState:
         frontends = len(self._frontends_at.get(request.address, ()))
         certificates = len(self.certificates.get(request.address, ()))
         if frontends or certificates:
-            raise InvalidRequest(
+            raise InUse(
                 f"the {request.proxy.value} listener at {request.address} still has "
                 f"{frontends} frontend(s) and {certificates} certificate(s): remove them first"
             )
@@ -410,12 +463,6 @@ class ConfigState:
             raise NotFound(f"no {proxy.value} listener at {address}")
         if current.active != active:
             self._put(table, address, current.model_copy(update={"active": active}))
-
-    def _activate_listener(self, request: rq.ActivateListener) -> None:
-        self._set_active(request.address, request.proxy, True)
-
-    def _deactivate_listener(self, request: rq.DeactivateListener) -> None:
-        self._set_active(request.address, request.proxy, False)
 
     # --- clusters
 
@@ -501,12 +548,6 @@ class ConfigState:
         self._add_http_frontend_to(
             request.frontend, self.https_frontends, self.https_listeners, "https"
         )
-
-    def _remove_http_frontend(self, request: rq.RemoveHttpFrontend) -> None:
-        self._remove_http_frontend_from(request.frontend, self.http_frontends, "http")
-
-    def _remove_https_frontend(self, request: rq.RemoveHttpsFrontend) -> None:
-        self._remove_http_frontend_from(request.frontend, self.https_frontends, "https")
 
     def _add_tcp_frontend(self, request: rq.AddTcpFrontend) -> None:
         frontend = request.frontend
@@ -854,12 +895,9 @@ class ConfigState:
             case rq.QueryClustersHashes():
                 return ClusterHashes(hashes=self.cluster_hashes())
             case rq.QueryCertificates():
-                try:
-                    found = self.certificate_list(
-                        domain=request.domain, fingerprint=request.fingerprint
-                    )
-                except StateError:
-                    raise
+                found = self.certificate_list(
+                    domain=request.domain, fingerprint=request.fingerprint
+                )
                 return CertificatesContent(certificates=found)
             case rq.CountRequests():
                 return RequestCounts(counts=dict(sorted(self.request_counts.items())))
@@ -891,27 +929,7 @@ def _validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-_HANDLERS: dict[type, Callable[[ConfigState, Any], None]] = {
-    rq.AddHttpListener: ConfigState._add_http_listener,
-    rq.AddHttpsListener: ConfigState._add_https_listener,
-    rq.AddTcpListener: ConfigState._add_tcp_listener,
-    rq.UpdateHttpListener: ConfigState._update_http_listener,
-    rq.UpdateHttpsListener: ConfigState._update_https_listener,
-    rq.UpdateTcpListener: ConfigState._update_tcp_listener,
-    rq.RemoveListener: ConfigState._remove_listener,
-    rq.ActivateListener: ConfigState._activate_listener,
-    rq.DeactivateListener: ConfigState._deactivate_listener,
-    rq.AddCluster: ConfigState._add_cluster,
-    rq.RemoveCluster: ConfigState._remove_cluster,
-    rq.AddHttpFrontend: ConfigState._add_http_frontend,
-    rq.RemoveHttpFrontend: ConfigState._remove_http_frontend,
-    rq.AddHttpsFrontend: ConfigState._add_https_frontend,
-    rq.RemoveHttpsFrontend: ConfigState._remove_https_frontend,
-    rq.AddTcpFrontend: ConfigState._add_tcp_frontend,
-    rq.RemoveTcpFrontend: ConfigState._remove_tcp_frontend,
-    rq.AddBackend: ConfigState._add_backend,
-    rq.RemoveBackend: ConfigState._remove_backend,
-    rq.AddCertificate: ConfigState._add_certificate,
-    rq.ReplaceCertificate: ConfigState._replace_certificate,
-    rq.RemoveCertificate: ConfigState._remove_certificate,
-}
+def _not_a_state_request(request: Never) -> NoReturn:
+    """Refuse what is not a state request (only reachable by building models without
+    validation). Typed ``Never``: mypy reports the match above when a case is missing."""
+    raise InvalidRequest(f"{getattr(request, 'type', request)} does not change the state")
