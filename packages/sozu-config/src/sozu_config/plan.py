@@ -28,7 +28,7 @@ descriptions, fields or :meth:`Plan.to_json`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, assert_never
 
 from pydantic import BaseModel
 
@@ -476,7 +476,8 @@ def _change(request: rq.StateRequest, live: ConfigState, desired: ConfigState) -
         case rq.RemoveBackend():
             key = f"{request.cluster_id}/{request.backend_id}"
             return Change("-", "backend", key, describe, {}, [request])
-    raise AssertionError(f"unexpected request in a plan: {request.type}")  # pragma: no cover
+        case _:
+            assert_never(request)
 
 
 def _added_fingerprint(request: rq.AddCertificate) -> str:
