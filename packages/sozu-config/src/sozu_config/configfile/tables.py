@@ -67,6 +67,8 @@ from .rules import (
 __all__ = ["read_cluster", "read_listener"]
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+# Backend keys handed to the state's model unchanged.
+_BACKEND_PLAIN_KEYS = frozenset({"weight", "sticky_id", "backup"})
 
 
 def _built(
@@ -513,10 +515,8 @@ def _read_backend(
         "backend_id": backend_id,
         "address": address,
     }
-    given = file.model_fields_set
-    for key in ("weight", "sticky_id", "backup"):
-        if key in given:
-            fields[key] = getattr(file, key)
+    for key in _BACKEND_PLAIN_KEYS & file.model_fields_set:
+        fields[key] = getattr(file, key)
     request = _built(assembly, rq.AddBackend, {"backend": fields}, BackendFile, table, data)
     first = seen.setdefault(request.backend.backend_id, table)
     if first is not table:
