@@ -186,17 +186,7 @@ class NamedFiles:
         except CertificateError as error:
             raise self._error(table, "certificate", f"{leaf_file}: {error}") from None
         # certificates after the leaf in the certificate file (a "fullchain") start the chain
-        chain = blocks[1:] + self._chain(table, chain_path)
-        kept: list[str] = []
-        for index, pem in enumerate(chain):
-            try:
-                entry = certificate_info(pem)
-            except CertificateError as error:
-                raise self._error(
-                    table, "certificate_chain", f"chain certificate {index + 1}: {error}"
-                ) from None
-            if entry.fingerprint != info.fingerprint:  # sōzu drops a copy of the leaf
-                kept.append(pem)
+        kept = self._chain_without(table, blocks[1:] + self._chain(table, chain_path), info)
         try:
             check_key_matches(blocks[0], key_text)
         except CertificateError as error:
@@ -230,6 +220,20 @@ class NamedFiles:
             raise self._error(table, "certificate", reason) from None
         self._check_validity(table, leaf_file, info)
         return LoadedCertificate(body, info.fingerprint, info.names, leaf_file)
+
+    def _chain_without(self, table: str, chain: list[str], leaf: CertificateInfo) -> list[str]:
+        """The chain, checked, without the copies of the leaf that sōzu drops."""
+        kept: list[str] = []
+        for index, pem in enumerate(chain):
+            try:
+                entry = certificate_info(pem)
+            except CertificateError as error:
+                raise self._error(
+                    table, "certificate_chain", f"chain certificate {index + 1}: {error}"
+                ) from None
+            if entry.fingerprint != leaf.fingerprint:
+                kept.append(pem)
+        return kept
 
     def _chain(self, table: str, chain_path: str | None) -> list[str]:
         if chain_path is None:

@@ -3,7 +3,11 @@
 :class:`Assembly` gathers, table after table, the listeners of the file (declared, or created
 for a frontend on an address no listener declares), the certificates each listener gets (once
 per fingerprint, whoever declares them), the HTTPS frontends whose hostname must be covered by
-one of them, and the requests to apply. :meth:`Assembly.build_state` applies the requests in
+one of them, and the requests to apply. It checks what a table says against the others: a
+frontend's listener must speak its cluster's protocol (and HTTPS for a frontend with a
+certificate), the listeners of a tcp cluster's frontends must agree on ``expect_proxy``, two
+listeners cannot share an address nor two backends of a cluster an id.
+:meth:`Assembly.build_state` applies the requests in
 sōzu's order (reference §D.7): listeners (HTTP, HTTPS, then TCP) and their certificates, the
 clusters' requests, then the activations; what the routing state refuses (a frontend declared
 twice, a TCP listener bound to two clusters…) is an error naming the table at fault and the one
@@ -25,6 +29,7 @@ from ..models import (
     ListenerType,
     PathRule,
     PathRuleKind,
+    ProxyProtocolConfig,
     TcpListenerConfig,
 )
 from ..state import ConfigState, StateError
@@ -104,6 +109,9 @@ class Assembly:
     names_at: dict[str, set[str]] = field(default_factory=dict)
     uncovered: list[_UncoveredCandidate] = field(default_factory=list)
     path_rules: dict[tuple[PathRuleKind, str], PathRule] = field(default_factory=dict)
+    """Path rules already validated (many frontends share one)."""
+    backend_ids: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The table of each backend, by cluster and backend id."""
 
     # ------------------------------------------------------------------ listeners
 
@@ -142,6 +150,70 @@ class Assembly:
             "with default options was created",
         )
         return listener
+
+    def http_listener_for(
+        self, table: str, address: str, certificate: LoadedCertificate | None
+    ) -> bool:
+        """The listener of an http cluster's frontend (created when none is declared, HTTPS
+        when the frontend has a certificate); returns whether it is an HTTPS one."""
+        implicit = ListenerType.HTTPS if certificate is not None else ListenerType.HTTP
+        listener = self.listener_for(table, address, implicit)
+        if listener.protocol is ListenerType.TCP:
+            raise self.findings.error(
+                table,
+                "address",
+                f"the listener at {address} is {listener.describe()}; "
+                "an http cluster's frontends need an http or https listener",
+            )
+        https = listener.protocol is ListenerType.HTTPS
+        if certificate is not None and not https:
+            raise self.findings.error(
+                table,
+                "certificate",
+                f"a frontend with a certificate needs an https listener; the listener at "
+                f"{address} is {listener.describe()}",
+            )
+        return https
+
+    def tcp_listener_for(self, table: str, address: str) -> Listener:
+        """The listener of a tcp cluster's frontend (created when none is declared)."""
+        listener = self.listener_for(table, address, ListenerType.TCP)
+        if listener.protocol is not ListenerType.TCP:
+            raise self.findings.error(
+                table,
+                "address",
+                f"the listener at {address} is {listener.describe()}; "
+                "a tcp cluster's frontends need a tcp listener",
+            )
+        return listener
+
+    def tcp_proxy_protocol(
+        self, cluster_table: str, expectations: dict[bool, str], *, send_proxy: bool
+    ) -> ProxyProtocolConfig | None:
+        """The PROXY protocol setting of a tcp cluster, from ``send_proxy`` and whether the
+        listeners of its frontends expect a PROXY header (``expectations``: the first
+        frontend table of each answer) — they must agree."""
+        if len(expectations) > 1:
+            raise self.findings.error(
+                f"{cluster_table}.frontends",
+                "address",
+                "the frontends of a tcp cluster must all be on listeners that agree on "
+                f"expect_proxy ([{expectations[True]}] expects a PROXY header, "
+                f"[{expectations[False]}] does not)",
+            )
+        expect = next(iter(expectations), False)
+        if send_proxy:
+            return ProxyProtocolConfig.RELAY_HEADER if expect else ProxyProtocolConfig.SEND_HEADER
+        return ProxyProtocolConfig.EXPECT_HEADER if expect else None
+
+    def claim_backend_id(self, table: str, cluster_id: str, backend_id: str) -> None:
+        """Two backends of a cluster cannot share a ``backend_id`` (sōzu would let the second
+        replace the first)."""
+        first = self.backend_ids.setdefault((cluster_id, backend_id), table)
+        if first is not table:
+            raise self.findings.error(
+                table, "backend_id", f"backend id {backend_id!r} is already used by [{first}]"
+            )
 
     # ------------------------------------------------------------------ certificates
 

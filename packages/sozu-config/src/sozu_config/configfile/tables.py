@@ -276,10 +276,9 @@ def read_cluster(assembly: Assembly, cluster_id: str, data: object) -> None:
             # a value of the enumeration computed here: nothing left to validate
             cluster = cluster.model_copy(update={"proxy_protocol": proxy_protocol})
             assembly.steps[cluster_step] = (table, rq.AddCluster(cluster=cluster))
-    seen: dict[str, str] = {}
     for index, entry in enumerate(file.backends):
         try:
-            _read_backend(assembly, context, index, entry, seen)
+            _read_backend(assembly, context, index, entry)
         except (ConfigError, TableRefused) as error:
             record_refusal(findings, error)
 
@@ -385,7 +384,7 @@ def _read_http_frontend(
         certificate = assembly.files.certificate(
             table, file.certificate, file.key, file.certificate_chain, versions
         )
-    https = _http_frontend_listener(assembly, table, address, certificate)
+    https = assembly.http_listener_for(table, address, certificate)
     if file.tls_versions is not None and certificate is None:
         findings.warn(table, "tls_versions", "has no effect without certificate and key; ignored")
     if file.hsts is not None:
@@ -405,31 +404,6 @@ def _read_http_frontend(
     elif https and assembly.listeners[address].certificate is None:
         assembly.expect_coverage(table, address, request.frontend.hostname)
     assembly.steps.append((table, request))
-
-
-def _http_frontend_listener(
-    assembly: Assembly, table: str, address: str, certificate: LoadedCertificate | None
-) -> bool:
-    """The listener of an http cluster's frontend (created when none is declared); returns
-    whether it is an HTTPS one."""
-    implicit = ListenerType.HTTPS if certificate is not None else ListenerType.HTTP
-    listener = assembly.listener_for(table, address, implicit)
-    if listener.protocol is ListenerType.TCP:
-        raise assembly.findings.error(
-            table,
-            "address",
-            f"the listener at {address} is {listener.describe()}; "
-            "an http cluster's frontends need an http or https listener",
-        )
-    https = listener.protocol is ListenerType.HTTPS
-    if certificate is not None and not https:
-        raise assembly.findings.error(
-            table,
-            "certificate",
-            f"a frontend with a certificate needs an https listener; the listener at {address} "
-            f"is {listener.describe()}",
-        )
-    return https
 
 
 def _path_rule(assembly: Assembly, table: str, file: HttpFrontendFile) -> PathRule:
@@ -457,18 +431,7 @@ def _read_tcp_frontends(
         found: list[bool] = []
         if guarded(assembly.findings, _read_tcp_frontend, assembly, cluster, table, entry, found):
             expectations.setdefault(found[0], table)
-    if len(expectations) > 1:
-        raise assembly.findings.error(
-            f"{cluster.table}.frontends",
-            "address",
-            "the frontends of a tcp cluster must all be on listeners that agree on "
-            f"expect_proxy ([{expectations[True]}] expects a PROXY header, "
-            f"[{expectations[False]}] does not)",
-        )
-    expect = next(iter(expectations), False)
-    if file.send_proxy:
-        return ProxyProtocolConfig.RELAY_HEADER if expect else ProxyProtocolConfig.SEND_HEADER
-    return ProxyProtocolConfig.EXPECT_HEADER if expect else None
+    return assembly.tcp_proxy_protocol(cluster.table, expectations, send_proxy=file.send_proxy)
 
 
 def _read_tcp_frontend(
@@ -479,14 +442,7 @@ def _read_tcp_frontend(
     data = _entry(assembly, table, entry)
     file = validate_table(assembly.findings, TcpFrontendFile, data, table, tcp_frontend_hints())
     address = file.address
-    listener = assembly.listener_for(table, address, ListenerType.TCP)
-    if listener.protocol is not ListenerType.TCP:
-        raise assembly.findings.error(
-            table,
-            "address",
-            f"the listener at {address} is {listener.describe()}; "
-            "a tcp cluster's frontends need a tcp listener",
-        )
+    listener = assembly.tcp_listener_for(table, address)
     fields: dict[str, Any] = {"address": address, "cluster_id": cluster.cluster_id}
     if file.tags is not None:
         fields["tags"] = file.tags
@@ -500,9 +456,7 @@ def _read_tcp_frontend(
 # --------------------------------------------------------------------------- backends
 
 
-def _read_backend(
-    assembly: Assembly, cluster: _ClusterContext, index: int, entry: object, seen: dict[str, str]
-) -> None:
+def _read_backend(assembly: Assembly, cluster: _ClusterContext, index: int, entry: object) -> None:
     table = f"{cluster.table}.backends[{index}]"
     data = _entry(assembly, table, entry)
     file = validate_table(assembly.findings, BackendFile, data, table)
@@ -518,11 +472,5 @@ def _read_backend(
     for key in _BACKEND_PLAIN_KEYS & file.model_fields_set:
         fields[key] = getattr(file, key)
     request = _built(assembly, rq.AddBackend, {"backend": fields}, BackendFile, table, data)
-    first = seen.setdefault(request.backend.backend_id, table)
-    if first is not table:
-        raise assembly.findings.error(
-            table,
-            "backend_id",
-            f"backend id {request.backend.backend_id!r} is already used by [{first}]",
-        )
+    assembly.claim_backend_id(table, cluster.cluster_id, request.backend.backend_id)
     assembly.steps.append((table, request))
