@@ -324,7 +324,7 @@ def validate_table(
 ) -> _Model:
     """``data`` read with its file model; raises :class:`TableRefused` with every error."""
     try:
-        # the validator itself: model_validate's wrapper costs as much again on large files
+        # the validator itself: model_validate's wrapper is one more call per table
         found: _Model = model.__pydantic_validator__.validate_python(data, strict=True)
         return found
     except ValidationError as error:

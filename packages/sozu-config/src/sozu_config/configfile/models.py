@@ -500,6 +500,9 @@ def _file_type(annotation: Any) -> Any:
 
 
 def _globals_file() -> type[BaseModel]:
+    """A model of the top-level keys derived from Config's fields: same names and
+    constraints, the file's types (:func:`_file_type`, or :data:`_GLOBAL_FILE_TYPES` where the
+    file says more), every key optional."""
     fields: dict[str, Any] = {}
     for name, info in Config.model_fields.items():
         if name in _NOT_GLOBAL_KEYS:
