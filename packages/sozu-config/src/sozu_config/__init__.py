@@ -33,7 +33,15 @@ from .client import (
     CommandTimeout,
     DaemonUnreachable,
 )
-from .config import Config, ConfigError, load_config, load_config_text
+from .config import (
+    Config,
+    ConfigError,
+    ConfigReport,
+    check_config,
+    check_config_text,
+    load_config,
+    load_config_text,
+)
 from .live import (
     MUTATION_TIMEOUT,
     LivePlan,
@@ -220,6 +228,7 @@ __all__ = [
     "CommandTimeout",
     "Config",
     "ConfigError",
+    "ConfigReport",
     "ConfigState",
     "ConfigureMetrics",
     "CountRequests",
@@ -321,6 +330,8 @@ __all__ = [
     "field_changes",
     "fingerprint_of",
     "iter_state_file",
+    "check_config",
+    "check_config_text",
     "load_config",
     "load_config_text",
     "load_plan",
