@@ -39,7 +39,9 @@ def normalize_address(text: str) -> str:
     except ValueError:
         if bracketed:
             raise ValueError(f"invalid address {text!r}: expected '[IPv6]:port'") from None
-        raise ValueError(f"invalid address {text!r}: write IPv6 addresses as '[addr]:port'") from None
+        raise ValueError(
+            f"invalid address {text!r}: write IPv6 addresses as '[addr]:port'"
+        ) from None
     if bracketed:
         if port_text is None:
             raise ValueError(f"invalid address {text!r}: expected '[IPv6]:port'")

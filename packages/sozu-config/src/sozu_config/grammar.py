@@ -27,6 +27,7 @@ __all__ = [
     "ALPHA_DIGIT",
     "AUTHORITY_BYTES",
     "FIELD_VALUE_BYTES",
+    "FRAMING_FIELD_NAMES",
     "MAX_HOSTNAME_LENGTH",
     "MAX_LABEL_LENGTH",
     "SAME_BYTE",
@@ -35,7 +36,6 @@ __all__ = [
     "TOKEN_CLASS",
     "HostKind",
     "HostnameRule",
-    "FRAMING_FIELD_NAMES",
     "check_header_value",
     "check_request_id_header",
     "check_single_line",
@@ -184,7 +184,7 @@ MAX_HOSTNAME_LENGTH: Final = 253
 
 # A label of a rule hostname, lowercased: RFC 1123 letters, digits and inner '-', plus '_',
 # which sōzu accepts and real deployments use (service records, internal names).
-_RULE_LABEL: Final = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,%d}[a-z0-9_])?" % (MAX_LABEL_LENGTH - 2))
+_RULE_LABEL: Final = re.compile(rf"[a-z0-9_](?:[a-z0-9_-]{{0,{MAX_LABEL_LENGTH - 2}}}[a-z0-9_])?")
 # Characters of the literal text of a regex hostname (outside its slashes).
 _REGEX_LITERAL: Final = re.compile(r"[a-z0-9_.-]*")
 
