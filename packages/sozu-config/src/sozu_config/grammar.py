@@ -202,7 +202,8 @@ class HostKind(IntEnum):
 class HostnameRule:
     """A parsed rule hostname.
 
-    ``key`` is the normalised text identifying the rule (two spellings of one rule share it);
+    ``key`` is the text identifying the rule: the normal form of an exact or wildcard name (two
+    spellings of one name share it), a regex hostname as written;
     ``name`` is the hostname (EXACT), the parent domain without ``*.`` (WILDCARD) or empty;
     ``pattern`` (REGEX only) must match the whole request host, and ignores ASCII case.
     """
@@ -255,16 +256,15 @@ def normalize_certificate_name(name: str) -> str:
     return _exact_hostname(name, name)
 
 
-def _regex_hostname_parts(hostname: str) -> tuple[str, str]:
-    """(pattern source, key) of a regex hostname: ``/.../`` parts are regular expressions,
-    the rest literal hostname text (lowercased in the key)."""
+def _regex_hostname_source(hostname: str) -> str:
+    """The pattern source of a regex hostname: ``/.../`` parts are regular expressions, the
+    rest literal hostname text."""
     if not hostname.isascii():
         raise ValueError(
             f"regex hostname {hostname!r} must be ASCII; write internationalised labels "
             "in their xn-- form"
         )
     pattern: list[str] = []
-    key: list[str] = []
     index = 0
     while index < len(hostname):
         if hostname[index] == "/":
@@ -283,7 +283,6 @@ def _regex_hostname_parts(hostname: str) -> tuple[str, str]:
                     f"regex hostname {hostname!r} does not compile: {fragment!r}: {error}"
                 ) from None
             pattern.append(f"(?:{fragment})")
-            key.append(hostname[index : end + 1])
             index = end + 1
         else:
             end = hostname.find("/", index)
@@ -292,14 +291,13 @@ def _regex_hostname_parts(hostname: str) -> tuple[str, str]:
             if _REGEX_LITERAL.fullmatch(literal) is None:
                 raise ValueError(f"invalid literal {literal!r} in regex hostname {hostname!r}")
             pattern.append(re.escape(literal))
-            key.append(literal)
             index = end
-    return "".join(pattern), "".join(key)
+    return "".join(pattern)
 
 
 def hostname_regex(hostname: str) -> str:
     """The anchored regular expression (text) of a regex hostname; match it ignoring case."""
-    return rf"\A(?:{_regex_hostname_parts(hostname)[0]})\Z"
+    return rf"\A(?:{_regex_hostname_source(hostname)})\Z"
 
 
 @lru_cache(maxsize=4096)
@@ -314,12 +312,12 @@ def parse_hostname_rule(hostname: str) -> HostnameRule:
     if not isinstance(hostname, str) or not hostname:
         raise ValueError("hostname must not be empty")
     if "/" in hostname:
-        source, key = _regex_hostname_parts(hostname)
+        source = _regex_hostname_source(hostname)
         try:
             pattern = re.compile(source.encode("ascii"), re.IGNORECASE)
         except re.error as error:
             raise ValueError(f"regex hostname {hostname!r} does not compile: {error}") from None
-        return HostnameRule(HostKind.REGEX, key, "", pattern)
+        return HostnameRule(HostKind.REGEX, hostname, "", pattern)
     if hostname == "*":
         return HostnameRule(HostKind.ANY, "*", "")
     if hostname.startswith("*."):
@@ -334,10 +332,10 @@ def parse_hostname_rule(hostname: str) -> HostnameRule:
 
 
 def normalize_hostname_rule(hostname: str) -> str:
-    """The hostname of a routing rule as the configuration stores it: exact and wildcard names
-    in normal form, ``*``, and regex hostnames validated but kept as written."""
-    rule = parse_hostname_rule(hostname)
-    return hostname if rule.kind is HostKind.REGEX else rule.key
+    """The hostname of a routing rule as the configuration stores it and the router keys it:
+    exact and wildcard names in normal form, ``*``, regex hostnames validated and kept as
+    written."""
+    return parse_hostname_rule(hostname).key
 
 
 # A label of a request host (RFC 1123 letters, digits, '-', and '_'). No length limits here:
