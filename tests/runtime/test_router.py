@@ -12,7 +12,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from sozu_runtime.worker.router import Router, RouterError, parse_authority
+from sozu_runtime.worker.router import Router, RouterError, RouteRule, parse_authority
 
 
 def router_with(*rules: tuple[str, str, str, str | None, str, str]) -> Router[str]:
@@ -20,7 +20,7 @@ def router_with(*rules: tuple[str, str, str, str | None, str, str]) -> Router[st
     added in order."""
     router: Router[str] = Router()
     for hostname, kind, value, method, position, route in rules:
-        router.add(hostname, kind, value, method, position, route)
+        router.add(RouteRule(hostname, kind, value, method, position), route)
     return router
 
 
@@ -34,11 +34,11 @@ def test_pre_beats_tree_and_tree_beats_post() -> None:
         ("example.com", "prefix", "/", None, "pre", "pre"),
     )
     assert router.lookup(b"example.com", b"/x", b"GET") == "pre"
-    router.remove("example.com", "prefix", "/", None, "pre")
+    router.remove(RouteRule("example.com", "prefix", "/", None, "pre"))
     assert router.lookup(b"example.com", b"/x", b"GET") == "tree"
-    router.remove("example.com", "prefix", "/", None, "tree")
+    router.remove(RouteRule("example.com", "prefix", "/", None, "tree"))
     assert router.lookup(b"example.com", b"/x", b"GET") == "post"
-    router.remove("example.com", "prefix", "/", None, "post")
+    router.remove(RouteRule("example.com", "prefix", "/", None, "post"))
     assert router.lookup(b"example.com", b"/x", b"GET") is None
 
 
@@ -99,13 +99,13 @@ def test_host_precedence_exact_then_wildcard_then_regex_then_any() -> None:
         ("api.example.com", "prefix", "/", None, "tree", "exact"),
     )
     assert router.lookup(b"api.example.com", b"/", b"GET") == "exact"
-    router.remove("api.example.com", "prefix", "/", None, "tree")
+    router.remove(RouteRule("api.example.com", "prefix", "/", None, "tree"))
     assert router.lookup(b"api.example.com", b"/", b"GET") == "wildcard"
-    router.remove("*.example.com", "prefix", "/", None, "tree")
+    router.remove(RouteRule("*.example.com", "prefix", "/", None, "tree"))
     assert router.lookup(b"api.example.com", b"/", b"GET") == "regex"
-    router.remove("/[a-z]+/.example.com", "prefix", "/", None, "tree")
+    router.remove(RouteRule("/[a-z]+/.example.com", "prefix", "/", None, "tree"))
     assert router.lookup(b"api.example.com", b"/", b"GET") == "any"
-    router.remove("*", "prefix", "/", None, "tree")
+    router.remove(RouteRule("*", "prefix", "/", None, "tree"))
     assert router.lookup(b"api.example.com", b"/", b"GET") is None
 
 
@@ -133,8 +133,8 @@ def test_regex_hostnames_are_tried_in_insertion_order_and_lose_their_place_when_
     )
     assert router.lookup(b"api.example.com", b"/", b"GET") == "letters"
     assert router.lookup(b"api.example.org", b"/", b"GET") == "api-anything"
-    router.remove("/[a-z]+/.example.com", "prefix", "/", None, "tree")
-    router.add("/[a-z]+/.example.com", "prefix", "/", None, "tree", "letters-again")
+    router.remove(RouteRule("/[a-z]+/.example.com", "prefix", "/", None, "tree"))
+    router.add(RouteRule("/[a-z]+/.example.com", "prefix", "/", None, "tree"), "letters-again")
     assert router.lookup(b"api.example.com", b"/", b"GET") == "api-anything"
     assert router.lookup(b"web.example.com", b"/", b"GET") == "letters-again"
 
@@ -145,7 +145,7 @@ def test_regex_hostname_keeps_its_place_while_it_has_rules() -> None:
         ("/api.*/", "prefix", "/", None, "tree", "api-anything"),
         ("/[a-z]+/.example.com", "prefix", "/", None, "tree", "letters-root"),
     )
-    router.remove("/[a-z]+/.example.com", "prefix", "/a", None, "tree")
+    router.remove(RouteRule("/[a-z]+/.example.com", "prefix", "/a", None, "tree"))
     assert router.lookup(b"api.example.com", b"/x", b"GET") == "letters-root"
 
 
@@ -191,7 +191,7 @@ def test_star_alone_matches_every_host(position: str) -> None:
 )
 def test_misplaced_star_is_invalid(hostname: str) -> None:
     with pytest.raises(RouterError):
-        Router[str]().add(hostname, "prefix", "/", None, "tree", "x")
+        Router[str]().add(RouteRule(hostname, "prefix", "/", None, "tree"), "x")
 
 
 @pytest.mark.parametrize("position", ["pre", "tree", "post"])
@@ -247,7 +247,7 @@ def test_regex_hostname_with_several_regex_parts() -> None:
 def test_invalid_regex_hostnames_raise(hostname: str) -> None:
     router: Router[str] = Router()
     with pytest.raises(RouterError):
-        router.add(hostname, "prefix", "/", None, "tree", "x")
+        router.add(RouteRule(hostname, "prefix", "/", None, "tree"), "x")
     assert len(router) == 0
 
 
@@ -269,15 +269,26 @@ def test_uppercase_idna_and_trailing_dot_hostnames_are_normalised(position: str)
 def test_differently_spelled_hostnames_are_the_same_rule() -> None:
     router = router_with(("Bücher.Example", "prefix", "/", None, "tree", "idna"))
     with pytest.raises(RouterError):
-        router.add("xn--bcher-kva.example.", "prefix", "/", None, "tree", "again")
-    assert router.remove("BÜCHER.example", "prefix", "/", None, "tree") == "idna"
+        router.add(RouteRule("xn--bcher-kva.example.", "prefix", "/", None, "tree"), "again")
+    assert router.remove(RouteRule("BÜCHER.example", "prefix", "/", None, "tree")) == "idna"
     assert len(router) == 0
 
 
-def test_ipv6_literal_hostname() -> None:
-    router = router_with(("[::1]", "prefix", "/", None, "tree", "loopback"))
-    assert router.lookup(b"[::1]", b"/", b"GET") == "loopback"
-    assert router.lookup(b"[::2]", b"/", b"GET") is None
+def test_ipv6_literal_hostname_is_refused_as_the_configuration_refuses_it() -> None:
+    # A rule hostname is a domain name (the configuration's rule): a request naming an IPv6
+    # literal host is routed by the '*' and regex rules only.
+    with pytest.raises(RouterError):
+        router_with(("[::1]", "prefix", "/", None, "tree", "loopback"))
+    router = router_with(("*", "prefix", "/", None, "tree", "any"))
+    assert router.lookup(b"[::1]", b"/", b"GET") == "any"
+
+
+@pytest.mark.parametrize(
+    "hostname", ["a" * 64 + ".test", "-a.test", "a-.test", ".".join(["a" * 50] * 5) + ".test"]
+)
+def test_hostnames_the_configuration_refuses_are_refused(hostname: str) -> None:
+    with pytest.raises(RouterError):
+        Router[str]().add(RouteRule(hostname), "x")
 
 
 @pytest.mark.parametrize(
@@ -286,7 +297,7 @@ def test_ipv6_literal_hostname() -> None:
 )
 def test_invalid_hostnames_raise(hostname: str) -> None:
     with pytest.raises(RouterError):
-        Router[str]().add(hostname, "prefix", "/", None, "tree", "x")
+        Router[str]().add(RouteRule(hostname, "prefix", "/", None, "tree"), "x")
 
 
 # --- path rules inside an entry --------------------------------------------------------------
@@ -301,9 +312,9 @@ def test_equals_beats_regex_beats_prefix() -> None:
     assert router.lookup(b"example.com", b"/api/users", b"GET") == "equals"
     assert router.lookup(b"example.com", b"/api/users/1", b"GET") == "regex"
     assert router.lookup(b"example.com", b"/api/users?x=1", b"GET") == "regex"
-    router.remove("example.com", "regex", "/api/[a-z]+", None, "tree")
+    router.remove(RouteRule("example.com", "regex", "/api/[a-z]+", None, "tree"))
     assert router.lookup(b"example.com", b"/api/users/1", b"GET") == "prefix"
-    router.remove("example.com", "equals", "/api/users", None, "tree")
+    router.remove(RouteRule("example.com", "equals", "/api/users", None, "tree"))
     assert router.lookup(b"example.com", b"/api/users", b"GET") == "prefix"
 
 
@@ -340,8 +351,8 @@ def test_first_matching_regex_in_insertion_order() -> None:
         ("example.com", "regex", "/users/[0-9]+", None, "tree", "second"),
     )
     assert router.lookup(b"example.com", b"/users/12", b"GET") == "first"
-    router.remove("example.com", "regex", "/[a-z]+/[0-9]+", None, "tree")
-    router.add("example.com", "regex", "/[a-z]+/[0-9]+", None, "tree", "first-again")
+    router.remove(RouteRule("example.com", "regex", "/[a-z]+/[0-9]+", None, "tree"))
+    router.add(RouteRule("example.com", "regex", "/[a-z]+/[0-9]+", None, "tree"), "first-again")
     assert router.lookup(b"example.com", b"/users/12", b"GET") == "second"
 
 
@@ -351,7 +362,7 @@ def test_path_regex_is_anchored_at_the_start_only(position: str) -> None:
         ("example.com", "regex", "/api/[0-9]+", None, position, "open-end"),
         ("other.com", "regex", "/api/[0-9]+$", None, position, "closed-end"),
     )
-    router.add("example.com", "regex", "/get/[0-9]+", "GET", position, "get-open-end")
+    router.add(RouteRule("example.com", "regex", "/get/[0-9]+", "GET", position), "get-open-end")
     assert router.lookup(b"example.com", b"/api/12/more", b"GET") == "open-end"
     assert router.lookup(b"example.com", b"/v2/api/12", b"GET") is None
     assert router.lookup(b"example.com", b"/get/12/more", b"GET") == "get-open-end"
@@ -369,7 +380,7 @@ def test_path_regex_is_case_sensitive() -> None:
 def test_invalid_path_regex_raises() -> None:
     router: Router[str] = Router()
     with pytest.raises(RouterError):
-        router.add("example.com", "regex", "/api/(", None, "tree", "x")
+        router.add(RouteRule("example.com", "regex", "/api/(", None, "tree"), "x")
     assert len(router) == 0
 
 
@@ -430,7 +441,7 @@ def test_method_comparison_is_exact_bytes() -> None:
 @pytest.mark.parametrize("method", ["", "GE T", "GET\r\n", "GÉT"])
 def test_invalid_method_raises(method: str) -> None:
     with pytest.raises(RouterError):
-        Router[str]().add("example.com", "prefix", "/", method, "tree", "x")
+        Router[str]().add(RouteRule("example.com", "prefix", "/", method, "tree"), "x")
 
 
 # --- add, remove, errors ---------------------------------------------------------------------
@@ -447,15 +458,15 @@ def test_add_remove_and_add_again_every_kind_of_rule(
     position: str, hostname: str, kind: str, value: str, method: str | None
 ) -> None:
     router: Router[str] = Router()
-    router.add(hostname, kind, value, method, position, "first")
+    router.add(RouteRule(hostname, kind, value, method, position), "first")
     assert len(router) == 1
     assert router.lookup(b"www.example.com", b"/a", b"GET") == "first"
-    assert router.remove(hostname, kind, value, method, position) == "first"
+    assert router.remove(RouteRule(hostname, kind, value, method, position)) == "first"
     assert len(router) == 0
     assert router.lookup(b"www.example.com", b"/a", b"GET") is None
     with pytest.raises(RouterError):
-        router.remove(hostname, kind, value, method, position)
-    router.add(hostname, kind, value, method, position, "second")
+        router.remove(RouteRule(hostname, kind, value, method, position))
+    router.add(RouteRule(hostname, kind, value, method, position), "second")
     assert len(router) == 1
     assert router.lookup(b"www.example.com", b"/a", b"GET") == "second"
 
@@ -469,13 +480,13 @@ def test_removing_one_rule_leaves_its_neighbours() -> None:
         ("example.com", "regex", "/b", "GET", "tree", "regex-get"),
         ("example.com", "regex", "/b", "POST", "tree", "regex-post"),
     )
-    assert router.remove("example.com", "equals", "/a", "GET", "tree") == "equals-get"
+    assert router.remove(RouteRule("example.com", "equals", "/a", "GET", "tree")) == "equals-get"
     assert router.lookup(b"example.com", b"/a", b"GET") == "equals-any"
-    assert router.remove("example.com", "equals", "/a", None, "tree") == "equals-any"
+    assert router.remove(RouteRule("example.com", "equals", "/a", None, "tree")) == "equals-any"
     assert router.lookup(b"example.com", b"/a", b"GET") == "prefix-get"
-    assert router.remove("example.com", "prefix", "/a", "GET", "tree") == "prefix-get"
+    assert router.remove(RouteRule("example.com", "prefix", "/a", "GET", "tree")) == "prefix-get"
     assert router.lookup(b"example.com", b"/a", b"GET") == "prefix-any"
-    assert router.remove("example.com", "regex", "/b", "GET", "tree") == "regex-get"
+    assert router.remove(RouteRule("example.com", "regex", "/b", "GET", "tree")) == "regex-get"
     assert router.lookup(b"example.com", b"/b", b"GET") is None
     assert router.lookup(b"example.com", b"/b", b"POST") == "regex-post"
     assert len(router) == 2
@@ -484,7 +495,7 @@ def test_removing_one_rule_leaves_its_neighbours() -> None:
 def test_duplicate_add_raises_and_keeps_the_first_route() -> None:
     router = router_with(("example.com", "prefix", "/", None, "tree", "first"))
     with pytest.raises(RouterError):
-        router.add("example.com", "prefix", "/", None, "tree", "second")
+        router.add(RouteRule("example.com", "prefix", "/", None, "tree"), "second")
     assert router.lookup(b"example.com", b"/", b"GET") == "first"
     assert len(router) == 1
 
@@ -511,7 +522,7 @@ def test_remove_of_an_unknown_rule_raises_and_changes_nothing() -> None:
         ("example.com", "prefix", "/", "GET", "pre"),
     ]:
         with pytest.raises(RouterError):
-            router.remove(hostname, kind, value, method, position)
+            router.remove(RouteRule(hostname, kind, value, method, position))
     assert len(router) == 1
     assert router.lookup(b"example.com", b"/", b"GET") == "route"
 
@@ -519,11 +530,11 @@ def test_remove_of_an_unknown_rule_raises_and_changes_nothing() -> None:
 def test_unknown_path_kind_or_position_raises() -> None:
     router: Router[str] = Router()
     with pytest.raises(RouterError):
-        router.add("example.com", "suffix", "/", None, "tree", "x")
+        router.add(RouteRule("example.com", "suffix", "/", None, "tree"), "x")
     with pytest.raises(RouterError):
-        router.add("example.com", "prefix", "/", None, "middle", "x")
+        router.add(RouteRule("example.com", "prefix", "/", None, "middle"), "x")
     with pytest.raises(RouterError):
-        router.remove("example.com", "PREFIX", "/", None, "tree")
+        router.remove(RouteRule("example.com", "PREFIX", "/", None, "tree"))
     assert len(router) == 0
 
 
@@ -792,9 +803,9 @@ class RouterComparison(RuleBasedStateMachine):
         new = ReferenceRule(host, kind, value, method, position, self.next_route)
         if any(r.key == new.key for r in self.reference.rules):
             with pytest.raises(RouterError):
-                self.router.add(host, kind, value, method, position, new.route)
+                self.router.add(RouteRule(host, kind, value, method, position), new.route)
         else:
-            self.router.add(host, kind, value, method, position, new.route)
+            self.router.add(RouteRule(host, kind, value, method, position), new.route)
             self.reference.add(new)
 
     @rule(spec=rule_specs)
@@ -802,17 +813,17 @@ class RouterComparison(RuleBasedStateMachine):
         host, (kind, value), method, position = spec
         key = (host, kind, value, method, position)
         if any(r.key == key for r in self.reference.rules):
-            assert self.router.remove(*key) == self.reference.remove(key)
+            assert self.router.remove(RouteRule(*key)) == self.reference.remove(key)
         else:
             with pytest.raises(RouterError):
-                self.router.remove(*key)
+                self.router.remove(RouteRule(*key))
 
     @rule(data=st.data())
     def remove_existing(self, data: st.DataObject) -> None:
         if not self.reference.rules:
             return
         existing = data.draw(st.sampled_from(self.reference.rules))
-        assert self.router.remove(*existing.key) == self.reference.remove(existing.key)
+        assert self.router.remove(RouteRule(*existing.key)) == self.reference.remove(existing.key)
 
     @invariant()
     def same_routes(self) -> None:

@@ -1,6 +1,7 @@
 """Socket addresses: validation and the one normal form used everywhere.
 
-An address is written ``IPv4:port`` or ``[IPv6]:port``. Every address that enters the models is
+An address is written ``IPv4:port`` or ``[IPv6]:port`` (split by
+:func:`sozu_config.grammar.split_host_port`). Every address that enters the models is
 normalised (``ipaddress`` canonical text, IPv6 in brackets, no leading zeros in the port), so
 that two spellings of the same address compare equal as dictionary keys in the state and in the
 workers.
@@ -13,6 +14,8 @@ from functools import lru_cache
 from typing import Annotated
 
 from pydantic import AfterValidator
+
+from .grammar import parse_port, split_host_port, unbracket
 
 __all__ = ["SocketAddress", "normalize_address", "split_address"]
 
@@ -30,22 +33,28 @@ def normalize_address(text: str) -> str:
     if fast is not None:
         return fast
     raw = text.strip()
-    if raw.startswith("["):
-        end = raw.find("]")
-        if end < 0 or raw[end + 1 : end + 2] != ":":
+    bracketed = raw.startswith("[")
+    try:
+        host, port_text = split_host_port(raw)
+    except ValueError:
+        if bracketed:
+            raise ValueError(f"invalid address {text!r}: expected '[IPv6]:port'") from None
+        raise ValueError(
+            f"invalid address {text!r}: write IPv6 addresses as '[addr]:port'"
+        ) from None
+    if bracketed:
+        if port_text is None:
             raise ValueError(f"invalid address {text!r}: expected '[IPv6]:port'")
-        host, port_text = raw[1:end], raw[end + 2 :]
         try:
-            ip = ipaddress.IPv6Address(host)
+            ip = ipaddress.IPv6Address(unbracket(host))
         except ValueError:
-            raise ValueError(f"invalid address {text!r}: {host!r} is not an IPv6 address") from None
+            raise ValueError(
+                f"invalid address {text!r}: {unbracket(host)!r} is not an IPv6 address"
+            ) from None
         host_text = f"[{ip.compressed}]"
     else:
-        host, sep, port_text = raw.rpartition(":")
-        if not sep or not host:
+        if port_text is None or not host:
             raise ValueError(f"invalid address {text!r}: expected 'IP:port', e.g. '127.0.0.1:8080'")
-        if ":" in host:
-            raise ValueError(f"invalid address {text!r}: write IPv6 addresses as '[addr]:port'")
         try:
             ip4 = ipaddress.IPv4Address(host)
         except ValueError:
@@ -54,11 +63,10 @@ def normalize_address(text: str) -> str:
                 "(host names are not accepted, use an IP address)"
             ) from None
         host_text = ip4.compressed
-    if not port_text.isdigit() or not port_text.isascii():
-        raise ValueError(f"invalid address {text!r}: the port must be a number from 1 to 65535")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"invalid address {text!r}: port {port} is not in 1-65535")
+    try:
+        port = parse_port(port_text)
+    except ValueError as error:
+        raise ValueError(f"invalid address {text!r}: {error}") from None
     return f"{host_text}:{port}"
 
 
@@ -82,10 +90,8 @@ def _fast_ipv4(text: str) -> str | None:
 
 def split_address(address: str) -> tuple[str, int]:
     """Split a normalised address into (host, port); the IPv6 host is returned without brackets."""
-    host, _, port = address.rpartition(":")
-    if host.startswith("["):
-        host = host[1:-1]
-    return host, int(port)
+    host, port = split_host_port(address)
+    return unbracket(host), int(port or 0)
 
 
 def _validate(value: str) -> str:

@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import Field, field_validator
 
 from .addresses import SocketAddress
+from .grammar import fold_hostname, normalize_certificate_name
 from .models import Model, TlsVersion
 
 __all__ = [
@@ -59,8 +60,6 @@ class CertificateAndKey(Model):
     @field_validator("names")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
-        from .models import normalize_certificate_name
-
         return [normalize_certificate_name(name) for name in value]
 
 
@@ -114,10 +113,10 @@ def certificate_info(pem: str) -> CertificateInfo:
     names: list[str] = []
     for attribute in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         value = attribute.value if isinstance(attribute.value, str) else attribute.value.decode()
-        names.append(value.lower().rstrip("."))
+        names.append(fold_hostname(value))
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        names.extend(n.lower().rstrip(".") for n in san.value.get_values_for_type(x509.DNSName))
+        names.extend(fold_hostname(n) for n in san.value.get_values_for_type(x509.DNSName))
     except x509.ExtensionNotFound:
         pass
     unique = tuple(dict.fromkeys(n for n in names if n))

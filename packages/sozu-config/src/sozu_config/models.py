@@ -15,7 +15,19 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .addresses import SocketAddress
+from .addresses import SocketAddress, split_address
+from .grammar import (
+    check_header_value,
+    check_request_id_header,
+    check_single_line,
+    check_token,
+    compile_path_regex,
+    encode_path_value,
+    hostname_regex,
+    normalize_certificate_name,
+    normalize_hostname,
+    normalize_hostname_rule,
+)
 from .tls import ALPN_PROTOCOLS, DEFAULT_CIPHER_LIST, check_cipher_list
 
 __all__ = [
@@ -40,6 +52,8 @@ __all__ = [
     "TcpFrontend",
     "TcpListenerConfig",
     "TlsVersion",
+    "hostname_regex",
+    "normalize_certificate_name",
     "normalize_hostname_rule",
 ]
 
@@ -123,8 +137,6 @@ class ProxyProtocolConfig(StrEnum):
 # --------------------------------------------------------------------------- value checks
 
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
 def _identifier(value: str) -> str:
@@ -140,79 +152,17 @@ def _identifier(value: str) -> str:
 Identifier = Annotated[str, AfterValidator(_identifier)]
 """A cluster or backend id: 1-256 characters, no whitespace or control characters."""
 
+Token = Annotated[str, AfterValidator(check_token)]
+"""An HTTP token (RFC 9110 §5.6.2): a method or a header field name."""
 
-def _token(value: str) -> str:
-    if not _TOKEN.match(value):
-        raise ValueError(f"{value!r} is not an HTTP token")
-    return value
+HeaderValue = Annotated[str, AfterValidator(check_header_value)]
+"""A header field value (RFC 9110 §5.5) as written in a head: latin-1, no control but tab."""
 
+SingleLine = Annotated[str, AfterValidator(check_single_line)]
+"""Text the proxy places in a head after escaping it: no CR, LF or NUL."""
 
-def _header_value(value: str) -> str:
-    if "\r" in value or "\n" in value or "\x00" in value:
-        raise ValueError("a header value must not contain CR, LF or NUL")
-    return value
-
-
-def _exact_hostname(hostname: str, original: str) -> str:
-    try:
-        ascii_name = hostname.encode("idna").decode("ascii") if not hostname.isascii() else hostname
-    except UnicodeError:
-        raise ValueError(f"hostname {original!r} is not a valid domain name") from None
-    ascii_name = ascii_name.lower()
-    if ascii_name.endswith("."):
-        ascii_name = ascii_name[:-1]
-    if not ascii_name or len(ascii_name) > 253:
-        raise ValueError(f"hostname {original!r} is not a valid domain name")
-    for label in ascii_name.split("."):
-        if not _LABEL.match(label):
-            raise ValueError(
-                f"hostname {original!r} is not a valid domain name "
-                "(labels are letters, digits, '-' and '_'; a '*' is only allowed as '*.domain')"
-            )
-    return ascii_name
-
-
-def normalize_certificate_name(name: str) -> str:
-    """A name a certificate serves: ``example.com`` or ``*.example.com`` (IDNA, lowercase)."""
-    if name.startswith("*."):
-        return "*." + _exact_hostname(name[2:], name)
-    return _exact_hostname(name, name)
-
-
-def hostname_regex(hostname: str) -> str:
-    """The anchored regular expression of a regex hostname rule (one that contains ``/``):
-    text between a pair of slashes is a regex, text outside is literal."""
-    parts = hostname.split("/")
-    if len(parts) % 2 == 0:
-        raise ValueError(f"regex hostname {hostname!r} has an unmatched '/'")
-    pattern = "".join(re.escape(p) if i % 2 == 0 else f"(?:{p})" for i, p in enumerate(parts))
-    return rf"\A(?:{pattern})\Z"
-
-
-def normalize_hostname_rule(hostname: str) -> str:
-    """Validate and normalise a frontend hostname rule.
-
-    * ``example.com`` (IDNA to ASCII, lowercased, one trailing dot removed);
-    * ``*.example.com`` matches one extra leftmost label; ``*`` alone matches every host;
-    * a hostname containing ``/`` is a regex domain (see :func:`hostname_regex`), kept as written.
-    """
-    if not isinstance(hostname, str) or not hostname:
-        raise ValueError("hostname must not be empty")
-    if "/" in hostname:
-        try:
-            re.compile(hostname_regex(hostname), re.IGNORECASE)
-        except re.error as error:
-            raise ValueError(f"regex hostname {hostname!r} does not compile: {error}") from None
-        return hostname
-    if hostname == "*":
-        return hostname
-    if hostname.startswith("*."):
-        return "*." + _exact_hostname(hostname[2:], hostname)
-    if "*" in hostname:
-        raise ValueError(
-            f"hostname {hostname!r}: '*' is only allowed as the whole leftmost label ('*.domain')"
-        )
-    return _exact_hostname(hostname, hostname)
+RuleHostname = Annotated[str, AfterValidator(normalize_hostname_rule)]
+"""The hostname of a routing rule (see :func:`sozu_config.grammar.parse_hostname_rule`)."""
 
 
 def _answers(value: dict[int, str]) -> dict[int, str]:
@@ -287,10 +237,12 @@ class ListenerBase(Model):
 class HttpListenerConfig(ListenerBase):
     """A plain HTTP listener."""
 
-    sticky_name: Annotated[str, AfterValidator(_token)] = "SOZUBALANCEID"
+    sticky_name: Token = "SOZUBALANCEID"
     """Name of the sticky-session cookie."""
     answers: Answers = Field(default_factory=dict)
-    sozu_id_header: Annotated[str, AfterValidator(_token)] = "Sozu-Id"
+    sozu_id_header: Annotated[str, AfterValidator(check_request_id_header)] = "Sozu-Id"
+    """Header carrying the request id in the proxy's answers (a token, no ``%``, not a
+    framing field)."""
     elide_x_real_ip: bool = False
     send_x_real_ip: bool = False
     trust_forwarded_headers: bool = False
@@ -342,7 +294,7 @@ class HttpsListenerConfig(HttpListenerConfig):
     @field_validator("default_sni")
     @classmethod
     def _default_sni(cls, value: str | None) -> str | None:
-        return None if value is None else _exact_hostname(value, value)
+        return None if value is None else normalize_hostname(value)
 
 
 class TcpListenerConfig(ListenerBase):
@@ -393,7 +345,7 @@ class Cluster(Model):
     @field_validator("www_authenticate")
     @classmethod
     def _realm(cls, value: str | None) -> str | None:
-        return None if value is None else _header_value(value)
+        return None if value is None else check_single_line(value)
 
 
 # --------------------------------------------------------------------------- frontends
@@ -410,12 +362,9 @@ class PathRule(Model):
     @model_validator(mode="after")
     def _check(self) -> PathRule:
         if self.kind is PathRuleKind.REGEX:
-            try:
-                re.compile(self.value)
-            except re.error as error:
-                raise ValueError(f"path regex {self.value!r} does not compile: {error}") from None
-        if any(c in self.value for c in "\r\n\x00 "):
-            raise ValueError("a path rule must not contain spaces, CR, LF or NUL")
+            compile_path_regex(self.value)
+        else:
+            encode_path_value(self.value)
         return self
 
     def describe(self) -> str:
@@ -428,8 +377,8 @@ class HeaderEdit(Model):
     """A header set on requests, responses or both; an empty value deletes the header."""
 
     position: HeaderPosition
-    key: Annotated[str, AfterValidator(_token)]
-    value: Annotated[str, AfterValidator(_header_value)] = ""
+    key: Token
+    value: HeaderValue = ""
 
 
 FrontendKey = tuple[str, str, str, str, str]
@@ -440,9 +389,9 @@ class HttpFrontend(Model):
     """An HTTP or HTTPS routing rule: which requests go to which cluster."""
 
     address: SocketAddress
-    hostname: Annotated[str, AfterValidator(normalize_hostname_rule)]
+    hostname: RuleHostname
     path: PathRule = Field(default_factory=PathRule)
-    method: Annotated[str, AfterValidator(_token)] | None = None
+    method: Token | None = None
     cluster_id: Identifier | None = None
     """``None`` makes a deny rule: matching requests get 401."""
     position: RulePosition = RulePosition.TREE
@@ -475,7 +424,7 @@ class HttpFrontend(Model):
     @field_validator("rewrite_host", "rewrite_path")
     @classmethod
     def _rewrite(cls, value: str | None) -> str | None:
-        return None if value is None else _header_value(value)
+        return None if value is None else check_single_line(value)
 
 
 class TcpFrontend(Model):
@@ -505,8 +454,8 @@ class Backend(Model):
     @classmethod
     def _reachable(cls, value: str) -> str:
         # addresses are in normal form: the unspecified ones are spelt exactly so
-        host = value.rpartition(":")[0]
-        if host != "0.0.0.0" and host.partition("%")[0].strip("[]") != "::":
+        host = split_address(value)[0].partition("%")[0]
+        if host not in ("0.0.0.0", "::"):
             return value
         raise ValueError(
             f"backend address {value} is the unspecified address: a backend needs the address "

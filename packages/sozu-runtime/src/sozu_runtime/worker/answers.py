@@ -37,6 +37,13 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Final
 
+from sozu_config.grammar import (
+    FIELD_VALUE_BYTES,
+    SAME_BYTE,
+    check_request_id_header,
+    is_token_bytes,
+)
+
 __all__ = [
     "DEFAULT_STATUSES",
     "VARIABLES",
@@ -102,12 +109,6 @@ _VARIABLE_PATTERN: Final[re.Pattern[bytes]] = re.compile(
 _STATUS_LINE: Final[re.Pattern[bytes]] = re.compile(
     rb"HTTP/1\.(?P<minor>[01]) (?P<code>[0-9]{3})(?: (?P<reason>[\t\x20-\x7e\x80-\xff]*))?"
 )
-# RFC 9110 §5.6.2: field-name = token; tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
-# "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA.
-_TOKEN: Final[re.Pattern[bytes]] = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.5: field-value = *( VCHAR / obs-text / SP / HTAB ), after OWS is trimmed.
-_FIELD_VALUE: Final[re.Pattern[bytes]] = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-
 _CRLF: Final = b"\r\n"
 
 # Header fields whose meaning is decided here, at parse time, from the template text.
@@ -333,9 +334,9 @@ def _compile(
             raise fail(f"line {_show(line)} is not a header field ('Name: value')")
         field_name = line[:colon]
         field_value = line[colon + 1 :].strip(b" \t")
-        if not _TOKEN.fullmatch(field_name):
+        if not is_token_bytes(field_name):
             raise fail(f"header line {_show(line)} has an invalid field name")
-        if not _FIELD_VALUE.fullmatch(field_value):
+        if field_value.translate(SAME_BYTE, FIELD_VALUE_BYTES):
             raise fail(f"header {_show(field_name)} has control characters in its value")
         if _VARIABLE_PATTERN.search(field_name):
             raise fail(f"header name {_show(field_name)} contains a variable")
@@ -507,13 +508,9 @@ _JSON_DETAILS: Final[Mapping[int, tuple[tuple[str, str], ...]]] = {
     507: (("capacity", "CAPACITY"), ("phase", "PHASE"), ("message", "MESSAGE")),
 }
 
+
 # Header fields that carry framing or connection semantics; the request id cannot take their
 # place without breaking the answer.
-_RESERVED_ID_HEADERS: Final[frozenset[bytes]] = frozenset(
-    {_CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION}
-)
-
-
 def default_template(status: int, *, sozu_id_header: str = "Sozu-Id") -> AnswerTemplate:
     """The built-in answer for ``status``, carrying the request id in ``sozu_id_header``.
 
@@ -524,11 +521,10 @@ def default_template(status: int, *, sozu_id_header: str = "Sozu-Id") -> AnswerT
     """
     if status not in _REASONS:
         raise KeyError(status)
-    encoded_header = sozu_id_header.encode("ascii", errors="replace")
-    if not _TOKEN.fullmatch(encoded_header) or b"%" in encoded_header:
-        raise ValueError(f"sozu_id_header {sozu_id_header!r} is not a valid header field name")
-    if encoded_header.lower() in _RESERVED_ID_HEADERS:
-        raise ValueError(f"sozu_id_header {sozu_id_header!r} would replace a framing header")
+    try:
+        check_request_id_header(sozu_id_header)
+    except ValueError as error:
+        raise ValueError(f"sozu_id_header {sozu_id_header!r} is unusable: {error}") from None
     return _built_in(status, sozu_id_header)
 
 

@@ -20,6 +20,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection
 from operator import attrgetter
+from typing import Final
+
+from sozu_config.grammar import parse_port, split_host_port, unbracket
+from sozu_config.models import LoadBalancingAlgorithm, LoadMetric
 
 __all__ = [
     "CONNECTIONS",
@@ -35,22 +39,18 @@ __all__ = [
     "backoff_delay",
 ]
 
-# Load balancing algorithms (sōzu's `load_balancing`, lowercase). HRW and MAGLEV are hash-based
-# and only used by UDP clusters, which this module does not serve.
-ROUND_ROBIN = "round_robin"
-RANDOM = "random"
-LEAST_LOADED = "least_loaded"
-POWER_OF_TWO = "power_of_two"
-# Maps each accepted spelling to the constant itself, so the hot path compares by identity.
-ALGORITHMS: dict[str, str] = {
-    name: name for name in (ROUND_ROBIN, RANDOM, LEAST_LOADED, POWER_OF_TWO)
-}
+# Load balancing algorithms and load measures are the configuration's enumerations; the hot
+# path compares members by identity. HRW and MAGLEV are hash-based and only used by UDP
+# clusters, which this module does not serve.
+ROUND_ROBIN: Final = LoadBalancingAlgorithm.ROUND_ROBIN
+RANDOM: Final = LoadBalancingAlgorithm.RANDOM
+LEAST_LOADED: Final = LoadBalancingAlgorithm.LEAST_LOADED
+POWER_OF_TWO: Final = LoadBalancingAlgorithm.POWER_OF_TWO
 
-# Load measures for LEAST_LOADED and POWER_OF_TWO (sōzu's `load_metric`, lowercase).
-CONNECTIONS = "connections"
-REQUESTS = "requests"
-CONNECTION_TIME = "connection_time"
-METRICS: dict[str, str] = {name: name for name in (CONNECTIONS, REQUESTS, CONNECTION_TIME)}
+# Load measures for LEAST_LOADED and POWER_OF_TWO.
+CONNECTIONS: Final = LoadMetric.CONNECTIONS
+REQUESTS: Final = LoadMetric.REQUESTS
+CONNECTION_TIME: Final = LoadMetric.CONNECTION_TIME
 
 # sōzu's ExponentialBackoffPolicy is built with max_tries = 6 (lib/src/backends.rs): after six
 # consecutive failures the backend is reported down (BACKEND_DOWN, metric `backend.down`).
@@ -63,7 +63,7 @@ CONNECT_TIME_ALPHA = 0.3
 DEFAULT_WEIGHT = 100
 
 # Which Backend attribute each load measure reads; attrgetter keeps the hot loop in C.
-_LOAD_ATTRIBUTE: dict[str, str] = {
+_LOAD_ATTRIBUTE: Final[dict[LoadMetric, str]] = {
     CONNECTIONS: "active_connections",
     REQUESTS: "active_requests",
     CONNECTION_TIME: "connect_time",
@@ -92,22 +92,17 @@ def backoff_delay(failures: int, rng: random.Random) -> float:
 
 
 def _split_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (IPv6 as ``[addr]:port``) into its host and port.
+    """Split ``host:port`` (IPv6 as ``[addr]:port``) into its host, without brackets, and port.
 
-    Raises ValueError when the port is missing or not a number in 0..65535.
+    Raises ValueError when the port is missing or not a number in 1..65535.
     """
-    host, separator, port_text = address.rpartition(":")
-    if not separator or not host or not port_text.isdigit():
-        raise ValueError(f"backend address {address!r} is not host:port")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"backend address {address!r} has a port out of range")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        # An unbracketed IPv6 address would make the port ambiguous.
-        raise ValueError(f"backend address {address!r}: IPv6 hosts must be bracketed")
-    return host, port
+    try:
+        host, port_text = split_host_port(address)
+        if not host or port_text is None:
+            raise ValueError("expected host:port")
+        return unbracket(host), parse_port(port_text)
+    except ValueError as error:
+        raise ValueError(f"backend address {address!r}: {error}") from None
 
 
 class Backend:
@@ -264,20 +259,23 @@ class Backend:
         return was_down
 
 
-def _validate_policy(algorithm: str, metric: str | None) -> tuple[str, str | None]:
-    """Return the canonical algorithm and metric constants, or raise ValueError.
+def _validate_policy(
+    algorithm: str, metric: str | None
+) -> tuple[LoadBalancingAlgorithm, LoadMetric | None]:
+    """Return the algorithm and metric members, or raise ValueError.
 
     Names are matched case-insensitively (sōzu's TOML spells them in upper case).
     """
-    canonical_algorithm = ALGORITHMS.get(algorithm.lower())
-    if canonical_algorithm is None:
-        raise ValueError(f"unknown load balancing algorithm {algorithm!r}")
+    try:
+        canonical_algorithm = LoadBalancingAlgorithm(algorithm.lower())
+    except ValueError:
+        raise ValueError(f"unknown load balancing algorithm {algorithm!r}") from None
     if metric is None:
         return canonical_algorithm, None
-    canonical_metric = METRICS.get(metric.lower())
-    if canonical_metric is None:
-        raise ValueError(f"unknown load metric {metric!r}")
-    return canonical_algorithm, canonical_metric
+    try:
+        return canonical_algorithm, LoadMetric(metric.lower())
+    except ValueError:
+        raise ValueError(f"unknown load metric {metric!r}") from None
 
 
 class Cluster:
@@ -322,30 +320,29 @@ class Cluster:
         self._by_id: dict[str, Backend] = {}
         # Advances on every LEAST_LOADED pick so that equally loaded backends take turns.
         self._rotation = 0
-        self._algorithm = ROUND_ROBIN
-        self._metric: str | None = None
+        self._algorithm: LoadBalancingAlgorithm = ROUND_ROBIN
+        self._metric: LoadMetric | None = None
         self._load_of: Callable[[Backend], float] = attrgetter(_LOAD_ATTRIBUTE[CONNECTIONS])
         self.configure(algorithm, metric)
 
     @property
-    def algorithm(self) -> str:
-        """The load balancing algorithm in use (one of the four algorithm constants)."""
+    def algorithm(self) -> LoadBalancingAlgorithm:
+        """The load balancing algorithm in use."""
         return self._algorithm
 
     @property
-    def metric(self) -> str | None:
+    def metric(self) -> LoadMetric | None:
         """The configured load metric, or None (CONNECTIONS is then used)."""
         return self._metric
 
     def configure(self, algorithm: str, metric: str | None) -> None:
         """Change the balancing policy live; backends, their counters and backoffs are kept.
 
-        Raises ValueError (and changes nothing) for an unknown algorithm or metric.
+        ``algorithm`` and ``metric`` are members of the configuration's enumerations or their
+        names, in either case. Raises ValueError (and changes nothing) for an unknown one.
         """
-        algorithm, metric = _validate_policy(algorithm, metric)
-        self._algorithm = algorithm
-        self._metric = metric
-        self._load_of = attrgetter(_LOAD_ATTRIBUTE[CONNECTIONS if metric is None else metric])
+        self._algorithm, self._metric = _validate_policy(algorithm, metric)
+        self._load_of = attrgetter(_LOAD_ATTRIBUTE[self._metric or CONNECTIONS])
 
     def backends(self) -> list[Backend]:
         """A snapshot list of the attached backends, in configuration order."""

@@ -24,6 +24,14 @@ from typing import Final
 
 import httptools
 
+from sozu_config.grammar import (
+    AUTHORITY_BYTES,
+    FIELD_VALUE_BYTES,
+    SAME_BYTE,
+    TCHAR_BYTES,
+    TOKEN_CLASS,
+)
+
 __all__ = [
     "BODY_CHUNKED",
     "BODY_CLOSE",
@@ -76,27 +84,25 @@ BODY_CHUNKED: Final = 2  # chunked coding: follow it with a ChunkedTracker
 BODY_CLOSE: Final = 3  # the body ends when the server closes the connection
 BODY_TUNNEL: Final = 4  # the connection becomes an opaque byte pipe (101, 2xx to CONNECT)
 
-_ALPHA_DIGIT: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-# tchar (RFC 9110 §5.6.2): the characters of a token (methods, field names).
-_TCHAR: Final = _ALPHA_DIGIT + b"!#$%&'*+-.^_`|~"
-# authority (RFC 3986 §3.2): unreserved / pct-encoded / sub-delims / ":" / IP-literal brackets.
-# Not "@" (userinfo is refused), no whitespace, no controls, no "/", "?" or "#".
-_AUTHORITY: Final = _ALPHA_DIGIT + b"-._~%!$&'()*+,;=:[]"
+# tchar (RFC 9110 §5.6.2), the authority alphabet (RFC 3986 §3.2) and the field-value alphabet
+# (RFC 9110 §5.5), which the reason-phrase shares (RFC 9112 §4): see sozu_config.grammar.
+_TCHAR: Final = TCHAR_BYTES
+_AUTHORITY: Final = AUTHORITY_BYTES
+_REASON_PHRASE: Final = FIELD_VALUE_BYTES
 # HEXDIG (RFC 5234 B.1), case-insensitive as in RFC 9112 §7.1.
 _HEXDIG: Final = b"0123456789abcdefABCDEF"
-# reason-phrase = *( HTAB / SP / VCHAR / obs-text ) (RFC 9112 §4).
-_REASON_PHRASE: Final = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
 
 # chunk-ext (RFC 9112 §7.1.1) with quoted-string and quoted-pair (RFC 9110 §5.6.4), matched
 # in full so that a quoted string can never hide a line ending from this parser.
+_TOKEN: Final = TOKEN_CLASS.encode("ascii") + b"+"
 _CHUNK_EXTENSIONS: Final = re.compile(
-    rb"(?:[ \t]*;[ \t]*[-!#$%&'*+.^_`|~0-9A-Za-z]+"
-    rb'(?:[ \t]*=[ \t]*(?:[-!#$%&\'*+.^_`|~0-9A-Za-z]+|"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]'
-    rb'|\\[\t \x21-\x7e\x80-\xff])*"))?)*'
+    rb"(?:[ \t]*;[ \t]*%s"
+    rb'(?:[ \t]*=[ \t]*(?:%s|"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]'
+    rb'|\\[\t \x21-\x7e\x80-\xff])*"))?)*' % (_TOKEN, _TOKEN)
 )
-# Identity translation table: ``value.translate(_SAME_BYTE, allowed)`` deletes the allowed
-# bytes, so a non-empty result means a byte outside the alphabet (one C pass, no regex).
-_SAME_BYTE: Final = bytes(range(256))
+# ``value.translate(_SAME_BYTE, allowed)`` deletes the allowed bytes, so a non-empty result
+# means a byte outside the alphabet (one C pass, no regex).
+_SAME_BYTE: Final = SAME_BYTE
 # Fast paths of the chunked framing, for the lines nearly every body is made of: a size line
 # without extensions, and the CRLF after chunk data followed by such a line. Anything they
 # do not match goes through the general, validating path.

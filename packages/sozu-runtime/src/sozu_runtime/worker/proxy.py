@@ -35,6 +35,7 @@ from .http import BackendConnection, FrontendSession
 from .listeners import HttpListener, Listener, TcpListener
 from .metrics import Metrics
 from .reading import ReadBuffers
+from .router import RouteRule
 from .routes import ClusterRuntime, Route
 from .tcp import TcpSession
 
@@ -392,14 +393,7 @@ class Proxy:
         assert isinstance(listener, HttpListener)
         cluster = self.clusters.get(frontend.cluster_id) if frontend.cluster_id else None
         route = Route(frontend, cluster)
-        listener.router.add(
-            frontend.hostname,
-            frontend.path.kind.value,
-            frontend.path.value,
-            frontend.method,
-            frontend.position.value,
-            route,
-        )
+        listener.router.add(RouteRule.of(frontend), route)
         listener.route_cache.clear()
         key = frontend.key
         self.routes[key] = route
@@ -491,13 +485,7 @@ class Proxy:
 def _router_remove(listener: HttpListener, frontend: HttpFrontend) -> None:
     listener.route_cache.clear()
     with contextlib.suppress(ValueError):
-        listener.router.remove(
-            frontend.hostname,
-            frontend.path.kind.value,
-            frontend.path.value,
-            frontend.method,
-            frontend.position.value,
-        )
+        listener.router.remove(RouteRule.of(frontend))
 
 
 _RUNTIME: dict[type, Callable[..., Any]] = {

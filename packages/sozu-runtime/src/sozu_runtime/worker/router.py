@@ -13,12 +13,14 @@ Host of a request
     lowercased. An invalid authority is answered with 400.
 
 Hostname rules
-    Every rule names a hostname, normalised when it is added: internationalised labels are
-    converted to their ASCII ``xn--`` form (IDNA 2003, Python's ``idna`` codec, which maps
-    ``ß`` to ``ss``; write the ``xn--`` form to route an IDNA 2008 name), the whole is
-    lowercased and one trailing dot is dropped. A hostname is one of:
+    Every rule names a hostname, parsed and normalised when it is added by
+    :func:`sozu_config.grammar.parse_hostname_rule`, the rule the configuration applies too:
+    internationalised labels are converted to their ASCII ``xn--`` form (IDNA 2003, Python's
+    ``idna`` codec, which maps ``ß`` to ``ss``; write the ``xn--`` form to route an IDNA 2008
+    name), the whole is lowercased and one trailing dot is dropped; labels are letters, digits,
+    ``_`` and inner ``-``, 1-63 characters, 253 in all. A hostname is one of:
 
-    * **exact** -- ``example.com`` matches that host only;
+    * **exact** -- ``example.com`` matches that host only (not an IPv6 literal);
     * **wildcard** -- ``*.example.com`` matches a host with exactly one more label on the left
       (``a.example.com``), neither ``example.com`` nor ``b.a.example.com``; a ``*`` anywhere
       else in a hostname is invalid;
@@ -59,9 +61,9 @@ Lookup order
     3. Else **POST** rules, like PRE.
     4. Else no route: the proxy answers 404.
 
-Two rules are the same rule when their normalised hostname, path kind, path value, method and
-position are equal; adding a rule twice is an error, and every kind of rule, equals rules
-included, can be removed.
+A rule is a :class:`RouteRule`. Two rules are the same rule when their normalised hostname, path
+kind, path value, method and position are equal; adding a rule twice is an error, and every
+kind of rule, equals rules included, can be removed.
 
 Departures from sōzu 2.1, on purpose: path regexes are anchored at the start instead of matching
 anywhere; equals rules can be removed; hostnames are compared case-insensitively; a ``*`` label
@@ -70,12 +72,22 @@ means the same thing in every position.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
-__all__ = ["R", "Router", "RouterError", "parse_authority"]
+from sozu_config.grammar import (
+    HostKind,
+    HostnameRule,
+    compile_path_regex,
+    encode_path_value,
+    is_token,
+    parse_authority,
+    parse_hostname_rule,
+)
+from sozu_config.models import HttpFrontend, PathRuleKind, RulePosition
+
+__all__ = ["R", "RouteRule", "Router", "RouterError", "parse_authority"]
 
 R = TypeVar("R")
 
@@ -85,183 +97,68 @@ class RouterError(ValueError):
     position, a duplicate on add, or an unknown rule on remove."""
 
 
-# --- grammar ---------------------------------------------------------------------------------
+# Path kinds and host kinds as small ints: the hot path compares ints, not enum members.
+_PATH_KIND_CODES: Final[dict[PathRuleKind, int]] = {
+    kind: code for code, kind in enumerate(PathRuleKind)
+}
+_PREFIX: Final = _PATH_KIND_CODES[PathRuleKind.PREFIX]
+_EQUALS: Final = _PATH_KIND_CODES[PathRuleKind.EQUALS]
+_REGEX: Final = _PATH_KIND_CODES[PathRuleKind.REGEX]
 
-# A hostname label: RFC 1123 letters, digits and '-', plus '_', which sōzu accepts in tolerant
-# mode and real deployments use (service records, internal names). No length limits: the
-# header size limit already bounds the input.
-_LABEL = rb"[A-Za-z0-9_-]+"
-_DNS_HOSTNAME = re.compile(rb"%s(?:\.%s)*" % (_LABEL, _LABEL))
-# Characters allowed in the literal text of a regex hostname.
-_HOSTNAME_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
-# An IPv6 literal (RFC 3986 §3.2.2); '.' for IPv4-suffixed forms. The address itself is
-# checked with `ipaddress`; zone identifiers are not accepted in a Host header.
-_IPV6_LITERAL = rb"\[[0-9A-Fa-f:.]+\]"
-# A port is 1-65535: RFC 3986 §3.2.3 allows any number of digits, more than five can only
-# overflow. The range is checked after the match.
-_MAX_PORT = 65535
-# The request authority `host[:port]` (RFC 9110 §7.2), with one optional trailing dot after a
-# DNS name (the absolute form, RFC 1034 §3.1). The label grammar is unambiguous (labels are
-# separated by '.'), so matching is linear in the input length.
-_AUTHORITY = re.compile(
-    rb"(?:(%s(?:\.%s)*)\.?|(%s))(?::([0-9]{1,5}))?" % (_LABEL, _LABEL, _IPV6_LITERAL)
-)
-# RFC 9110 §5.6.2 token characters, the grammar of a method name.
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
-
-# Path kinds, positions and host kinds as small ints: the hot path compares ints, not strings.
-_PREFIX = 0
-_EQUALS = 1
-_REGEX = 2
-_PATH_KINDS = {"prefix": _PREFIX, "equals": _EQUALS, "regex": _REGEX}
-_POSITIONS = frozenset({"pre", "tree", "post"})
-
-_HOST_ANY = 0
-_HOST_EXACT = 1
-_HOST_WILDCARD = 2
-_HOST_REGEX = 3
-
-
-def _is_ipv6_address(address: bytes) -> bool:
-    """True when `address` (without brackets) is a valid IPv6 address."""
-    try:
-        ipaddress.IPv6Address(address.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        return False
-    return True
-
-
-def parse_authority(authority: bytes) -> bytes | None:
-    """Validate a request authority (`Host` value) `hostname[:port]` and return the hostname to
-    route on, lowercased, without port and without one trailing dot; None when invalid (the proxy
-    answers 400). hostname: labels of ASCII letters, digits, '-' and '_', separated by '.', or an
-    IPv6 literal in brackets (returned with its brackets, lowercased); port: 1-65535, digits only.
-    Empty host, empty port after ':', '@', spaces, anything else → None."""
-    # One compiled grammar match is the cheapest validation available in Python; this runs
-    # for every request.
-    match = _AUTHORITY.fullmatch(authority)
-    if match is None:
-        return None
-    name, ipv6, port = match.groups()
-    if port is not None and not 0 < int(port) <= _MAX_PORT:
-        return None
-    if name is not None:
-        return name.lower()
-    if _is_ipv6_address(ipv6[1:-1]):
-        return ipv6.lower()
-    return None
-
-
-def _is_rule_hostname(host: str) -> bool:
-    """True when a normalised rule hostname is a DNS name or a bracketed IPv6 literal."""
-    encoded = host.encode("ascii")
-    if _DNS_HOSTNAME.fullmatch(encoded) is not None:
-        return True
-    return encoded.startswith(b"[") and encoded.endswith(b"]") and _is_ipv6_address(encoded[1:-1])
-
-
-# --- rule normalisation ----------------------------------------------------------------------
+_HOST_EXACT: Final = int(HostKind.EXACT)
+_HOST_WILDCARD: Final = int(HostKind.WILDCARD)
+_HOST_REGEX: Final = int(HostKind.REGEX)
 
 
 @dataclass(frozen=True, slots=True)
-class _HostRule:
-    """A parsed hostname rule.
+class RouteRule:
+    """What a frontend asks the router to match: hostname, path rule, method (None: any) and
+    position. Kinds and positions may be given by their wire names (``"prefix"``, ``"tree"``);
+    an unknown name raises :class:`RouterError`."""
 
-    `key` is the normalised text that identifies the rule; `name` is the exact hostname
-    (exact), the parent domain without the leading ``*.`` (wildcard) or empty (any, regex);
-    `pattern` is set for regex hostnames only and must match the whole host.
-    """
+    hostname: str
+    path_kind: PathRuleKind = PathRuleKind.PREFIX
+    path_value: str = ""
+    method: str | None = None
+    position: RulePosition = RulePosition.TREE
 
-    kind: int
-    key: str
-    name: bytes
-    pattern: re.Pattern[bytes] | None
-
-
-def _normalise_hostname(text: str) -> str:
-    """Return `text` as an ASCII, lowercased hostname without its trailing dot, or raise
-    :class:`RouterError` when it is neither a DNS name nor a bracketed IPv6 literal."""
-    if not text.isascii():
+    def __post_init__(self) -> None:
         try:
-            text = text.encode("idna").decode("ascii")
-        except UnicodeError as error:
-            raise RouterError(f"hostname {text!r} cannot be converted with IDNA") from error
-    text = text.lower()
-    if text.endswith("."):
-        text = text[:-1]
-    if not _is_rule_hostname(text):
-        raise RouterError(f"invalid hostname {text!r}")
-    return text
+            kind = PathRuleKind(self.path_kind)
+        except ValueError:
+            raise RouterError(f"unknown path kind {self.path_kind!r}") from None
+        try:
+            position = RulePosition(self.position)
+        except ValueError:
+            raise RouterError(f"unknown position {self.position!r}") from None
+        object.__setattr__(self, "path_kind", kind)
+        object.__setattr__(self, "position", position)
 
-
-def _compile_regex_hostname(hostname: str) -> _HostRule:
-    """Compile a regex hostname: ``/.../`` parts are regular expressions, the rest literal
-    hostname text; the result must match the full host, ignoring ASCII case."""
-    if not hostname.isascii():
-        raise RouterError(
-            f"regex hostname {hostname!r} must be ASCII; write internationalised labels "
-            "in their xn-- form"
+    @classmethod
+    def of(cls, frontend: HttpFrontend) -> RouteRule:
+        """The rule of an HTTP frontend of the configuration."""
+        return cls(
+            frontend.hostname,
+            frontend.path.kind,
+            frontend.path.value,
+            frontend.method,
+            frontend.position,
         )
-    pattern_parts: list[str] = []
-    key_parts: list[str] = []
-    index = 0
-    while index < len(hostname):
-        if hostname[index] == "/":
-            end = hostname.find("/", index + 1)
-            if end < 0:
-                raise RouterError(f"regex hostname {hostname!r} has an unclosed '/'")
-            fragment = hostname[index + 1 : end]
-            if not fragment:
-                raise RouterError(f"regex hostname {hostname!r} has an empty '//' part")
-            # Each fragment is compiled alone first: wrapped in a group, an unbalanced
-            # fragment such as 'a)(b' would otherwise be balanced by the wrapping.
-            try:
-                re.compile(fragment.encode("ascii"))
-            except re.error as error:
-                raise RouterError(f"invalid regex {fragment!r} in {hostname!r}: {error}") from error
-            pattern_parts.append(f"(?:{fragment})")
-            key_parts.append(hostname[index : end + 1])
-            index = end + 1
-        else:
-            end = hostname.find("/", index)
-            if end < 0:
-                end = len(hostname)
-            literal = hostname[index:end].lower()
-            if literal.encode("ascii").translate(None, _HOSTNAME_CHARS):
-                raise RouterError(f"invalid literal {literal!r} in regex hostname {hostname!r}")
-            pattern_parts.append(re.escape(literal))
-            key_parts.append(literal)
-            index = end
+
+
+def _parse_hostname(hostname: str) -> HostnameRule:
+    """The parsed hostname of a rule (see :func:`sozu_config.grammar.parse_hostname_rule`)."""
     try:
-        pattern = re.compile("".join(pattern_parts).encode("ascii"), re.IGNORECASE)
-    except re.error as error:
-        raise RouterError(f"invalid regex hostname {hostname!r}: {error}") from error
-    return _HostRule(_HOST_REGEX, "".join(key_parts), b"", pattern)
-
-
-def _parse_hostname_rule(hostname: str) -> _HostRule:
-    """Classify and normalise a rule's hostname (see the module documentation)."""
-    if "/" in hostname:
-        return _compile_regex_hostname(hostname)
-    if hostname == "*":
-        return _HostRule(_HOST_ANY, "*", b"", None)
-    if hostname.startswith("*."):
-        parent = _normalise_hostname(hostname[2:])
-        if "*" in parent or parent.startswith("["):
-            raise RouterError(f"invalid wildcard hostname {hostname!r}")
-        return _HostRule(_HOST_WILDCARD, f"*.{parent}", parent.encode("ascii"), None)
-    # '*' is not a label character, so a misplaced one is rejected here.
-    exact = _normalise_hostname(hostname)
-    return _HostRule(_HOST_EXACT, exact, exact.encode("ascii"), None)
+        return parse_hostname_rule(hostname)
+    except (ValueError, TypeError) as error:
+        raise RouterError(str(error)) from error
 
 
 def _parse_method(method: str | None) -> bytes | None:
     """Return the method as bytes (None for any method); it must be an RFC 9110 token."""
     if method is None:
         return None
-    if not method or not _TOKEN_CHARS.issuperset(method):
+    if not is_token(method):
         raise RouterError(f"invalid method {method!r}")
     return method.encode("ascii")
 
@@ -456,7 +353,12 @@ def _first_listed(rules: list[_Rule[R]], hostname: bytes, path: bytes, method: b
     return None
 
 
-_RuleKey = tuple[str, str, str, str | None, str]
+_RuleKey = tuple[str, PathRuleKind, str, str | None, RulePosition]
+
+
+def _key(host: HostnameRule, rule: RouteRule) -> _RuleKey:
+    """The identity of a rule: its normalised hostname and the rest as given."""
+    return (host.key, rule.path_kind, rule.path_value, rule.method, rule.position)
 
 
 class Router(Generic[R]):
@@ -484,77 +386,60 @@ class Router(Generic[R]):
     def __len__(self) -> int:
         return len(self._rules)
 
-    def add(
-        self,
-        hostname: str,
-        path_kind: str,
-        path_value: str,
-        method: str | None,
-        position: str,
-        route: R,
-    ) -> None:
-        """path_kind: "prefix" | "regex" | "equals"; position: "pre" | "tree" | "post".
-        Raises RouterError when the hostname or the regex is invalid, or when a rule with the same
-        (hostname, path_kind, path_value, method, position) exists."""
-        host = _parse_hostname_rule(hostname)
-        key = self._key(host, path_kind, path_value, method, position)
+    def add(self, rule: RouteRule, route: R) -> None:
+        """Add ``rule``, leading to ``route``. Raises RouterError when the hostname, the path or
+        the method is invalid, or when the same rule (after normalisation) exists."""
+        host = _parse_hostname(rule.hostname)
+        key = _key(host, rule)
         if key in self._rules:
             raise RouterError(f"duplicate rule {key!r}")
-        kind = _PATH_KINDS[path_kind]
-        path = path_value.encode("utf-8")
-        path_pattern: re.Pattern[bytes] | None = None
-        if kind == _REGEX:
-            try:
-                path_pattern = re.compile(path)
-            except re.error as error:
-                raise RouterError(f"invalid path regex {path_value!r}: {error}") from error
+        kind = _PATH_KIND_CODES[rule.path_kind]
+        try:
+            path = encode_path_value(rule.path_value)
+            path_pattern = compile_path_regex(rule.path_value) if kind == _REGEX else None
+        except ValueError as error:
+            raise RouterError(str(error)) from error
         # A wildcard is stored as '.parent' in PRE/POST rules (suffix test) but as 'parent'
         # in the TREE (dict key); the rule keeps the former.
-        host_name = b"." + host.name if host.kind == _HOST_WILDCARD else host.name
-        rule: _Rule[R] = _Rule(
-            host.kind,
+        name = host.name.encode("ascii")
+        host_name = b"." + name if host.kind is HostKind.WILDCARD else name
+        entry: _Rule[R] = _Rule(
+            int(host.kind),
             host_name,
             host.pattern,
             kind,
             path,
             path_pattern,
-            _parse_method(method),
+            _parse_method(rule.method),
             route,
         )
-        if position == "pre":
-            self._pre.append(rule)
-        elif position == "post":
-            self._post.append(rule)
+        if rule.position is RulePosition.PRE:
+            self._pre.append(entry)
+        elif rule.position is RulePosition.POST:
+            self._post.append(entry)
         else:
-            self._ensure_tree_entry(host).insert(rule)
-        self._rules[key] = rule
+            self._ensure_tree_entry(host).insert(entry)
+        self._rules[key] = entry
 
-    def remove(
-        self,
-        hostname: str,
-        path_kind: str,
-        path_value: str,
-        method: str | None,
-        position: str,
-    ) -> R:
-        """Removes the rule and returns its route; RouterError if absent. EQUALS rules can be
-        removed."""
-        host = _parse_hostname_rule(hostname)
-        key = self._key(host, path_kind, path_value, method, position)
-        rule = self._rules.pop(key, None)
-        if rule is None:
+    def remove(self, rule: RouteRule) -> R:
+        """Remove ``rule`` and return its route; RouterError if absent. Every kind of rule,
+        EQUALS included, can be removed."""
+        host = _parse_hostname(rule.hostname)
+        key = _key(host, rule)
+        entry = self._rules.pop(key, None)
+        if entry is None:
             raise RouterError(f"no rule {key!r}")
-        if position == "pre":
-            _remove_identical(self._pre, rule)
-        elif position == "post":
-            _remove_identical(self._post, rule)
+        if rule.position is RulePosition.PRE:
+            _remove_identical(self._pre, entry)
+        elif rule.position is RulePosition.POST:
+            _remove_identical(self._post, entry)
         else:
             # The entry exists: a TREE rule is only ever indexed in its host's entry.
-            entry = self._ensure_tree_entry(host)
-            entry.delete(rule)
-            if entry.size == 0:
+            tree_entry = self._ensure_tree_entry(host)
+            tree_entry.delete(entry)
+            if tree_entry.size == 0:
                 self._drop_tree_entry(host)
-        return rule.route
+        return entry.route
 
     def lookup(self, hostname: bytes, path: bytes, method: bytes) -> R | None:
         """hostname as returned by parse_authority; path = the request-target (origin-form,
@@ -583,42 +468,32 @@ class Router(Generic[R]):
             return _first_listed(self._post, hostname, path, method)
         return None
 
-    @staticmethod
-    def _key(
-        host: _HostRule, path_kind: str, path_value: str, method: str | None, position: str
-    ) -> _RuleKey:
-        """The identity of a rule, after checking the kind and position names."""
-        if path_kind not in _PATH_KINDS:
-            raise RouterError(f"unknown path kind {path_kind!r}")
-        if position not in _POSITIONS:
-            raise RouterError(f"unknown position {position!r}")
-        return (host.key, path_kind, path_value, method, position)
-
-    def _ensure_tree_entry(self, host: _HostRule) -> _HostEntry[R]:
+    def _ensure_tree_entry(self, host: HostnameRule) -> _HostEntry[R]:
         """The TREE entry of `host`, created empty when missing."""
-        if host.kind == _HOST_ANY:
+        if host.kind is HostKind.ANY:
             if self._any is None:
                 self._any = _HostEntry()
             return self._any
-        if host.kind == _HOST_REGEX:
+        if host.kind is HostKind.REGEX:
             assert host.pattern is not None, "a regex hostname always has a pattern"
             pattern_and_entry = self._regex_entries.get(host.key)
             if pattern_and_entry is None:
                 pattern_and_entry = self._regex_entries[host.key] = (host.pattern, _HostEntry())
             return pattern_and_entry[1]
-        table = self._exact if host.kind == _HOST_EXACT else self._wildcard
-        entry = table.get(host.name)
+        table = self._exact if host.kind is HostKind.EXACT else self._wildcard
+        name = host.name.encode("ascii")
+        entry = table.get(name)
         if entry is None:
-            entry = table[host.name] = _HostEntry()
+            entry = table[name] = _HostEntry()
         return entry
 
-    def _drop_tree_entry(self, host: _HostRule) -> None:
+    def _drop_tree_entry(self, host: HostnameRule) -> None:
         """Forget the (empty) TREE entry of `host`."""
-        if host.kind == _HOST_ANY:
+        if host.kind is HostKind.ANY:
             self._any = None
-        elif host.kind == _HOST_REGEX:
+        elif host.kind is HostKind.REGEX:
             del self._regex_entries[host.key]
-        elif host.kind == _HOST_EXACT:
-            del self._exact[host.name]
+        elif host.kind is HostKind.EXACT:
+            del self._exact[host.name.encode("ascii")]
         else:
-            del self._wildcard[host.name]
+            del self._wildcard[host.name.encode("ascii")]

@@ -25,6 +25,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 from sozu_config.certificates import CertificateSummary
+from sozu_config.grammar import fold_hostname, wildcard_parent
 from sozu_config.models import HttpsListenerConfig, TlsVersion
 from sozu_config.tls import CIPHER_SUITES, TLS13_SUITES
 
@@ -174,12 +175,14 @@ class TlsRuntime:
         self._entries = dict(certificates)
 
     def lookup(self, name: str | None) -> ssl.SSLContext | None:
+        """The context of the certificate covering ``name`` (see
+        :func:`sozu_config.grammar.name_covers`): exact names first, then one-label wildcards."""
         if name:
-            name = name.lower().rstrip(".")
+            name = fold_hostname(name)
             context = self.exact.get(name)
             if context is not None:
                 return context
-            parent = name.partition(".")[2]
+            parent = wildcard_parent(name)
             if parent:
                 context = self.wildcard.get(parent)
                 if context is not None:
