@@ -23,11 +23,11 @@ from sozu_config.configfile.models import (
 )
 from sozu_config.configfile.rules import (
     cluster_hints,
-    covers,
     http_frontend_hints,
     listener_hints,
     tcp_frontend_hints,
 )
+from sozu_config.grammar import names_cover
 from sozu_config.models import (
     HeaderPosition,
     ListenerType,
@@ -189,4 +189,4 @@ def test_hints_for_keys_of_other_tables_follow_the_models() -> None:
     ],
 )
 def test_certificate_name_coverage(names: set[str], hostname: str, expected: bool) -> None:
-    assert covers(names, hostname) is expected
+    assert names_cover(names, hostname) is expected

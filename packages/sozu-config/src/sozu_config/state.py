@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from . import requests as rq
 from .certificates import CertificateAndKey, CertificateError, CertificateSummary, inspect
+from .grammar import normalize_hostname_rule
 from .models import (
     Backend,
     Cluster,
@@ -814,7 +815,10 @@ class ConfigState:
     ) -> list[ClusterInformation]:
         """Clusters with an HTTP/HTTPS frontend on exactly ``hostname`` (and ``path``)."""
         found: dict[str, None] = {}
-        hostname = hostname.lower().rstrip(".")
+        try:
+            hostname = normalize_hostname_rule(hostname)
+        except ValueError:
+            return []
         for frontend in _chain(self.http_frontends.values(), self.https_frontends.values()):
             if frontend.hostname != hostname or frontend.cluster_id is None:
                 continue

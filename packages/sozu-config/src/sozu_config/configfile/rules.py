@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from .. import requests as rq
+from ..grammar import names_cover
 from ..models import (
     HttpListenerConfig,
     HttpsListenerConfig,
@@ -45,7 +46,7 @@ from .models import (
 from .named_files import LoadedCertificate, NamedFiles
 from .settings import Config
 
-__all__ = ["Assembly", "Listener", "covers"]
+__all__ = ["Assembly", "Listener"]
 
 ListenerModel = HttpListenerConfig | HttpsListenerConfig | TcpListenerConfig
 LISTENER_MODELS: dict[ListenerType, type[ListenerModel]] = {
@@ -56,14 +57,6 @@ LISTENER_MODELS: dict[ListenerType, type[ListenerModel]] = {
 LISTENER_TIMEOUTS = ("front_timeout", "back_timeout", "connect_timeout", "request_timeout")
 Step = tuple[str, rq.StateRequest]
 """A request to apply, with the table it comes from."""
-
-
-def covers(names: set[str], hostname: str) -> bool:
-    """Whether a certificate name serves ``hostname`` (exact, or a one-label wildcard)."""
-    if hostname in names:
-        return True
-    head, dot, parent = hostname.partition(".")
-    return bool(dot) and head != "*" and f"*.{parent}" in names
 
 
 @dataclass(slots=True)
@@ -249,7 +242,7 @@ class Assembly:
             hostname = candidate.hostname
             if "/" in hostname or hostname == "*":
                 continue  # a regex or catch-all rule: which names it serves cannot be checked
-            if not covers(self.names_at.get(candidate.address, set()), hostname):
+            if not names_cover(self.names_at.get(candidate.address, set()), hostname):
                 self.findings.warn(
                     candidate.table,
                     "hostname",
