@@ -18,6 +18,7 @@ from sozu_config.config import Config
 from sozu_config.models import Cluster, HttpListenerConfig, ListenerType
 from sozu_config.responses import (
     BatchResults,
+    ErrorKind,
     Event,
     EventKind,
     MainProcessInfo,
@@ -27,7 +28,7 @@ from sozu_config.responses import (
     WorkersContent,
 )
 from sozu_config.state import ConfigState, StateError
-from sozu_runtime.main.execution import Execution, _batch_results, _failed_index
+from sozu_runtime.main.execution import Execution, _batch_results
 from sozu_runtime.main.persistence import StateFiles
 from sozu_runtime.main.pool import WorkerPool
 from sozu_runtime.main.replies import fail
@@ -76,11 +77,11 @@ def _no() -> bool:
 
 
 async def _refused_upgrade_worker(worker_id: int) -> Response:
-    return fail(f"no running worker {worker_id}")
+    return fail(f"no running worker {worker_id}", kind=ErrorKind.NOT_FOUND)
 
 
 async def _refused_upgrade_main() -> Response:
-    return fail("not upgraded")
+    return fail("not upgraded", kind=ErrorKind.UNAVAILABLE)
 
 
 def run(tmp_path: Path, test: Callable[[Bench], Awaitable[T]], **settings: Any) -> T:
@@ -133,6 +134,7 @@ def test_a_refused_batch_changes_nothing_and_says_which_request(tmp_path: Path) 
         response = await bench.execution.handle(batch)
         assert response.status is ResponseStatus.FAILURE
         assert response.message.startswith("refused by the main process: request 2 of 3")
+        assert (response.kind, response.index) == (ErrorKind.NOT_FOUND, 1)
         assert isinstance(response.content, BatchResults)
         outcomes = [r.message for r in response.content.results]
         assert outcomes[0] == "undone"
@@ -167,6 +169,7 @@ def test_a_version_mismatch_applies_nothing(tmp_path: Path) -> None:
         assert not response.ok
         assert isinstance(response.content, BatchResults)
         assert [r.message for r in response.content.results] == ["not applied"] * 2
+        assert (response.kind, response.index) == (ErrorKind.VERSION_MISMATCH, None)
 
     run(tmp_path, test)
 
@@ -208,6 +211,7 @@ def test_a_busy_address_refuses_the_activation(tmp_path: Path) -> None:
             f"cannot listen on {address}: the address is already in use; nothing was applied"
         )
         assert not response.ok
+        assert response.kind is ErrorKind.OS_ERROR
         assert address not in bench.state.listeners()
         assert len(bench.sockets) == 0
 
@@ -234,6 +238,7 @@ def test_queries_are_answered_from_the_main_state(tmp_path: Path) -> None:
         assert stop.message == "stopping 0 workers (hard stop)"
         subscribe = await execution.handle(rq.SubscribeEvents())
         assert subscribe.message == "subscribe_events is not supported by this daemon"
+        assert subscribe.kind is ErrorKind.UNSUPPORTED
         metrics = await execution.handle(rq.ConfigureMetrics(configuration="clear"))
         assert metrics.message == "metrics clear"
         upgrade = await execution.handle(rq.UpgradeWorker(worker_id=3))
@@ -279,14 +284,23 @@ def test_automatic_save_after_a_change(tmp_path: Path) -> None:
     run(tmp_path, test, saved_state=saved, automatic_state_save=True)
 
 
-def test_failed_index_reads_the_state_refusal() -> None:
-    state = ConfigState()
+def test_the_refused_request_of_a_batch_is_the_index_the_state_gives(tmp_path: Path) -> None:
     batch = rq.Batch(requests=[add("a"), add("b"), rq.RemoveCluster(cluster_id="ghost")])
     with pytest.raises(StateError) as refused:
-        state.apply(batch)
-    assert _failed_index(refused.value) == 2
-    assert _failed_index(StateError("the state changed since the plan was made")) == -1
-    assert _failed_index(StateError("request x of 2")) == -1
+        ConfigState().apply(batch)
+    assert refused.value.index == 2
+
+    async def test(bench: Bench) -> None:
+        response = await bench.execution.handle(batch)
+        assert (response.kind, response.index) == (ErrorKind.NOT_FOUND, 2)
+        assert isinstance(response.content, BatchResults)
+        assert [r.message for r in response.content.results] == [
+            "undone",
+            "undone",
+            refused.value.message,
+        ]
+
+    run(tmp_path, test)
 
 
 def test_batch_results_of_a_refusal() -> None:
@@ -297,4 +311,81 @@ def test_batch_results_of_a_refusal() -> None:
         (1, "add_cluster b", ResponseStatus.FAILURE, "why"),
         (2, "add_cluster c", ResponseStatus.FAILURE, "not applied"),
     ]
-    assert [r.message for r in _batch_results(batch, -1, "why")] == ["not applied"] * 3
+    assert [r.message for r in _batch_results(batch, None, "why")] == ["not applied"] * 3
+
+
+# --------------------------------------------------------------------------- failure kinds
+
+
+def test_a_request_no_worker_could_serve_is_invalid(tmp_path: Path) -> None:
+    broken = rq.AddCluster(cluster=Cluster(cluster_id="broken", answers={503: ""}))
+
+    async def test(bench: Bench) -> None:
+        alone = await bench.execution.handle(broken)
+        assert (alone.status, alone.kind, alone.index) == (
+            ResponseStatus.FAILURE,
+            ErrorKind.INVALID,
+            None,
+        )
+        batch = await bench.execution.handle(rq.Batch(requests=[add("fine"), broken]))
+        assert (batch.kind, batch.index) == (ErrorKind.INVALID, 1)
+        assert batch.message.startswith("request 2 of 2 (add_cluster broken) refused")
+        assert not bench.state.clusters
+
+    run(tmp_path, test)
+
+
+def test_a_state_query_refusal_carries_its_kind(tmp_path: Path) -> None:
+    async def test(bench: Bench) -> None:
+        query = rq.QueryCertificates(fingerprint="not hex")
+        response = await bench.execution.handle(query)
+        assert (response.status, response.kind) == (ResponseStatus.FAILURE, ErrorKind.INVALID)
+        assert "is not a SHA-256 fingerprint" in response.message
+
+    run(tmp_path, test)
+
+
+def test_state_files_that_cannot_be_written_or_read(tmp_path: Path) -> None:
+    nowhere = tmp_path / "missing" / "state.jsonl"
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text('{"type": "no_such_request"}\n')
+
+    async def test(bench: Bench) -> None:
+        saved = await bench.execution.handle(rq.SaveState(path=str(nowhere)))
+        assert (saved.status, saved.kind) == (ResponseStatus.FAILURE, ErrorKind.OS_ERROR)
+        assert saved.message.startswith(f"cannot save the state to {nowhere}")
+        missing = await bench.execution.handle(rq.LoadState(path=str(nowhere)))
+        assert (missing.status, missing.kind) == (ResponseStatus.FAILURE, ErrorKind.OS_ERROR)
+        invalid = await bench.execution.handle(rq.LoadState(path=str(garbage)))
+        assert (invalid.status, invalid.kind) == (ResponseStatus.FAILURE, ErrorKind.INVALID)
+        assert invalid.message.startswith(f"loading the state stopped at {garbage}, line 1")
+
+    run(tmp_path, test)
+
+
+def test_a_change_that_could_not_be_saved_is_not_saved(tmp_path: Path) -> None:
+    async def test(bench: Bench) -> None:
+        response = await bench.execution.handle(add("app"))
+        assert (response.status, response.kind) == (ResponseStatus.FAILURE, ErrorKind.NOT_SAVED)
+        assert response.message.endswith("the change is live but not saved")
+        assert "app" in bench.state.clusters
+
+    saved = tmp_path / "missing" / "saved.jsonl"
+    run(tmp_path, test, saved_state=saved, automatic_state_save=True)
+
+
+def test_reload_failures(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("this is not = = toml\n")
+
+    async def test(bench: Bench) -> None:
+        nothing = await bench.execution.handle(rq.ReloadConfiguration())
+        assert (nothing.kind, nothing.message) == (
+            ErrorKind.UNSUPPORTED,
+            "no configuration file to reload",
+        )
+        invalid = await bench.execution.handle(rq.ReloadConfiguration(path=str(broken)))
+        assert invalid.kind is ErrorKind.INVALID
+        assert invalid.message.startswith("the configuration was not reloaded: ")
+
+    run(tmp_path, test)

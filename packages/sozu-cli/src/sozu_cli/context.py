@@ -4,7 +4,8 @@ The command socket is ``--socket PATH`` when given (the configuration file is th
 when ``-c`` names one explicitly), else the ``command_socket`` of the configuration file
 (``-c FILE``, else ``$SOZU_CONFIG``). The wait for an answer is ``-t MS`` when given, else the
 file's ``ctl_command_timeout`` (sōzu's 1000 ms without a file); requests that change something
-or restart processes wait at least 30 s unless ``-t`` was given (0: no limit).
+or restart processes wait at least the library's ``MUTATION_TIMEOUT`` (30 s) unless ``-t`` was
+given (0: no limit).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sozu_config import (
     SubscribeEvents,
 )
 from sozu_config.config import Config, ConfigError, load_config
+from sozu_config.live import MUTATION_TIMEOUT
 
 from .errors import DaemonFailure, Unreachable, UsageError
 from .output import Output
@@ -38,9 +40,10 @@ __all__ = ["DEFAULT_TIMEOUT_MS", "LONG_TIMEOUT_MS", "Context", "client_error", "
 
 DEFAULT_TIMEOUT_MS = 1_000
 """sōzu's ``ctl_command_timeout`` default, used when no configuration file is read."""
-LONG_TIMEOUT_MS = 30_000
-"""The least wait for requests that change the state or the processes: the daemon answers
-them once every worker has applied them."""
+LONG_TIMEOUT_MS = int(MUTATION_TIMEOUT * 1000)
+"""The least wait for requests that change the state or the processes (the library's
+:data:`~sozu_config.live.MUTATION_TIMEOUT`): the daemon answers them once every worker has
+applied them."""
 
 
 def _request_types(union: Any) -> frozenset[str]:

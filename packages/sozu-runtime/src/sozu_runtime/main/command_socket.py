@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, SupportsIndex
 
 from sozu_config.protocol import encode_response
+from sozu_config.responses import ErrorKind
 
 from .replies import fail
 
@@ -193,6 +194,7 @@ class CommandServer:
                 writer,
                 f"too many command connections ({self.max_connections} are open); "
                 "close some (event subscriptions, watchers) and try again",
+                ErrorKind.LIMIT,
             )
             return
         self._readers.add(reader)
@@ -202,10 +204,10 @@ class CommandServer:
             self._readers.discard(reader)
 
 
-async def refuse(writer: asyncio.StreamWriter, message: str) -> None:
+async def refuse(writer: asyncio.StreamWriter, message: str, kind: ErrorKind) -> None:
     """Answer one failure (without request id) and disconnect."""
     with contextlib.suppress(Exception):
-        writer.write(encode_response(fail(message)))
+        writer.write(encode_response(fail(message, kind=kind)))
         await asyncio.wait_for(writer.drain(), 5.0)
     writer.close()
 

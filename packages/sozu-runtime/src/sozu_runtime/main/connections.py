@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from sozu_config import requests as rq
 from sozu_config.config import Config
 from sozu_config.protocol import ProtocolError, decode_request, encode_response
-from sozu_config.responses import Response
+from sozu_config.responses import ErrorKind, Response
 
 from .audit import FanOut, fan_out
 from .command_socket import CommandBudgetExceeded, Peer, unread_bytes
@@ -117,7 +117,9 @@ class CommandConnections:
                     message = decode_request(line)
                 except ProtocolError as error:
                     writer.write(
-                        encode_response(fail(str(error), request_id=error.request_id or ""))
+                        encode_response(
+                            fail(str(error), kind=error.kind, request_id=error.request_id or "")
+                        )
                     )
                     await writer.drain()
                     continue
@@ -138,13 +140,13 @@ class CommandConnections:
         try:
             line = await reader.readline()
         except CommandBudgetExceeded as refused:
-            writer.write(encode_response(fail(str(refused))))
+            writer.write(encode_response(fail(str(refused), kind=ErrorKind.LIMIT)))
             await writer.drain()
             return None
         except ValueError:  # a line over the size limit
             limit = self.config.max_command_buffer_size
             message = f"message too large (max_command_buffer_size is {limit} bytes)"
-            writer.write(encode_response(fail(message)))
+            writer.write(encode_response(fail(message, kind=ErrorKind.LIMIT)))
             return None
         if not line or not line.endswith(b"\n"):
             return None
@@ -194,7 +196,7 @@ class CommandConnections:
                     response = await self._service.handle(request)
             except Exception as error:  # a bug must not take the daemon down
                 log.exception("request %s failed", request.type)
-                response = fail(f"internal error: {error}")
+                response = fail(f"internal error: {error}", kind=ErrorKind.INTERNAL)
             self._service.audit_record(peer, request, response, tally)
             response = response.model_copy(update={"id": request_id})
             writer.write(encode_response(response))
@@ -272,7 +274,9 @@ async def _refuse_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         with contextlib.suppress(ProtocolError):
             request_id = decode_request(line).id
         refusal = "unauthorized: your user id is not in command_allowed_uids"
-        writer.write(encode_response(fail(refusal, request_id=request_id)))
+        writer.write(
+            encode_response(fail(refusal, kind=ErrorKind.UNAUTHORIZED, request_id=request_id))
+        )
         await writer.drain()
     writer.close()
 

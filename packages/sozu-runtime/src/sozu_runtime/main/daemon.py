@@ -39,6 +39,7 @@ from typing import Any
 from sozu_config import requests as rq
 from sozu_config.config import Config
 from sozu_config.responses import (
+    ErrorKind,
     Event,
     EventKind,
     MainProcessInfo,
@@ -269,7 +270,7 @@ class Daemon:
         """Re-execute this process with the installed code; returns only when that did not
         happen (see :meth:`.upgrade.MainUpgrade.upgrade`)."""
         if self.stopping:
-            return fail("the daemon is stopping")
+            return fail("the daemon is stopping", kind=ErrorKind.UNAVAILABLE)
         return await self.main_upgrade.upgrade(asker, then_workers=then_workers)
 
     def upgraded_answer(self, asked: dict[str, Any]) -> Response:

@@ -13,7 +13,6 @@ Queries are answered from the main state, or by asking the workers and merging t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -24,6 +23,7 @@ from sozu_config.config import Config
 from sozu_config.responses import (
     BatchResult,
     BatchResults,
+    ErrorKind,
     Event,
     EventKind,
     MainProcessInfo,
@@ -35,7 +35,7 @@ from sozu_config.responses import (
     WorkerResponses,
     WorkersContent,
 )
-from sozu_config.state import ConfigState, StateError
+from sozu_config.state import ConfigState, StateError, failure_from
 
 from ..logs import set_level
 from .metrics import main_figures, merge_metrics
@@ -134,7 +134,7 @@ class Execution:
                 try:
                     return ok(content=self.state.answer_query(request))
                 except StateError as error:
-                    return fail(error.message)
+                    return failure_from(error)
             case rq.SaveState():
                 return self.state_files.save(request.path)
             case rq.LoadState():
@@ -151,7 +151,9 @@ class Execution:
                 kind = request.type.replace("_", " ")
                 return ok(f"stopping {len(self.pool)} workers ({kind})")
             case rq.SubscribeEvents():  # served by the command connection itself
-                return fail(f"{request.type} is not supported by this daemon")
+                return fail(
+                    f"{request.type} is not supported by this daemon", kind=ErrorKind.UNSUPPORTED
+                )
             case _:
                 assert_never(request)
 
@@ -178,22 +180,23 @@ class Execution:
                 check_request(request, self.state, self.config)
             except RuntimeCheckError as error:
                 refused = _refused_batch(request, error.index, str(error))
-                return fail(str(error), content=refused)
+                return fail(str(error), kind=error.kind, index=error.index, content=refused)
             inner = request.requests if isinstance(request, rq.Batch) else [request]
             addresses = [r.address for r in inner if isinstance(r, rq.ActivateListener)]
             try:
                 fresh = self.sockets.open(addresses)
             except ListenError as error:
                 return fail(
-                    f"cannot listen on {error.address}: {error.reason}; nothing was applied"
+                    f"cannot listen on {error.address}: {error.reason}; nothing was applied",
+                    kind=ErrorKind.OS_ERROR,
                 )
             fds = [self.sockets.fileno(address) for address in addresses]
             try:
                 self.state.apply(request)
             except StateError as error:
                 self.sockets.discard(fresh)
-                refused = _refused_batch(request, _failed_index(error), error.message)
-                return fail(f"refused by the main process: {error.message}", content=refused)
+                refused = _refused_batch(request, error.index, error.message)
+                return failure_from(error, prefix="refused by the main process: ", content=refused)
             results = await self.pool.fanout(request, fds)
             listeners = self.state.listeners()
             self.sockets.release(a for a, listener in listeners.items() if listener.active)
@@ -216,15 +219,20 @@ class Execution:
             for worker, _ in failed:
                 self._spawn(self.pool.replace(worker, "resynchronisation"))
             details = "; ".join(f"worker {w.id}: {r.message}" for w, r in failed)
+            timed_out = all(r.kind == ErrorKind.TIMEOUT for _, r in failed)
             return fail(
                 f"applied to the main state, but {details}; "
                 f"{'this worker is' if len(failed) == 1 else 'these workers are'} "
                 "being replaced by "
-                "new ones started from the main state"
+                "new ones started from the main state",
+                kind=ErrorKind.TIMEOUT if timed_out else ErrorKind.WORKER_REFUSED,
             )
         message = f"applied to {len(results)} worker{'s' if len(results) != 1 else ''}"
         if save_error:
-            return fail(f"{message}, but {save_error}; the change is live but not saved")
+            return fail(
+                f"{message}, but {save_error}; the change is live but not saved",
+                kind=ErrorKind.NOT_SAVED,
+            )
         if saved:
             message += f"; {saved}"
         content = None
@@ -271,28 +279,17 @@ class Execution:
 
 
 # --------------------------------------------------------------------------- batch results
-# Which request of a refused batch failed is read from the refusal's text ("request N of M
-# ..."), as the state words it.
 
 
-def _failed_index(error: StateError) -> int:
-    """The index of the request a batch refusal names ("request N of M …"), -1 if none."""
-    text = error.message
-    if text.startswith("request "):
-        with contextlib.suppress(ValueError, IndexError):
-            return int(text.split()[1]) - 1
-    return -1
-
-
-def _batch_results(batch: rq.Batch, failed: int, message: str) -> list[BatchResult]:
-    """Per-request outcome of a refused batch: the failed one (when known) with the reason,
-    those before it undone, those after it (or all, when no request failed by itself, as on
-    a version mismatch) not applied."""
+def _batch_results(batch: rq.Batch, failed: int | None, message: str) -> list[BatchResult]:
+    """Per-request outcome of a refused batch: the failed one (``failed``, the index the
+    refusal carries) with the reason, those before it undone, those after it (or all, when no
+    request failed by itself, as on a version mismatch: ``None``) not applied."""
     results = []
     for index, request in enumerate(batch.requests):
         if index == failed:
             status_message = message
-        elif failed >= 0 and index < failed:
+        elif failed is not None and index < failed:
             status_message = "undone"
         else:
             status_message = "not applied"
@@ -307,7 +304,7 @@ def _batch_results(batch: rq.Batch, failed: int, message: str) -> list[BatchResu
     return results
 
 
-def _refused_batch(request: rq.Request, failed: int, message: str) -> BatchResults | None:
+def _refused_batch(request: rq.Request, failed: int | None, message: str) -> BatchResults | None:
     """The per-request outcome of a refused change, when it is a batch."""
     if not isinstance(request, rq.Batch):
         return None

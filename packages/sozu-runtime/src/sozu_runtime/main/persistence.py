@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sozu_config import requests as rq
 from sozu_config.config import Config
-from sozu_config.responses import Event, EventKind, Response
+from sozu_config.responses import ErrorKind, Event, EventKind, Response
 from sozu_config.state import ConfigState
 from sozu_config.statefile import (
     StateFileError,
@@ -91,7 +91,10 @@ class StateFiles:
         try:
             count = write_state_file(self.state, target)
         except OSError as error:
-            return fail(f"cannot save the state to {target}: {error.strerror or error}")
+            return fail(
+                f"cannot save the state to {target}: {error.strerror or error}",
+                kind=ErrorKind.OS_ERROR,
+            )
         self._emit(Event(kind=EventKind.STATE_SAVED, message=str(target)))
         return ok(f"saved {count} requests to {target}")
 
@@ -141,8 +144,11 @@ class StateFiles:
                         if len(errors) < 5:
                             errors.append(f"line {number}: {response.message}")
                 if stop is not None:
+                    unreadable = stop.line == 0  # the file, not one of its records
                     return fail(
-                        f"loading the state stopped at {stop}; {applied} requests applied before it"
+                        f"loading the state stopped at {stop}; "
+                        f"{applied} requests applied before it",
+                        kind=ErrorKind.OS_ERROR if unreadable else ErrorKind.INVALID,
                     )
                 if not batch:
                     break

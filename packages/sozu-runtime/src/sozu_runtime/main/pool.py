@@ -22,7 +22,15 @@ from typing import Any
 
 from sozu_config import requests as rq
 from sozu_config.config import Config
-from sozu_config.responses import Event, EventKind, Response, RunState, WorkerInfo, WorkersContent
+from sozu_config.responses import (
+    ErrorKind,
+    Event,
+    EventKind,
+    Response,
+    RunState,
+    WorkerInfo,
+    WorkersContent,
+)
 from sozu_config.state import ConfigState
 
 from ..messages import InitialState, Setup
@@ -96,7 +104,7 @@ class WorkerPool:
                     future, max(STARTUP_TIMEOUT, self.config.worker_timeout)
                 )
             except TimeoutError:
-                response = fail("no answer")
+                response = fail("no answer", kind=ErrorKind.TIMEOUT)
             if not response.ok:
                 log.error("worker %d failed to start: %s", handle.id, response.message)
                 handle.expected_exit = True
@@ -235,7 +243,9 @@ class WorkerPool:
                 results.append((worker, future.result()))
             else:
                 future.cancel()
-                results.append((worker, fail(f"did not answer within {wait:g} s")))
+                results.append(
+                    (worker, fail(f"did not answer within {wait:g} s", kind=ErrorKind.TIMEOUT))
+                )
         return results
 
     # ------------------------------------------------------------------ main-process upgrade

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sozu_config import requests as rq
 from sozu_config.config import ConfigError, load_config
-from sozu_config.responses import Event, EventKind, Response
+from sozu_config.responses import ErrorKind, Event, EventKind, Response
 from sozu_config.state import ConfigState
 
 from .replies import fail, ok
@@ -27,12 +27,12 @@ async def reload(
     """Apply what changed in the configuration file ``source`` (read in a thread) through
     ``execute``, as a batch that expects the current state version."""
     if source is None:
-        return fail("no configuration file to reload")
+        return fail("no configuration file to reload", kind=ErrorKind.UNSUPPORTED)
     loop = asyncio.get_running_loop()
     try:
         desired = await loop.run_in_executor(None, load_config, source)
     except ConfigError as error:
-        return fail(f"the configuration was not reloaded: {error}")
+        return fail(f"the configuration was not reloaded: {error}", kind=ErrorKind.INVALID)
     plan = state.diff(desired.state)
     if not plan:
         return ok(f"{source}: nothing to change")

@@ -38,6 +38,7 @@ from typing import Any
 
 from sozu_config.config import Config
 from sozu_config.responses import (
+    ErrorKind,
     Response,
     ResponseStatus,
     RunState,
@@ -159,10 +160,13 @@ async def upgrade_worker(pool: WorkerPool, worker_id: int) -> Response:
     """Replace a running worker by a new one (the old one finishes its requests)."""
     handle = pool.workers.get(worker_id)
     if handle is None or not handle.alive or handle.run_state is not RunState.RUNNING:
-        return fail(f"no running worker {worker_id}")
+        return fail(f"no running worker {worker_id}", kind=ErrorKind.NOT_FOUND)
     new = await pool.replace(handle, "upgrade")
     if new is None:
-        return fail(f"worker {worker_id} was not upgraded: the new worker did not start")
+        return fail(
+            f"worker {worker_id} was not upgraded: the new worker did not start",
+            kind=ErrorKind.UNAVAILABLE,
+        )
     return ok(
         f"worker {worker_id} (version {handle.version}) replaced by worker {new.id} "
         f"(version {new.version}, pid {new.pid})",
@@ -230,10 +234,13 @@ class MainUpgrade:
         ``then_workers`` upgrades every worker next.
         """
         if self.commands.server is None or self.connections.switching is not None:
-            return fail("the command socket is not served by this process")
+            return fail(
+                "the command socket is not served by this process", kind=ErrorKind.UNSUPPORTED
+            )
         reason = await self._switch(asker, then_workers)
         return fail(
-            f"the main process was not upgraded: {reason}; it goes on with version {__version__}"
+            f"the main process was not upgraded: {reason}; it goes on with version {__version__}",
+            kind=ErrorKind.UNAVAILABLE,
         )
 
     async def _switch(self, asker: Asker | None, then_workers: bool) -> str:

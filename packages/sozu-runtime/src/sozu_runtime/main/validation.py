@@ -12,6 +12,7 @@ from sozu_config import requests as rq
 from sozu_config.certificates import CertificateAndKey, CertificateError, inspect
 from sozu_config.config import Config
 from sozu_config.models import HttpsListenerConfig
+from sozu_config.responses import ErrorKind
 from sozu_config.state import ConfigState
 
 from ..worker.answers import AnswerTemplate, TemplateError
@@ -22,9 +23,12 @@ __all__ = ["RuntimeCheckError", "check_request"]
 
 class RuntimeCheckError(ValueError):
     """The request cannot be served; the message says why (never with key material).
-    ``index`` is the position of the refused request in a batch (0 for a single request)."""
+    ``kind`` is what the failure answer carries; ``index`` is the position of the refused
+    request in a batch (``None`` for a single request)."""
 
-    def __init__(self, message: str, index: int = 0) -> None:
+    kind = ErrorKind.INVALID
+
+    def __init__(self, message: str, index: int | None = None) -> None:
         super().__init__(message)
         self.index = index
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sozu_config.protocol import decode_response
 from sozu_config.requests import Request
 from sozu_config.responses import (
+    ErrorKind,
     Event,
     EventContent,
     Response,
@@ -169,7 +170,7 @@ class WorkerHandle:
         self.run_state = RunState.STOPPED
         for future in self._pending.values():
             if not future.done():
-                future.set_result(fail("the worker exited"))
+                future.set_result(fail("the worker exited", kind=ErrorKind.UNAVAILABLE))
         self._pending.clear()
         if self._pidfd >= 0:
             with contextlib.suppress(ProcessLookupError):
@@ -192,7 +193,7 @@ class WorkerHandle:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Response] = loop.create_future()
         if not self.alive:
-            future.set_result(fail("the worker is not running"))
+            future.set_result(fail("the worker is not running", kind=ErrorKind.UNAVAILABLE))
             return future
         message_id = message_id or f"M{next(_ids)}"
         message = WorkerMessage.model_construct(
@@ -204,7 +205,7 @@ class WorkerHandle:
             self.channel.send(encode_message(message), fds or [])
         except ConnectionError:
             del self._pending[message_id]
-            future.set_result(fail("the worker channel is closed"))
+            future.set_result(fail("the worker channel is closed", kind=ErrorKind.UNAVAILABLE))
         return future
 
     def kill(self) -> None:
