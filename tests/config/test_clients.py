@@ -584,10 +584,10 @@ def test_a_plan_is_sent_as_one_guarded_batch(serve: Serve, socket_path: Path) ->
     [
         (ErrorKind.VERSION_MISMATCH, "the state moved", True),
         (ErrorKind.NOT_FOUND, "refused: expected version of the truth", False),
-        (None, "the state changed (expected version 5, now 6): nothing was applied", True),
+        (None, "the state changed (expected version 5, now 6): nothing was applied", False),
         (None, "refused by the main process", False),
     ],
-    ids=["kind-says-so", "kind-wins-over-words", "kindless-daemon", "kindless-other"],
+    ids=["kind-says-so", "kind-wins-over-words", "words-are-never-read", "kindless-other"],
 )
 def test_a_refused_plan_says_its_kind(
     serve: Serve,

@@ -259,19 +259,9 @@ class Plan:
             response.message,
             response=response,
             results=list(content.results) if isinstance(content, BatchResults) else [],
-            kind=_failure_kind(response),
+            kind=response.kind,
             index=response.index,
         )
-
-
-def _failure_kind(response: Response) -> ErrorKind | None:
-    if response.kind is not None:
-        return response.kind
-    # A daemon that predates error kinds tells a guarded batch refused for its version only in
-    # the words of the state's refusal ("... (expected version N, now M) ...").
-    if "expected version" in response.message:
-        return ErrorKind.VERSION_MISMATCH
-    return None
 
 
 def _redacted(request: rq.StateRequest) -> dict[str, Any]:
