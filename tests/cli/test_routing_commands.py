@@ -50,7 +50,14 @@ def test_cluster_lifecycle(daemon: DaemonProcess) -> None:
     assert nowhere.code == 1
     missing = sozu("-c", daemon.config_path, "cluster", "list", "-i", "nope", "--json")
     assert missing.code == 1
-    assert missing.json() == {"status": "failure", "message": "no cluster 'nope'"}
+    assert missing.json() == {
+        "status": "failure",
+        "message": "no cluster 'nope'",
+        "kind": "not_found",
+    }
+    unknown = sozu("-c", daemon.config_path, "cluster", "remove", "-i", "nope", "--json")
+    assert unknown.code == 1
+    assert unknown.json()["kind"] == "not_found"
 
     # upsert: the same id again replaces the settings
     assert sozu("-c", daemon.config_path, "cluster", "add", "-i", "api").code == 0

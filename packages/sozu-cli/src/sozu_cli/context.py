@@ -180,12 +180,17 @@ class Context:
 
         ``ok``: with ``--json`` its content (or ``{"status", "message"}`` when it has none),
         else ``render(content)`` or the message. ``failure``: with ``--json``
-        ``{"status", "message"[, "content"]}`` on stdout; the message on stderr; exit 1.
+        ``{"status", "message"[, "kind", "index", "content"]}`` on stdout; the message on
+        stderr; exit 1.
         """
         output = self.output
         if not response.ok:
             if output.json_mode:
                 data: dict[str, Any] = {"status": "failure", "message": response.message}
+                if response.kind is not None:
+                    data["kind"] = response.kind.value
+                if response.index is not None:
+                    data["index"] = response.index
                 if response.content is not None:
                     data["content"] = response.content.model_dump(mode="json")
                 output.json(data)

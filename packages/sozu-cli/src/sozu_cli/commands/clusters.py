@@ -22,7 +22,7 @@ from sozu_config import (
     RemoveBackend,
     RemoveCluster,
 )
-from sozu_config.responses import ClusterHashes, ClusterInformation, ClustersContent
+from sozu_config.responses import ClusterHashes, ClusterInformation, ClustersContent, ErrorKind
 
 from ..arguments import address, answer, given, port
 from ..context import Context, content_of
@@ -96,7 +96,9 @@ def cluster_list(ctx: Context) -> int:
                     else f"no cluster has a frontend on exactly {args.domain!r}"
                 )
                 if output.json_mode:
-                    output.json({"status": "failure", "message": missing})
+                    output.json(
+                        {"status": "failure", "message": missing, "kind": ErrorKind.NOT_FOUND}
+                    )
                 raise DaemonFailure(f"{missing} (see 'sozu cluster list')")
 
         def render(content: Any) -> None:
