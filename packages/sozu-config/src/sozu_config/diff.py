@@ -23,6 +23,7 @@ Within a phase, objects are taken in sorted order, so the output is deterministi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import requests as rq
@@ -146,160 +147,208 @@ def _pair_rotations(
 
 def diff_states(source: StateTables, target: StateTables) -> list[rq.StateRequest]:
     """See the module documentation for the order of the result."""
-    out: list[rq.StateRequest] = []
-    src_tables, dst_tables = _tables(source), _tables(target)
+    diff = _Diff(source, target)
+    diff.clear_switching_listeners()  # phase 0
+    diff.listeners()  # phase 1
+    diff.clusters()  # phase 2
+    diff.certificates()  # phase 3
+    diff.http_frontends()  # phase 4
+    diff.tcp_frontends()
+    diff.backends()  # phase 5
+    return diff.finish()  # phase 6: activations, phase 7: removals
 
-    # addresses whose listener protocol changes: clear them first (phase 0)
-    src_type = {a: t for t in _ORDER for a in src_tables[t]}
-    dst_type = {a: t for t in _ORDER for a in dst_tables[t]}
-    switching = sorted(a for a, t in src_type.items() if dst_type.get(a, t) != t)
-    cleared: set[str] = set(switching)
-    for address in switching:
-        kind = src_type[address]
-        listener = src_tables[kind][address]
-        if listener.active:
-            out.append(rq.DeactivateListener(address=address, proxy=kind))
-        if address in source.tcp_frontends:
-            out.append(rq.RemoveTcpFrontend(frontend=source.tcp_frontends[address]))
-        for key in sorted(k for k in source.https_frontends if k[0] == address):
-            out.append(rq.RemoveHttpsFrontend(frontend=source.https_frontends[key]))
-        for key in sorted(k for k in source.http_frontends if k[0] == address):
-            out.append(rq.RemoveHttpFrontend(frontend=source.http_frontends[key]))
-        for fingerprint in sorted(source.certificates.get(address, {})):
-            out.append(rq.RemoveCertificate(address=address, fingerprint=fingerprint))
-        out.append(rq.RemoveListener(address=address, proxy=kind))
 
-    # phase 1: listeners added (inactive) or changed
-    activations: list[rq.StateRequest] = []
-    deactivations: list[rq.StateRequest] = []
-    listener_removals: list[rq.StateRequest] = []
-    for kind in _ORDER:
-        src, dst = src_tables[kind], dst_tables[kind]
-        for address in sorted(dst):
-            new = dst[address]
-            old = src.get(address)
-            if old is None:
-                out.append(_ADD_LISTENER[kind](listener=new.model_copy(update={"active": False})))
-                if new.active:
-                    activations.append(rq.ActivateListener(address=address, proxy=kind))
-                continue
-            changes = _listener_changes(old, new)
-            if changes:
-                out.append(_UPDATE_LISTENER[kind](address=address, **changes))
-            if new.active and not old.active:
-                activations.append(rq.ActivateListener(address=address, proxy=kind))
-            elif old.active and not new.active:
-                deactivations.append(rq.DeactivateListener(address=address, proxy=kind))
-        for address in sorted(src):
-            if address in dst or address in cleared:
-                continue
-            if src[address].active:
-                deactivations.append(rq.DeactivateListener(address=address, proxy=kind))
-            listener_removals.append(rq.RemoveListener(address=address, proxy=kind))
+@dataclass
+class _Diff:
+    """One computation of :func:`diff_states`: the requests emitted so far (``out``) and the
+    activations and removals held back until every addition is out."""
 
-    # phase 2: clusters
-    for cluster_id in sorted(target.clusters):
-        cluster = target.clusters[cluster_id]
-        if source.clusters.get(cluster_id) != cluster:
-            out.append(rq.AddCluster(cluster=cluster))
+    source: StateTables
+    target: StateTables
+    out: list[rq.StateRequest] = field(default_factory=list)
+    cleared: set[str] = field(default_factory=set)
+    """Addresses whose listener changes protocol: emptied and removed in phase 0."""
+    activations: list[rq.StateRequest] = field(default_factory=list)
+    deactivations: list[rq.StateRequest] = field(default_factory=list)
+    listener_removals: list[rq.StateRequest] = field(default_factory=list)
+    certificate_removals: list[rq.StateRequest] = field(default_factory=list)
+    frontend_removals: list[rq.StateRequest] = field(default_factory=list)
+    tcp_removals: list[rq.StateRequest] = field(default_factory=list)
+    backend_removals: list[rq.StateRequest] = field(default_factory=list)
+    src_tables: dict[ListenerType, Mapping[str, Any]] = field(init=False)
+    dst_tables: dict[ListenerType, Mapping[str, Any]] = field(init=False)
 
-    # phase 3: certificates
-    certificate_removals: list[rq.StateRequest] = []
-    for address in sorted(set(source.certificates) | set(target.certificates)):
-        old_certs = {} if address in cleared else source.certificates.get(address, {})
-        new_certs = target.certificates.get(address, {})
-        removed = [old_certs[f] for f in sorted(old_certs) if f not in new_certs]
-        added = [new_certs[f] for f in sorted(new_certs) if f not in old_certs]
-        pairs = _pair_rotations(removed, added)
-        paired_new = {new.fingerprint for _, new in pairs}
-        paired_old = {old.fingerprint for old, _ in pairs}
-        # plain additions first: a rotation to a certificate with fewer names must find the
-        # other names already covered
-        for new in added:
-            if new.fingerprint not in paired_new:
-                certificate, expired_at = _certificate_request(target, address, new.fingerprint)
-                out.append(
-                    rq.AddCertificate(
-                        address=address, certificate=certificate, expired_at=expired_at
+    def __post_init__(self) -> None:
+        self.src_tables, self.dst_tables = _tables(self.source), _tables(self.target)
+
+    def clear_switching_listeners(self) -> None:
+        """Addresses whose listener protocol changes are cleared first."""
+        source, out = self.source, self.out
+        src_type = {a: t for t in _ORDER for a in self.src_tables[t]}
+        dst_type = {a: t for t in _ORDER for a in self.dst_tables[t]}
+        switching = sorted(a for a, t in src_type.items() if dst_type.get(a, t) != t)
+        self.cleared = set(switching)
+        for address in switching:
+            kind = src_type[address]
+            listener = self.src_tables[kind][address]
+            if listener.active:
+                out.append(rq.DeactivateListener(address=address, proxy=kind))
+            if address in source.tcp_frontends:
+                out.append(rq.RemoveTcpFrontend(frontend=source.tcp_frontends[address]))
+            for key in sorted(k for k in source.https_frontends if k[0] == address):
+                out.append(rq.RemoveHttpsFrontend(frontend=source.https_frontends[key]))
+            for key in sorted(k for k in source.http_frontends if k[0] == address):
+                out.append(rq.RemoveHttpFrontend(frontend=source.http_frontends[key]))
+            for fingerprint in sorted(source.certificates.get(address, {})):
+                out.append(rq.RemoveCertificate(address=address, fingerprint=fingerprint))
+            out.append(rq.RemoveListener(address=address, proxy=kind))
+
+    def listeners(self) -> None:
+        """Listeners added (inactive) or changed; (de)activations and removals held back."""
+        for kind in _ORDER:
+            src, dst = self.src_tables[kind], self.dst_tables[kind]
+            for address in sorted(dst):
+                new = dst[address]
+                old = src.get(address)
+                if old is None:
+                    listener = new.model_copy(update={"active": False})
+                    self.out.append(_ADD_LISTENER[kind](listener=listener))
+                    if new.active:
+                        self.activations.append(rq.ActivateListener(address=address, proxy=kind))
+                    continue
+                changes = _listener_changes(old, new)
+                if changes:
+                    self.out.append(_UPDATE_LISTENER[kind](address=address, **changes))
+                if new.active and not old.active:
+                    self.activations.append(rq.ActivateListener(address=address, proxy=kind))
+                elif old.active and not new.active:
+                    self.deactivations.append(rq.DeactivateListener(address=address, proxy=kind))
+            for address in sorted(src):
+                if address in dst or address in self.cleared:
+                    continue
+                if src[address].active:
+                    self.deactivations.append(rq.DeactivateListener(address=address, proxy=kind))
+                self.listener_removals.append(rq.RemoveListener(address=address, proxy=kind))
+
+    def clusters(self) -> None:
+        source, target = self.source, self.target
+        for cluster_id in sorted(target.clusters):
+            cluster = target.clusters[cluster_id]
+            if source.clusters.get(cluster_id) != cluster:
+                self.out.append(rq.AddCluster(cluster=cluster))
+
+    def certificates(self) -> None:
+        source, target, out = self.source, self.target, self.out
+        for address in sorted(set(source.certificates) | set(target.certificates)):
+            old_certs = {} if address in self.cleared else source.certificates.get(address, {})
+            new_certs = target.certificates.get(address, {})
+            removed = [old_certs[f] for f in sorted(old_certs) if f not in new_certs]
+            added = [new_certs[f] for f in sorted(new_certs) if f not in old_certs]
+            pairs = _pair_rotations(removed, added)
+            paired_new = {new.fingerprint for _, new in pairs}
+            paired_old = {old.fingerprint for old, _ in pairs}
+            # plain additions first: a rotation to a certificate with fewer names must find the
+            # other names already covered
+            for new in added:
+                if new.fingerprint not in paired_new:
+                    certificate, expired_at = _certificate_request(target, address, new.fingerprint)
+                    out.append(
+                        rq.AddCertificate(
+                            address=address, certificate=certificate, expired_at=expired_at
+                        )
                     )
-                )
-        for fingerprint in sorted(set(old_certs) & set(new_certs)):
-            if old_certs[fingerprint] != new_certs[fingerprint]:  # names/versions/expiry changed
-                out.append(_replace(target, address, fingerprint, fingerprint))
-        out.extend(
-            _replace(target, address, old.fingerprint, new.fingerprint) for old, new in pairs
-        )
-        certificate_removals.extend(
-            rq.RemoveCertificate(address=address, fingerprint=old.fingerprint)
-            for old in removed
-            if old.fingerprint not in paired_old
-        )
+            for fingerprint in sorted(set(old_certs) & set(new_certs)):
+                if old_certs[fingerprint] != new_certs[fingerprint]:  # names/versions/expiry
+                    out.append(_replace(target, address, fingerprint, fingerprint))
+            out.extend(
+                _replace(target, address, old.fingerprint, new.fingerprint) for old, new in pairs
+            )
+            self.certificate_removals.extend(
+                rq.RemoveCertificate(address=address, fingerprint=old.fingerprint)
+                for old in removed
+                if old.fingerprint not in paired_old
+            )
 
-    # phase 4: frontends (changed ones: remove + add, side by side)
-    frontend_removals: list[rq.StateRequest] = []
-    for src_map, dst_map, add, remove in (
-        (source.http_frontends, target.http_frontends, rq.AddHttpFrontend, rq.RemoveHttpFrontend),
-        (
-            source.https_frontends,
-            target.https_frontends,
-            rq.AddHttpsFrontend,
-            rq.RemoveHttpsFrontend,
-        ),
-    ):
-        for key in sorted(dst_map):
-            new_frontend: HttpFrontend = dst_map[key]
-            old_frontend = None if key[0] in cleared else src_map.get(key)
-            if old_frontend == new_frontend:
+    def http_frontends(self) -> None:
+        """Changed frontends: remove + add, side by side."""
+        source, target, cleared = self.source, self.target, self.cleared
+        for src_map, dst_map, add, remove in (
+            (
+                source.http_frontends,
+                target.http_frontends,
+                rq.AddHttpFrontend,
+                rq.RemoveHttpFrontend,
+            ),
+            (
+                source.https_frontends,
+                target.https_frontends,
+                rq.AddHttpsFrontend,
+                rq.RemoveHttpsFrontend,
+            ),
+        ):
+            for key in sorted(dst_map):
+                new_frontend: HttpFrontend = dst_map[key]
+                old_frontend = None if key[0] in cleared else src_map.get(key)
+                if old_frontend == new_frontend:
+                    continue
+                if old_frontend is not None:
+                    self.out.append(remove(frontend=old_frontend))
+                self.out.append(add(frontend=new_frontend))
+            self.frontend_removals.extend(
+                remove(frontend=src_map[key])
+                for key in sorted(src_map)
+                if key not in dst_map and key[0] not in cleared
+            )
+
+    def tcp_frontends(self) -> None:
+        source, target, cleared = self.source, self.target, self.cleared
+        for address in sorted(target.tcp_frontends):
+            new_tcp = target.tcp_frontends[address]
+            old_tcp = None if address in cleared else source.tcp_frontends.get(address)
+            if old_tcp == new_tcp:
                 continue
-            if old_frontend is not None:
-                out.append(remove(frontend=old_frontend))
-            out.append(add(frontend=new_frontend))
-        frontend_removals.extend(
-            remove(frontend=src_map[key])
-            for key in sorted(src_map)
-            if key not in dst_map and key[0] not in cleared
-        )
-    for address in sorted(target.tcp_frontends):
-        new_tcp = target.tcp_frontends[address]
-        old_tcp = None if address in cleared else source.tcp_frontends.get(address)
-        if old_tcp == new_tcp:
-            continue
-        if old_tcp is not None:
-            out.append(rq.RemoveTcpFrontend(frontend=old_tcp))
-        out.append(rq.AddTcpFrontend(frontend=new_tcp))
-    tcp_removals = [
-        rq.RemoveTcpFrontend(frontend=source.tcp_frontends[a])
-        for a in sorted(source.tcp_frontends)
-        if a not in target.tcp_frontends and a not in cleared
-    ]
+            if old_tcp is not None:
+                self.out.append(rq.RemoveTcpFrontend(frontend=old_tcp))
+            self.out.append(rq.AddTcpFrontend(frontend=new_tcp))
+        self.tcp_removals = [
+            rq.RemoveTcpFrontend(frontend=source.tcp_frontends[a])
+            for a in sorted(source.tcp_frontends)
+            if a not in target.tcp_frontends and a not in cleared
+        ]
 
-    # phase 5: backends
-    backend_removals: list[rq.StateRequest] = []
-    for cluster_id in sorted(set(source.backends) | set(target.backends)):
-        old_backends = source.backends.get(cluster_id, {})
-        new_backends = target.backends.get(cluster_id, {})
-        for backend_id in sorted(new_backends):
-            backend = new_backends[backend_id]
-            if old_backends.get(backend_id) != backend:
-                out.append(rq.AddBackend(backend=backend))
-        backend_removals.extend(
-            rq.RemoveBackend(cluster_id=cluster_id, backend_id=b, address=old_backends[b].address)
-            for b in sorted(old_backends)
-            if b not in new_backends
-        )
+    def backends(self) -> None:
+        source, target = self.source, self.target
+        for cluster_id in sorted(set(source.backends) | set(target.backends)):
+            old_backends = source.backends.get(cluster_id, {})
+            new_backends = target.backends.get(cluster_id, {})
+            for backend_id in sorted(new_backends):
+                backend = new_backends[backend_id]
+                if old_backends.get(backend_id) != backend:
+                    self.out.append(rq.AddBackend(backend=backend))
+            self.backend_removals.extend(
+                rq.RemoveBackend(
+                    cluster_id=cluster_id, backend_id=b, address=old_backends[b].address
+                )
+                for b in sorted(old_backends)
+                if b not in new_backends
+            )
 
-    # phase 6: activations, then phase 7: removals in reverse dependency order
-    out.extend(activations)
-    out.extend(deactivations)
-    out.extend(backend_removals)
-    out.extend(tcp_removals)
-    out.extend(reversed_kinds(frontend_removals))
-    out.extend(certificate_removals)
-    out.extend(
-        rq.RemoveCluster(cluster_id=c) for c in sorted(source.clusters) if c not in target.clusters
-    )
-    out.extend(listener_removals)
-    return out
+    def finish(self) -> list[rq.StateRequest]:
+        """Activations, then removals in reverse dependency order."""
+        out = self.out
+        out.extend(self.activations)
+        out.extend(self.deactivations)
+        out.extend(self.backend_removals)
+        out.extend(self.tcp_removals)
+        out.extend(reversed_kinds(self.frontend_removals))
+        out.extend(self.certificate_removals)
+        out.extend(
+            rq.RemoveCluster(cluster_id=c)
+            for c in sorted(self.source.clusters)
+            if c not in self.target.clusters
+        )
+        out.extend(self.listener_removals)
+        return out
 
 
 def reversed_kinds(removals: list[rq.StateRequest]) -> list[rq.StateRequest]:
