@@ -284,8 +284,44 @@ def _compile(
     def fail(reason: str) -> TemplateError:
         return TemplateError(name, reason)
 
-    # Split the head into lines; the first empty line ends it. Lines end with LF, optionally
-    # preceded by CR (RFC 9112 §2.2 lets a recipient accept a bare LF as a line terminator).
+    lines, body = _split_head(raw, fail)
+    status_line, *field_lines = lines
+    code, minor = _status_of(status_line, status, fail)
+    head: list[_HeadSegment] = [status_line + _CRLF]
+    fields = _Fields(head)
+    for line in field_lines:
+        fields.add(line, fail)
+
+    closes = b"close" in fields.connection_tokens
+    if not fields.content_length_seen and not closes:
+        if fields.connection_seen:
+            raise fail(
+                "it has no Content-Length, so its body ends when the connection closes, "
+                "but its Connection header does not say close"
+            )
+        head.append(b"Connection: close" + _CRLF)
+        closes = True
+    if minor == b"0" and b"keep-alive" not in fields.connection_tokens:
+        # HTTP/1.0 connections close after the response unless keep-alive was announced.
+        closes = True
+    head.append(_CRLF)
+
+    return AnswerTemplate(
+        status=code,
+        name=name,
+        closes_connection=closes,
+        _head=_merge_literals(head),
+        _body=_body_segments(body, body_escape),
+    )
+
+
+_Fail = Callable[[str], TemplateError]
+
+
+def _split_head(raw: bytes, fail: _Fail) -> tuple[list[bytes], bytes]:
+    """The head's lines (at least the status line) and the body. The first empty line ends
+    the head. Lines end with LF, optionally preceded by CR (RFC 9112 §2.2 lets a recipient
+    accept a bare LF as a line terminator)."""
     lines: list[bytes] = []
     position = 0
     while True:
@@ -301,11 +337,13 @@ def _compile(
         if not line:
             break
         lines.append(line)
-    body = raw[position:]
     if not lines:
         raise fail("it has no status line, an HTTP/1.x status line is expected")
+    return lines, raw[position:]
 
-    status_line, *field_lines = lines
+
+def _status_of(status_line: bytes, status: int | None, fail: _Fail) -> tuple[int, bytes]:
+    """The status code and HTTP minor version of a checked status line."""
     if b"\r" in status_line:
         raise fail(f"bare CR in the status line {_show(status_line)}")
     status_match = _STATUS_LINE.fullmatch(status_line)
@@ -321,12 +359,20 @@ def _compile(
         raise fail(f"its status line says {code} but it is the template for status {status}")
     if _VARIABLE_PATTERN.search(status_line):
         raise fail("variables cannot be used in the status line")
+    minor: bytes = status_match["minor"]
+    return code, minor
 
-    head: list[_HeadSegment] = [status_line + _CRLF]
-    content_length_seen = False
-    connection_seen = False
-    connection_tokens: set[bytes] = set()
-    for line in field_lines:
+
+class _Fields:
+    """The header fields of a template, checked and turned into head segments one by one."""
+
+    def __init__(self, head: list[_HeadSegment]) -> None:
+        self.head = head
+        self.content_length_seen = False
+        self.connection_seen = False
+        self.connection_tokens: set[bytes] = set()
+
+    def add(self, line: bytes, fail: _Fail) -> None:
         if line[:1] in (b" ", b"\t"):
             raise fail(f"line {_show(line)} is a folded header line, which HTTP/1.1 forbids")
         colon = line.find(b":")
@@ -348,12 +394,12 @@ def _compile(
                 "Transfer-Encoding (chunked or any other) is not supported, an answer is sent whole"
             )
         if lowered == _CONTENT_LENGTH:
-            if content_length_seen:
+            if self.content_length_seen:
                 raise fail("it has several Content-Length headers")
-            content_length_seen = True
+            self.content_length_seen = True
             # The value written in the template is a placeholder, recomputed at render time.
-            head.append(_ContentLengthSlot(prefix))
-            continue
+            self.head.append(_ContentLengthSlot(prefix))
+            return
 
         variable = _whole_value_variable(field_value)
         if variable is None and _VARIABLE_PATTERN.search(field_value):
@@ -365,49 +411,33 @@ def _compile(
             if variable is not None:
                 # Whether the connection closes is decided now, from the template text.
                 raise fail("the Connection header cannot be a variable")
-            connection_seen = True
-            connection_tokens.update(
+            self.connection_seen = True
+            self.connection_tokens.update(
                 token.strip(b" \t").lower() for token in field_value.split(b",")
             )
         if variable is not None:
-            head.append(_HeaderSlot(prefix, variable))
+            self.head.append(_HeaderSlot(prefix, variable))
         else:
-            head.append(prefix + field_value + _CRLF)
+            self.head.append(prefix + field_value + _CRLF)
 
-    closes = b"close" in connection_tokens
-    if not content_length_seen and not closes:
-        if connection_seen:
-            raise fail(
-                "it has no Content-Length, so its body ends when the connection closes, "
-                "but its Connection header does not say close"
-            )
-        head.append(b"Connection: close" + _CRLF)
-        closes = True
-    if status_match["minor"] == b"0" and b"keep-alive" not in connection_tokens:
-        # HTTP/1.0 connections close after the response unless keep-alive was announced.
-        closes = True
-    head.append(_CRLF)
 
-    body_segments: list[_BodySegment] = []
+def _body_segments(
+    body: bytes, body_escape: Callable[[bytes, int], _Escape]
+) -> tuple[_BodySegment, ...]:
+    """The body as literal bytes and variable slots."""
+    segments: list[_BodySegment] = []
     start = 0
     for match in _VARIABLE_PATTERN.finditer(body):
         if match.start() > start:
-            body_segments.append(body[start : match.start()])
+            segments.append(body[start : match.start()])
         variable_name = match[1].decode("ascii")
-        body_segments.append(
+        segments.append(
             _BodySlot(_ALIASES.get(variable_name, variable_name), body_escape(body, match.start()))
         )
         start = match.end()
     if start < len(body):
-        body_segments.append(body[start:])
-
-    return AnswerTemplate(
-        status=code,
-        name=name,
-        closes_connection=closes,
-        _head=_merge_literals(head),
-        _body=tuple(body_segments),
-    )
+        segments.append(body[start:])
+    return tuple(segments)
 
 
 def _whole_value_variable(value: bytes) -> str | None:
