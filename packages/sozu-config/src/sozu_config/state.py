@@ -687,29 +687,8 @@ class ConfigState:
         for table in (self.http_listeners, self.https_listeners, self.tcp_listeners):
             addresses.update(table.keys())
         found.extend(f"several listeners at {a}" for a, n in addresses.items() if n > 1)
-        frontend_tables: tuple[tuple[dict[FrontendKey, HttpFrontend], dict[str, Any], str], ...] = (
-            (self.http_frontends, self.http_listeners, "http"),
-            (self.https_frontends, self.https_listeners, "https"),
-        )
-        for frontends, listeners, kind in frontend_tables:
-            for key, frontend in frontends.items():
-                if key != frontend.key:
-                    found.append(f"{kind} frontend stored under a wrong key {key}")
-                if frontend.address not in listeners:
-                    found.append(f"{kind} frontend {frontend.describe()} has no listener")
-                if frontend.cluster_id is not None and frontend.cluster_id not in self.clusters:
-                    found.append(f"{kind} frontend {frontend.describe()} has no cluster")
-        for address, tcp in self.tcp_frontends.items():
-            if address not in self.tcp_listeners:
-                found.append(f"tcp frontend {address} has no listener")
-            if tcp.cluster_id not in self.clusters:
-                found.append(f"tcp frontend {address} has no cluster")
-        for cluster_id, backends in self.backends.items():
-            if cluster_id not in self.clusters:
-                found.append(f"backends of missing cluster {cluster_id}")
-            for backend_id, backend in backends.items():
-                if backend.backend_id != backend_id or backend.cluster_id != cluster_id:
-                    found.append(f"backend {cluster_id}/{backend_id} stored under a wrong key")
+        found.extend(self._frontend_problems())
+        found.extend(self._backend_problems())
         for address, certificates in self.certificates.items():
             if address not in self.https_listeners:
                 found.append(f"certificates at {address} have no HTTPS listener")
@@ -717,6 +696,33 @@ class ConfigState:
                 if entry.fingerprint != fingerprint or entry.address != address:
                     found.append(f"certificate {fingerprint} stored under a wrong key")
         return found
+
+    def _frontend_problems(self) -> Iterator[str]:
+        frontend_tables: tuple[tuple[dict[FrontendKey, HttpFrontend], dict[str, Any], str], ...] = (
+            (self.http_frontends, self.http_listeners, "http"),
+            (self.https_frontends, self.https_listeners, "https"),
+        )
+        for frontends, listeners, kind in frontend_tables:
+            for key, frontend in frontends.items():
+                if key != frontend.key:
+                    yield f"{kind} frontend stored under a wrong key {key}"
+                if frontend.address not in listeners:
+                    yield f"{kind} frontend {frontend.describe()} has no listener"
+                if frontend.cluster_id is not None and frontend.cluster_id not in self.clusters:
+                    yield f"{kind} frontend {frontend.describe()} has no cluster"
+        for address, tcp in self.tcp_frontends.items():
+            if address not in self.tcp_listeners:
+                yield f"tcp frontend {address} has no listener"
+            if tcp.cluster_id not in self.clusters:
+                yield f"tcp frontend {address} has no cluster"
+
+    def _backend_problems(self) -> Iterator[str]:
+        for cluster_id, backends in self.backends.items():
+            if cluster_id not in self.clusters:
+                yield f"backends of missing cluster {cluster_id}"
+            for backend_id, backend in backends.items():
+                if backend.backend_id != backend_id or backend.cluster_id != cluster_id:
+                    yield f"backend {cluster_id}/{backend_id} stored under a wrong key"
 
     # ------------------------------------------------------------------ requests out
 
