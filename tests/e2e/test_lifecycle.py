@@ -27,7 +27,8 @@ import pytest
 from support.backends import HttpBackend, wait_for
 from support.clients import get
 from support.daemon import DaemonProcess, free_port, sozu_command
-from support.load import LoadGenerator, StreamSpec, assert_nothing_lost, load_backends
+from support.load import LoadGenerator, assert_nothing_lost
+from support.load_handlers import StreamSpec, load_backends
 
 import sozu_runtime
 from sozu_config import QueryState, Status
@@ -105,7 +106,7 @@ def test_twenty_cli_upgrades_in_a_row_under_load(proxy: Proxy) -> None:
     """``sozu upgrade`` twenty times while clients keep coming: each exits 0 and replaces
     the main code and every worker; not one request fails."""
     load = LoadGenerator(
-        proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES, max_seconds=240
+        proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES, resend=True, max_seconds=240
     )
     durations = []
     with load:
@@ -135,7 +136,7 @@ def test_twenty_cli_upgrades_in_a_row_under_load(proxy: Proxy) -> None:
 def test_usr2_upgrades_everything_under_load(proxy: Proxy) -> None:
     """``kill -USR2`` on the main process: the full upgrade, twenty times, nothing lost."""
     load = LoadGenerator(
-        proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES, max_seconds=240
+        proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES, resend=True, max_seconds=240
     )
     with load:
         load.wait_progress(count=100)

@@ -25,7 +25,8 @@ import pytest
 from support.backends import HttpBackend
 from support.clients import get
 from support.daemon import DaemonProcess, free_port
-from support.load import LoadGenerator, StreamSpec, load_handler
+from support.load import LoadGenerator
+from support.load_handlers import StreamSpec, load_handler
 
 from sozu_config import QueryState, ReloadConfiguration, StateSnapshot, load_config
 
@@ -277,7 +278,11 @@ def test_reloads_that_remove_and_add_clusters_never_disturb_the_routes_that_stay
         ]
         with DaemonProcess(tmp_path, texts[0]).start() as daemon:
             load = LoadGenerator(
-                port, host="app.example", stream=stream, expected_bodies={b"one", b"two"}
+                port,
+                host="app.example",
+                stream=stream,
+                expected_bodies={b"one", b"two"},
+                resend=True,
             )
             with load:
                 load.wait_progress(count=200)  # the operation happens amid established traffic
@@ -297,7 +302,7 @@ def test_reloads_that_remove_and_add_clusters_never_disturb_the_routes_that_stay
                     rounds += 1
                     time.sleep(0.2)
                 report = load.stop()
-            assert report.failures == [], report.summary()
+            assert report.failures() == [], report.summary()
             assert report.refused == 0
             assert report.stream is not None and report.stream.complete, report.summary()
             assert report.ok > 100, report.summary()

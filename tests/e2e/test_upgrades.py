@@ -33,14 +33,9 @@ from typing import Any
 import pytest
 from support.backends import HttpBackend, wait_for
 from support.clients import ConnectionClosed, HttpAnswer, HttpConnection, get
-from support.daemon import DaemonProcess, free_port, sozu_command
-from support.load import (
-    LoadGenerator,
-    StreamSpec,
-    assert_nothing_lost,
-    load_backends,
-    serving_process,
-)
+from support.daemon import DaemonProcess, free_port, serving_process, sozu_command
+from support.load import LoadGenerator, assert_nothing_lost
+from support.load_handlers import StreamSpec, load_backends
 
 from sozu_config import (
     AddBackend,
@@ -123,7 +118,7 @@ backends = [{{ address = "{one.address}" }}, {{ address = "{two.address}" }}]
 
 
 def load_on(proxy: Proxy) -> LoadGenerator:
-    return LoadGenerator(proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES)
+    return LoadGenerator(proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES, resend=True)
 
 
 def alive(pid: int) -> bool:
