@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from support.backends import HttpBackend, wait_for
 from support.clients import HttpAnswer, HttpConnection, get
+from support.configs import backend, single_http_cluster
 from support.daemon import DaemonProcess, free_port
 from support.load import LoadGenerator, LoadReport
 from support.load_handlers import DRIP_CHUNKS, named_handler
@@ -48,19 +49,11 @@ from sozu_config import (
 pytestmark = pytest.mark.e2e
 
 
-def single_cluster(address: str, backend: str, *, backend_id: str = "app-0") -> str:
+def single_cluster(address: str, backend_address: str, *, backend_id: str = "app-0") -> str:
     """Two workers, one HTTP listener at ``address``, cluster ``app`` for ``app.example``."""
-    return f"""
-worker_count = 2
-[[listeners]]
-protocol = "http"
-address = "{address}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "app.example" }}]
-backends = [{{ address = "{backend}", backend_id = "{backend_id}" }}]
-"""
+    return single_http_cluster(
+        address, [backend(backend_address, backend_id=backend_id)], worker_count=2
+    )
 
 
 def site(name: str, listener: str, backend: str) -> list[StateRequest]:

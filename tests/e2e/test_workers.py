@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.backends import HttpBackend, TcpEchoBackend, wait_for
 from support.clients import ConnectionClosed, HttpAnswer, HttpConnection, get
 from support.daemon import DaemonProcess, free_port, serving_process
@@ -62,23 +63,25 @@ HARD_STOP_DELAY = 3.0
 
 
 def daemon_config(
-    address: str, backend: str, *, workers: int = 2, settings: str = "", more: str = ""
+    address: str,
+    backend_address: str,
+    *more: configs.ListenerTable | configs.ClusterTable,
+    workers: int = 2,
+    **settings: object,
 ) -> str:
     """An HTTP listener at ``address`` and cluster ``app`` for ``app.example``; ``settings``
-    are extra top-level keys, ``more`` extra tables."""
-    return f"""
-worker_count = {workers}
-{settings}
-[[listeners]]
-protocol = "http"
-address = "{address}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "app.example" }}]
-backends = [{{ address = "{backend}" }}]
-{more}
-"""
+    are extra top-level keys, ``more`` extra listeners and clusters."""
+    return configs.document(
+        configs.http_listener(address),
+        configs.cluster(
+            "app",
+            frontends=[configs.frontend(address, "app.example")],
+            backends=[configs.backend(backend_address)],
+        ),
+        *more,
+        worker_count=workers,
+        **settings,
+    )
 
 
 def port_of(address: str) -> int:
@@ -276,9 +279,7 @@ def test_replacement_workers_serve_the_current_state(tmp_path: Path) -> None:
 def test_no_replacement_without_automatic_restart(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     with HttpBackend("app", named_handler("app")) as backend:
-        config = daemon_config(
-            address, backend.address, settings="worker_automatic_restart = false"
-        )
+        config = daemon_config(address, backend.address, worker_automatic_restart=False)
         with DaemonProcess(tmp_path, config).start() as daemon:
             victim, survivor = workers_of(daemon)
             os.kill(victim.pid, signal.SIGKILL)
@@ -436,17 +437,17 @@ def test_new_connections_during_soft_stop_are_not_served(
     tcp = f"127.0.0.1:{free_port()}"
     port = port_of(address)
     with HttpBackend("app", named_handler("app")) as backend, TcpEchoBackend() as echo:
-        more = f"""
-[[listeners]]
-protocol = "tcp"
-address = "{tcp}"
-
-[clusters.stream]
-protocol = "tcp"
-frontends = [{{ address = "{tcp}" }}]
-backends = [{{ address = "{echo.address}" }}]
-"""
-        config = daemon_config(address, backend.address, more=more)
+        config = daemon_config(
+            address,
+            backend.address,
+            configs.tcp_listener(tcp),
+            configs.cluster(
+                "stream",
+                protocol="tcp",
+                frontends=[configs.frontend(tcp)],
+                backends=[configs.backend(echo.address)],
+            ),
+        )
         daemon = DaemonProcess(tmp_path, config).start()
         with daemon:
             workers = workers_of(daemon)
@@ -501,7 +502,7 @@ def test_max_connections_backpressure(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     port = port_of(address)
     with HttpBackend("app", named_handler("app")) as backend:
-        config = daemon_config(address, backend.address, workers=1, settings="max_connections = 5")
+        config = daemon_config(address, backend.address, workers=1, max_connections=5)
         with DaemonProcess(tmp_path, config).start() as daemon:
             held = [HttpConnection(port) for _ in range(5)]
             try:

@@ -30,8 +30,8 @@ from typing import Any
 
 __all__ = [
     "LOOPBACK",
-    "Cluster",
-    "Listener",
+    "ClusterTable",
+    "ListenerTable",
     "address",
     "backend",
     "cluster",
@@ -39,6 +39,7 @@ __all__ = [
     "frontend",
     "http_listener",
     "https_listener",
+    "single_http_cluster",
     "tcp_listener",
     "toml_key",
     "toml_value",
@@ -109,7 +110,7 @@ def address(where: int | str) -> str:
 
 
 @dataclass(frozen=True)
-class Listener:
+class ListenerTable:
     """One ``[[listeners]]`` table."""
 
     protocol: str
@@ -122,7 +123,7 @@ class Listener:
 
 
 @dataclass(frozen=True)
-class Cluster:
+class ClusterTable:
     """One ``[clusters.<id>]`` table with its frontends and backends (inline tables)."""
 
     cluster_id: str
@@ -147,18 +148,18 @@ def _array(key: str, tables: tuple[Mapping[str, Any], ...]) -> str:
     return f"{key} = [\n{items}]"
 
 
-def http_listener(where: int | str, **settings: Any) -> Listener:
-    return Listener("http", address(where), settings)
+def http_listener(where: int | str, **settings: Any) -> ListenerTable:
+    return ListenerTable("http", address(where), settings)
 
 
-def https_listener(where: int | str, **settings: Any) -> Listener:
+def https_listener(where: int | str, **settings: Any) -> ListenerTable:
     """An HTTPS listener; ``certificate`` and ``key`` (paths) among the settings give it a
     default certificate."""
-    return Listener("https", address(where), settings)
+    return ListenerTable("https", address(where), settings)
 
 
-def tcp_listener(where: int | str, **settings: Any) -> Listener:
-    return Listener("tcp", address(where), settings)
+def tcp_listener(where: int | str, **settings: Any) -> ListenerTable:
+    return ListenerTable("tcp", address(where), settings)
 
 
 def frontend(where: int | str, hostname: str | None = None, **settings: Any) -> dict[str, Any]:
@@ -183,15 +184,37 @@ def cluster(
     frontends: Iterable[Mapping[str, Any]] = (),
     backends: Iterable[Mapping[str, Any]] = (),
     **settings: Any,
-) -> Cluster:
+) -> ClusterTable:
     """Cluster ``cluster_id`` with its ``frontends`` and ``backends`` (see :func:`frontend`
     and :func:`backend`) and its settings (``load_balancing="RANDOM"``…)."""
-    return Cluster(cluster_id, protocol, tuple(frontends), tuple(backends), settings)
+    return ClusterTable(cluster_id, protocol, tuple(frontends), tuple(backends), settings)
 
 
-def document(*parts: Listener | Cluster | str, **settings: Any) -> str:
+def document(*parts: ListenerTable | ClusterTable | str, **settings: Any) -> str:
     """The configuration file: the top-level ``settings`` (``worker_count=2``…) first, then
     each part in order (a string is taken as a TOML fragment, as it is)."""
     blocks = ["\n".join(_pairs(settings))] if settings else []
     blocks += [part if isinstance(part, str) else part.toml() for part in parts]
     return "\n\n".join(block.strip("\n") for block in blocks) + "\n"
+
+
+def single_http_cluster(
+    where: int | str,
+    backends: Iterable[int | str | Mapping[str, Any]],
+    *,
+    hostname: str = "app.example",
+    cluster_id: str = "app",
+    **settings: Any,
+) -> str:
+    """The most common file: one HTTP listener at ``where`` and one cluster serving
+    ``hostname`` there from ``backends`` (addresses, or tables made by :func:`backend`), with
+    the top-level ``settings``."""
+    return document(
+        http_listener(where),
+        cluster(
+            cluster_id,
+            frontends=[frontend(where, hostname=hostname)],
+            backends=[b if isinstance(b, Mapping) else backend(b) for b in backends],
+        ),
+        **settings,
+    )
