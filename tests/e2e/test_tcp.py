@@ -29,6 +29,15 @@ from pathlib import Path
 
 import pytest
 from support.backends import TcpEchoBackend, wait_for
+from support.configs import (
+    ClusterTable,
+    ListenerTable,
+    backend,
+    cluster,
+    document,
+    frontend,
+    tcp_listener,
+)
 from support.daemon import DaemonProcess, free_port, free_ports
 
 from sozu_config import AddBackend, Backend, QueryMetrics, RemoveBackend, SoftStop
@@ -51,21 +60,20 @@ class TcpProxy:
     dead_address: str
 
 
-def tcp_cluster(name: str, port: int, backends: list[tuple[str, str]]) -> str:
-    entries = ", ".join(
-        f'{{ address = "{address}", backend_id = "{backend_id}" }}'
-        for backend_id, address in backends
+def tcp_cluster(
+    name: str, port: int, backends: list[tuple[str, str]]
+) -> tuple[ListenerTable, ClusterTable]:
+    """A TCP listener on ``port`` and cluster ``name`` behind it, with ``backends`` given as
+    (backend id, address)."""
+    return (
+        tcp_listener(port),
+        cluster(
+            name,
+            protocol="tcp",
+            frontends=[frontend(port)],
+            backends=[backend(address, backend_id=backend_id) for backend_id, address in backends],
+        ),
     )
-    return f"""
-[[listeners]]
-protocol = "tcp"
-address = "127.0.0.1:{port}"
-
-[clusters.{name}]
-protocol = "tcp"
-frontends = [{{ address = "127.0.0.1:{port}" }}]
-backends = [{entries}]
-"""
 
 
 @contextlib.contextmanager
@@ -89,16 +97,15 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcpProxy]:
     ):
         names = ("echo", "pair", "dead", "retry", "live")
         ports = dict(zip(names, free_ports(len(names)), strict=True))
-        config = "worker_count = 1\n" + "".join(
-            (
-                tcp_cluster("echo", ports["echo"], [("echo-0", echo.address)]),
-                tcp_cluster(
-                    "pair", ports["pair"], [("first", first.address), ("second", second.address)]
-                ),
-                tcp_cluster("dead", ports["dead"], [("nobody", dead)]),
-                tcp_cluster("retry", ports["retry"], [("nobody", dead), ("retry", retry.address)]),
-                tcp_cluster("live", ports["live"], [("live-1", live.address)]),
-            )
+        config = document(
+            *tcp_cluster("echo", ports["echo"], [("echo-0", echo.address)]),
+            *tcp_cluster(
+                "pair", ports["pair"], [("first", first.address), ("second", second.address)]
+            ),
+            *tcp_cluster("dead", ports["dead"], [("nobody", dead)]),
+            *tcp_cluster("retry", ports["retry"], [("nobody", dead), ("retry", retry.address)]),
+            *tcp_cluster("live", ports["live"], [("live-1", live.address)]),
+            worker_count=1,
         )
         with DaemonProcess(tmp_path_factory.mktemp("tcp"), config).start() as daemon:
             yield TcpProxy(daemon, ports, echo, first, second, retry, live, dead)
@@ -319,7 +326,7 @@ def test_tcp_soft_stop_with_active_sessions(tmp_path: Path) -> None:
     session is over."""
     with TcpEchoBackend() as echo:
         port = free_port()
-        config = "worker_count = 1\n" + tcp_cluster("echo", port, [("echo-0", echo.address)])
+        config = document(*tcp_cluster("echo", port, [("echo-0", echo.address)]), worker_count=1)
         with DaemonProcess(tmp_path, config).start() as daemon:
             assert daemon.process is not None
             with connect(port) as active:

@@ -37,9 +37,11 @@ __all__ = [
     "cluster",
     "document",
     "frontend",
+    "http_cluster",
     "http_listener",
     "https_listener",
     "single_http_cluster",
+    "tcp_cluster",
     "tcp_listener",
     "toml_key",
     "toml_value",
@@ -198,6 +200,39 @@ def document(*parts: ListenerTable | ClusterTable | str, **settings: Any) -> str
     return "\n\n".join(block.strip("\n") for block in blocks) + "\n"
 
 
+def http_cluster(
+    cluster_id: str,
+    where: int | str,
+    hostname: str,
+    backends: Iterable[int | str | Mapping[str, Any]],
+    **settings: Any,
+) -> ClusterTable:
+    """The most common cluster: ``cluster_id`` serving ``hostname`` on the listener at
+    ``where`` from ``backends`` (addresses, or tables made by :func:`backend`)."""
+    return cluster(
+        cluster_id,
+        frontends=[frontend(where, hostname=hostname)],
+        backends=[b if isinstance(b, Mapping) else backend(b) for b in backends],
+        **settings,
+    )
+
+
+def tcp_cluster(
+    cluster_id: str,
+    where: int | str,
+    backends: Iterable[int | str | Mapping[str, Any]],
+    **settings: Any,
+) -> ClusterTable:
+    """TCP cluster ``cluster_id`` behind the TCP listener at ``where``, to ``backends``."""
+    return cluster(
+        cluster_id,
+        protocol="tcp",
+        frontends=[frontend(where)],
+        backends=[b if isinstance(b, Mapping) else backend(b) for b in backends],
+        **settings,
+    )
+
+
 def single_http_cluster(
     where: int | str,
     backends: Iterable[int | str | Mapping[str, Any]],
@@ -206,15 +241,8 @@ def single_http_cluster(
     cluster_id: str = "app",
     **settings: Any,
 ) -> str:
-    """The most common file: one HTTP listener at ``where`` and one cluster serving
-    ``hostname`` there from ``backends`` (addresses, or tables made by :func:`backend`), with
-    the top-level ``settings``."""
+    """The most common file: one HTTP listener at ``where`` and :func:`http_cluster`
+    ``cluster_id`` for ``hostname`` there, with the top-level ``settings``."""
     return document(
-        http_listener(where),
-        cluster(
-            cluster_id,
-            frontends=[frontend(where, hostname=hostname)],
-            backends=[b if isinstance(b, Mapping) else backend(b) for b in backends],
-        ),
-        **settings,
+        http_listener(where), http_cluster(cluster_id, where, hostname, backends), **settings
     )
