@@ -17,6 +17,11 @@ Settings are keyword arguments named as the file names them (``sticky_name="LB"`
 ``hsts={"enabled": True}``); values are written as TOML: strings quoted and escaped, paths as
 strings, mappings as inline tables, lists and tuples as arrays. A hand-written fragment may be
 passed to :func:`document` as a plain string where a test is about the exact text of a file.
+
+The usual shapes have shortcuts: :func:`http_cluster` (one hostname on one listener),
+:func:`tcp_cluster`, and :func:`single_http_cluster` (a whole file: one listener, one cluster).
+Tests whose variables are named ``backend`` or ``cluster`` import the module
+(``from support import configs``) and write ``configs.backend(...)``.
 """
 
 from __future__ import annotations
@@ -51,8 +56,15 @@ LOOPBACK = "127.0.0.1"
 """Where every end-to-end test listens and every test backend runs."""
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f"}
-_ESCAPES["\r"] = "\\r"
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
 
 
 # --------------------------------------------------------------------------- TOML values

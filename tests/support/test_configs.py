@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from sozu_config import load_config_text
+from sozu_config import ProxyProtocolConfig, load_config_text
 from support.configs import (
     backend,
     cluster,
     document,
     frontend,
+    http_cluster,
     http_listener,
     https_listener,
+    single_http_cluster,
+    tcp_cluster,
     tcp_listener,
     toml_key,
     toml_value,
@@ -174,3 +177,41 @@ def test_the_loader_accepts_a_full_document(tmp_path: Path) -> None:
         ("echo", "e0", "127.0.0.1:4000"),
     ]
     assert [(f.cluster_id, f.address) for f in state.tcp_frontends] == [("echo", "127.0.0.1:9000")]
+
+
+def test_the_shortcuts_make_the_usual_shapes() -> None:
+    text = document(
+        http_listener(8080),
+        tcp_listener(9000),
+        http_cluster("web", 8080, "web.example", [3000], https_redirect=True),
+        tcp_cluster("pipe", 9000, [backend(4000, backend_id="p0")], send_proxy=True),
+    )
+    state = load_config_text(text).state.snapshot()
+    [web] = [c for c in state.clusters if c.cluster_id == "web"]
+    [pipe] = [c for c in state.clusters if c.cluster_id == "pipe"]
+    assert web.https_redirect
+    assert pipe.proxy_protocol is ProxyProtocolConfig.SEND_HEADER
+    assert [(f.cluster_id, f.hostname) for f in state.http_frontends] == [("web", "web.example")]
+    assert [(f.cluster_id, f.address) for f in state.tcp_frontends] == [("pipe", "127.0.0.1:9000")]
+    assert sorted((b.cluster_id, b.address) for b in state.backends) == [
+        ("pipe", "127.0.0.1:4000"),
+        ("web", "127.0.0.1:3000"),
+    ]
+
+    single = single_http_cluster(
+        "127.0.0.1:8081", [3001, backend(3002, weight=2)], hostname="one.example", worker_count=1
+    )
+    assert tomllib.loads(single) == {
+        "worker_count": 1,
+        "listeners": [{"protocol": "http", "address": "127.0.0.1:8081"}],
+        "clusters": {
+            "app": {
+                "protocol": "http",
+                "frontends": [{"address": "127.0.0.1:8081", "hostname": "one.example"}],
+                "backends": [
+                    {"address": "127.0.0.1:3001"},
+                    {"address": "127.0.0.1:3002", "weight": 2},
+                ],
+            }
+        },
+    }
