@@ -60,6 +60,7 @@ __all__ = [
     "LoadReport",
     "RequestRecord",
     "StreamResult",
+    "StreamSpec",
     "assert_nothing_lost",
 ]
 
