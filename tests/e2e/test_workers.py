@@ -73,11 +73,7 @@ def daemon_config(
     are extra top-level keys, ``more`` extra listeners and clusters."""
     return configs.document(
         configs.http_listener(address),
-        configs.cluster(
-            "app",
-            frontends=[configs.frontend(address, "app.example")],
-            backends=[configs.backend(backend_address)],
-        ),
+        configs.http_cluster("app", address, "app.example", [backend_address]),
         *more,
         worker_count=workers,
         **settings,
@@ -183,7 +179,10 @@ def test_killed_worker_is_replaced_at_once_and_no_connection_is_refused(
         holder = serving_process(port, held.sock.getsockname()[1], [w.pid for w in before])
         [victim] = [w for w in before if w.pid == holder]
         [survivor] = [w for w in before if w.pid != holder]
-        with LoadGenerator(port, host="app.example") as load:
+        load = LoadGenerator(
+            port, host="app.example", keep_alive_clients=3, new_connection_clients=3
+        )
+        with load:
             load.wait_progress()
             killed_at = time.monotonic()
             os.kill(victim.pid, signal.SIGKILL)
