@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.backends import HttpBackend
 from support.certs import make_certificate
 from support.daemon import DaemonProcess, free_port
@@ -31,22 +32,18 @@ pytestmark = pytest.mark.e2e
 def test_every_change_is_recorded_with_its_sender_and_outcome(tmp_path: Path) -> None:
     http, https = free_port(), free_port()
     with HttpBackend("app") as backend:
-        config = f"""
-worker_count = 2
-audit_logs_target = "audit.log"
-audit_logs_json_target = "audit.jsonl"
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{http}"
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{https}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{http}", hostname = "app.example" }}]
-backends = [{{ address = "{backend.address}" }}]
-"""
+        config = configs.document(
+            configs.http_listener(http),
+            configs.https_listener(https),
+            configs.cluster(
+                "app",
+                frontends=[configs.frontend(http, "app.example")],
+                backends=[configs.backend(backend.address)],
+            ),
+            worker_count=2,
+            audit_logs_target="audit.log",
+            audit_logs_json_target="audit.jsonl",
+        )
         made = make_certificate("secure.example")
         key_text = made.key_pem
         with DaemonProcess(tmp_path, config).start() as daemon:
@@ -94,12 +91,9 @@ backends = [{{ address = "{backend.address}" }}]
 
 def test_an_audit_log_that_cannot_be_opened_stops_the_start(tmp_path: Path) -> None:
     port = free_port()
-    config = f"""
-audit_logs_target = "missing-folder/audit.log"
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-"""
+    config = configs.document(
+        configs.http_listener(port), audit_logs_target="missing-folder/audit.log"
+    )
     daemon = DaemonProcess(tmp_path, config)
     with pytest.raises(RuntimeError) as failed:
         daemon.start()

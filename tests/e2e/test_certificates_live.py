@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from support import configs
 from support.backends import HttpBackend
 from support.certs import make_certificate
 from support.clients import HttpConnection, tls_client_context, tls_handshake
@@ -154,20 +155,16 @@ def query_state(daemon: DaemonProcess) -> StateContent:
     return response.content
 
 
-def live_config(port: int, backend: str, extra: str = "") -> str:
-    return f"""
-worker_count = {WORKERS}
-log_level = "debug"
-{extra}
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{port}"
-
-[clusters.live]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "*.live.test" }}]
-backends = [{{ address = "{backend}" }}]
-"""
+def live_config(port: int, backend: str, **settings: object) -> str:
+    """An HTTPS listener on ``port`` without certificates, cluster ``live`` for
+    ``*.live.test``; ``settings`` at the top level."""
+    return configs.document(
+        configs.https_listener(port),
+        configs.http_cluster("live", port, "*.live.test", [backend]),
+        worker_count=WORKERS,
+        log_level="debug",
+        **settings,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -493,7 +490,7 @@ def test_expired_certificate_accepted_with_warn_policy(tmp_path: Path) -> None:
     cert = make_certificate("old.live.test", expired=True)
     with HttpBackend("warn") as backend:
         port = free_port()
-        config = live_config(port, backend.address, 'expired_certificates = "warn"')
+        config = live_config(port, backend.address, expired_certificates="warn")
         with DaemonProcess(tmp_path, config).start() as daemon:
             proxy = LiveProxy(daemon, port, backend, tmp_path)
             response = proxy.add(cert)

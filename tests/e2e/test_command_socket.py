@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import certs
+from support import certs, configs
 from support.backends import HttpBackend, TcpEchoBackend, wait_for
 from support.certs import make_certificate
 from support.clients import get
@@ -185,40 +185,37 @@ def queried(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueryDaemon]:
         one = stack.enter_context(HttpBackend("one"))
         two = stack.enter_context(HttpBackend("two"))
         echo = stack.enter_context(TcpEchoBackend())
-        config = f"""
-worker_count = 2
-[[listeners]]
-protocol = "http"
-address = "{http}"
-[[listeners]]
-protocol = "https"
-address = "{https}"
-[[listeners]]
-protocol = "tcp"
-address = "{tcp}"
-
-[clusters.app]
-protocol = "http"
-frontends = [
-  {{ address = "{http}", hostname = "app.example" }},
-  {{ address = "{http}", hostname = "app.example", path = "/api" }},
-  {{ address = "{https}", hostname = "secure.example", certificate = "cert.pem", key = "key.pem" }},
-]
-backends = [
-  {{ address = "{one.address}", backend_id = "one" }},
-  {{ address = "{two.address}", backend_id = "two" }},
-]
-
-[clusters.other]
-protocol = "http"
-frontends = [{{ address = "{http}", hostname = "other.example" }}]
-backends = [{{ address = "{one.address}", backend_id = "other-one" }}]
-
-[clusters.stream]
-protocol = "tcp"
-frontends = [{{ address = "{tcp}" }}]
-backends = [{{ address = "{echo.address}", backend_id = "echo" }}]
-"""
+        config = configs.document(
+            configs.http_listener(http),
+            configs.https_listener(https),
+            configs.tcp_listener(tcp),
+            configs.cluster(
+                "app",
+                frontends=[
+                    configs.frontend(http, "app.example"),
+                    configs.frontend(http, "app.example", path="/api"),
+                    configs.frontend(
+                        https, "secure.example", certificate="cert.pem", key="key.pem"
+                    ),
+                ],
+                backends=[
+                    configs.backend(one.address, backend_id="one"),
+                    configs.backend(two.address, backend_id="two"),
+                ],
+            ),
+            configs.cluster(
+                "other",
+                frontends=[configs.frontend(http, "other.example")],
+                backends=[configs.backend(one.address, backend_id="other-one")],
+            ),
+            configs.cluster(
+                "stream",
+                protocol="tcp",
+                frontends=[configs.frontend(tcp)],
+                backends=[configs.backend(echo.address, backend_id="echo")],
+            ),
+            worker_count=2,
+        )
         daemon = stack.enter_context(DaemonProcess(directory, config).start())
         yield QueryDaemon(daemon, http, https, tcp, one, two, echo, certificate)
 
@@ -491,19 +488,13 @@ def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BusyDaemon]:
     directory = tmp_path_factory.mktemp("busy")
     http = f"127.0.0.1:{free_port()}"
     with HttpBackend("app") as backend:
-        config = f"""
-worker_count = 2
-command_buffer_size = 16384
-max_command_buffer_size = {MAX_COMMAND_BUFFER_SIZE}
-[[listeners]]
-protocol = "http"
-address = "{http}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "{http}", hostname = "app.example" }}]
-backends = [{{ address = "{backend.address}", backend_id = "app-0" }}]
-"""
+        config = configs.single_http_cluster(
+            http,
+            [configs.backend(backend.address, backend_id="app-0")],
+            worker_count=2,
+            command_buffer_size=16384,
+            max_command_buffer_size=MAX_COMMAND_BUFFER_SIZE,
+        )
         with DaemonProcess(directory, config).start() as daemon:
             yield BusyDaemon(daemon, http, backend)
 
@@ -917,18 +908,9 @@ def test_worker_timeout_names_the_slow_worker(tmp_path: Path) -> None:
     http = f"127.0.0.1:{free_port()}"
     port = int(http.rsplit(":", 1)[1])
     with HttpBackend("app") as backend:
-        config = f"""
-worker_count = 2
-worker_timeout = 1
-[[listeners]]
-protocol = "http"
-address = "{http}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "{http}", hostname = "app.example" }}]
-backends = [{{ address = "{backend.address}" }}]
-"""
+        config = configs.single_http_cluster(
+            http, [backend.address], worker_count=2, worker_timeout=1
+        )
         with DaemonProcess(tmp_path, config).start() as daemon:
             workers = workers_of(daemon)
             slow_id, slow_pid, _ = workers[1]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.backends import HttpBackend, wait_for
 from support.certs import make_certificate
 from support.clients import get
@@ -31,19 +32,14 @@ pytestmark = pytest.mark.e2e
 START_TIMEOUT = 60.0  # seconds a refused start may take at most (it should take ~1 s)
 
 
-def http_config(port: int, backend: str, *, hostname: str = "app.example") -> str:
-    """One HTTP listener on ``port``, one cluster with one frontend and one backend."""
-    return f"""
-worker_count = 2
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "{hostname}" }}]
-backends = [{{ address = "{backend}" }}]
-"""
+def http_config(
+    port: int, backend: str, *, hostname: str = "app.example", **settings: object
+) -> str:
+    """One HTTP listener on ``port``, one cluster with one frontend and one backend;
+    ``settings`` at the top level."""
+    return configs.single_http_cluster(
+        port, [backend], hostname=hostname, worker_count=2, **settings
+    )
 
 
 def processes_in_group(group: int) -> list[int]:
@@ -158,7 +154,7 @@ def test_second_daemon_on_the_same_socket_refuses_and_the_first_keeps_running(
         first_workers = first.send(ListWorkers()).content
         second = DaemonProcess(
             tmp_path / "second",
-            f'command_socket = "{first.socket_path}"\n' + http_config(second_port, backend.address),
+            http_config(second_port, backend.address, command_socket=first.socket_path),
         )
         refused = subprocess.run(
             [*sozu_command(), "-c", str(second.config_path), "start"],
@@ -259,8 +255,7 @@ key = "key.pem"
         ),
         Refusal(
             "command socket folder missing",
-            f'command_socket = "{directory / "absent" / "sozu.sock"}"\n'
-            + http_config(port, backend),
+            http_config(port, backend, command_socket=directory / "absent" / "sozu.sock"),
             ("command_socket", str(directory / "absent")),
         ),
     ]

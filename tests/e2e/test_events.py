@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import configs
 from support.backends import Answer, HttpBackend, Received, wait_for
 from support.clients import HttpAnswer, HttpConnection, get
 from support.daemon import DaemonProcess, EventRecorder, free_port
@@ -90,12 +91,7 @@ class Proxy:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     port = free_port()
-    config = f"""
-worker_count = 1
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-"""
+    config = configs.document(configs.http_listener(port), worker_count=1)
     with DaemonProcess(tmp_path_factory.mktemp("events"), config).start() as daemon:
         yield Proxy(daemon, port)
 
@@ -166,12 +162,10 @@ def test_a_reload_is_announced_with_its_file(proxy: Proxy, events: EventRecorder
     daemon = proxy.daemon
     other = daemon.directory / "reload-events.toml"
     other.write_text(
-        daemon.config_path.read_text()
-        + """
-[clusters.reloaded]
-protocol = "http"
-backends = [{ address = "127.0.0.1:9" }]
-"""
+        configs.document(
+            daemon.config_path.read_text(),
+            configs.cluster("reloaded", backends=[configs.backend(9)]),
+        )
     )
     mark = events.mark()
     proxy.send_ok(ReloadConfiguration(path=str(other)))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.backends import Answer, HttpBackend, Received
 from support.certs import make_certificate
 from support.clients import HttpAnswer, HttpConnection, tls_client_context
@@ -25,8 +26,8 @@ from sozu_config.models import Hsts
 pytestmark = pytest.mark.e2e
 
 LISTENER_HSTS = "max-age=31536000"
-CUSTOM = "{ enabled = true, max_age = 600, include_subdomains = true, preload = true }"
-FORCED = "{ enabled = true, max_age = 60, force_replace_backend = true }"
+CUSTOM = {"enabled": True, "max_age": 600, "include_subdomains": True, "preload": True}
+FORCED = {"enabled": True, "max_age": 60, "force_replace_backend": True}
 BIG = bytes(range(256)) * 4096  # 1 MiB: many reads and writes on both sides
 
 
@@ -60,39 +61,32 @@ def hsts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HstsProxy]:
     https, http, closed = free_port(), free_port(), free_port()
     a = f"127.0.0.1:{https}"
     with HttpBackend("hsts", backend_answer) as backend:
-        config = f"""
-worker_count = 1
-[[listeners]]
-protocol = "https"
-address = "{a}"
-certificate = "cert.pem"
-key = "key.pem"
-strict_sni_binding = false
-hsts = {{ enabled = true }}
-
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{http}"
-
-[clusters.app]
-protocol = "http"
-authorized_hashes = ["admin:{hashlib.sha256(b"secret").hexdigest()}"]
-frontends = [
-  {{ address = "{a}", hostname = "app.hsts.test" }},
-  {{ address = "{a}", hostname = "off.hsts.test", hsts = {{ enabled = false }} }},
-  {{ address = "{a}", hostname = "custom.hsts.test", hsts = {CUSTOM} }},
-  {{ address = "{a}", hostname = "forced.hsts.test", hsts = {FORCED} }},
-  {{ address = "{a}", hostname = "redirect.hsts.test", redirect = "permanent" }},
-  {{ address = "{a}", hostname = "auth.hsts.test", required_auth = true }},
-  {{ address = "127.0.0.1:{http}", hostname = "plain.hsts.test" }},
-]
-backends = [{{ address = "{backend.address}" }}]
-
-[clusters.down]
-protocol = "http"
-frontends = [{{ address = "{a}", hostname = "down.hsts.test" }}]
-backends = [{{ address = "127.0.0.1:{closed}" }}]
-"""
+        config = configs.document(
+            configs.https_listener(
+                a,
+                certificate="cert.pem",
+                key="key.pem",
+                strict_sni_binding=False,
+                hsts={"enabled": True},
+            ),
+            configs.http_listener(http),
+            configs.cluster(
+                "app",
+                frontends=[
+                    configs.frontend(a, "app.hsts.test"),
+                    configs.frontend(a, "off.hsts.test", hsts={"enabled": False}),
+                    configs.frontend(a, "custom.hsts.test", hsts=CUSTOM),
+                    configs.frontend(a, "forced.hsts.test", hsts=FORCED),
+                    configs.frontend(a, "redirect.hsts.test", redirect="permanent"),
+                    configs.frontend(a, "auth.hsts.test", required_auth=True),
+                    configs.frontend(http, "plain.hsts.test"),
+                ],
+                backends=[configs.backend(backend.address)],
+                authorized_hashes=[f"admin:{hashlib.sha256(b'secret').hexdigest()}"],
+            ),
+            configs.http_cluster("down", a, "down.hsts.test", [closed]),
+            worker_count=1,
+        )
         with DaemonProcess(directory, config).start() as daemon:
             yield HstsProxy(https, http, daemon)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.backends import Answer, HttpBackend, Received
 from support.clients import HttpAnswer, HttpConnection
 from support.daemon import DaemonProcess, free_port
@@ -93,66 +94,17 @@ def answers(tmp_path_factory: pytest.TempPathFactory, sozu_data: Path) -> Iterat
     dead = dead_address()
     with HttpBackend("answers", backend_answer) as backend:
         a, c = f"127.0.0.1:{defaults}", f"127.0.0.1:{custom}"
-        live = f'backends = [{{ address = "{backend.address}" }}]'
-        config = f"""
-worker_count = 1
-[[listeners]]
-protocol = "http"
-address = "{a}"
-request_timeout = 1
-back_timeout = 1
+        live = [configs.backend(backend.address)]
+        down = [configs.backend(dead)]
 
-[[listeners]]
-protocol = "http"
-address = "{c}"
-answers = {{ "404" = "file://{custom_404}", "301" = "file://{template_301}" }}
+        def on_both(hostname: str) -> list[dict[str, object]]:
+            return [configs.frontend(a, hostname), configs.frontend(c, hostname)]
 
-[clusters.ok]
-protocol = "http"
-frontends = [{{ address = "{a}", hostname = "ok.test" }}]
-{live}
-
-[clusters.down]
-protocol = "http"
-frontends = [
-  {{ address = "{a}", hostname = "down.test" }},
-  {{ address = "{c}", hostname = "down.test" }},
-]
-backends = [{{ address = "{dead}" }}]
-
-[clusters.empty]
-protocol = "http"
-frontends = [{{ address = "{a}", hostname = "empty.test" }}]
-backends = []
-
-[clusters.resting]
-protocol = "http"
-answers = {{ "503" = "file://{template_503}" }}
-frontends = [
-  {{ address = "{a}", hostname = "resting.test" }},
-  {{ address = "{c}", hostname = "resting.test" }},
-]
-backends = [{{ address = "{dead}" }}]
-
-[clusters.secure]
-protocol = "http"
-https_redirect = true
-frontends = [
-  {{ address = "{a}", hostname = "secure.test" }},
-  {{ address = "{c}", hostname = "secure.test" }},
-]
-{live}
-
-[clusters.secure_port]
-protocol = "http"
-https_redirect = true
-https_redirect_port = 8443
-frontends = [{{ address = "{a}", hostname = "secureport.test" }}]
-{live}
-
+        # the redirect frontends are written as an array of tables, the file's other syntax
+        redirects = f"""
 [clusters.redirects]
 protocol = "http"
-{live}
+backends = [{{ address = "{backend.address}" }}]
 
 [[clusters.redirects.frontends]]
 address = "{a}"
@@ -187,14 +139,41 @@ redirect = "permanent"
 redirect_scheme = "USE_HTTPS"
 rewrite_host = "new.test"
 rewrite_port = 8443
-
-[clusters.auth]
-protocol = "http"
-authorized_hashes = ["alice:{PASSWORD_HASH}"]
-www_authenticate = "staff"
-frontends = [{{ address = "{a}", hostname = "auth.test", required_auth = true }}]
-{live}
 """
+        config = configs.document(
+            configs.http_listener(a, request_timeout=1, back_timeout=1),
+            configs.http_listener(
+                c, answers={"404": f"file://{custom_404}", "301": f"file://{template_301}"}
+            ),
+            configs.cluster("ok", frontends=[configs.frontend(a, "ok.test")], backends=live),
+            configs.cluster("down", frontends=on_both("down.test"), backends=down),
+            configs.cluster("empty", frontends=[configs.frontend(a, "empty.test")]),
+            configs.cluster(
+                "resting",
+                frontends=on_both("resting.test"),
+                backends=down,
+                answers={"503": f"file://{template_503}"},
+            ),
+            configs.cluster(
+                "secure", frontends=on_both("secure.test"), backends=live, https_redirect=True
+            ),
+            configs.cluster(
+                "secure_port",
+                frontends=[configs.frontend(a, "secureport.test")],
+                backends=live,
+                https_redirect=True,
+                https_redirect_port=8443,
+            ),
+            redirects,
+            configs.cluster(
+                "auth",
+                frontends=[configs.frontend(a, "auth.test", required_auth=True)],
+                backends=live,
+                authorized_hashes=[f"alice:{PASSWORD_HASH}"],
+                www_authenticate="staff",
+            ),
+            worker_count=1,
+        )
         with DaemonProcess(directory, config).start() as daemon:
             for frontend in (
                 HttpFrontend(address=a, hostname="deny.test"),

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+from support import configs
 from support.backends import Answer, Handler, HttpBackend, Received, wait_for
 from support.clients import HttpAnswer, HttpConnection
 from support.daemon import DaemonProcess, free_port
@@ -54,46 +55,46 @@ class Balancing:
         return {name: len(self.backends[name].requests) for name in names}
 
 
-# cluster → (settings, [(backend name or "dead", backend table fields)])
-CLUSTERS: dict[str, tuple[str, list[tuple[str, str]]]] = {
+# cluster → (settings, [(backend name or "dead", backend settings)])
+CLUSTERS: dict[str, tuple[dict[str, object], list[tuple[str, dict[str, object]]]]] = {
     "sticky": (
-        "sticky_session = true",
+        {"sticky_session": True},
         [
-            ("sticky-a", 'sticky_id = "s-one"'),
-            ("sticky-b", 'sticky_id = "s-two"'),
-            ("sticky-c", 'backend_id = "sticky-three"'),
-            ("dead", 'sticky_id = "s-dead"'),
+            ("sticky-a", {"sticky_id": "s-one"}),
+            ("sticky-b", {"sticky_id": "s-two"}),
+            ("sticky-c", {"backend_id": "sticky-three"}),
+            ("dead", {"sticky_id": "s-dead"}),
         ],
     ),
     "rr": (
-        'load_balancing = "ROUND_ROBIN"',
-        [("rr-a", ""), ("rr-b", ""), ("rr-c", "")],
+        {"load_balancing": "ROUND_ROBIN"},
+        [("rr-a", {}), ("rr-b", {}), ("rr-c", {})],
     ),
     "wrr": (
-        'load_balancing = "ROUND_ROBIN"',
-        [("wrr-1", "weight = 1"), ("wrr-2", "weight = 2"), ("wrr-3", "weight = 3")],
+        {"load_balancing": "ROUND_ROBIN"},
+        [("wrr-1", {"weight": 1}), ("wrr-2", {"weight": 2}), ("wrr-3", {"weight": 3})],
     ),
     "random": (
-        'load_balancing = "RANDOM"',
-        [("random-light", "weight = 50"), ("random-heavy", "weight = 150")],
+        {"load_balancing": "RANDOM"},
+        [("random-light", {"weight": 50}), ("random-heavy", {"weight": 150})],
     ),
     "least": (
-        'load_balancing = "LEAST_LOADED"\nload_metric = "REQUESTS"',
-        [("least-fast", ""), ("least-slow", "")],
+        {"load_balancing": "LEAST_LOADED", "load_metric": "REQUESTS"},
+        [("least-fast", {}), ("least-slow", {})],
     ),
     "least_connections": (
-        'load_balancing = "LEAST_LOADED"',
-        [("leastc-fast", ""), ("leastc-slow", "")],
+        {"load_balancing": "LEAST_LOADED"},
+        [("leastc-fast", {}), ("leastc-slow", {})],
     ),
     "p2c": (
-        'load_balancing = "POWER_OF_TWO"\nload_metric = "REQUESTS"',
-        [("p2c-fast-1", ""), ("p2c-fast-2", ""), ("p2c-slow", "")],
+        {"load_balancing": "POWER_OF_TWO", "load_metric": "REQUESTS"},
+        [("p2c-fast-1", {}), ("p2c-fast-2", {}), ("p2c-slow", {})],
     ),
-    "backup_used": ("", [("dead", ""), ("backup-used-b", "backup = true")]),
-    "backup_idle": ("", [("backup-idle-p", ""), ("backup-idle-b", "backup = true")]),
-    "retry": ("", [("dead", ""), ("retry-live", ""), ("dead", "")]),
-    "all_dead": ("", [("dead", ""), ("dead", "")]),
-    "refused": ("", [("dead", 'backend_id = "refused-only"')]),
+    "backup_used": ({}, [("dead", {}), ("backup-used-b", {"backup": True})]),
+    "backup_idle": ({}, [("backup-idle-p", {}), ("backup-idle-b", {"backup": True})]),
+    "retry": ({}, [("dead", {}), ("retry-live", {}), ("dead", {})]),
+    "all_dead": ({}, [("dead", {}), ("dead", {})]),
+    "refused": ({}, [("dead", {"backend_id": "refused-only"})]),
 }
 SLOW_BACKENDS = {"least-slow", "leastc-slow", "p2c-slow"}
 
@@ -118,24 +119,23 @@ def balancing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Balancing]:
                     address = dead[-1]
                 else:
                     address = backends[name].address
-                rows.append(f'{{ address = "{address}"{", " + fields if fields else ""} }}')
-            frontends = f'{{ address = "{a}", hostname = "{cluster.replace("_", "-")}.test" }}'
+                rows.append(configs.backend(address, **fields))
+            frontends = [configs.frontend(a, f"{cluster.replace('_', '-')}.test")]
             if cluster == "sticky":
-                frontends += f', {{ address = "{s}", hostname = "sticky.test" }}'
-            tables.append(
-                f'[clusters.{cluster}]\nprotocol = "http"\n{settings}\n'
-                f"frontends = [{frontends}]\nbackends = [\n  " + ",\n  ".join(rows) + "\n]\n"
-            )
+                frontends.append(configs.frontend(s, "sticky.test"))
+            tables.append(configs.cluster(cluster, frontends=frontends, backends=rows, **settings))
         tables.append(
-            '[clusters.comeback]\nprotocol = "http"\n'
-            f'frontends = [{{ address = "{a}", hostname = "comeback.test" }}]\n'
-            f'backends = [{{ address = "127.0.0.1:{comeback_port}" }}]\n'
+            configs.cluster(
+                "comeback",
+                frontends=[configs.frontend(a, "comeback.test")],
+                backends=[configs.backend(comeback_port)],
+            )
         )
-        config = (
-            "worker_count = 1\n"
-            f'[[listeners]]\nprotocol = "http"\naddress = "{a}"\n\n'
-            f'[[listeners]]\nprotocol = "http"\naddress = "{s}"\nsticky_name = "LB"\n\n'
-            + "\n".join(tables)
+        config = configs.document(
+            configs.http_listener(a),
+            configs.http_listener(s, sticky_name="LB"),
+            *tables,
+            worker_count=1,
         )
         with DaemonProcess(tmp_path_factory.mktemp("balancing"), config).start() as daemon:
             yield Balancing(daemon, port, sticky_port, backends, dead, comeback_port)

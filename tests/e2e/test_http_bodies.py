@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import configs
 from support.backends import Answer, HttpBackend, Received, ScriptedBackend
 from support.clients import HttpConnection, proxy_v2_header
 from support.daemon import DaemonProcess, free_port
@@ -226,40 +227,22 @@ def bodies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bodies]:
         HttpBackend("fresh", digest_and_close, keep_bodies=False) as fresh,
     ):
         address = f"127.0.0.1:{port}"
-        config = f"""
-worker_count = 1
-[[listeners]]
-protocol = "http"
-address = "{address}"
-
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{proxied}"
-expect_proxy = true
-
-[clusters.bodies]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "bodies.test" }}]
-backends = [{{ address = "{backend.address}" }}]
-
-[clusters.raw]
-protocol = "http"
-frontends = [
-  {{ address = "{address}", hostname = "raw.test" }},
-  {{ address = "127.0.0.1:{proxied}", hostname = "raw.test" }},
-]
-backends = [{{ address = "{raw.address}" }}]
-
-[clusters.sink]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "sink.test" }}]
-backends = [{{ address = "{sink.address}" }}]
-
-[clusters.fresh]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "fresh.test" }}]
-backends = [{{ address = "{fresh.address}" }}]
-"""
+        config = configs.document(
+            configs.http_listener(address),
+            configs.http_listener(proxied, expect_proxy=True),
+            configs.http_cluster("bodies", address, "bodies.test", [backend.address]),
+            configs.cluster(
+                "raw",
+                frontends=[
+                    configs.frontend(address, "raw.test"),
+                    configs.frontend(proxied, "raw.test"),
+                ],
+                backends=[configs.backend(raw.address)],
+            ),
+            configs.http_cluster("sink", address, "sink.test", [sink.address]),
+            configs.http_cluster("fresh", address, "fresh.test", [fresh.address]),
+            worker_count=1,
+        )
         with DaemonProcess(tmp_path_factory.mktemp("bodies"), config).start() as daemon:
             yield Bodies(port, proxied, daemon, backend, raw, sink, fresh)
 
@@ -535,18 +518,14 @@ def test_tunnel_is_released_once_both_sides_have_closed(
     port = free_port()
     with ScriptedBackend(raw_script) as raw:
         address = f"127.0.0.1:{port}"
-        config = f"""
-worker_count = 1
-front_timeout = 30
-[[listeners]]
-protocol = "http"
-address = "{address}"
-
-[clusters.raw]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "raw.test" }}]
-backends = [{{ address = "{raw.address}" }}]
-"""
+        config = configs.single_http_cluster(
+            address,
+            [raw.address],
+            hostname="raw.test",
+            cluster_id="raw",
+            worker_count=1,
+            front_timeout=30,
+        )
         with DaemonProcess(tmp_path, config).start() as daemon:
             with HttpConnection(port) as connection:
                 connection.send(UPGRADE_REQUEST % b"/chat")

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support import configs
 from support.backends import Answer, HttpBackend, Received
 from support.clients import HttpConnection
 from support.daemon import DaemonProcess, free_port
@@ -83,27 +84,13 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connections]:
     ):
         address = f"127.0.0.1:{port}"
         trio = [trio0, trio1, trio2]
-        config = f"""
-worker_count = 1
-[[listeners]]
-protocol = "http"
-address = "{address}"
-
-[clusters.keep]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "keep.test" }}]
-backends = [{{ address = "{keep.address}" }}]
-
-[clusters.pool]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "pool.test" }}]
-backends = [{{ address = "{pool.address}" }}]
-
-[clusters.trio]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "trio.test" }}]
-backends = [{", ".join(f'{{ address = "{b.address}" }}' for b in trio)}]
-"""
+        config = configs.document(
+            configs.http_listener(address),
+            configs.http_cluster("keep", address, "keep.test", [keep.address]),
+            configs.http_cluster("pool", address, "pool.test", [pool.address]),
+            configs.http_cluster("trio", address, "trio.test", [b.address for b in trio]),
+            worker_count=1,
+        )
         with DaemonProcess(tmp_path_factory.mktemp("connections"), config).start() as daemon:
             yield Connections(port, daemon, keep, pool, trio)
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from support import configs
 from support.backends import Answer, HttpBackend, Received
 from support.clients import PROXY_V2_SIGNATURE, HttpAnswer, HttpConnection, proxy_v2_header
 from support.daemon import DaemonProcess, free_port
@@ -99,45 +100,43 @@ def forwarding(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Forwarding]
         "public": free_port(),
         "trusted": free_port(),
     }
-    settings = {
-        "plain": "",
-        "renamed": 'sozu_id_header = "X-Trace-Id"',
-        "send_real_ip": "send_x_real_ip = true",
-        "elide_real_ip": "elide_x_real_ip = true",
-        "send_and_elide": "send_x_real_ip = true\nelide_x_real_ip = true",
-        "proxied": "expect_proxy = true\nsend_x_real_ip = true\nelide_x_real_ip = true",
-        "public": f'public_address = "{PUBLIC_ADDRESS}"',
-        "trusted": "trust_forwarded_headers = true",
+    settings: dict[str, dict[str, object]] = {
+        "plain": {},
+        "renamed": {"sozu_id_header": "X-Trace-Id"},
+        "send_real_ip": {"send_x_real_ip": True},
+        "elide_real_ip": {"elide_x_real_ip": True},
+        "send_and_elide": {"send_x_real_ip": True, "elide_x_real_ip": True},
+        "proxied": {"expect_proxy": True, "send_x_real_ip": True, "elide_x_real_ip": True},
+        "public": {"public_address": PUBLIC_ADDRESS},
+        "trusted": {"trust_forwarded_headers": True},
     }
     addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     ipv6 = free_port_v6()
     if ipv6 is not None:
-        settings["ipv6"] = ""
+        settings["ipv6"] = {}
         addresses["ipv6"] = f"[::1]:{ipv6}"
     with HttpBackend("fwd", answer) as backend:
-        listeners = "".join(
-            f'[[listeners]]\nprotocol = "http"\naddress = "{addresses[name]}"\n{extra}\n\n'
-            for name, extra in settings.items()
-        )
-        frontends = [f'{{ address = "{a}", hostname = "fwd.test" }}' for a in addresses.values()]
         plain = addresses["plain"]
-        frontends += [
-            f"""{{ address = "{plain}", hostname = "edits.test", headers = [
-    {{ position = "request", key = "X-Added", value = "added" }},
-    {{ position = "request", key = "X-Remove-Me", value = "" }},
-    {{ position = "response", key = "X-Response-Added", value = "r" }},
-    {{ position = "response", key = "Server", value = "" }},
-    {{ position = "both", key = "X-Both", value = "b" }},
-  ] }}""",
-            f'{{ address = "{plain}", hostname = "rewrite.test", rewrite_host = "backend.internal"'
-            ', rewrite_path = "/internal" }',
+        edits = [
+            {"position": "request", "key": "X-Added", "value": "added"},
+            {"position": "request", "key": "X-Remove-Me", "value": ""},
+            {"position": "response", "key": "X-Response-Added", "value": "r"},
+            {"position": "response", "key": "Server", "value": ""},
+            {"position": "both", "key": "X-Both", "value": "b"},
         ]
-        config = (
-            "worker_count = 1\n"
-            + listeners
-            + '[clusters.fwd]\nprotocol = "http"\nfrontends = [\n  '
-            + ",\n  ".join(frontends)
-            + f'\n]\nbackends = [{{ address = "{backend.address}" }}]\n'
+        frontends = [configs.frontend(a, "fwd.test") for a in addresses.values()]
+        frontends += [
+            configs.frontend(plain, "edits.test", headers=edits),
+            configs.frontend(
+                plain, "rewrite.test", rewrite_host="backend.internal", rewrite_path="/internal"
+            ),
+        ]
+        config = configs.document(
+            *(configs.http_listener(addresses[name], **extra) for name, extra in settings.items()),
+            configs.cluster(
+                "fwd", frontends=frontends, backends=[configs.backend(backend.address)]
+            ),
+            worker_count=1,
         )
         with DaemonProcess(tmp_path_factory.mktemp("forwarding"), config).start() as daemon:
             yield Forwarding(daemon, backend, **ports, ipv6=ipv6)

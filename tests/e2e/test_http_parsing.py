@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from support import configs
 from support.backends import Answer, HttpBackend, Received, ScriptedBackend
 from support.clients import HttpConnection
 from support.daemon import DaemonProcess, free_port
@@ -94,22 +95,12 @@ def parsing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parsing]:
     port = free_port()
     with ScriptedBackend(answer_ok) as recorder, HttpBackend("broken", broken_backend) as broken:
         address = f"127.0.0.1:{port}"
-        config = f"""
-worker_count = 1
-[[listeners]]
-protocol = "http"
-address = "{address}"
-
-[clusters.strict]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "strict.test" }}]
-backends = [{{ address = "{recorder.address}" }}]
-
-[clusters.broken]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "broken.test" }}]
-backends = [{{ address = "{broken.address}" }}]
-"""
+        config = configs.document(
+            configs.http_listener(address),
+            configs.http_cluster("strict", address, "strict.test", [recorder.address]),
+            configs.http_cluster("broken", address, "broken.test", [broken.address]),
+            worker_count=1,
+        )
         with DaemonProcess(tmp_path_factory.mktemp("parsing"), config).start() as daemon:
             yield Parsing(port, daemon, recorder, broken)
 

@@ -18,37 +18,38 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+from support import configs
 from support.backends import HttpBackend
 from support.clients import HttpAnswer, HttpConnection, get
 from support.daemon import DaemonProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
-# cluster id → list of frontend table fields (TOML inline-table bodies, without the address)
-FRONTENDS: dict[str, list[str]] = {
+# cluster id → the settings of its frontends (without the address)
+FRONTENDS: dict[str, list[dict[str, str]]] = {
     # precedence: PRE beats a longer TREE prefix, TREE beats POST
-    "pre": ['hostname = "prec.test", path = "/a", position = "PRE"'],
-    "tree": ['hostname = "prec.test", path = "/"', 'hostname = "prec.test", path = "/a/b"'],
+    "pre": [{"hostname": "prec.test", "path": "/a", "position": "PRE"}],
+    "tree": [{"hostname": "prec.test", "path": "/"}, {"hostname": "prec.test", "path": "/a/b"}],
     "post": [
-        'hostname = "*", path = "/post-only", position = "POST"',
-        'hostname = "prec.test", path = "/x", position = "POST"',
+        {"hostname": "*", "path": "/post-only", "position": "POST"},
+        {"hostname": "prec.test", "path": "/x", "position": "POST"},
     ],
     # the shorter prefix is declared first: a first-match list would pick it
-    "api": ['hostname = "paths.test", path = "/api"'],
-    "apiv2": ['hostname = "paths.test", path = "/api/v2"'],
-    "regex": ['hostname = "paths.test", path = "/r[0-9]+", path_type = "REGEX"'],
+    "api": [{"hostname": "paths.test", "path": "/api"}],
+    "apiv2": [{"hostname": "paths.test", "path": "/api/v2"}],
+    "regex": [{"hostname": "paths.test", "path": "/r[0-9]+", "path_type": "REGEX"}],
     "equals": [
-        'hostname = "paths.test", path = "/eq?x=1", path_type = "EQUALS"',
-        'hostname = "paths.test", path = "/api/v2/exact", path_type = "EQUALS"',
+        {"hostname": "paths.test", "path": "/eq?x=1", "path_type": "EQUALS"},
+        {"hostname": "paths.test", "path": "/api/v2/exact", "path_type": "EQUALS"},
     ],
-    "exact": ['hostname = "www.wild.test"'],
-    "wild": ['hostname = "*.wild.test"'],
-    "sozu": ['hostname = "*.sozu.io"'],
-    "sozu_api": ['hostname = "*.sozu.io", path = "/api"'],
-    "regexhost": ['hostname = "/api-[0-9]+/.regex.test"'],
-    "post_method": ['hostname = "method.test", path = "/m", method = "POST"'],
-    "any_method": ['hostname = "method.test", path = "/m"'],
-    "idna": ['hostname = "bücher.test"'],
+    "exact": [{"hostname": "www.wild.test"}],
+    "wild": [{"hostname": "*.wild.test"}],
+    "sozu": [{"hostname": "*.sozu.io"}],
+    "sozu_api": [{"hostname": "*.sozu.io", "path": "/api"}],
+    "regexhost": [{"hostname": "/api-[0-9]+/.regex.test"}],
+    "post_method": [{"hostname": "method.test", "path": "/m", "method": "POST"}],
+    "any_method": [{"hostname": "method.test", "path": "/m"}],
+    "idna": [{"hostname": "bücher.test"}],
 }
 
 
@@ -81,22 +82,15 @@ def routing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routing]:
     port = free_port()
     backends = {name: HttpBackend(name).start() for name in FRONTENDS}
     try:
-        clusters = []
-        for name, frontends in FRONTENDS.items():
-            entries = ",\n  ".join(
-                f'{{ address = "127.0.0.1:{port}", {fields} }}' for fields in frontends
+        clusters = [
+            configs.cluster(
+                name,
+                frontends=[configs.frontend(port, **fields) for fields in frontends],
+                backends=[configs.backend(backends[name].address)],
             )
-            clusters.append(
-                f"[clusters.{name}]\n"
-                'protocol = "http"\n'
-                f"frontends = [\n  {entries}\n]\n"
-                f'backends = [{{ address = "{backends[name].address}" }}]\n'
-            )
-        config = (
-            "worker_count = 1\n"
-            f'[[listeners]]\nprotocol = "http"\naddress = "127.0.0.1:{port}"\n\n'
-            + "\n".join(clusters)
-        )
+            for name, frontends in FRONTENDS.items()
+        ]
+        config = configs.document(configs.http_listener(port), *clusters, worker_count=1)
         with DaemonProcess(tmp_path_factory.mktemp("routing"), config).start() as daemon:
             yield Routing(port, daemon, backends)
     finally:

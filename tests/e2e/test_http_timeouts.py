@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from support import configs
 from support.backends import Answer, HttpBackend, Received
 from support.clients import ConnectionClosed, HttpConnection
 from support.daemon import DaemonProcess, free_port
@@ -115,34 +116,29 @@ def timeouts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Timeouts]:
     hole = Blackhole.open()
     try:
         with HttpBackend("app", backend_answer) as backend:
-            listeners = "".join(
-                f'[[listeners]]\nprotocol = "http"\naddress = "127.0.0.1:{port}"\n'
-                f"{name}_timeout = 1\n\n"
-                for name, port in ports.items()
+            connect = ports["connect"]
+            config = configs.document(
+                *(
+                    configs.http_listener(port, **{f"{name}_timeout": 1})
+                    for name, port in ports.items()
+                ),
+                configs.cluster(
+                    "app",
+                    frontends=[configs.frontend(port, "app.test") for port in ports.values()],
+                    backends=[configs.backend(backend.address)],
+                ),
+                configs.cluster(
+                    "blackholed",
+                    frontends=[configs.frontend(connect, "blackholed.test")],
+                    backends=[configs.backend(hole.address)],
+                ),
+                configs.cluster(
+                    "blackholed_and_live",
+                    frontends=[configs.frontend(connect, "mixed.test")],
+                    backends=[configs.backend(hole.address), configs.backend(backend.address)],
+                ),
+                worker_count=1,
             )
-            frontends = ", ".join(
-                f'{{ address = "127.0.0.1:{port}", hostname = "app.test" }}'
-                for port in ports.values()
-            )
-            connect = f"127.0.0.1:{ports['connect']}"
-            config = f"""
-worker_count = 1
-{listeners}
-[clusters.app]
-protocol = "http"
-frontends = [{frontends}]
-backends = [{{ address = "{backend.address}" }}]
-
-[clusters.blackholed]
-protocol = "http"
-frontends = [{{ address = "{connect}", hostname = "blackholed.test" }}]
-backends = [{{ address = "{hole.address}" }}]
-
-[clusters.blackholed_and_live]
-protocol = "http"
-frontends = [{{ address = "{connect}", hostname = "mixed.test" }}]
-backends = [{{ address = "{hole.address}" }}, {{ address = "{backend.address}" }}]
-"""
             directory = tmp_path_factory.mktemp("timeouts")
             with DaemonProcess(directory, config).start() as daemon:
                 yield Timeouts(daemon, **ports, backend=backend)

@@ -26,8 +26,10 @@ from pathlib import Path
 import pytest
 from support.backends import HttpBackend, wait_for
 from support.clients import get
+from support.configs import ClusterTable, backend, cluster, document, frontend, http_listener
 from support.daemon import DaemonProcess, free_port, sozu_command
-from support.load import LoadGenerator, StreamSpec, assert_nothing_lost, load_backends
+from support.load import LoadGenerator, assert_nothing_lost
+from support.load_handlers import StreamSpec, load_backends
 
 import sozu_runtime
 from sozu_config import QueryState, Status
@@ -58,19 +60,21 @@ class Proxy:
         return {w.pid for w in self.status().workers if w.run_state == "running"}
 
 
-def proxy_config(port: int, one: str, two: str, extra: str = "") -> str:
-    return f"""
-worker_count = 2
-{extra}
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
+def proxy_config(port: int, one: str, two: str, *more: ClusterTable, **settings: object) -> str:
+    """Two workers, an HTTP listener on ``port``, cluster ``app`` for :data:`HOST` balanced
+    between ``one`` and ``two``, then the clusters ``more``; ``settings`` at the top level."""
+    return document(
+        http_listener(port),
+        cluster("app", frontends=[frontend(port, HOST)], backends=[backend(one), backend(two)]),
+        *more,
+        worker_count=2,
+        **settings,
+    )
 
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "{HOST}" }}]
-backends = [{{ address = "{one}" }}, {{ address = "{two}" }}]
-"""
+
+def site(name: str, port: int, address: str) -> ClusterTable:
+    """Cluster ``name`` serving ``<name>.example`` on ``port`` from the backend at ``address``."""
+    return cluster(name, frontends=[frontend(port, f"{name}.example")], backends=[backend(address)])
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +109,7 @@ def test_twenty_cli_upgrades_in_a_row_under_load(proxy: Proxy) -> None:
     """``sozu upgrade`` twenty times while clients keep coming: each exits 0 and replaces
     the main code and every worker; not one request fails."""
     load = LoadGenerator(
-        proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES, max_seconds=240
+        proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES, resend=True, max_seconds=240
     )
     durations = []
     with load:
@@ -135,7 +139,7 @@ def test_twenty_cli_upgrades_in_a_row_under_load(proxy: Proxy) -> None:
 def test_usr2_upgrades_everything_under_load(proxy: Proxy) -> None:
     """``kill -USR2`` on the main process: the full upgrade, twenty times, nothing lost."""
     load = LoadGenerator(
-        proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES, max_seconds=240
+        proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES, resend=True, max_seconds=240
     )
     with load:
         load.wait_progress(count=100)
@@ -205,23 +209,16 @@ def test_hup_reloads_the_file_and_a_bad_file_changes_nothing(
 ) -> None:
     one, two = backends
     port = free_port()
-    kept = proxy_config(port, one.address, two.address)
-    gone = f"""
-[clusters.gone]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "gone.example" }}]
-backends = [{{ address = "{one.address}" }}]
-"""
-    extra = f"""
-[clusters.extra]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "extra.example" }}]
-backends = [{{ address = "{two.address}" }}]
-"""
-    with DaemonProcess(tmp_path, kept + gone).start() as daemon:
+    gone = site("gone", port, one.address)
+    extra = site("extra", port, two.address)
+    with DaemonProcess(
+        tmp_path, proxy_config(port, one.address, two.address, gone)
+    ).start() as daemon:
         assert get(port, "/", host="gone.example").status == 200
         assert get(port, "/", host="extra.example").status == 404
-        daemon.config_path.write_text(f'command_socket = "{daemon.socket_path}"\n{kept}{extra}')
+        daemon.config_path.write_text(
+            proxy_config(port, one.address, two.address, extra, command_socket=daemon.socket_path)
+        )
         os.kill(daemon.pid, signal.SIGHUP)
         wait_for(lambda: get(port, "/", host="extra.example").status == 200, timeout=15)
         assert get(port, "/", host="gone.example").status == 404
@@ -244,8 +241,14 @@ def test_usr1_reopens_every_log_file(
     one, two = backends
     port = free_port()
     logs, access = tmp_path / "sozu.log", tmp_path / "access.log"
-    settings = f'log_target = "file://{logs}"\naccess_logs_target = "file://{access}"'
-    with DaemonProcess(tmp_path, proxy_config(port, one.address, two.address, settings)) as d:
+    config = proxy_config(
+        port,
+        one.address,
+        two.address,
+        log_target=f"file://{logs}",
+        access_logs_target=f"file://{access}",
+    )
+    with DaemonProcess(tmp_path, config) as d:
         d.start()
         for _ in range(4):
             assert get(port, "/", host=HOST).status == 200

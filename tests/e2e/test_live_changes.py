@@ -1,6 +1,6 @@
 """Changes applied to a running daemon while clients keep it busy.
 
-In every test a :class:`~support.traffic.Traffic` runs keep-alive clients and clients that
+In every test a :class:`~support.load.LoadGenerator` runs keep-alive clients and clients that
 open a new connection per request, on a route the change leaves alone; afterwards not one of
 their requests may have failed or been answered with anything but 200 (a keep-alive
 connection dropped by the proxy counts as a failed request: the clients never resend). The
@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from support.backends import HttpBackend, wait_for
 from support.clients import HttpAnswer, HttpConnection, get
+from support.configs import backend, single_http_cluster
 from support.daemon import DaemonProcess, free_port
-from support.traffic import DRIP_CHUNKS, OK, Traffic, named_handler
+from support.load import LoadGenerator, LoadReport
+from support.load_handlers import DRIP_CHUNKS, named_handler
 
 from sozu_config import (
     ActivateListener,
@@ -47,19 +49,11 @@ from sozu_config import (
 pytestmark = pytest.mark.e2e
 
 
-def single_cluster(address: str, backend: str, *, backend_id: str = "app-0") -> str:
+def single_cluster(address: str, backend_address: str, *, backend_id: str = "app-0") -> str:
     """Two workers, one HTTP listener at ``address``, cluster ``app`` for ``app.example``."""
-    return f"""
-worker_count = 2
-[[listeners]]
-protocol = "http"
-address = "{address}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "app.example" }}]
-backends = [{{ address = "{backend}", backend_id = "{backend_id}" }}]
-"""
+    return single_http_cluster(
+        address, [backend(backend_address, backend_id=backend_id)], worker_count=2
+    )
 
 
 def site(name: str, listener: str, backend: str) -> list[StateRequest]:
@@ -98,11 +92,23 @@ def apply_each(daemon: DaemonProcess, requests: list[StateRequest]) -> None:
         assert response.ok, f"{request.type}: {response.message}"
 
 
-def check_undisturbed(traffic: Traffic, bodies: set[bytes]) -> None:
-    """Not one request of the traffic failed or got anything but 200 with one of ``bodies``
-    (a keep-alive connection dropped by the proxy would show as a failed request)."""
-    assert traffic.not_ok(200, bodies) == [], traffic.summary()
-    assert traffic.count(OK) >= 50, traffic.summary()
+def app_load(port: int, bodies: frozenset[bytes] = frozenset({b"app"})) -> LoadGenerator:
+    """Two keep-alive and two new-connection clients asking ``app.example`` for ``/``; an
+    answer is ``ok`` when it is 200 with one of ``bodies``. They never resend a request."""
+    return LoadGenerator(
+        port,
+        host="app.example",
+        keep_alive_clients=2,
+        new_connection_clients=2,
+        expected_bodies=bodies,
+    )
+
+
+def check_undisturbed(report: LoadReport) -> None:
+    """Not one request of the load failed or got anything but 200 with one of the expected
+    bodies (a keep-alive connection dropped by the proxy would show as a failed request)."""
+    assert report.failures() == [], report.summary()
+    assert report.ok >= 50, report.summary()
 
 
 @pytest.fixture
@@ -126,18 +132,17 @@ def test_cluster_added_and_removed_under_load(tmp_path: Path) -> None:
         HttpBackend("extra", named_handler("extra")) as extra,
         DaemonProcess(tmp_path, single_cluster(listener, app.address)).start() as daemon,
     ):
-        traffic = Traffic(port, host="app.example")
-        with traffic:
+        with app_load(port) as load:
             added = daemon.send(Batch(requests=site("extra", listener, extra.address)))
             assert added.ok, added.message
             assert answers(port, "extra.example") == [(200, b"extra")] * 6
-            traffic.wait_progress()
+            load.wait_progress()
             removed = daemon.send(RemoveCluster(cluster_id="extra"))
             assert removed.ok, removed.message
             assert statuses(port, "extra.example") == [404] * 6
-            traffic.wait_progress()
-            traffic.stop()
-        check_undisturbed(traffic, {b"app"})
+            load.wait_progress()
+            report = load.stop()
+        check_undisturbed(report)
         state = daemon.send(QueryState()).content
         assert state is not None and state.type == "state"
         assert [c.cluster_id for c in state.state.clusters] == ["app"]
@@ -155,8 +160,7 @@ def test_removed_frontend_stops_matching_new_requests_only(
         HttpBackend("app", named_handler("app")) as app,
         DaemonProcess(tmp_path, single_cluster(listener, app.address)).start() as daemon,
     ):
-        traffic = Traffic(port, host="app.example")
-        with traffic:
+        with app_load(port) as load:
             added = daemon.send(AddHttpFrontend(frontend=frontend))
             assert added.ok, added.message
             assert answers(port, "front.example") == [(200, b"app")] * 6
@@ -172,9 +176,9 @@ def test_removed_frontend_stops_matching_new_requests_only(
                 # a new request no longer matches, on a new or on an existing connection
                 assert statuses(port, "front.example") == [404] * 6
                 assert kept.request("GET", "/", host="front.example").status == 404
-            traffic.wait_progress()
-            traffic.stop()
-        check_undisturbed(traffic, {b"app"})
+            load.wait_progress()
+            report = load.stop()
+        check_undisturbed(report)
 
 
 def test_blue_green_backend_switch(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
@@ -189,8 +193,7 @@ def test_blue_green_backend_switch(tmp_path: Path, pool: ThreadPoolExecutor) -> 
             tmp_path, single_cluster(listener, blue.address, backend_id="blue")
         ).start() as daemon,
     ):
-        traffic = Traffic(port, host="app.example")
-        with traffic:
+        with app_load(port, frozenset({b"blue", b"green"})) as load:
             slow = [pool.submit(get, port, f"/slow/{2 + i}", host="app.example") for i in range(2)]
             for index in range(2):
                 in_flight(blue, slow[index], f"/slow/{2 + index}")
@@ -211,11 +214,11 @@ def test_blue_green_backend_switch(tmp_path: Path, pool: ThreadPoolExecutor) -> 
             answer = dripping.result(timeout=15)
             assert (answer.status, answer.body) == (200, b"blue" * DRIP_CHUNKS)
             blue_count = len(blue.requests)
-            traffic.wait_progress(100)
+            load.wait_progress(100)
             assert len(blue.requests) == blue_count, "blue got requests after its removal"
             assert answers(port, "app.example") == [(200, b"green")] * 6
-            traffic.stop()
-        check_undisturbed(traffic, {b"blue", b"green"})
+            report = load.stop()
+        check_undisturbed(report)
         assert daemon.stop() == 0, "the workers did not stop cleanly after the switch"
 
 
@@ -233,8 +236,7 @@ def test_listener_added_activated_deactivated_removed(
         HttpBackend("app", named_handler("app")) as app,
         DaemonProcess(tmp_path, single_cluster(first, app.address)).start() as daemon,
     ):
-        traffic = Traffic(port_of(first), host="app.example")
-        with traffic:
+        with app_load(port_of(first)) as load:
             apply_each(
                 daemon,
                 [
@@ -299,9 +301,9 @@ def test_listener_added_activated_deactivated_removed(
                 ],
             )
             assert statuses(port_of(second), "app.example") == [200] * 6
-            traffic.wait_progress()
-            traffic.stop()
-        check_undisturbed(traffic, {b"app"})
+            load.wait_progress()
+            report = load.stop()
+        check_undisturbed(report)
 
 
 def test_listener_timeouts_updated_under_load(tmp_path: Path) -> None:
@@ -313,8 +315,7 @@ def test_listener_timeouts_updated_under_load(tmp_path: Path) -> None:
         DaemonProcess(tmp_path, single_cluster(listener, app.address)).start() as daemon,
     ):
         assert get(port, "/slow/2", host="app.example").status == 200  # back_timeout is 30 s
-        traffic = Traffic(port, host="app.example")
-        with traffic:
+        with app_load(port) as load:
             updated = daemon.send(
                 UpdateHttpListener(address=listener, back_timeout=1, front_timeout=2)
             )
@@ -324,7 +325,7 @@ def test_listener_timeouts_updated_under_load(tmp_path: Path) -> None:
             [config] = state.state.http_listeners
             assert (config.back_timeout, config.front_timeout) == (1, 2)
             assert config.active, "the update deactivated the listener"
-            traffic.wait_progress()
+            load.wait_progress()
 
             # a backend slower than the new back_timeout: 504, after about one second
             with HttpConnection(port) as connection:
@@ -341,6 +342,6 @@ def test_listener_timeouts_updated_under_load(tmp_path: Path) -> None:
             )
             assert restored.ok, restored.message
             assert get(port, "/slow/2", host="app.example").status == 200
-            traffic.wait_progress()
-            traffic.stop()
-        check_undisturbed(traffic, {b"app"})
+            load.wait_progress()
+            report = load.stop()
+        check_undisturbed(report)

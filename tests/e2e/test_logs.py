@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from support import configs
 from support.backends import HttpBackend, wait_for
 from support.clients import get
 from support.daemon import DaemonProcess, free_port
@@ -18,18 +19,14 @@ def test_logs_to_udp_and_access_logs_to_a_file(tmp_path: Path) -> None:
     access = tmp_path / "access.log"
     port = free_port()
     with HttpBackend("logged") as backend:
-        config = f"""
-worker_count = 1
-log_target = "udp://127.0.0.1:{udp_port}"
-access_logs_target = "file://{access}"
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "logs.test" }}]
-backends = [{{ address = "{backend.address}" }}]
-"""
+        config = configs.single_http_cluster(
+            port,
+            [backend.address],
+            hostname="logs.test",
+            worker_count=1,
+            log_target=f"udp://127.0.0.1:{udp_port}",
+            access_logs_target=f"file://{access}",
+        )
         with DaemonProcess(tmp_path, config).start() as daemon:
             lines = []
             while not any("ready" in line for line in lines):
@@ -61,14 +58,12 @@ def test_pid_file_and_allowed_uids(tmp_path: Path) -> None:
     pid_file = tmp_path / "sozu.pid"
     port = free_port()
     other_uid = os.getuid() + 4242
-    config = f"""
-worker_count = 1
-pid_file_path = "{pid_file}"
-command_allowed_uids = [{other_uid}]
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-"""
+    config = configs.document(
+        configs.http_listener(port),
+        worker_count=1,
+        pid_file_path=pid_file,
+        command_allowed_uids=[other_uid],
+    )
     daemon = DaemonProcess(tmp_path, config)
     daemon.start(wait=False)
     try:

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.backends import HttpBackend, wait_for
 from support.certs import make_certificate
 from support.clients import get, tls_handshake
@@ -71,26 +72,14 @@ EXIT_TIMEOUT = 60.0  # seconds a refused start may take at most (it takes about 
 # --------------------------------------------------------------------------- helpers
 
 
-def app_config(port: int, one: str, two: str, *, settings: str = "") -> str:
-    """One HTTP listener; cluster ``app`` (app.example) with backends ``one`` and ``two``."""
-    return f"""
-worker_count = 2
-{settings}
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "app.example" }}]
-backends = [
-  {{ address = "{one}", backend_id = "one" }},
-  {{ address = "{two}", backend_id = "two" }},
-]
-"""
+def app_config(port: int, one: str, two: str, **settings: object) -> str:
+    """One HTTP listener; cluster ``app`` (app.example) with backends ``one`` and ``two``;
+    ``settings`` at the top level."""
+    backends = [configs.backend(one, backend_id="one"), configs.backend(two, backend_id="two")]
+    return configs.single_http_cluster(port, backends, worker_count=2, **settings)
 
 
-AUTOMATIC = 'saved_state = "state.jsonl"\nautomatic_state_save = true'
+AUTOMATIC = {"saved_state": "state.jsonl", "automatic_state_save": True}
 
 
 def live_state(daemon: DaemonProcess) -> StateSnapshot:
@@ -291,7 +280,7 @@ def test_automatic_state_save_writes_the_live_state_after_every_accepted_change(
     one, two, blog = backends
     port = free_port()
     saved = tmp_path / "state.jsonl"
-    config = app_config(port, one.address, two.address, settings=AUTOMATIC)
+    config = app_config(port, one.address, two.address, **AUTOMATIC)
     with DaemonProcess(tmp_path, config).start() as daemon:
         # the state loaded at start-up is saved at once
         wait_for(saved.exists, timeout=5)
@@ -329,7 +318,7 @@ def test_state_survives_a_restart_unchanged(
 ) -> None:
     one, two, blog = backends
     port = free_port()
-    config = app_config(port, one.address, two.address, settings=AUTOMATIC)
+    config = app_config(port, one.address, two.address, **AUTOMATIC)
     with DaemonProcess(tmp_path, config).start() as daemon:
         ok(daemon, add_site(port, "blog", "blog.example", blog.address))
         ok(daemon, RemoveBackend(cluster_id="app", backend_id="two"))
@@ -407,7 +396,7 @@ def test_a_daemon_starts_from_the_old_file_after_a_crashed_write(
     next start: the daemon starts from the last complete file."""
     one, two, blog = backends
     port = free_port()
-    config = app_config(port, one.address, two.address, settings=AUTOMATIC)
+    config = app_config(port, one.address, two.address, **AUTOMATIC)
     with DaemonProcess(tmp_path, config).start() as daemon:
         ok(daemon, add_site(port, "blog", "blog.example", blog.address))
         before = live_state(daemon)
@@ -466,7 +455,7 @@ def test_a_bad_saved_state_refuses_the_start_naming_the_line(
     saved = tmp_path / "state.jsonl"
     saved.write_text(text)
     code, output = start_and_wait_exit(
-        tmp_path, app_config(port, one.address, two.address, settings=AUTOMATIC)
+        tmp_path, app_config(port, one.address, two.address, **AUTOMATIC)
     )
     assert code == 1, output
     assert f"line {bad_line}" in output, output
@@ -488,8 +477,9 @@ def test_skip_starts_with_the_good_records_and_logs_the_bad_lines(
     damaged = [*lines[:2], "{garbage", *lines[2:], extra[: len(extra) // 2]]
     saved = tmp_path / "state.jsonl"
     saved.write_text("\n".join(damaged))
-    settings = 'saved_state = "state.jsonl"\nsaved_state_errors = "skip"'
-    config = app_config(port, one.address, two.address, settings=settings)
+    config = app_config(
+        port, one.address, two.address, saved_state="state.jsonl", saved_state_errors="skip"
+    )
     with DaemonProcess(tmp_path, config).start() as daemon:
         assert live_state(daemon) == state_of(lines).snapshot()
         logs = daemon.logs()
@@ -525,8 +515,9 @@ def test_load_state_refuses_a_record_longer_than_a_command(
 ) -> None:
     one, two, blog = backends
     port = free_port()
-    settings = "max_command_buffer_size = 65536\ncommand_buffer_size = 65536"
-    config = app_config(port, one.address, two.address, settings=settings)
+    config = app_config(
+        port, one.address, two.address, max_command_buffer_size=65536, command_buffer_size=65536
+    )
     good = add_site(port, "blog", "blog.example", blog.address).requests[0].model_dump_json()
     huge = tmp_path / "huge.jsonl"
     huge.write_text(good + "\n" + '{"type": "add_cluster", "pad": "' + "x" * 300_000 + '"}\n')
@@ -547,10 +538,8 @@ def test_a_failed_automatic_save_is_a_failure_that_names_the_file(
     port = free_port()
     folder = tmp_path / "state"
     folder.mkdir()
-    settings = 'saved_state = "state/state.jsonl"\nautomatic_state_save = true'
-    with DaemonProcess(
-        tmp_path, app_config(port, one.address, two.address, settings=settings)
-    ) as d:
+    settings = {"saved_state": "state/state.jsonl", "automatic_state_save": True}
+    with DaemonProcess(tmp_path, app_config(port, one.address, two.address, **settings)) as d:
         d.start()
         wait_for((folder / "state.jsonl").exists, timeout=5)
         folder.rename(tmp_path / "moved")  # the folder of the state file is gone

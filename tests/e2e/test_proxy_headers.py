@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from support import configs
 from support.backends import (
     Answer,
     HttpBackend,
@@ -142,71 +143,34 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProtocolPro
     ):
         names = ("http", "https", "tcp", "send", "relay")
         ports = dict(zip(names, free_ports(len(names)), strict=True))
-        https_frontend = (
-            f'{{ address = "127.0.0.1:{ports["https"]}", hostname = "pp.test", '
-            'certificate = "pp.pem", key = "pp.key" }'
+        config = configs.document(
+            configs.http_listener(
+                ports["http"],
+                expect_proxy=True,
+                request_timeout=REQUEST_TIMEOUT,
+                elide_x_real_ip=True,
+                send_x_real_ip=True,
+            ),
+            configs.https_listener(
+                ports["https"], expect_proxy=True, request_timeout=REQUEST_TIMEOUT + 1
+            ),
+            configs.tcp_listener(ports["tcp"], expect_proxy=True),
+            configs.tcp_listener(ports["send"]),
+            configs.tcp_listener(ports["relay"], expect_proxy=True),
+            configs.cluster(
+                "web",
+                frontends=[
+                    configs.frontend(ports["http"], "pp.test"),
+                    configs.frontend(ports["https"], "pp.test", certificate="pp.pem", key="pp.key"),
+                ],
+                backends=[configs.backend(web.address)],
+            ),
+            configs.http_cluster("ws", ports["http"], "ws.pp.test", [websocket.address]),
+            configs.tcp_cluster("stripped", ports["tcp"], [stripped.address]),
+            configs.tcp_cluster("sent", ports["send"], [sent.address], send_proxy=True),
+            configs.tcp_cluster("relayed", ports["relay"], [relayed.address], send_proxy=True),
+            worker_count=1,
         )
-        config = f"""
-worker_count = 1
-
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{ports["http"]}"
-expect_proxy = true
-request_timeout = {REQUEST_TIMEOUT}
-elide_x_real_ip = true
-send_x_real_ip = true
-
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{ports["https"]}"
-expect_proxy = true
-request_timeout = {REQUEST_TIMEOUT + 1}
-
-[[listeners]]
-protocol = "tcp"
-address = "127.0.0.1:{ports["tcp"]}"
-expect_proxy = true
-
-[[listeners]]
-protocol = "tcp"
-address = "127.0.0.1:{ports["send"]}"
-
-[[listeners]]
-protocol = "tcp"
-address = "127.0.0.1:{ports["relay"]}"
-expect_proxy = true
-
-[clusters.web]
-protocol = "http"
-frontends = [
-  {{ address = "127.0.0.1:{ports["http"]}", hostname = "pp.test" }},
-  {https_frontend},
-]
-backends = [{{ address = "{web.address}" }}]
-
-[clusters.ws]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{ports["http"]}", hostname = "ws.pp.test" }}]
-backends = [{{ address = "{websocket.address}" }}]
-
-[clusters.stripped]
-protocol = "tcp"
-frontends = [{{ address = "127.0.0.1:{ports["tcp"]}" }}]
-backends = [{{ address = "{stripped.address}" }}]
-
-[clusters.sent]
-protocol = "tcp"
-send_proxy = true
-frontends = [{{ address = "127.0.0.1:{ports["send"]}" }}]
-backends = [{{ address = "{sent.address}" }}]
-
-[clusters.relayed]
-protocol = "tcp"
-send_proxy = true
-frontends = [{{ address = "127.0.0.1:{ports["relay"]}" }}]
-backends = [{{ address = "{relayed.address}" }}]
-"""
         with DaemonProcess(directory, config).start() as daemon:
             yield ProxyProtocolProxy(
                 daemon, ports, web, websocket, stripped, sent, relayed, certificate.cert_pem

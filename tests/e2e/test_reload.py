@@ -18,14 +18,16 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from support.backends import HttpBackend
 from support.clients import get
+from support.configs import backend, cluster, document, frontend, http_listener
 from support.daemon import DaemonProcess, free_port
-from support.load import LoadGenerator, StreamSpec, load_handler
+from support.load import LoadGenerator
+from support.load_handlers import StreamSpec, load_handler
 
 from sozu_config import QueryState, ReloadConfiguration, StateSnapshot, load_config
 
@@ -37,36 +39,30 @@ class Site:
     """A cluster as the configuration file writes it."""
 
     cluster_id: str
-    frontends: tuple[str, ...]
-    """Inline tables of the frontends, without the address (added by :func:`config_text`)."""
-    backends: tuple[str, ...]
-    settings: str = ""
+    frontends: tuple[dict[str, str], ...]
+    """The frontends' settings, without the address (added by :func:`config_text`)."""
+    backends: tuple[dict[str, str], ...]
+    settings: dict[str, str] = field(default_factory=dict)
 
 
-def config_text(port: int, sites: list[Site], *, extra_listener: int | None = None) -> str:
-    text = f"""
-worker_count = 2
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-"""
+def config_text(
+    port: int, sites: list[Site], *, extra_listener: int | None = None, **settings: object
+) -> str:
+    """Two workers, an HTTP listener on ``port`` (and one on ``extra_listener``), the
+    ``sites`` on ``port``; ``settings`` at the top level."""
+    listeners = [http_listener(port)]
     if extra_listener is not None:
-        text += f"""
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{extra_listener}"
-"""
-    for site in sites:
-        frontends = ", ".join(f'{{ address = "127.0.0.1:{port}", {f} }}' for f in site.frontends)
-        backends = ", ".join(site.backends)
-        text += f"""
-[clusters.{site.cluster_id}]
-protocol = "http"
-{site.settings}
-frontends = [{frontends}]
-backends = [{backends}]
-"""
-    return text
+        listeners.append(http_listener(extra_listener))
+    clusters = [
+        cluster(
+            site.cluster_id,
+            frontends=[frontend(port, **f) for f in site.frontends],
+            backends=site.backends,
+            **site.settings,
+        )
+        for site in sites
+    ]
+    return document(*listeners, *clusters, worker_count=2, **settings)
 
 
 def live_state(daemon: DaemonProcess) -> StateSnapshot:
@@ -98,8 +94,8 @@ class Backends:
     def __getitem__(self, name: str) -> HttpBackend:
         return self.servers[name]
 
-    def entry(self, name: str, backend_id: str | None = None) -> str:
-        return f'{{ address = "{self[name].address}", backend_id = "{backend_id or name}" }}'
+    def entry(self, name: str, backend_id: str | None = None) -> dict[str, str]:
+        return backend(self[name].address, backend_id=backend_id or name)
 
 
 @pytest.fixture
@@ -110,9 +106,9 @@ def backends() -> Iterator[Backends]:
 
 def before_sites(b: Backends) -> list[Site]:
     return [
-        Site("app", ('hostname = "app.example"',), (b.entry("one"), b.entry("two"))),
-        Site("old", ('hostname = "old.example"',), (b.entry("old"),)),
-        Site("versioned", ('hostname = "v.example", path = "/v1"',), (b.entry("v1"),)),
+        Site("app", ({"hostname": "app.example"},), (b.entry("one"), b.entry("two"))),
+        Site("old", ({"hostname": "old.example"},), (b.entry("old"),)),
+        Site("versioned", ({"hostname": "v.example", "path": "/v1"},), (b.entry("v1"),)),
     ]
 
 
@@ -122,12 +118,12 @@ def after_sites(b: Backends) -> list[Site]:
     return [
         Site(
             "app",
-            ('hostname = "app.example"', 'hostname = "www.app.example"'),
+            ({"hostname": "app.example"}, {"hostname": "www.app.example"}),
             (b.entry("three", "two"),),
-            settings='load_balancing = "RANDOM"',
+            settings={"load_balancing": "RANDOM"},
         ),
-        Site("fresh", ('hostname = "fresh.example"',), (b.entry("fresh"),)),
-        Site("versioned", ('hostname = "v.example", path = "/v2"',), (b.entry("v2"),)),
+        Site("fresh", ({"hostname": "fresh.example"},), (b.entry("fresh"),)),
+        Site("versioned", ({"hostname": "v.example", "path": "/v2"},), (b.entry("v2"),)),
     ]
 
 
@@ -149,7 +145,7 @@ def test_reload_applies_removals_changes_and_additions(tmp_path: Path, backends:
         assert bodies(port, "app.example") == {b"one", b"two"}
         assert bodies(port, "old.example") == {b"old"}
         daemon.config_path.write_text(
-            f'command_socket = "{daemon.socket_path}"\n' + config_text(port, after_sites(backends))
+            config_text(port, after_sites(backends), command_socket=daemon.socket_path)
         )
         response = daemon.send(ReloadConfiguration())
         assert response.ok, response.message
@@ -178,7 +174,7 @@ def test_reload_with_a_path_applies_that_file(tmp_path: Path, backends: Backends
         other = tmp_path / "elsewhere" / "next.toml"
         other.parent.mkdir()
         other.write_text(
-            f'command_socket = "{daemon.socket_path}"\n' + config_text(port, after_sites(backends))
+            config_text(port, after_sites(backends), command_socket=daemon.socket_path)
         )
         response = daemon.send(ReloadConfiguration(path=str(other)))
         assert response.ok, response.message
@@ -268,16 +264,20 @@ def test_reloads_that_remove_and_add_clusters_never_disturb_the_routes_that_stay
     port = free_port()
     stream = StreamSpec(size=4 * 1024 * 1024, seconds=8.0)
     with Backends("one", "two", "three", "old", "fresh", "v1", "v2", stream=stream) as b:
-        stay = Site("app", ('hostname = "app.example"',), (b.entry("one"), b.entry("two")))
-        first = [stay, Site("old", ('hostname = "old.example"',), (b.entry("old"),))]
-        second = [stay, Site("fresh", ('hostname = "fresh.example"',), (b.entry("fresh"),))]
+        stay = Site("app", ({"hostname": "app.example"},), (b.entry("one"), b.entry("two")))
+        first = [stay, Site("old", ({"hostname": "old.example"},), (b.entry("old"),))]
+        second = [stay, Site("fresh", ({"hostname": "fresh.example"},), (b.entry("fresh"),))]
         texts = [
-            f'command_socket = "{tmp_path / "sozu.sock"}"\n' + config_text(port, sites)
+            config_text(port, sites, command_socket=tmp_path / "sozu.sock")
             for sites in (first, second)
         ]
         with DaemonProcess(tmp_path, texts[0]).start() as daemon:
             load = LoadGenerator(
-                port, host="app.example", stream=stream, expected_bodies={b"one", b"two"}
+                port,
+                host="app.example",
+                stream=stream,
+                expected_bodies={b"one", b"two"},
+                resend=True,
             )
             with load:
                 load.wait_progress(count=200)  # the operation happens amid established traffic
@@ -297,7 +297,7 @@ def test_reloads_that_remove_and_add_clusters_never_disturb_the_routes_that_stay
                     rounds += 1
                     time.sleep(0.2)
                 report = load.stop()
-            assert report.failures == [], report.summary()
+            assert report.failures() == [], report.summary()
             assert report.refused == 0
             assert report.stream is not None and report.stream.complete, report.summary()
             assert report.ok > 100, report.summary()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from support.backends import HttpBackend
 from support.clients import HttpConnection, get
+from support.configs import single_http_cluster
 from support.daemon import DaemonProcess, free_port
 
 from sozu_config import QueryState, Status
@@ -14,17 +15,9 @@ from sozu_config import QueryState, Status
 def test_daemon_proxies_and_answers(tmp_path: Path) -> None:
     port = free_port()
     with HttpBackend("one") as one, HttpBackend("two") as two:
-        config = f"""
-worker_count = 2
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "example.com" }}]
-backends = [{{ address = "{one.address}" }}, {{ address = "{two.address}" }}]
-"""
+        config = single_http_cluster(
+            port, [one.address, two.address], hostname="example.com", worker_count=2
+        )
         with DaemonProcess(tmp_path, config).start() as daemon:
             status = daemon.send(Status())
             assert status.ok, status.message

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.backends import TcpEchoBackend, wait_for
 from support.daemon import DaemonProcess, free_port, free_ports
 
@@ -51,21 +52,13 @@ class TcpProxy:
     dead_address: str
 
 
-def tcp_cluster(name: str, port: int, backends: list[tuple[str, str]]) -> str:
-    entries = ", ".join(
-        f'{{ address = "{address}", backend_id = "{backend_id}" }}'
-        for backend_id, address in backends
-    )
-    return f"""
-[[listeners]]
-protocol = "tcp"
-address = "127.0.0.1:{port}"
-
-[clusters.{name}]
-protocol = "tcp"
-frontends = [{{ address = "127.0.0.1:{port}" }}]
-backends = [{entries}]
-"""
+def tcp_site(
+    name: str, port: int, backends: list[tuple[str, str]]
+) -> tuple[configs.ListenerTable, configs.ClusterTable]:
+    """A TCP listener on ``port`` and cluster ``name`` behind it, with ``backends`` given as
+    (backend id, address)."""
+    entries = [configs.backend(address, backend_id=backend_id) for backend_id, address in backends]
+    return configs.tcp_listener(port), configs.tcp_cluster(name, port, entries)
 
 
 @contextlib.contextmanager
@@ -89,16 +82,15 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TcpProxy]:
     ):
         names = ("echo", "pair", "dead", "retry", "live")
         ports = dict(zip(names, free_ports(len(names)), strict=True))
-        config = "worker_count = 1\n" + "".join(
-            (
-                tcp_cluster("echo", ports["echo"], [("echo-0", echo.address)]),
-                tcp_cluster(
-                    "pair", ports["pair"], [("first", first.address), ("second", second.address)]
-                ),
-                tcp_cluster("dead", ports["dead"], [("nobody", dead)]),
-                tcp_cluster("retry", ports["retry"], [("nobody", dead), ("retry", retry.address)]),
-                tcp_cluster("live", ports["live"], [("live-1", live.address)]),
-            )
+        config = configs.document(
+            *tcp_site("echo", ports["echo"], [("echo-0", echo.address)]),
+            *tcp_site(
+                "pair", ports["pair"], [("first", first.address), ("second", second.address)]
+            ),
+            *tcp_site("dead", ports["dead"], [("nobody", dead)]),
+            *tcp_site("retry", ports["retry"], [("nobody", dead), ("retry", retry.address)]),
+            *tcp_site("live", ports["live"], [("live-1", live.address)]),
+            worker_count=1,
         )
         with DaemonProcess(tmp_path_factory.mktemp("tcp"), config).start() as daemon:
             yield TcpProxy(daemon, ports, echo, first, second, retry, live, dead)
@@ -319,7 +311,9 @@ def test_tcp_soft_stop_with_active_sessions(tmp_path: Path) -> None:
     session is over."""
     with TcpEchoBackend() as echo:
         port = free_port()
-        config = "worker_count = 1\n" + tcp_cluster("echo", port, [("echo-0", echo.address)])
+        config = configs.document(
+            *tcp_site("echo", port, [("echo-0", echo.address)]), worker_count=1
+        )
         with DaemonProcess(tmp_path, config).start() as daemon:
             assert daemon.process is not None
             with connect(port) as active:

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from support import configs
 from support.backends import Answer, Handler, HttpBackend, Received, ScriptedBackend, wait_for
 from support.certs import make_certificate
 from support.clients import (
@@ -160,12 +161,11 @@ def tls_config(
     files: dict[str, tuple[Path, Path]],
     backends: dict[str, str],
 ) -> str:
-    def frontend(listener: str, hostname: str, certificate: str | None = None) -> str:
-        entry = f'{{ address = "127.0.0.1:{ports[listener]}", hostname = "{hostname}"'
-        if certificate is not None:
-            cert_path, key_path = files[certificate]
-            entry += f', certificate = "{cert_path}", key = "{key_path}"'
-        return entry + " }"
+    def frontend(listener: str, hostname: str, certificate: str | None = None) -> dict[str, object]:
+        if certificate is None:
+            return configs.frontend(ports[listener], hostname)
+        cert_path, key_path = files[certificate]
+        return configs.frontend(ports[listener], hostname, certificate=cert_path, key=key_path)
 
     multi_cert, multi_key = files["multi"]
     alpha = [
@@ -187,70 +187,32 @@ def tls_config(
         frontend("sni", "bar.example.com"),
         frontend("fallback", "foo.example.com"),
     ]
-    separator = ",\n  "
-    return f"""
-worker_count = 1
-
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{ports["sni"]}"
-
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{ports["fallback"]}"
-certificate = "{multi_cert}"
-key = "{multi_key}"
-
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{ports["lenient"]}"
-strict_sni_binding = false
-
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{ports["v12"]}"
-tls_versions = ["TLS_V12"]
-
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{ports["v13"]}"
-tls_versions = ["TLS_V13"]
-
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{ports["cipher"]}"
-tls_versions = ["TLS_V12"]
-cipher_list = ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]
-
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{ports["slow"]}"
-request_timeout = {HANDSHAKE_TIMEOUT}
-
-[clusters.alpha]
-protocol = "http"
-frontends = [
-  {separator.join(alpha)}
-]
-backends = [{{ address = "{backends["alpha"]}" }}]
-
-[clusters.wild]
-protocol = "http"
-frontends = [{frontend("sni", "*.wild.tls.test", "wildcard")}]
-backends = [{{ address = "{backends["wild"]}" }}]
-
-[clusters.beta]
-protocol = "http"
-frontends = [
-  {separator.join(beta)}
-]
-backends = [{{ address = "{backends["beta"]}" }}]
-
-[clusters.ws]
-protocol = "http"
-frontends = [{frontend("sni", "ws.wild.tls.test")}]
-backends = [{{ address = "{backends["ws"]}" }}]
-"""
+    return configs.document(
+        configs.https_listener(ports["sni"]),
+        configs.https_listener(ports["fallback"], certificate=multi_cert, key=multi_key),
+        configs.https_listener(ports["lenient"], strict_sni_binding=False),
+        configs.https_listener(ports["v12"], tls_versions=["TLS_V12"]),
+        configs.https_listener(ports["v13"], tls_versions=["TLS_V13"]),
+        configs.https_listener(
+            ports["cipher"],
+            tls_versions=["TLS_V12"],
+            cipher_list=["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+        ),
+        configs.https_listener(ports["slow"], request_timeout=HANDSHAKE_TIMEOUT),
+        configs.cluster("alpha", frontends=alpha, backends=[configs.backend(backends["alpha"])]),
+        configs.cluster(
+            "wild",
+            frontends=[frontend("sni", "*.wild.tls.test", "wildcard")],
+            backends=[configs.backend(backends["wild"])],
+        ),
+        configs.cluster("beta", frontends=beta, backends=[configs.backend(backends["beta"])]),
+        configs.cluster(
+            "ws",
+            frontends=[frontend("sni", "ws.wild.tls.test")],
+            backends=[configs.backend(backends["ws"])],
+        ),
+        worker_count=1,
+    )
 
 
 @pytest.fixture(scope="module")

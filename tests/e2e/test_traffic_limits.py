@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.backends import Answer, HttpBackend, TcpEchoBackend, wait_for
 from support.certs import make_certificate
 from support.clients import HttpConnection, tls_client_context
@@ -64,21 +65,12 @@ def tls_daemon(tmp_path: Path, port: int, backend: str, max_connections: int) ->
     made = make_certificate("tls.test")
     (tmp_path / "cert.pem").write_text(made.cert_pem)
     (tmp_path / "key.pem").write_text(made.key_pem)
-    config = f"""
-worker_count = 1
-max_connections = {max_connections}
-[[listeners]]
-protocol = "https"
-address = "127.0.0.1:{port}"
-certificate = "cert.pem"
-key = "key.pem"
-request_timeout = 2
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "tls.test" }}]
-backends = [{{ address = "{backend}" }}]
-"""
+    config = configs.document(
+        configs.https_listener(port, certificate="cert.pem", key="key.pem", request_timeout=2),
+        configs.http_cluster("app", port, "tls.test", [backend]),
+        worker_count=1,
+        max_connections=max_connections,
+    )
     return DaemonProcess(tmp_path, config)
 
 
@@ -124,25 +116,16 @@ def test_tls_handshakes_count_toward_max_connections(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- per (cluster, IP)
 
 
-def limited_http(tmp_path: Path, port: int, backend: str, settings: str) -> DaemonProcess:
-    config = f"""
-worker_count = 1
-{settings}
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-
-[clusters.limited]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "limited.test" }}]
-backends = [{{ address = "{backend}" }}]
-
-[clusters.open]
-protocol = "http"
-max_connections_per_ip = 0
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "open.test" }}]
-backends = [{{ address = "{backend}" }}]
-"""
+def limited_http(tmp_path: Path, port: int, backend: str, **settings: object) -> DaemonProcess:
+    """One worker, an HTTP listener, clusters ``limited`` (under the global limits of
+    ``settings``) and ``open`` (no limit per address)."""
+    config = configs.document(
+        configs.http_listener(port),
+        configs.http_cluster("limited", port, "limited.test", [backend]),
+        configs.http_cluster("open", port, "open.test", [backend], max_connections_per_ip=0),
+        worker_count=1,
+        **settings,
+    )
     return DaemonProcess(tmp_path, config)
 
 
@@ -153,7 +136,7 @@ def test_h1_global_limit_emits_429_with_retry_after(tmp_path: Path) -> None:
     port = free_port()
     with (
         HttpBackend("app") as backend,
-        limited_http(tmp_path, port, backend.address, "max_connections_per_ip = 2") as daemon,
+        limited_http(tmp_path, port, backend.address, max_connections_per_ip=2) as daemon,
     ):
         daemon.start()
         first, second = HttpConnection(port), HttpConnection(port)
@@ -182,10 +165,11 @@ def _served(port: int, host: str) -> bool:
 def test_h1_retry_after_zero_elides_the_header(tmp_path: Path) -> None:
     """sōzu ``test_h1_retry_after_zero_elides_header``."""
     port = free_port()
-    settings = "max_connections_per_ip = 1\nretry_after = 0"
     with (
         HttpBackend("app") as backend,
-        limited_http(tmp_path, port, backend.address, settings) as daemon,
+        limited_http(
+            tmp_path, port, backend.address, max_connections_per_ip=1, retry_after=0
+        ) as daemon,
     ):
         daemon.start()
         with HttpConnection(port) as holder, HttpConnection(port) as extra:
@@ -203,7 +187,7 @@ def test_h1_per_cluster_override_coexists_with_an_unlimited_cluster(tmp_path: Pa
     with (
         HttpBackend("app") as backend,
         limited_http(
-            tmp_path, port, backend.address, "max_connections_per_ip = 1\nretry_after = 7"
+            tmp_path, port, backend.address, max_connections_per_ip=1, retry_after=7
         ) as daemon,
     ):
         daemon.start()
@@ -228,18 +212,11 @@ def test_tcp_graceful_close_on_limit(tmp_path: Path) -> None:
     not disturbed."""
     port = free_port()
     with TcpEchoBackend() as echo:
-        config = f"""
-worker_count = 1
-[[listeners]]
-protocol = "tcp"
-address = "127.0.0.1:{port}"
-
-[clusters.pipe]
-protocol = "tcp"
-max_connections_per_ip = 1
-frontends = [{{ address = "127.0.0.1:{port}" }}]
-backends = [{{ address = "{echo.address}" }}]
-"""
+        config = configs.document(
+            configs.tcp_listener(port),
+            configs.tcp_cluster("pipe", port, [echo.address], max_connections_per_ip=1),
+            worker_count=1,
+        )
         with DaemonProcess(tmp_path, config).start():
             with socket.create_connection(("127.0.0.1", port), timeout=5) as first:
                 first.sendall(b"hello")
@@ -266,19 +243,14 @@ def _echoes(port: int) -> bool:
 
 
 def eviction_daemon(tmp_path: Path, port: int, backend: str, evict: bool) -> DaemonProcess:
-    config = f"""
-worker_count = 1
-max_connections = 5
-evict_on_queue_full = {"true" if evict else "false"}
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "app.test" }}]
-backends = [{{ address = "{backend}" }}]
-"""
+    config = configs.single_http_cluster(
+        port,
+        [backend],
+        hostname="app.test",
+        worker_count=1,
+        max_connections=5,
+        evict_on_queue_full=evict,
+    )
     return DaemonProcess(tmp_path, config)
 
 
@@ -366,16 +338,9 @@ def test_a_stalled_reader_costs_a_bounded_amount(tmp_path: Path) -> None:
     body = b"x" * (8 << 20)
     port = free_port()
     with HttpBackend("big", lambda request: Answer(body=body)) as backend:
-        config = f"""
-worker_count = 1
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-[clusters.big]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "big.test" }}]
-backends = [{{ address = "{backend.address}" }}]
-"""
+        config = configs.single_http_cluster(
+            port, [backend.address], hostname="big.test", cluster_id="big", worker_count=1
+        )
         with DaemonProcess(tmp_path, config).start() as daemon:
             (worker,) = daemon.worker_pids()
             with HttpConnection(port) as warm:  # the first request's one-time costs

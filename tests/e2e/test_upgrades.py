@@ -33,14 +33,10 @@ from typing import Any
 import pytest
 from support.backends import HttpBackend, wait_for
 from support.clients import ConnectionClosed, HttpAnswer, HttpConnection, get
-from support.daemon import DaemonProcess, free_port, sozu_command
-from support.load import (
-    LoadGenerator,
-    StreamSpec,
-    assert_nothing_lost,
-    load_backends,
-    serving_process,
-)
+from support.configs import single_http_cluster
+from support.daemon import DaemonProcess, free_port, serving_process, sozu_command
+from support.load import LoadGenerator, assert_nothing_lost
+from support.load_handlers import StreamSpec, load_backends
 
 from sozu_config import (
     AddBackend,
@@ -107,23 +103,13 @@ def backends() -> Iterator[tuple[HttpBackend, HttpBackend]]:
 def proxy(tmp_path: Path, backends: tuple[HttpBackend, HttpBackend]) -> Iterator[Proxy]:
     one, two = backends
     port = free_port()
-    config = f"""
-worker_count = 2
-[[listeners]]
-protocol = "http"
-address = "127.0.0.1:{port}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "127.0.0.1:{port}", hostname = "{HOST}" }}]
-backends = [{{ address = "{one.address}" }}, {{ address = "{two.address}" }}]
-"""
+    config = single_http_cluster(port, [one.address, two.address], hostname=HOST, worker_count=2)
     with DaemonProcess(tmp_path, config).start() as daemon:
         yield Proxy(daemon, port)
 
 
 def load_on(proxy: Proxy) -> LoadGenerator:
-    return LoadGenerator(proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES)
+    return LoadGenerator(proxy.port, host=HOST, stream=STREAM, expected_bodies=BODIES, resend=True)
 
 
 def alive(pid: int) -> bool:

@@ -21,19 +21,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.backends import HttpBackend, TcpEchoBackend, wait_for
 from support.clients import ConnectionClosed, HttpAnswer, HttpConnection, get
-from support.daemon import DaemonProcess, free_port
-from support.load import serving_process
-from support.traffic import (
-    CONNECT_ERROR,
-    DRIP_CHUNKS,
-    OK,
-    REFUSED,
-    TIMEOUT,
-    Traffic,
-    named_handler,
-)
+from support.daemon import DaemonProcess, free_port, serving_process
+from support.load import CONNECT_ERROR, REFUSED, TIMEOUT, LoadGenerator
+from support.load_handlers import DRIP_CHUNKS, named_handler
 
 from sozu_config import (
     ActivateListener,
@@ -70,23 +63,21 @@ HARD_STOP_DELAY = 3.0
 
 
 def daemon_config(
-    address: str, backend: str, *, workers: int = 2, settings: str = "", more: str = ""
+    address: str,
+    backend_address: str,
+    *more: configs.ListenerTable | configs.ClusterTable,
+    workers: int = 2,
+    **settings: object,
 ) -> str:
     """An HTTP listener at ``address`` and cluster ``app`` for ``app.example``; ``settings``
-    are extra top-level keys, ``more`` extra tables."""
-    return f"""
-worker_count = {workers}
-{settings}
-[[listeners]]
-protocol = "http"
-address = "{address}"
-
-[clusters.app]
-protocol = "http"
-frontends = [{{ address = "{address}", hostname = "app.example" }}]
-backends = [{{ address = "{backend}" }}]
-{more}
-"""
+    are extra top-level keys, ``more`` extra listeners and clusters."""
+    return configs.document(
+        configs.http_listener(address),
+        configs.http_cluster("app", address, "app.example", [backend_address]),
+        *more,
+        worker_count=workers,
+        **settings,
+    )
 
 
 def port_of(address: str) -> int:
@@ -188,9 +179,11 @@ def test_killed_worker_is_replaced_at_once_and_no_connection_is_refused(
         holder = serving_process(port, held.sock.getsockname()[1], [w.pid for w in before])
         [victim] = [w for w in before if w.pid == holder]
         [survivor] = [w for w in before if w.pid != holder]
-        traffic = Traffic(port, host="app.example", keep_alive=3, new_connections=3)
-        with traffic:
-            traffic.wait_progress()
+        load = LoadGenerator(
+            port, host="app.example", keep_alive_clients=3, new_connection_clients=3
+        )
+        with load:
+            load.wait_progress()
             killed_at = time.monotonic()
             os.kill(victim.pid, signal.SIGKILL)
             replacement = wait_for(lambda: new_worker(daemon, before), timeout=10)
@@ -199,34 +192,30 @@ def test_killed_worker_is_replaced_at_once_and_no_connection_is_refused(
             wait_for(lambda: answering_workers(daemon) == expected, timeout=10)
             wait_for(lambda: serves(port, replacement.pid), timeout=10)
             serving = time.monotonic() - killed_at
-            traffic.wait_progress(100)
-            traffic.stop()
+            load.wait_progress(100)
+            report = load.stop()
         with pytest.raises((ConnectionClosed, OSError)):
             held.request("GET", "/", host="app.example")  # its worker is gone
 
-        cut = traffic.cut_at(killed_at)
+        cut, others = report.cut_at(killed_at)
         record_property("replacement_listed_after_s", round(listed, 3))
         record_property("replacement_serving_after_s", round(serving, 3))
         record_property("requests_cut_by_kill", len(cut))
-        record_property("requests", len(traffic.exchanges))
+        record_property("requests", len(report.records))
         assert serving < REPLACEMENT_DELAY, f"the replacement served after {serving:.2f} s"
         assert replacement.id not in {victim.id, survivor.id}
         assert replacement.pid not in {victim.pid, survivor.pid}
         now = {(w.id, w.pid) for w in workers_of(daemon)}
         assert now == {(survivor.id, survivor.pid), (replacement.id, replacement.pid)}
 
-        refused = traffic.failures(REFUSED, CONNECT_ERROR, TIMEOUT)
-        assert refused == [], f"connections were refused: {traffic.summary()}"
-        others = [e for e in traffic.failures() if e not in cut]
-        assert others == [], f"failures not explained by the kill: {traffic.summary()}"
+        refused = report.failures(REFUSED, CONNECT_ERROR, TIMEOUT)
+        assert refused == [], f"connections were refused: {report.summary()}"
+        # an answer other than 200 is a failure (bad_status) too
+        assert others == [], f"failures not explained by the kill: {report.summary()}"
         # at most the request each client had in flight on the killed worker is lost
-        assert len(cut) <= 6, f"{len(cut)} requests cut by the kill: {traffic.summary()}"
-        answered_after = [e for e in traffic.exchanges if e.outcome == OK and e.started > killed_at]
-        assert {e.client.rsplit(" ", 1)[0] for e in answered_after} == {
-            "keep-alive",
-            "new-connection",
-        }
-        assert all(e.status == 200 for e in traffic.exchanges if e.outcome == OK)
+        assert len(cut) <= 6, f"{len(cut)} requests cut by the kill: {report.summary()}"
+        answered_after = report.answered_after(killed_at)
+        assert {r.kind for r in answered_after} == {"keep-alive", "new-connection"}
 
 
 def test_replacement_workers_serve_the_current_state(tmp_path: Path) -> None:
@@ -289,9 +278,7 @@ def test_replacement_workers_serve_the_current_state(tmp_path: Path) -> None:
 def test_no_replacement_without_automatic_restart(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     with HttpBackend("app", named_handler("app")) as backend:
-        config = daemon_config(
-            address, backend.address, settings="worker_automatic_restart = false"
-        )
+        config = daemon_config(address, backend.address, worker_automatic_restart=False)
         with DaemonProcess(tmp_path, config).start() as daemon:
             victim, survivor = workers_of(daemon)
             os.kill(victim.pid, signal.SIGKILL)
@@ -449,17 +436,17 @@ def test_new_connections_during_soft_stop_are_not_served(
     tcp = f"127.0.0.1:{free_port()}"
     port = port_of(address)
     with HttpBackend("app", named_handler("app")) as backend, TcpEchoBackend() as echo:
-        more = f"""
-[[listeners]]
-protocol = "tcp"
-address = "{tcp}"
-
-[clusters.stream]
-protocol = "tcp"
-frontends = [{{ address = "{tcp}" }}]
-backends = [{{ address = "{echo.address}" }}]
-"""
-        config = daemon_config(address, backend.address, more=more)
+        config = daemon_config(
+            address,
+            backend.address,
+            configs.tcp_listener(tcp),
+            configs.cluster(
+                "stream",
+                protocol="tcp",
+                frontends=[configs.frontend(tcp)],
+                backends=[configs.backend(echo.address)],
+            ),
+        )
         daemon = DaemonProcess(tmp_path, config).start()
         with daemon:
             workers = workers_of(daemon)
@@ -514,7 +501,7 @@ def test_max_connections_backpressure(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     port = port_of(address)
     with HttpBackend("app", named_handler("app")) as backend:
-        config = daemon_config(address, backend.address, workers=1, settings="max_connections = 5")
+        config = daemon_config(address, backend.address, workers=1, max_connections=5)
         with DaemonProcess(tmp_path, config).start() as daemon:
             held = [HttpConnection(port) for _ in range(5)]
             try:
@@ -566,9 +553,15 @@ def test_upgrade_worker_keeps_serving(
             [old] = workers_of(daemon)
             unknown = daemon.send(UpgradeWorker(worker_id=old.id + 99))
             assert unknown.status == "failure" and str(old.id + 99) in unknown.message
-            traffic = Traffic(port, host="app.example", keep_alive=2, new_connections=2)
-            with traffic:
-                traffic.wait_progress()
+            load = LoadGenerator(
+                port,
+                host="app.example",
+                keep_alive_clients=2,
+                new_connection_clients=2,
+                expected_bodies={b"app"},
+            )
+            with load:
+                load.wait_progress()
                 slow = [
                     pool.submit(get, port, f"/slow/2.{i}", host="app.example") for i in range(3)
                 ]
@@ -590,20 +583,18 @@ def test_upgrade_worker_keeps_serving(
                 assert (answer.status, answer.body) == (200, b"app" * DRIP_CHUNKS)
                 wait_for(lambda: not alive(old.pid), timeout=15)
                 assert [(w.id, w.pid) for w in workers_of(daemon)] == [(new.id, new.pid)]
-                traffic.wait_progress(100)
+                load.wait_progress(100)
                 assert statuses(port) == [200] * 6
-                traffic.stop()
-            lost = traffic.idle_losses()
+                report = load.stop()
+            lost = report.idle_losses()
             record_property("keep_alive_requests_lost_while_idle", len(lost))
-            problems = [e for e in traffic.not_ok(200, {b"app"}) if e not in lost]
-            assert problems == [], traffic.summary()
+            # failures, and answers other than 200 "app" (bad_status, bad_body)
+            problems = [r for r in report.failures() if r not in lost]
+            assert problems == [], report.summary()
             # an idle keep-alive connection closed by the old worker is the only loss allowed:
             # at most one per keep-alive client
-            assert len(lost) <= 2, traffic.summary()
-            answered_after = [
-                e for e in traffic.exchanges if e.outcome == OK and e.started > upgraded_at
-            ]
-            assert len(answered_after) >= 100
+            assert len(lost) <= 2, report.summary()
+            assert len(report.answered_after(upgraded_at)) >= 100
 
 
 def test_upgrade_keepalive_reconnect(tmp_path: Path, pool: ThreadPoolExecutor) -> None:

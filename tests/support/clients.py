@@ -7,6 +7,7 @@ import ipaddress
 import socket
 import ssl
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 
@@ -90,6 +91,25 @@ class HttpConnection:
             return False
         return True
 
+    def closed_while_idle(self) -> bool:
+        """True when the peer closed (or reset) the connection while it carried no request;
+        looks without waiting."""
+        timeout = self.sock.gettimeout()
+        # A socket with a timeout waits (up to the timeout) even with MSG_DONTWAIT: make it
+        # non-blocking for the look.
+        self.sock.settimeout(0.0)
+        try:
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False  # nothing to read: the connection is open and quiet
+        except OSError:
+            return True
+        finally:
+            self.sock.settimeout(timeout)
+        # Readable: either the end of the stream (b"") or bytes that answer no request; the
+        # connection is unusable in both cases.
+        return True
+
     def read_answer(self, *, head_only: bool = False) -> HttpAnswer:
         while b"\r\n\r\n" not in self.buffer:
             if not self._fill():
@@ -137,6 +157,42 @@ class HttpConnection:
                     raise ConnectionClosed("closed in a chunk")
             body += self.buffer[:size]
             self.buffer = self.buffer[size + 2 :]
+
+    def iter_chunked(self) -> Iterator[bytes]:
+        """The data of a chunked body as it arrives (piece by piece, not chunk by chunk), after
+        :meth:`read_answer` with ``head_only``; ends after the last chunk and the trailer
+        section. Raises :class:`ConnectionClosed` when the connection ends first and
+        :class:`ValueError` on a framing error."""
+
+        def fill() -> None:
+            if not self._fill():
+                raise ConnectionClosed("the connection ended in the middle of the chunked body")
+
+        while True:
+            while b"\r\n" not in self.buffer:
+                fill()
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            size = int(line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while not self.buffer.startswith(b"\r\n"):  # skip trailer fields
+                    while b"\r\n" not in self.buffer:
+                        fill()
+                    self.buffer = self.buffer.split(b"\r\n", 1)[1]
+                self.buffer = self.buffer[2:]
+                return
+            remaining = size
+            while remaining:
+                if not self.buffer:
+                    fill()
+                piece = self.buffer[:remaining]
+                self.buffer = self.buffer[len(piece) :]
+                remaining -= len(piece)
+                yield piece
+            while len(self.buffer) < 2:
+                fill()
+            if self.buffer[:2] != b"\r\n":
+                raise ValueError(f"chunk not followed by CRLF: {self.buffer[:10]!r}")
+            self.buffer = self.buffer[2:]
 
     def request(
         self,

@@ -1,4 +1,5 @@
-"""Running the real daemon in tests: a `sozu start` process on 127.0.0.1, stopped afterwards."""
+"""Running the real daemon in tests: a `sozu start` process on 127.0.0.1, stopped afterwards;
+and :func:`serving_process`, which of its processes holds a client's connection (from /proc)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,38 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _socket_inodes(port: int, peer_port: int) -> set[int]:
+    """Inodes of the TCP sockets from 127.0.0.1:``port`` to 127.0.0.1:``peer_port``."""
+    found: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], int(fields[9])
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == port
+                    and int(remote.rsplit(":", 1)[1], 16) == peer_port
+                ):
+                    found.add(inode)
+    return found
+
+
+def serving_process(proxy_port: int, client_port: int, pids: Iterable[int]) -> int | None:
+    """The pid (among ``pids``) holding the proxy side of the client connection whose local
+    port is ``client_port``, or None when none of them holds it (read from ``/proc``)."""
+    inodes = _socket_inodes(proxy_port, client_port)
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(entry.path) in wanted:
+                        return pid
+    return None
 
 
 def sozu_command() -> list[str]:

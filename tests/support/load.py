@@ -1,13 +1,14 @@
 """Continuous client load against the proxy, counted request by request.
 
-:class:`LoadGenerator` runs, each in its own thread, several *keep-alive* clients (one
-connection carrying request after request), several *new-connection* clients (a fresh TCP
-connection per request, closed by the client after the answer) and one *stream* client that
-downloads a large chunked answer that the backend produces slowly (a few MB over several
-seconds), so that one long response is in flight whatever the test does meanwhile. Everything
-is bounded: requests per client, seconds overall, and every socket operation has a timeout.
+:class:`LoadGenerator` runs, each in its own thread, *keep-alive* clients (one connection
+carrying request after request, a new one only after a failure or a ``Connection: close``
+answer), *new-connection* clients (a fresh TCP connection per request, closed by the client
+after the answer) and, when given a :class:`~support.load_handlers.StreamSpec`, one *stream*
+client that downloads a large chunked answer the backend produces slowly, so that one long
+response is in flight whatever the test does meanwhile. Everything is bounded: requests per
+client, seconds overall, and every socket operation has a timeout.
 
-Every request ends in exactly one outcome (:data:`OUTCOMES`):
+Every request ends as one :class:`RequestRecord` with exactly one outcome (:data:`OUTCOMES`):
 
 * ``ok``: a complete answer with the expected status (and body, when bodies are checked);
 * ``refused``: the TCP connection was refused (nobody listening: the case a proxy that owns
@@ -18,37 +19,32 @@ Every request ends in exactly one outcome (:data:`OUTCOMES`):
 * ``connect_error``: the connection could not be opened for another reason;
 * ``bad_status`` / ``bad_body``: an answer, but not the expected one.
 
-A keep-alive client behaves as HTTP clients do (RFC 9112 §9.3.1 and §9.6): before reusing its
-connection it checks that the server has not closed it while idle (then it opens a new one:
-counted in ``idle_closes``, not a request), and when a request sent on a *reused* connection
-gets neither a byte of answer nor anything but the end of the connection, it sends that request
-once more on a new connection (counted in ``retries``; the outcome of the second attempt is the
-request's outcome). Both counters are reported so that a test can tell what happened.
+What a keep-alive client does when the proxy closes its connection while idle is chosen with
+``resend``:
 
-The backend side is :func:`load_handler` (for :class:`~support.backends.HttpBackend`): a short
-body naming the backend for ordinary requests, the slow stream of a :class:`StreamSpec` for the
-stream target, and ``/slow/<seconds>`` for a request that stays in flight that long.
+* ``resend=False`` (the default): nothing is hidden. A request sent on a reused connection the
+  proxy had closed fails as ``closed`` or ``reset`` with ``nothing_received`` set;
+  :meth:`LoadReport.idle_losses` picks those out.
+* ``resend=True``: the client behaves as HTTP clients do (RFC 9112 §9.3.1 and §9.6): before
+  reusing its connection it checks that the server has not closed it (then it opens a new one:
+  counted in ``idle_closes``, not a request), and when a request on a *reused* connection gets
+  not a byte of answer, it sends it once more on a new connection (counted in ``retries``; the
+  second attempt's outcome is the request's outcome).
 
-:func:`serving_process` tells which process (of a list of pids) holds the server side of a
-client connection, read from ``/proc``: tests use it to know which worker serves the stream.
+What the backends answer is in :mod:`support.load_handlers`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import os
-import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from pathlib import Path
 
-from .backends import Answer, Handler, HttpBackend, Received
 from .clients import ConnectionClosed, HttpAnswer, HttpConnection
+from .load_handlers import STREAM_TARGET, StreamSpec
 
 __all__ = [
     "BAD_BODY",
@@ -66,9 +62,6 @@ __all__ = [
     "StreamResult",
     "StreamSpec",
     "assert_nothing_lost",
-    "load_backends",
-    "load_handler",
-    "serving_process",
 ]
 
 OK = "ok"
@@ -81,69 +74,10 @@ BAD_STATUS = "bad_status"
 BAD_BODY = "bad_body"
 OUTCOMES = (OK, REFUSED, RESET, CLOSED, TIMEOUT, CONNECT_ERROR, BAD_STATUS, BAD_BODY)
 """Every outcome a request can have; all but ``ok`` are failures."""
-
-SLOW_PREFIX = "/slow/"
-"""Targets ``/slow/<seconds>`` are answered by :func:`load_handler` after that delay."""
-
-
-# --------------------------------------------------------------------------- the slow stream
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """A large answer produced slowly: ``size`` bytes in chunks of ``chunk`` bytes, spread
-    evenly over ``seconds``. The content is deterministic (chunk ``i`` repeats the byte
-    ``i % 251``), so the client checks every byte through :attr:`sha256`."""
-
-    size: int = 4 * 1024 * 1024
-    seconds: float = 8.0
-    chunk: int = 64 * 1024
-
-    @property
-    def chunks(self) -> int:
-        return -(-self.size // self.chunk)
-
-    def chunk_bytes(self, index: int) -> bytes:
-        """The content of chunk ``index`` (the last one may be shorter)."""
-        length = min(self.chunk, self.size - index * self.chunk)
-        return bytes([index % 251]) * length
-
-    @property
-    def sha256(self) -> str:
-        digest = hashlib.sha256()
-        for index in range(self.chunks):
-            digest.update(self.chunk_bytes(index))
-        return digest.hexdigest()
-
-    def body(self) -> Callable[[], AsyncIterator[bytes]]:
-        """The answer body for :class:`~support.backends.Answer` (chunked, paced)."""
-        pause = self.seconds / self.chunks
-
-        async def produce() -> AsyncIterator[bytes]:
-            for index in range(self.chunks):
-                yield self.chunk_bytes(index)
-                await asyncio.sleep(pause)
-
-        return produce
-
-
-def load_handler(
-    name: str, *, stream_target: str = "/stream", stream: StreamSpec | None = None
-) -> Handler:
-    """A backend handler for load tests: ``stream_target`` gets the slow stream of ``stream``
-    (default :class:`StreamSpec`), ``/slow/<seconds>`` gets ``name`` after that delay,
-    anything else gets ``name`` at once."""
-    spec = stream or StreamSpec()
-
-    def handle(request: Received) -> Answer:
-        path = request.target.split("?", 1)[0]
-        if path == stream_target:
-            return Answer(body=spec.body())
-        if path.startswith(SLOW_PREFIX):
-            return Answer(body=name.encode(), delay=float(path[len(SLOW_PREFIX) :]))
-        return Answer(body=name.encode())
-
-    return handle
+CUT = (RESET, CLOSED)
+"""The outcomes of a request whose connection ended under it."""
+KEPT_BODY = 64
+"""How many bytes of each answer's body a record keeps."""
 
 
 # --------------------------------------------------------------------------- records
@@ -163,14 +97,25 @@ class RequestRecord:
     ended: float
     outcome: str
     status: int | None = None
+    body: bytes = b""
+    """The first :data:`KEPT_BODY` bytes of the answer's body."""
     detail: str = ""
     """The exception or the unexpected answer behind a failure."""
+    reused: bool = False
+    """Sent on a keep-alive connection that had already carried an answered request."""
+    nothing_received: bool = False
+    """A failure before a single byte of answer arrived."""
     retried: bool = False
     """The first attempt, on a reused keep-alive connection, got no answer and was resent."""
 
     @property
     def failed(self) -> bool:
         return self.outcome != OK
+
+    @property
+    def kind(self) -> str:
+        """``keep-alive`` or ``new-connection``."""
+        return self.client.rsplit(" ", 1)[0]
 
 
 @dataclass
@@ -190,7 +135,8 @@ class StreamResult:
     sha256: str = ""
     error: str = ""
     local_port: int = 0
-    """The client side port of the stream's connection (see :func:`serving_process`)."""
+    """The client side port of the stream's connection (see
+    :func:`~support.daemon.serving_process`)."""
 
     @property
     def complete(self) -> bool:
@@ -218,11 +164,15 @@ class LoadReport:
     records: tuple[RequestRecord, ...]
     stream: StreamResult | None
     idle_closes: int
-    """Keep-alive connections found closed by the server while idle (reopened, no request lost)."""
+    """Keep-alive connections found closed by the server while idle (reopened, no request
+    lost); always 0 without ``resend``."""
     retries: int
-    """Requests resent once after their reused connection ended without any answer."""
+    """Requests resent once after their reused connection ended without any answer; always 0
+    without ``resend``."""
     clients: int
     """Keep-alive plus new-connection clients (at most that many requests are in flight)."""
+    where: str = ""
+    """The host and target the clients asked for, for messages."""
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.records if r.outcome == outcome)
@@ -239,13 +189,17 @@ class LoadReport:
     def reset(self) -> int:
         return self.count(RESET)
 
-    @property
-    def failures(self) -> list[RequestRecord]:
-        """Every request that did not end ``ok``."""
-        return [r for r in self.records if r.failed]
+    def failures(self, *outcomes: str) -> list[RequestRecord]:
+        """Every request that did not end ``ok`` (only those ending in one of ``outcomes``
+        when given)."""
+        return [r for r in self.records if r.failed and (not outcomes or r.outcome in outcomes)]
 
     def outcomes(self) -> Counter[str]:
         return Counter(r.outcome for r in self.records)
+
+    def answered_after(self, instant: float) -> list[RequestRecord]:
+        """The requests started after ``instant`` that ended ``ok``."""
+        return [r for r in self.records if r.outcome == OK and r.started > instant]
 
     def cut_at(self, instant: float) -> tuple[list[RequestRecord], list[RequestRecord]]:
         """Split the failures into those *cut at* ``instant`` — reset or closed, on a
@@ -253,34 +207,46 @@ class LoadReport:
         died then) — and all the others."""
         cut: list[RequestRecord] = []
         others: list[RequestRecord] = []
-        for record in self.failures:
-            if (
-                record.outcome in (RESET, CLOSED)
-                and 0.0 < record.connected_at <= instant <= record.ended
-            ):
+        for record in self.failures():
+            if record.outcome in CUT and 0.0 < record.connected_at <= instant <= record.ended:
                 cut.append(record)
             else:
                 others.append(record)
         return cut, others
 
+    def idle_losses(self) -> list[RequestRecord]:
+        """Requests lost because their reused keep-alive connection had been closed while
+        idle: not a byte of answer, connection ended (what an HTTP client may resend)."""
+        return [r for r in self.records if r.outcome in CUT and r.reused and r.nothing_received]
+
     def summary(self) -> str:
         """One paragraph for assertion messages: counts by outcome and the first failures."""
         text = (
-            f"{len(self.records)} requests by {self.clients} clients: {dict(self.outcomes())}, "
-            f"idle closes {self.idle_closes}, retries {self.retries}"
+            f"{len(self.records)} requests by {self.clients} clients ({self.where}): "
+            f"{dict(self.outcomes())}, idle closes {self.idle_closes}, retries {self.retries}"
         )
         if self.stream is not None:
             text += f"; {self.stream.describe()}"
-        failures = self.failures[:5]
+        failures = self.failures()[:5]
         if failures:
             text += "; first failures: " + "; ".join(
-                f"[{r.client} conn {r.connection}] {r.outcome} {r.status or ''} {r.detail}"
+                f"[{r.client} conn {r.connection} reused={r.reused}] {r.outcome} "
+                f"{r.status or ''} {r.detail}"
                 for r in failures
             )
         return text
 
 
-# --------------------------------------------------------------------------- clients
+def assert_nothing_lost(report: LoadReport, *, minimum_ok: int = 300) -> None:
+    """Zero failed and zero refused requests, the download completed, and enough requests
+    went through for the check to mean something."""
+    assert report.failures() == [], report.summary()
+    assert report.refused == 0, report.summary()
+    assert report.stream is not None and report.stream.complete, report.summary()
+    assert report.ok > minimum_ok, report.summary()
+
+
+# --------------------------------------------------------------------------- one exchange
 
 
 def _connect_outcome(error: OSError) -> str:
@@ -289,26 +255,6 @@ def _connect_outcome(error: OSError) -> str:
     if isinstance(error, TimeoutError):
         return TIMEOUT
     return CONNECT_ERROR
-
-
-def _closed_while_idle(connection: HttpConnection) -> bool:
-    """True when the server closed (or reset) the connection while it carried no request."""
-    sock = connection.sock
-    timeout = sock.gettimeout()
-    # A socket with a timeout waits (up to the timeout) even with MSG_DONTWAIT: make it
-    # non-blocking for the look.
-    sock.settimeout(0.0)
-    try:
-        sock.recv(1, socket.MSG_PEEK)
-    except BlockingIOError:
-        return False  # nothing to read: the connection is open and quiet
-    except OSError:
-        return True
-    finally:
-        sock.settimeout(timeout)
-    # Readable: either the end of the stream (b"") or bytes that answer no request; the
-    # connection is unusable in both cases.
-    return True
 
 
 class _Failure(Exception):
@@ -327,12 +273,41 @@ def _exchange(connection: HttpConnection, target: str, host: str) -> HttpAnswer:
         return connection.request("GET", target, host=host)
     except TimeoutError as error:
         raise _Failure(TIMEOUT, repr(error), nothing=not connection.buffer) from None
-    except (ConnectionResetError, BrokenPipeError) as error:
-        raise _Failure(RESET, repr(error), nothing=not connection.buffer) from None
     except ConnectionClosed as error:
         raise _Failure(CLOSED, str(error), nothing=not connection.buffer) from None
-    except OSError as error:
+    except OSError as error:  # ConnectionResetError, BrokenPipeError…
         raise _Failure(RESET, repr(error), nothing=not connection.buffer) from None
+
+
+class _KeptConnection:
+    """A keep-alive client's connection: opened when needed, numbered, and whether it already
+    carried an answered request."""
+
+    def __init__(self, port: int, timeout: float) -> None:
+        self.port = port
+        self.timeout = timeout
+        self.connection: HttpConnection | None = None
+        self.serial = 0
+        self.connected_at = 0.0
+        self.used = False
+
+    def open(self) -> HttpConnection:
+        """The open connection, or a new one (raises :class:`OSError` when none opens)."""
+        if self.connection is None:
+            self.serial += 1
+            self.connected_at = 0.0
+            self.connection = HttpConnection(self.port, timeout=self.timeout)
+            self.connected_at = time.monotonic()
+            self.used = False
+        return self.connection
+
+    def drop(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+# --------------------------------------------------------------------------- the generator
 
 
 class LoadGenerator:
@@ -342,13 +317,15 @@ class LoadGenerator:
     stopped, ``max_requests`` each, or ``max_seconds`` after the start; ``pause`` seconds
     separate two requests of a client (the backends run in the test process too and need the
     GIL). An answer is ``ok`` when its status is ``expected_status`` and, if
-    ``expected_bodies`` is given, its body is one of them. When ``stream_target`` is not None a
-    stream client downloads it once (its answer must be the :class:`StreamSpec` ``stream``).
+    ``expected_bodies`` is given, its body is one of them. ``resend`` chooses how keep-alive
+    clients treat a connection the proxy closed while idle (see the module's documentation).
+    When ``stream`` is given a stream client downloads ``stream_target`` once (its answer must
+    be that :class:`~support.load_handlers.StreamSpec`).
 
     Entering starts the clients and returns once every client got a first ``ok`` answer and
     the stream's first bytes arrived (so the load is really in flight); leaving stops them.
     :meth:`stop` lets the clients run until the stream finished, then stops them and returns
-    the final :class:`LoadReport`.
+    the final :class:`LoadReport`; :meth:`report` tells what happened so far.
     """
 
     def __init__(
@@ -359,10 +336,11 @@ class LoadGenerator:
         target: str = "/",
         keep_alive_clients: int = 3,
         new_connection_clients: int = 3,
-        stream_target: str | None = "/stream",
         stream: StreamSpec | None = None,
+        stream_target: str = STREAM_TARGET,
         expected_status: int = 200,
         expected_bodies: Collection[bytes] | None = None,
+        resend: bool = False,
         max_requests: int = 20_000,
         max_seconds: float = 120.0,
         pause: float = 0.01,
@@ -373,10 +351,11 @@ class LoadGenerator:
         self.target = target
         self.keep_alive_clients = keep_alive_clients
         self.new_connection_clients = new_connection_clients
+        self.stream_spec = stream
         self.stream_target = stream_target
-        self.stream_spec = stream or StreamSpec()
         self.expected_status = expected_status
         self.expected_bodies = None if expected_bodies is None else frozenset(expected_bodies)
+        self.resend = resend
         self.max_requests = max_requests
         self.max_seconds = max_seconds
         self.pause = pause
@@ -400,17 +379,17 @@ class LoadGenerator:
             self._spawn(f"keep-alive {number}", self._keep_alive_client)
         for number in range(1, self.new_connection_clients + 1):
             self._spawn(f"new-connection {number}", self._new_connection_client)
-        if self.stream_target is not None:
+        if self.stream_spec is not None:
             spec = self.stream_spec
             self.stream_result = StreamResult(self.stream_target, spec.size, spec.sha256)
             self._stream_thread = threading.Thread(
-                target=self._stream_client, daemon=True, name="load stream"
+                target=self._stream_client, args=(spec,), daemon=True, name="load stream"
             )
             self._stream_thread.start()
         try:
             self._wait_ready(ready_timeout)
         except BaseException:
-            self.stop()
+            self.stop(stream_timeout=0.0)
             raise
         return self
 
@@ -446,10 +425,12 @@ class LoadGenerator:
     def stop(self, *, stream_timeout: float | None = None) -> LoadReport:
         """Wait for the stream to end (bounded by ``stream_timeout``, default three times its
         planned duration plus a margin) while the request clients keep going — so the load
-        covers all the test did meanwhile — then stop the clients and report."""
+        covers all the test did meanwhile — then stop the clients and report. Each client
+        finishes its request in progress (bounded by the timeout). Stopping again returns the
+        same report."""
         if self._final is not None:
             return self._final
-        if self._stream_thread is not None:
+        if self._stream_thread is not None and self.stream_spec is not None:
             wait = stream_timeout
             if wait is None:
                 wait = self.stream_spec.seconds * 3 + self.timeout + 10
@@ -475,6 +456,7 @@ class LoadGenerator:
                 idle_closes=self._idle_closes,
                 retries=self._retries,
                 clients=self.keep_alive_clients + self.new_connection_clients,
+                where=f"{self.host}{self.target}",
             )
 
     def wait_progress(self, count: int = 20, timeout: float = 15.0) -> None:
@@ -491,14 +473,14 @@ class LoadGenerator:
         while time.monotonic() < deadline:
             with self._lock:
                 fresh = [r for r in self._records[start:] if r.outcome == OK]
-            if len(fresh) >= count and {r.client.rsplit(" ", 1)[0] for r in fresh} >= kinds:
+            if len(fresh) >= count and {r.kind for r in fresh} >= kinds:
                 return
             time.sleep(0.02)
         raise AssertionError(
             f"fewer than {count} requests succeeded within {timeout} s: {self.report().summary()}"
         )
 
-    # ------------------------------------------------------------------ client threads
+    # ------------------------------------------------------------------ request clients
 
     def _running(self, sent: int) -> bool:
         return (
@@ -511,121 +493,125 @@ class LoadGenerator:
         with self._lock:
             self._records.append(record)
 
-    def _judge(self, answer: HttpAnswer) -> tuple[str, str]:
+    def _rest(self, *, longer: bool) -> None:
+        """The pause before the client's next request (``longer`` after a failure that came
+        before any exchange could begin, so that a client does not spin)."""
+        self._stop.wait(max(self.pause, 0.05) if longer else self.pause)
+
+    def _answered(
+        self,
+        answer: HttpAnswer,
+        name: str,
+        serial: int,
+        connected_at: float,
+        started: float,
+        **flags: bool,
+    ) -> RequestRecord:
+        """The record of a request that got an answer, ``ok`` or not as expected."""
+        outcome, detail = OK, ""
         if answer.status != self.expected_status:
-            return BAD_STATUS, f"{answer.status} {answer.body[:120]!r}"
-        if self.expected_bodies is not None and answer.body not in self.expected_bodies:
-            return BAD_BODY, repr(answer.body[:120])
-        return OK, ""
+            outcome, detail = BAD_STATUS, f"{answer.status} {answer.body[:120]!r}"
+        elif self.expected_bodies is not None and answer.body not in self.expected_bodies:
+            outcome, detail = BAD_BODY, repr(answer.body[:120])
+        return RequestRecord(
+            name, serial, connected_at, started, time.monotonic(), outcome,
+            status=answer.status, body=answer.body[:KEPT_BODY], detail=detail, **flags,
+        )  # fmt: skip
 
     def _keep_alive_client(self, name: str) -> None:
-        connection: HttpConnection | None = None
-        serial = 0
-        connected_at = 0.0
-        used = False  # the connection already carried an exchange
+        link = _KeptConnection(self.port, self.timeout)
         sent = 0
         try:
             while self._running(sent):
                 sent += 1
-                started = time.monotonic()
-                if connection is not None and used and _closed_while_idle(connection):
-                    connection.close()
-                    connection = None
-                    with self._lock:
-                        self._idle_closes += 1
-                retried = False
-                answer: HttpAnswer | None = None
-                failure: _Failure | None = None
-                for attempt in (1, 2):
-                    if connection is None:
-                        serial += 1
-                        try:
-                            connection = HttpConnection(self.port, timeout=self.timeout)
-                        except OSError as error:
-                            failure = _Failure(_connect_outcome(error), repr(error), nothing=True)
-                            connected_at = 0.0
-                            break
-                        connected_at = time.monotonic()
-                        used = False
-                    try:
-                        answer = _exchange(connection, self.target, self.host)
-                        failure = None
-                        break
-                    except _Failure as error:
-                        failure = error
-                        reused = used
-                        connection.close()
-                        connection = None
-                        if attempt == 2 or not (reused and error.nothing):
-                            break
-                        # the reused connection ended without a byte of answer: resend once
-                        retried = True
-                        with self._lock:
-                            self._retries += 1
-                ended = time.monotonic()
-                if answer is not None:
-                    assert connection is not None
-                    used = True
-                    outcome, detail = self._judge(answer)
-                    record = RequestRecord(
-                        name, serial, connected_at, started, ended, outcome,
-                        status=answer.status, detail=detail, retried=retried,
-                    )  # fmt: skip
-                    if (answer.header("connection") or "").lower() == "close":
-                        connection.close()
-                        connection = None
-                else:
-                    assert failure is not None
-                    record = RequestRecord(
-                        name, serial, connected_at, started, ended, failure.outcome,
-                        detail=failure.detail, retried=retried,
-                    )  # fmt: skip
+                record = self._keep_alive_request(name, link)
                 self._record(record)
-                self._stop.wait(self.pause if answer is not None else max(self.pause, 0.05))
+                self._rest(longer=record.status is None)
         finally:
-            if connection is not None:
-                connection.close()
+            link.drop()
+
+    def _keep_alive_request(self, name: str, link: _KeptConnection) -> RequestRecord:
+        """One request on the client's connection (opened when needed), resent once on a new
+        connection when ``resend`` allows it."""
+        started = time.monotonic()
+        idle = link.connection
+        if self.resend and link.used and idle is not None and idle.closed_while_idle():
+            link.drop()
+            with self._lock:
+                self._idle_closes += 1
+        retried = False
+        while True:
+            try:
+                connection = link.open()
+            except OSError as error:
+                return RequestRecord(
+                    name, link.serial, 0.0, started, time.monotonic(), _connect_outcome(error),
+                    detail=repr(error), retried=retried,
+                )  # fmt: skip
+            reused = link.used
+            try:
+                answer = _exchange(connection, self.target, self.host)
+            except _Failure as failure:
+                link.drop()
+                if self.resend and reused and failure.nothing and not retried:
+                    retried = True  # the reused connection ended without a byte of answer
+                    with self._lock:
+                        self._retries += 1
+                    continue
+                return RequestRecord(
+                    name, link.serial, link.connected_at, started, time.monotonic(),
+                    failure.outcome, detail=failure.detail, reused=reused,
+                    nothing_received=failure.nothing, retried=retried,
+                )  # fmt: skip
+            link.used = True
+            record = self._answered(
+                answer, name, link.serial, link.connected_at, started,
+                reused=reused, retried=retried,
+            )  # fmt: skip
+            if (answer.header("connection") or "").lower() == "close":
+                link.drop()
+            return record
 
     def _new_connection_client(self, name: str) -> None:
         serial = 0
         while self._running(serial):
             serial += 1
-            started = time.monotonic()
-            try:
-                connection = HttpConnection(self.port, timeout=self.timeout)
-            except OSError as error:
-                failed = _connect_outcome(error)
-                now = time.monotonic()
-                self._record(
-                    RequestRecord(name, serial, 0.0, started, now, failed, detail=repr(error))
-                )
-                self._stop.wait(max(self.pause, 0.05))
-                continue
-            connected_at = time.monotonic()
-            try:
-                answer = _exchange(connection, self.target, self.host)
-            except _Failure as failure:
-                outcome, status, detail = failure.outcome, None, failure.detail
-            else:
-                status = answer.status
-                outcome, detail = self._judge(answer)
-            finally:
-                connection.close()
-            self._record(
-                RequestRecord(
-                    name, serial, connected_at, started, time.monotonic(), outcome, status, detail
-                )
-            )
-            self._stop.wait(self.pause)
+            record = self._one_request(name, serial)
+            self._record(record)
+            self._rest(longer=record.connected_at == 0.0)
 
-    def _stream_client(self) -> None:
+    def _one_request(self, name: str, serial: int) -> RequestRecord:
+        """One request on a connection of its own, closed afterwards."""
+        started = time.monotonic()
+        try:
+            connection = HttpConnection(self.port, timeout=self.timeout)
+        except OSError as error:
+            return RequestRecord(
+                name, serial, 0.0, started, time.monotonic(), _connect_outcome(error),
+                detail=repr(error),
+            )  # fmt: skip
+        connected_at = time.monotonic()
+        try:
+            answer = _exchange(connection, self.target, self.host)
+        except _Failure as failure:
+            return RequestRecord(
+                name, serial, connected_at, started, time.monotonic(), failure.outcome,
+                detail=failure.detail, nothing_received=failure.nothing,
+            )  # fmt: skip
+        finally:
+            connection.close()
+        return self._answered(answer, name, serial, connected_at, started)
+
+    # ------------------------------------------------------------------ the stream client
+
+    def _stream_client(self, spec: StreamSpec) -> None:
         """Download the stream once, checking every byte; never raises."""
         result = self.stream_result
-        assert result is not None and self.stream_target is not None
+        assert result is not None
         result.started = time.monotonic()
         digest = hashlib.sha256()
         # a slow producer: allow a generous wait between two pieces of the answer
-        per_read = max(self.timeout, self.stream_spec.seconds)
+        per_read = max(self.timeout, spec.seconds)
         try:
             connection = HttpConnection(self.port, timeout=per_read)
         except OSError as error:
@@ -648,7 +634,7 @@ class LoadGenerator:
             if (answer.header("transfer-encoding") or "").lower() != "chunked":
                 result.error = f"not chunked: {answer.raw_head!r}"
                 return
-            for piece in _chunks(connection):
+            for piece in connection.iter_chunked():
                 if result.first_byte is None:
                     result.first_byte = time.monotonic()
                 digest.update(piece)
@@ -665,94 +651,3 @@ class LoadGenerator:
             result.sha256 = digest.hexdigest()
             result.ended = time.monotonic()
             connection.close()
-
-
-def _chunks(connection: HttpConnection) -> Iterable[bytes]:
-    """The data of a chunked body as it arrives (piece by piece, not chunk by chunk); ends
-    after the last chunk and the trailer section."""
-
-    def fill() -> None:
-        data = connection.sock.recv(1 << 16)
-        if not data:
-            raise ConnectionClosed("the connection ended in the middle of the chunked body")
-        connection.buffer += data
-
-    while True:
-        while b"\r\n" not in connection.buffer:
-            fill()
-        line, connection.buffer = connection.buffer.split(b"\r\n", 1)
-        size = int(line.split(b";")[0].strip(), 16)
-        if size == 0:
-            while not connection.buffer.startswith(b"\r\n"):  # skip trailer fields
-                while b"\r\n" not in connection.buffer:
-                    fill()
-                connection.buffer = connection.buffer.split(b"\r\n", 1)[1]
-            connection.buffer = connection.buffer[2:]
-            return
-        remaining = size
-        while remaining:
-            if not connection.buffer:
-                fill()
-            piece = connection.buffer[:remaining]
-            connection.buffer = connection.buffer[len(piece) :]
-            remaining -= len(piece)
-            yield piece
-        while len(connection.buffer) < 2:
-            fill()
-        if connection.buffer[:2] != b"\r\n":
-            raise ValueError(f"chunk not followed by CRLF: {connection.buffer[:10]!r}")
-        connection.buffer = connection.buffer[2:]
-
-
-# --------------------------------------------------------------------------- /proc
-
-
-def _socket_inodes(port: int, peer_port: int) -> set[int]:
-    """Inodes of the TCP sockets from 127.0.0.1:``port`` to 127.0.0.1:``peer_port``."""
-    found: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                local, remote, inode = fields[1], fields[2], int(fields[9])
-                if (
-                    int(local.rsplit(":", 1)[1], 16) == port
-                    and int(remote.rsplit(":", 1)[1], 16) == peer_port
-                ):
-                    found.add(inode)
-    return found
-
-
-def serving_process(proxy_port: int, client_port: int, pids: Iterable[int]) -> int | None:
-    """The pid (among ``pids``) holding the proxy side of the client connection whose local
-    port is ``client_port``, or None when none of them holds it (read from ``/proc``)."""
-    inodes = _socket_inodes(proxy_port, client_port)
-    if not inodes:
-        return None
-    wanted = {f"socket:[{inode}]" for inode in inodes}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(entry.path) in wanted:
-                        return pid
-    return None
-
-
-def assert_nothing_lost(report: LoadReport, *, minimum_ok: int = 300) -> None:
-    """Zero failed and zero refused requests, the download completed, and enough requests
-    went through for the check to mean something."""
-    assert report.failures == [], report.summary()
-    assert report.refused == 0, report.summary()
-    assert report.stream is not None and report.stream.complete, report.summary()
-    assert report.ok > minimum_ok, report.summary()
-
-
-@contextlib.contextmanager
-def load_backends(stream: StreamSpec) -> Iterator[tuple[HttpBackend, HttpBackend]]:
-    """Two backends, ``one`` and ``two``, answering :func:`load_handler` with ``stream``."""
-    with (
-        HttpBackend("one", load_handler("one", stream=stream)) as one,
-        HttpBackend("two", load_handler("two", stream=stream)) as two,
-    ):
-        yield one, two

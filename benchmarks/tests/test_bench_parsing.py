@@ -12,28 +12,23 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.append(str(BENCHMARKS))
-
-from loadbench.report import (  # noqa: E402  (benchmarks/ is not an installed package)
+from loadbench.report import (
     RESULTS_BEGIN,
     RESULTS_END,
     RunRecord,
     replace_between_markers,
     summarise,
 )
-from loadbench.wrk import (  # noqa: E402
+from loadbench.wrk import (
     SocketErrors,
     WrkOutputError,
     WrkResult,
     parse_wrk_output,
 )
-from memory import (  # noqa: E402
+from memory import (
     MIB,
     BackendProcess,
     Growth,
@@ -51,8 +46,8 @@ from memory import (  # noqa: E402
     replace_region,
     streaming_growth,
 )
-from memory import markdown_section as memory_section  # noqa: E402
-from reconfig import (  # noqa: E402
+from memory import markdown_section as memory_section
+from reconfig import (
     LatencySummary,
     Propagation,
     PropagationSeries,
@@ -63,9 +58,9 @@ from reconfig import (  # noqa: E402
     retarget_config,
     served_index,
 )
-from reconfig import markdown_section as reconfig_section  # noqa: E402
+from reconfig import markdown_section as reconfig_section
 
-from sozu_config import load_config  # noqa: E402
+from sozu_config import load_config
 
 CLEAN_KEEPALIVE = """\
 Running 2s test @ http://127.0.0.1:44041/
