@@ -29,10 +29,15 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy (--strict on sozu_config, as configured in pyproject.toml)."""
+    """mypy --strict on the three packages (strict is set in pyproject.toml, and stated here)."""
     session.install("mypy>=1.10", *PACKAGES)
-    session.run("mypy", "packages/sozu-config/src/sozu_config")
-    session.run("mypy", "packages/sozu-runtime/src/sozu_runtime", "packages/sozu-cli/src/sozu_cli")
+    session.run("mypy", "--strict", "packages/sozu-config/src/sozu_config")
+    session.run(
+        "mypy",
+        "--strict",
+        "packages/sozu-runtime/src/sozu_runtime",
+        "packages/sozu-cli/src/sozu_cli",
+    )
 
 
 @nox.session
