@@ -17,7 +17,7 @@ import resource
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, assert_never
 
 from pydantic import ValidationError
 
@@ -42,6 +42,7 @@ from ..channel import Channel
 from ..logs import configure_logging, reopen_logs, set_level
 from ..messages import (
     EVENT_ID,
+    Control,
     InitialState,
     ReopenLogs,
     Setup,
@@ -135,51 +136,96 @@ class WorkerProcess:
         if proxy is None:
             self._answer(message.id, ResponseStatus.FAILURE, "the worker is not set up yet")
             return
-        kind = request.type
-        if kind in rq.MUTATING_TYPES:
-            try:
-                await proxy.apply(request, fds)
-            except StateError as error:
-                self._answer(message.id, ResponseStatus.FAILURE, error.message)
-                return
-            self._answer(message.id, ResponseStatus.OK)
-            return
-        for fd in fds:  # nothing else carries sockets
-            os.close(fd)
-        if isinstance(request, rq.SoftStop):
-            # drained in the background: messages go on being handled (a hard stop may come)
-            if self._stopping is None:
-                self._stopping = asyncio.get_running_loop().create_task(self._soft_stop(message.id))
-        elif isinstance(request, rq.HardStop):
-            proxy.hard_stop()
-            self._answer(message.id, ResponseStatus.OK)
-            await self._flush()
-            self._finish(0)
-        elif isinstance(request, rq.Logging):
-            set_level(request.level)
-            self._answer(message.id, ResponseStatus.OK)
-        elif isinstance(request, rq.ConfigureMetrics):
-            proxy.configure_metrics(request.configuration)
-            self._answer(message.id, ResponseStatus.OK)
-        elif isinstance(request, rq.QueryMetrics):
-            metrics = MetricsContent()  # disabled metrics are not reported
-            if proxy.metrics.enabled:
-                metrics = MetricsContent(
-                    proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)
+        if request.type not in rq.MUTATING_TYPES:
+            for fd in fds:  # nothing else carries sockets
+                os.close(fd)
+        # one case per request type: mypy names this place when a new one is declared
+        match request:
+            case (
+                rq.AddCluster()
+                | rq.RemoveCluster()
+                | rq.AddHttpListener()
+                | rq.AddHttpsListener()
+                | rq.AddTcpListener()
+                | rq.UpdateHttpListener()
+                | rq.UpdateHttpsListener()
+                | rq.UpdateTcpListener()
+                | rq.RemoveListener()
+                | rq.ActivateListener()
+                | rq.DeactivateListener()
+                | rq.AddHttpFrontend()
+                | rq.RemoveHttpFrontend()
+                | rq.AddHttpsFrontend()
+                | rq.RemoveHttpsFrontend()
+                | rq.AddTcpFrontend()
+                | rq.RemoveTcpFrontend()
+                | rq.AddBackend()
+                | rq.RemoveBackend()
+                | rq.AddCertificate()
+                | rq.ReplaceCertificate()
+                | rq.RemoveCertificate()
+                | rq.Batch()
+            ):
+                try:
+                    await proxy.apply(request, fds)
+                except StateError as error:
+                    self._answer(message.id, ResponseStatus.FAILURE, error.message)
+                    return
+                self._answer(message.id, ResponseStatus.OK)
+            case rq.SoftStop():
+                # drained in the background: messages go on being handled (a hard stop may come)
+                if self._stopping is None:
+                    loop = asyncio.get_running_loop()
+                    self._stopping = loop.create_task(self._soft_stop(message.id))
+            case rq.HardStop():
+                proxy.hard_stop()
+                self._answer(message.id, ResponseStatus.OK)
+                await self._flush()
+                self._finish(0)
+            case rq.Logging():
+                set_level(request.level)
+                self._answer(message.id, ResponseStatus.OK)
+            case rq.ConfigureMetrics():
+                proxy.configure_metrics(request.configuration)
+                self._answer(message.id, ResponseStatus.OK)
+            case rq.QueryMetrics():
+                metrics = MetricsContent()  # disabled metrics are not reported
+                if proxy.metrics.enabled:
+                    metrics = MetricsContent(
+                        proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)
+                    )
+                self._answer(message.id, ResponseStatus.OK, content=metrics)
+            case rq.QueryCertificatesFromWorkers():
+                found = proxy.state.certificate_list(
+                    domain=request.domain, fingerprint=request.fingerprint
                 )
-            self._answer(message.id, ResponseStatus.OK, content=metrics)
-        elif isinstance(request, rq.QueryCertificatesFromWorkers):
-            found = proxy.state.certificate_list(
-                domain=request.domain, fingerprint=request.fingerprint
-            )
-            self._answer(
-                message.id, ResponseStatus.OK, content=CertificatesContent(certificates=found)
-            )
-        elif isinstance(request, rq.Status):
-            self._answer(message.id, ResponseStatus.OK)
-        else:
-            content = proxy.state.answer_query(request)
-            self._answer(message.id, ResponseStatus.OK, content=content)
+                content = CertificatesContent(certificates=found)
+                self._answer(message.id, ResponseStatus.OK, content=content)
+            case rq.Status():
+                self._answer(message.id, ResponseStatus.OK)
+            case (
+                rq.ListWorkers()
+                | rq.ListFrontends()
+                | rq.ListListeners()
+                | rq.QueryClusterById()
+                | rq.QueryClustersByDomain()
+                | rq.QueryClustersHashes()
+                | rq.QueryCertificates()
+                | rq.CountRequests()
+                | rq.QueryState()
+                | rq.SaveState()
+                | rq.LoadState()
+                | rq.ReloadConfiguration()
+                | rq.UpgradeMain()
+                | rq.UpgradeWorker()
+                | rq.SubscribeEvents()
+            ):
+                # answered from the state (the main process's own verbs change nothing here)
+                self._answer(
+                    message.id, ResponseStatus.OK, content=proxy.state.answer_query(request)
+                )
+            case _:
+                assert_never(request)
 
     def _cluster_metrics(self, request: rq.QueryMetrics) -> dict[str, dict[str, Any]]:
         assert self.proxy is not None
@@ -203,43 +249,49 @@ class WorkerProcess:
             }
         return out
 
-    async def _control(self, request_id: str, control: Any, fds: list[int]) -> None:
-        if isinstance(control, Setup):
-            configure_logging(
-                control.log_level,
-                f"WRK-{control.worker_id:02d}",
-                target=control.log_target,
-                access_target=control.access_logs_target,
-            )
-            self.soft_stop_timeout = control.soft_stop_timeout
-            check_descriptor_limit(control.max_connections)
-            self.proxy = Proxy(
-                worker_id=control.worker_id,
-                buffer_size=control.buffer_size,
-                max_connections=control.max_connections,
-                max_connections_per_ip=control.max_connections_per_ip,
-                retry_after=control.retry_after,
-                evict_on_queue_full=control.evict_on_queue_full,
-                emit_event=self.emit,
-                expired_certificates=control.expired_certificates,
-            )
-            me = WorkerInfo(
-                id=control.worker_id,
-                pid=os.getpid(),
-                run_state=RunState.STARTING,
-                version=__version__,
-                started_at=STARTED_AT,
-            )
-            self._answer(request_id, ResponseStatus.OK, content=WorkersContent(workers=[me]))
-        elif isinstance(control, ReopenLogs):
-            reopen_logs()
-            self._answer(request_id, ResponseStatus.OK)
-        elif isinstance(control, InitialState):
-            assert self.proxy is not None
-            for request in control.requests:
-                await self.proxy.apply(request, fds)
-            self.proxy.state.version = control.version
-            self._answer(request_id, ResponseStatus.OK)
+    async def _control(self, request_id: str, control: Control, fds: list[int]) -> None:
+        match control:
+            case Setup():
+                self._set_up(request_id, control)
+            case ReopenLogs():
+                reopen_logs()
+                self._answer(request_id, ResponseStatus.OK)
+            case InitialState():
+                assert self.proxy is not None
+                for request in control.requests:
+                    await self.proxy.apply(request, fds)
+                self.proxy.state.version = control.version
+                self._answer(request_id, ResponseStatus.OK)
+            case _:
+                assert_never(control)
+
+    def _set_up(self, request_id: str, control: Setup) -> None:
+        configure_logging(
+            control.log_level,
+            f"WRK-{control.worker_id:02d}",
+            target=control.log_target,
+            access_target=control.access_logs_target,
+        )
+        self.soft_stop_timeout = control.soft_stop_timeout
+        check_descriptor_limit(control.max_connections)
+        self.proxy = Proxy(
+            worker_id=control.worker_id,
+            buffer_size=control.buffer_size,
+            max_connections=control.max_connections,
+            max_connections_per_ip=control.max_connections_per_ip,
+            retry_after=control.retry_after,
+            evict_on_queue_full=control.evict_on_queue_full,
+            emit_event=self.emit,
+            expired_certificates=control.expired_certificates,
+        )
+        me = WorkerInfo(
+            id=control.worker_id,
+            pid=os.getpid(),
+            run_state=RunState.STARTING,
+            version=__version__,
+            started_at=STARTED_AT,
+        )
+        self._answer(request_id, ResponseStatus.OK, content=WorkersContent(workers=[me]))
 
     # ------------------------------------------------------------------ stopping
 
