@@ -56,6 +56,7 @@ class Client(Protocol):
     keep_alive: bool
     deadline: float
     backend: BackendConnection | None
+    backend_paused: bool  # the session paused this connection's reading (flow control)
 
     @property
     def exchange(self) -> Exchange: ...
@@ -64,8 +65,6 @@ class Client(Protocol):
     def listener(self) -> ClientListener: ...
 
     def hsts(self) -> tuple[bytes, bool]: ...
-
-    def release_backend_pause(self) -> bool: ...
 
     def response_head_started(self) -> None: ...
 
@@ -405,12 +404,18 @@ class BackendConnection(asyncio.BufferedProtocol):
         if self._client_paused:
             self._client_paused = False
             session.transport.resume_reading()
-        if session.release_backend_pause():
+        if session.backend_paused:
+            session.backend_paused = False
             self.transport.resume_reading()
-        self.release_or_close(reusable)
+        if reusable and not self.closed and not backend.removed:
+            self.reused = True
+            self.pool.release(self)
+        else:
+            self.close()
         session.response_done()
 
     def release_or_close(self, reusable: bool) -> None:
+        """Back to the pool when ``reusable`` (and still usable), else closed."""
         if reusable and not self.closed and not self.backend.removed:
             self.reused = True
             self.session = None

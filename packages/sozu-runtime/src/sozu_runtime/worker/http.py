@@ -63,7 +63,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Final
 
-from sozu_config.models import HttpFrontend, RedirectPolicy, RedirectScheme
+from sozu_config.models import HttpFrontend
 
 from . import h1
 from .exchange import (
@@ -81,7 +81,7 @@ from .exchange import (
 from .h1 import BODY_LENGTH, BODY_NONE, HttpError
 from .headers import with_hsts
 from .router import parse_authority
-from .routes import check_basic_auth
+from .special import redirect_location, special_answer
 
 if TYPE_CHECKING:
     from .backend import BackendConnection
@@ -96,11 +96,6 @@ __all__ = ["FrontendSession"]
 CONNECT_ATTEMPTS: Final = 3  # sōzu's CONN_RETRIES: connection attempts per request before 503
 ROUTE_CACHE_SIZE: Final = 4096  # (host, target, method) → route entries kept per listener
 _MISSING: Any = object()
-_REDIRECT_STATUS: Final = {
-    RedirectPolicy.PERMANENT: 301,
-    RedirectPolicy.FOUND: 302,
-    RedirectPolicy.PERMANENT_REDIRECT: 308,
-}
 
 
 class FrontendSession(asyncio.Protocol):
@@ -110,8 +105,8 @@ class FrontendSession(asyncio.Protocol):
         "_closed",
         "_fwd_static",
         "_paused_for_pipeline",
-        "_peer_paused",
         "backend",
+        "backend_paused",
         "chunks",
         "deadline",
         "deadline_status",
@@ -157,7 +152,9 @@ class FrontendSession(asyncio.Protocol):
         )
         self._fwd_static = b""  # the forwarding headers of this client (headers.for_peer)
         self._closed = False
-        self._peer_paused = False  # this session paused the reading of its backend
+        # this session paused the reading of its backend (a full client write buffer); the
+        # backend connection resumes it when the answer is complete
+        self.backend_paused = False
         self._paused_for_pipeline = False
 
     # ----------------------------------------------------------------- connection events
@@ -199,23 +196,15 @@ class FrontendSession(asyncio.Protocol):
     def pause_writing(self) -> None:
         # the client reads slower than the backend sends: stop reading the backend
         backend = self.backend
-        if backend is not None and not self._peer_paused:
-            self._peer_paused = True
+        if backend is not None and not self.backend_paused:
+            self.backend_paused = True
             backend.transport.pause_reading()
 
     def resume_writing(self) -> None:
         backend = self.backend
-        if backend is not None and self._peer_paused:
-            self._peer_paused = False
+        if backend is not None and self.backend_paused:
+            self.backend_paused = False
             backend.transport.resume_reading()
-
-    def release_backend_pause(self) -> bool:
-        """The backend connection is done with this session: True when the session had
-        paused its reading (the connection resumes it)."""
-        if self._peer_paused:
-            self._peer_paused = False
-            return True
-        return False
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after sending its request still gets the answer (and in a
@@ -408,7 +397,16 @@ class FrontendSession(asyncio.Protocol):
         if framed is None:
             return
         body, self.pending = framed
-        forwarded = self._forwarded_head(head, route)
+        forwarded = listener.forwarding.request_head(
+            head,
+            route,
+            self._fwd_static,
+            self.peer_ip,
+            self.peer_port,
+            exchange.request_id,
+            exchange.sticky,
+            _rewrite(head, route.frontend) if route.rewrites else None,
+        )
         request = forwarded + body if body else forwarded
         complete = self.remaining == 0
         exchange.replay = request if complete else None
@@ -450,41 +448,15 @@ class FrontendSession(asyncio.Protocol):
         return rest[:end], rest[end:]
 
     def _answer_special(self, route: Route, host: bytes, head: h1.RequestHead) -> bool:
-        """Redirects and authentication of a ``special`` route. True when answered."""
-        frontend = route.frontend
-        policy = frontend.redirect
-        exchange = self.exchange
-        if policy is RedirectPolicy.UNAUTHORIZED:
-            exchange.cluster = route.cluster
-            self.answer(401)
-            return True
-        if policy is not RedirectPolicy.FORWARD:
-            if frontend.redirect_scheme is RedirectScheme.USE_HTTPS:
-                scheme = "https"
-            elif frontend.redirect_scheme is RedirectScheme.USE_HTTP:
-                scheme = "http"
-            else:
-                scheme = "https" if self.listener.tls else "http"
-            target_host = frontend.rewrite_host.encode() if frontend.rewrite_host else host
-            target = frontend.rewrite_path.encode() if frontend.rewrite_path else head.target
-            port = frontend.rewrite_port
-            if port is None and route.cluster is not None:
-                port = route.cluster.https_redirect_port if scheme == "https" else None
-            exchange.cluster = route.cluster
-            self.redirect(_REDIRECT_STATUS[policy], scheme, target_host, port, target)
-            return True
-        if frontend.required_auth:
-            cluster = route.cluster
-            authorization = None
-            for name, value in head.headers:
-                if name.lower() == b"authorization":
-                    authorization = value
-                    break
-            if cluster is None or not check_basic_auth(authorization, cluster.authorized):
-                exchange.cluster = cluster
-                self.answer(401)
-                return True
-        return False
+        """Redirects and authentication of a ``special`` route (see :mod:`.special`). True
+        when answered."""
+        answer = special_answer(route, host, head, self.listener.tls)
+        if answer is None:
+            return False
+        self.exchange.cluster = route.cluster
+        status, location = answer
+        self.answer(status, location=location)
+        return True
 
     def _hold_ip_slot(self, cluster: ClusterRuntime) -> bool:
         """Hold a per-IP slot of ``cluster`` (instead of one of another cluster); False when
@@ -501,20 +473,6 @@ class FrontendSession(asyncio.Protocol):
             return False
         self.ip_slot = cluster
         return True
-
-    def _forwarded_head(self, head: h1.RequestHead, route: Route) -> bytes:
-        """The head sent to the backend (see :meth:`.headers.ForwardingHeaders.request_head`)."""
-        exchange = self.exchange
-        return self.listener.forwarding.request_head(
-            head,
-            route,
-            self._fwd_static,
-            self.peer_ip,
-            self.peer_port,
-            exchange.request_id,
-            exchange.sticky,
-            _rewrite(head, route.frontend) if route.rewrites else None,
-        )
 
     def _send(self, request: bytes, complete: bool) -> None:
         """Send the request to a backend of the cluster: a pooled connection if one is idle,
@@ -648,15 +606,13 @@ class FrontendSession(asyncio.Protocol):
         """The backend's answer was forwarded completely: the exchange ends."""
         self.backend = None
         self.exchange.reset()
-        if self._peer_paused:
-            self._peer_paused = False
+        self.backend_paused = False
         if self.phase == REQUEST_BODY or not self.keep_alive or self.proxy.stopping:
             # answered before the request was complete (e.g. an early 413), or closing
             self.close()
             return
         self.phase = IDLE
-        now = self.proxy.loop.time()
-        self.deadline = now + self.listener.front_timeout
+        self.deadline = self.proxy.clock() + self.listener.front_timeout
         self.deadline_status = 0
         if self._paused_for_pipeline:
             self._paused_for_pipeline = False
@@ -761,11 +717,7 @@ class FrontendSession(asyncio.Protocol):
     def redirect(
         self, status: int, scheme: str, host: bytes, port: int | None, target: bytes
     ) -> None:
-        default = 443 if scheme == "https" else 80
-        authority = host.decode("latin-1")
-        if port is not None and port != default:
-            authority = f"{authority}:{port}"
-        self.answer(status, location=f"{scheme}://{authority}{target.decode('latin-1')}")
+        self.answer(status, location=redirect_location(scheme, host, port, target))
 
     def close(self) -> None:
         """Close after what was written is flushed."""
