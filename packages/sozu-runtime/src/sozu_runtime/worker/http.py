@@ -37,7 +37,7 @@ REQUEST_BODY  head sent, body bytes still to come from the client    front_timeo
 WAITING       request sent, waiting for the answer                   back_timeout: 504
 (answering)   the answer's head reached the client                   back_timeout, re-armed
               (``response_started``, phase unchanged)                per read: cut
-TUNNEL        a 101 (or 2xx to an upgrade) switched protocols        front_timeout /
+TUNNEL        a 101 answered an upgrade request                      front_timeout /
                                                                      back_timeout per read
                                                                      of each side: cut
 CLOSING       an answer given by the proxy, or the connection ends   front_timeout: cut
