@@ -136,10 +136,16 @@ class WorkerProcess:
         if proxy is None:
             self._answer(message.id, ResponseStatus.FAILURE, "the worker is not set up yet")
             return
+        await self._dispatch(message.id, proxy, request, fds)
+
+    async def _dispatch(
+        self, message_id: str, proxy: Proxy, request: rq.Request, fds: list[int]
+    ) -> None:
+        """Handle a request: one case per request type (mypy names this place when a new one
+        is declared)."""
         if request.type not in rq.MUTATING_TYPES:
             for fd in fds:  # nothing else carries sockets
                 os.close(fd)
-        # one case per request type: mypy names this place when a new one is declared
         match request:
             case (
                 rq.AddCluster()
@@ -166,43 +172,33 @@ class WorkerProcess:
                 | rq.RemoveCertificate()
                 | rq.Batch()
             ):
-                try:
-                    await proxy.apply(request, fds)
-                except StateError as error:
-                    self._answer(message.id, ResponseStatus.FAILURE, error.message)
-                    return
-                self._answer(message.id, ResponseStatus.OK)
+                await self._apply(message_id, proxy, request, fds)
             case rq.SoftStop():
                 # drained in the background: messages go on being handled (a hard stop may come)
                 if self._stopping is None:
                     loop = asyncio.get_running_loop()
-                    self._stopping = loop.create_task(self._soft_stop(message.id))
+                    self._stopping = loop.create_task(self._soft_stop(message_id))
             case rq.HardStop():
                 proxy.hard_stop()
-                self._answer(message.id, ResponseStatus.OK)
+                self._answer(message_id, ResponseStatus.OK)
                 await self._flush()
                 self._finish(0)
             case rq.Logging():
                 set_level(request.level)
-                self._answer(message.id, ResponseStatus.OK)
+                self._answer(message_id, ResponseStatus.OK)
             case rq.ConfigureMetrics():
                 proxy.configure_metrics(request.configuration)
-                self._answer(message.id, ResponseStatus.OK)
+                self._answer(message_id, ResponseStatus.OK)
             case rq.QueryMetrics():
-                metrics = MetricsContent()  # disabled metrics are not reported
-                if proxy.metrics.enabled:
-                    metrics = MetricsContent(
-                        proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)
-                    )
-                self._answer(message.id, ResponseStatus.OK, content=metrics)
+                self._answer(message_id, ResponseStatus.OK, content=self._metrics(proxy, request))
             case rq.QueryCertificatesFromWorkers():
                 found = proxy.state.certificate_list(
                     domain=request.domain, fingerprint=request.fingerprint
                 )
-                content = CertificatesContent(certificates=found)
-                self._answer(message.id, ResponseStatus.OK, content=content)
+                certificates = CertificatesContent(certificates=found)
+                self._answer(message_id, ResponseStatus.OK, content=certificates)
             case rq.Status():
-                self._answer(message.id, ResponseStatus.OK)
+                self._answer(message_id, ResponseStatus.OK)
             case (
                 rq.ListWorkers()
                 | rq.ListFrontends()
@@ -221,11 +217,27 @@ class WorkerProcess:
                 | rq.SubscribeEvents()
             ):
                 # answered from the state (the main process's own verbs change nothing here)
-                self._answer(
-                    message.id, ResponseStatus.OK, content=proxy.state.answer_query(request)
-                )
+                content = proxy.state.answer_query(request)
+                self._answer(message_id, ResponseStatus.OK, content=content)
             case _:
                 assert_never(request)
+
+    async def _apply(
+        self, message_id: str, proxy: Proxy, request: rq.MutatingRequest, fds: list[int]
+    ) -> None:
+        try:
+            await proxy.apply(request, fds)
+        except StateError as error:
+            self._answer(message_id, ResponseStatus.FAILURE, error.message)
+            return
+        self._answer(message_id, ResponseStatus.OK)
+
+    def _metrics(self, proxy: Proxy, request: rq.QueryMetrics) -> MetricsContent:
+        if not proxy.metrics.enabled:
+            return MetricsContent()  # disabled metrics are not reported
+        return MetricsContent(
+            proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)
+        )
 
     def _cluster_metrics(self, request: rq.QueryMetrics) -> dict[str, dict[str, Any]]:
         assert self.proxy is not None
