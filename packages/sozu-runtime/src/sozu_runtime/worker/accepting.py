@@ -23,15 +23,29 @@ import ssl
 import time
 from typing import Any, Protocol
 
+from .admission import Admission, Connection
+from .metrics import Metrics
 from .proxy_protocol import ProxyHeader
 
 log = logging.getLogger("sozu.worker")
 
 
+class AcceptServices(Protocol):
+    """What accepting uses of the worker."""
+
+    loop: asyncio.AbstractEventLoop
+    metrics: Metrics
+    admission: Admission
+    # session protocol → its handshake, while the connection's handshake is in progress
+    handshakes: dict[object, Handshake]
+
+
 class Listener(Protocol):
     """What accepting needs of a listener (see :class:`.listeners.Listener`)."""
 
-    proxy: Any
+    @property
+    def proxy(self) -> AcceptServices: ...
+
     address: str
     request_timeout: float
 
@@ -49,7 +63,7 @@ class Listener(Protocol):
     def resume_accepting(self) -> None: ...
 
 
-__all__ = ["Handshake", "accept_batch", "apply_header"]
+__all__ = ["AcceptServices", "Handshake", "accept_batch", "apply_header"]
 
 ACCEPT_BATCH = 64  # connections accepted per wake-up of a listening socket
 # Out of file descriptors: accepting pauses this long (connections wait in the backlog), and
@@ -94,7 +108,15 @@ def _out_of_descriptors(listener: Listener, error: OSError) -> None:
     listener.proxy.loop.call_later(DESCRIPTORS_PAUSE, listener.resume_accepting)
 
 
-def apply_header(protocol: Any, header: ProxyHeader) -> None:
+class ProxiedSession(Protocol):
+    """A session protocol of an ``expect_proxy`` listener, as its PROXY header sets it."""
+
+    peer_ip: str
+    peer_port: int
+    proxy_header: ProxyHeader | None
+
+
+def apply_header(protocol: ProxiedSession, header: ProxyHeader) -> None:
     """Give a connection's protocol what its PROXY header says of the client: the source
     address replaces the peer's (a LOCAL header, from a health check, keeps the peer)."""
     if header.command == "proxy" and header.source is not None:
@@ -127,7 +149,7 @@ class Handshake:
         # the handshake has its own timeout; the deadline is the sweeper's backstop
         self.deadline = proxy.loop.time() + listener.request_timeout + 1.0
 
-    def start(self, previous: Any = None) -> None:
+    def start(self, previous: Connection | None = None) -> None:
         """Count the connection (taking over from ``previous``, a connection that read the
         PROXY header) and set its transport up."""
         proxy = self.listener.proxy

@@ -23,14 +23,14 @@ import ctypes.util
 import heapq
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .metrics import Metrics
 
 log = logging.getLogger("sozu.worker")
 
-__all__ = ["Admission", "return_free_memory"]
+__all__ = ["Abortable", "Admission", "Connection", "return_free_memory"]
 
 RESUME_RATIO = 0.9  # accepting resumes below this share of max_connections (sōzu's)
 EVICTED_SHARE = 0.01  # share of max_connections evicted at once when full (sōzu's 1 %)
@@ -66,6 +66,32 @@ def return_free_memory() -> bool:
     return True
 
 
+class Abortable(Protocol):
+    def abort(self) -> None:
+        """Cut the connection now."""
+
+
+class Connection(Protocol):
+    """An open connection as the worker's limits, its sweeper and its stops see it: a session,
+    a TLS handshake in progress, a connection whose PROXY header is not read yet."""
+
+    @property
+    def deadline(self) -> float:
+        """The loop time past which :meth:`check_deadline` is called."""
+        ...
+
+    @property
+    def transport(self) -> Abortable | None:
+        """What a hard stop or an eviction aborts."""
+        ...
+
+    def check_deadline(self, now: float) -> None:
+        """``now`` passed the deadline: answer, close or abort, as the phase says."""
+
+    def soft_stop(self) -> None:
+        """The worker stops: close when idle, else after the answer in flight."""
+
+
 class Admission:
     """The open connections of a worker and the limits they are held to."""
 
@@ -94,9 +120,7 @@ class Admission:
         self.max_connections = max_connections
         self.evict_on_queue_full = evict_on_queue_full
         # Every open connection: sessions, TLS handshakes, connections awaiting a PROXY header.
-        # Each has ``deadline`` (a loop time), ``check_deadline(now)``, ``soft_stop()`` and a
-        # ``transport`` with ``abort()``.
-        self.connections: set[Any] = set()
+        self.connections: set[Connection] = set()
         self.paused = False
         self._per_ip: dict[tuple[str, str], int] = {}
         self._peak = 0
@@ -104,7 +128,7 @@ class Admission:
 
     # ------------------------------------------------------------------ max_connections
 
-    def opened(self, connection: Any) -> bool:
+    def opened(self, connection: Connection) -> bool:
         """Count a connection just accepted. False when it must be refused at once (accepted
         past the limit in the same batch of accepts, eviction being off)."""
         connections = self.connections
@@ -125,20 +149,20 @@ class Admission:
             return False
         return True
 
-    def closed(self, connection: Any) -> None:
+    def closed(self, connection: Connection) -> None:
         connections = self.connections
         connections.discard(connection)
         if self.paused and len(connections) < RESUME_RATIO * self.max_connections:
             self.paused = False
             self._set_accepting(True)
 
-    def replaced(self, old: Any, new: Any) -> None:
+    def replaced(self, old: Connection, new: Connection) -> None:
         """``new`` continues ``old`` (a session whose TLS handshake completed): the count
         does not change, so no limit is checked again."""
         self.connections.discard(old)
         self.connections.add(new)
 
-    def _evict(self, keep: Any) -> None:
+    def _evict(self, keep: Connection) -> None:
         """Close the connections whose inactivity deadline comes first (never ``keep``)."""
         count = max(1, int(self.max_connections * EVICTED_SHARE))
         candidates = (c for c in self.connections if c is not keep)
@@ -189,5 +213,5 @@ class Admission:
         return_free_memory()
 
 
-def _deadline(connection: Any) -> float:
-    return float(connection.deadline)
+def _deadline(connection: Connection) -> float:
+    return connection.deadline

@@ -23,15 +23,14 @@ from typing import TYPE_CHECKING, Any
 from sozu_config.addresses import split_address
 from sozu_config.models import HttpListenerConfig, HttpsListenerConfig, TcpListenerConfig
 
-from . import h1
 from .accepting import Handshake, accept_batch
 from .answers import Answers
+from .headers import ForwardingHeaders
 from .router import Router
 from .routes import ClusterRuntime, Route, hsts_line
 from .services import ProxyServices
 
-# What a listener makes for each connection: given the listener, the connection's protocol.
-SessionClass = Callable[[Any], asyncio.Protocol]
+ListenerConfig = HttpListenerConfig | HttpsListenerConfig | TcpListenerConfig
 
 if TYPE_CHECKING:
     from sozu_config.state import ConfigState
@@ -40,9 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sozu.worker")
 
-__all__ = ["HttpListener", "Listener", "SessionClass", "TcpListener"]
+__all__ = ["HttpListener", "Listener", "TcpListener"]
 
-_CRLF = b"\r\n"
 # Stands for "accepting" in Listener.server when the listener accepts through its own reader
 # (expect_proxy) rather than an asyncio server.
 _ACCEPTING: Any = object()
@@ -53,10 +51,8 @@ class Listener:
 
     tls = False
 
-    def __init__(self, proxy: ProxyServices, config: Any, session_class: SessionClass) -> None:
+    def __init__(self, proxy: ProxyServices, config: ListenerConfig) -> None:
         self.proxy = proxy
-        # the protocol of this listener's connections (given by the proxy, which knows them)
-        self.session_class = session_class
         self.address: str = config.address
         self.sock: socket.socket | None = None
         self.server: asyncio.AbstractServer | None = None
@@ -64,7 +60,7 @@ class Listener:
         self._starting: asyncio.Task[None] | None = None
         self.reconfigure(config)
 
-    def reconfigure(self, config: Any) -> None:
+    def reconfigure(self, config: ListenerConfig) -> None:
         self.config = config
         self.front_timeout = float(config.front_timeout)
         self.back_timeout = float(config.back_timeout)
@@ -151,42 +147,30 @@ class HttpListener(Listener):
         self,
         proxy: ProxyServices,
         config: HttpListenerConfig | HttpsListenerConfig,
-        session_class: SessionClass,
+        session_class: Callable[[HttpListener], asyncio.Protocol],
     ) -> None:
+        # the protocol of this listener's connections (given by the proxy, which knows them)
+        self.session_class = session_class
         self.router: Router[Route] = Router()
         # (Host, target, method) → route (or None): the lookups of the fast path, cleared
         # whenever a frontend of this listener is added or removed
         self.route_cache: dict[tuple[bytes, bytes, bytes], Route | None] = {}
         self.tls = isinstance(config, HttpsListenerConfig)
         self.tls_runtime: TlsRuntime | None = None
-        super().__init__(proxy, config, session_class)
+        super().__init__(proxy, config)
 
-    def reconfigure(self, config: HttpListenerConfig | HttpsListenerConfig) -> None:
+    def reconfigure(self, config: ListenerConfig) -> None:
+        assert not isinstance(config, TcpListenerConfig)
         super().reconfigure(config)
         proxy = self.proxy
         self.max_head = proxy.buffer_size
-        self.sticky_name = config.sticky_name.encode()
-        self.sticky_name_lower = self.sticky_name.lower()
-        self.sozu_id_prefix = config.sozu_id_header.encode() + b": "
-        self.elide_x_real_ip = config.elide_x_real_ip
-        self.send_x_real_ip = config.send_x_real_ip
         self.strict_sni = bool(getattr(config, "strict_sni_binding", False))
-        # Client fields that make the forwarded head a rebuilt one: the chains the proxy
-        # extends, and the fields it replaces (X-Real-IP when elided; X-Forwarded-Proto and
-        # -Port unless the client is a trusted proxy).
-        self.trust_forwarded = config.trust_forwarded_headers
-        self.rebuild_mask = h1.SEEN_X_FORWARDED_FOR | h1.SEEN_FORWARDED
-        if self.elide_x_real_ip:
-            self.rebuild_mask |= h1.SEEN_X_REAL_IP
-        if not self.trust_forwarded:
-            self.rebuild_mask |= h1.SEEN_ADDED
-        self.proto = b"https" if self.tls else b"http"
+        # the headers this listener's requests and answers get (see headers)
+        self.forwarding = ForwardingHeaders(config, self.public_ip, self.public_port)
         # Strict-Transport-Security of this listener's answers (HTTPS only), b"" when none
         hsts = getattr(config, "hsts", None)
         self.hsts_line = hsts_line(hsts)
         self.hsts_force = hsts is not None and hsts.force_replace_backend
-        self._public_port = str(self.public_port).encode()
-        self._by = _forwarded_node(self.public_ip)
         old = getattr(self, "answers", None)
         answers = Answers(config.answers, sozu_id_header=config.sozu_id_header)
         if old is not None:
@@ -201,28 +185,6 @@ class HttpListener(Listener):
                 self.tls_runtime = TlsRuntime(config)
             else:
                 self.tls_runtime.reconfigure(config)
-
-    def forwarded_value(self, ip: str, port: int) -> bytes:
-        node = _forwarded_node(ip)
-        return b'proto=%s;for="%s:%d";by=%s' % (self.proto, node.strip(b'"'), port, self._by)
-
-    def forwarding_headers(self, ip: str, port: int, seen: int = 0) -> bytes:
-        """The headers added to every request from ``ip:port`` (X-Forwarded-Port and -Proto
-        only when ``seen`` says the client did not send them, which a caller says only for a
-        trusted client); precomputed once per connection for the common case."""
-        peer = ip.encode()
-        out = []
-        if not seen & h1.SEEN_X_FORWARDED_FOR:
-            out.append(b"X-Forwarded-For: " + peer + _CRLF)
-        if not seen & h1.SEEN_FORWARDED:
-            out.append(b"Forwarded: " + self.forwarded_value(ip, port) + _CRLF)
-        if self.send_x_real_ip:
-            out.append(b"X-Real-IP: " + peer + _CRLF)
-        if not seen & h1.SEEN_X_FORWARDED_PORT:
-            out.append(b"X-Forwarded-Port: " + self._public_port + _CRLF)
-        if not seen & h1.SEEN_X_FORWARDED_PROTO:
-            out.append(b"X-Forwarded-Proto: " + self.proto + _CRLF)
-        return b"".join(out)
 
     def protocol_factory(self) -> asyncio.Protocol:
         return self.session_class(self)
@@ -239,18 +201,14 @@ class TcpListener(Listener):
     """A TCP listener: bound to one cluster by its TCP frontend."""
 
     def __init__(
-        self, proxy: ProxyServices, config: TcpListenerConfig, session_class: SessionClass
+        self,
+        proxy: ProxyServices,
+        config: TcpListenerConfig,
+        session_class: Callable[[TcpListener], asyncio.Protocol],
     ) -> None:
+        self.session_class = session_class
         self.cluster: ClusterRuntime | None = None
-        super().__init__(proxy, config, session_class)
+        super().__init__(proxy, config)
 
     def protocol_factory(self) -> asyncio.Protocol:
         return self.session_class(self)
-
-
-def _forwarded_node(ip: str) -> bytes:
-    """A node of the Forwarded header (RFC 7239): IPv6 (the addresses with a colon) quoted and
-    bracketed."""
-    if ":" in ip:
-        return f'"[{ip}]"'.encode()
-    return ip.encode()

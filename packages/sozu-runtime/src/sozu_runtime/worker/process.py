@@ -17,7 +17,7 @@ import resource
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, assert_never
 
 from pydantic import ValidationError
 
@@ -25,6 +25,7 @@ from sozu_config import requests as rq
 from sozu_config.protocol import validation_message
 from sozu_config.responses import (
     CertificatesContent,
+    ErrorKind,
     Event,
     EventContent,
     MetricsContent,
@@ -42,6 +43,7 @@ from ..channel import Channel
 from ..logs import configure_logging, reopen_logs, set_level
 from ..messages import (
     EVENT_ID,
+    Control,
     InitialState,
     ReopenLogs,
     Setup,
@@ -100,7 +102,7 @@ class WorkerProcess:
                 await self._handle(message)
             except Exception as error:  # one bad request never stops the worker
                 log.exception("request %s failed", message.id)
-                self._answer(message.id, ResponseStatus.FAILURE, f"worker error: {error}")
+                self._fail(message.id, f"worker error: {error}", ErrorKind.INTERNAL)
 
     def _answer(
         self,
@@ -109,10 +111,17 @@ class WorkerProcess:
         message: str = "",
         content: ResponseContent | None = None,
     ) -> None:
+        self._send(Response(id=request_id, status=status, message=message, content=content))
+
+    def _fail(
+        self, request_id: str, message: str, kind: ErrorKind, index: int | None = None
+    ) -> None:
+        self._send(Response.failure(message, kind=kind, index=index, id=request_id))
+
+    def _send(self, response: Response) -> None:
         channel = self.channel
         if channel is None or channel.closed:
             return
-        response = Response(id=request_id, status=status, message=message, content=content)
         channel.send(response.model_dump_json().encode() + b"\n")
 
     def emit(self, event: Event) -> None:
@@ -129,57 +138,114 @@ class WorkerProcess:
             return
         request = message.request
         if request is None:
-            self._answer(message.id, ResponseStatus.FAILURE, "empty message")
+            self._fail(message.id, "empty message", ErrorKind.BAD_REQUEST)
             return
         proxy = self.proxy
         if proxy is None:
-            self._answer(message.id, ResponseStatus.FAILURE, "the worker is not set up yet")
+            self._fail(message.id, "the worker is not set up yet", ErrorKind.UNAVAILABLE)
             return
-        kind = request.type
-        if kind in rq.MUTATING_TYPES:
-            try:
-                await proxy.apply(request, fds)
-            except StateError as error:
-                self._answer(message.id, ResponseStatus.FAILURE, error.message)
-                return
-            self._answer(message.id, ResponseStatus.OK)
-            return
-        for fd in fds:  # nothing else carries sockets
-            os.close(fd)
-        if isinstance(request, rq.SoftStop):
-            # drained in the background: messages go on being handled (a hard stop may come)
-            if self._stopping is None:
-                self._stopping = asyncio.get_running_loop().create_task(self._soft_stop(message.id))
-        elif isinstance(request, rq.HardStop):
-            proxy.hard_stop()
-            self._answer(message.id, ResponseStatus.OK)
-            await self._flush()
-            self._finish(0)
-        elif isinstance(request, rq.Logging):
-            set_level(request.level)
-            self._answer(message.id, ResponseStatus.OK)
-        elif isinstance(request, rq.ConfigureMetrics):
-            proxy.configure_metrics(request.configuration)
-            self._answer(message.id, ResponseStatus.OK)
-        elif isinstance(request, rq.QueryMetrics):
-            metrics = MetricsContent()  # disabled metrics are not reported
-            if proxy.metrics.enabled:
-                metrics = MetricsContent(
-                    proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)
+        await self._dispatch(message.id, proxy, request, fds)
+
+    async def _dispatch(
+        self, message_id: str, proxy: Proxy, request: rq.Request, fds: list[int]
+    ) -> None:
+        """Handle a request: one case per request type (mypy names this place when a new one
+        is declared)."""
+        if request.type not in rq.MUTATING_TYPES:
+            for fd in fds:  # nothing else carries sockets
+                os.close(fd)
+        match request:
+            case (
+                rq.AddCluster()
+                | rq.RemoveCluster()
+                | rq.AddHttpListener()
+                | rq.AddHttpsListener()
+                | rq.AddTcpListener()
+                | rq.UpdateHttpListener()
+                | rq.UpdateHttpsListener()
+                | rq.UpdateTcpListener()
+                | rq.RemoveListener()
+                | rq.ActivateListener()
+                | rq.DeactivateListener()
+                | rq.AddHttpFrontend()
+                | rq.RemoveHttpFrontend()
+                | rq.AddHttpsFrontend()
+                | rq.RemoveHttpsFrontend()
+                | rq.AddTcpFrontend()
+                | rq.RemoveTcpFrontend()
+                | rq.AddBackend()
+                | rq.RemoveBackend()
+                | rq.AddCertificate()
+                | rq.ReplaceCertificate()
+                | rq.RemoveCertificate()
+                | rq.Batch()
+            ):
+                await self._apply(message_id, proxy, request, fds)
+            case rq.SoftStop():
+                # drained in the background: messages go on being handled (a hard stop may come)
+                if self._stopping is None:
+                    loop = asyncio.get_running_loop()
+                    self._stopping = loop.create_task(self._soft_stop(message_id))
+            case rq.HardStop():
+                proxy.hard_stop()
+                self._answer(message_id, ResponseStatus.OK)
+                await self._flush()
+                self._finish(0)
+            case rq.Logging():
+                set_level(request.level)
+                self._answer(message_id, ResponseStatus.OK)
+            case rq.ConfigureMetrics():
+                proxy.configure_metrics(request.configuration)
+                self._answer(message_id, ResponseStatus.OK)
+            case rq.QueryMetrics():
+                self._answer(message_id, ResponseStatus.OK, content=self._metrics(proxy, request))
+            case rq.QueryCertificatesFromWorkers():
+                found = proxy.state.certificate_list(
+                    domain=request.domain, fingerprint=request.fingerprint
                 )
-            self._answer(message.id, ResponseStatus.OK, content=metrics)
-        elif isinstance(request, rq.QueryCertificatesFromWorkers):
-            found = proxy.state.certificate_list(
-                domain=request.domain, fingerprint=request.fingerprint
-            )
-            self._answer(
-                message.id, ResponseStatus.OK, content=CertificatesContent(certificates=found)
-            )
-        elif isinstance(request, rq.Status):
-            self._answer(message.id, ResponseStatus.OK)
-        else:
-            content = proxy.state.answer_query(request)
-            self._answer(message.id, ResponseStatus.OK, content=content)
+                certificates = CertificatesContent(certificates=found)
+                self._answer(message_id, ResponseStatus.OK, content=certificates)
+            case rq.Status():
+                self._answer(message_id, ResponseStatus.OK)
+            case (
+                rq.ListWorkers()
+                | rq.ListFrontends()
+                | rq.ListListeners()
+                | rq.QueryClusterById()
+                | rq.QueryClustersByDomain()
+                | rq.QueryClustersHashes()
+                | rq.QueryCertificates()
+                | rq.CountRequests()
+                | rq.QueryState()
+                | rq.SaveState()
+                | rq.LoadState()
+                | rq.ReloadConfiguration()
+                | rq.UpgradeMain()
+                | rq.UpgradeWorker()
+                | rq.SubscribeEvents()
+            ):
+                # answered from the state (the main process's own verbs change nothing here)
+                content = proxy.state.answer_query(request)
+                self._answer(message_id, ResponseStatus.OK, content=content)
+            case _:
+                assert_never(request)
+
+    async def _apply(
+        self, message_id: str, proxy: Proxy, request: rq.MutatingRequest, fds: list[int]
+    ) -> None:
+        try:
+            await proxy.apply(request, fds)
+        except StateError as error:
+            self._fail(message_id, error.message, error.kind, error.index)
+            return
+        self._answer(message_id, ResponseStatus.OK)
+
+    def _metrics(self, proxy: Proxy, request: rq.QueryMetrics) -> MetricsContent:
+        if not proxy.metrics.enabled:
+            return MetricsContent()  # disabled metrics are not reported
+        return MetricsContent(
+            proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)
+        )
 
     def _cluster_metrics(self, request: rq.QueryMetrics) -> dict[str, dict[str, Any]]:
         assert self.proxy is not None
@@ -203,43 +269,49 @@ class WorkerProcess:
             }
         return out
 
-    async def _control(self, request_id: str, control: Any, fds: list[int]) -> None:
-        if isinstance(control, Setup):
-            configure_logging(
-                control.log_level,
-                f"WRK-{control.worker_id:02d}",
-                target=control.log_target,
-                access_target=control.access_logs_target,
-            )
-            self.soft_stop_timeout = control.soft_stop_timeout
-            check_descriptor_limit(control.max_connections)
-            self.proxy = Proxy(
-                worker_id=control.worker_id,
-                buffer_size=control.buffer_size,
-                max_connections=control.max_connections,
-                max_connections_per_ip=control.max_connections_per_ip,
-                retry_after=control.retry_after,
-                evict_on_queue_full=control.evict_on_queue_full,
-                emit_event=self.emit,
-                expired_certificates=control.expired_certificates,
-            )
-            me = WorkerInfo(
-                id=control.worker_id,
-                pid=os.getpid(),
-                run_state=RunState.STARTING,
-                version=__version__,
-                started_at=STARTED_AT,
-            )
-            self._answer(request_id, ResponseStatus.OK, content=WorkersContent(workers=[me]))
-        elif isinstance(control, ReopenLogs):
-            reopen_logs()
-            self._answer(request_id, ResponseStatus.OK)
-        elif isinstance(control, InitialState):
-            assert self.proxy is not None
-            for request in control.requests:
-                await self.proxy.apply(request, fds)
-            self.proxy.state.version = control.version
-            self._answer(request_id, ResponseStatus.OK)
+    async def _control(self, request_id: str, control: Control, fds: list[int]) -> None:
+        match control:
+            case Setup():
+                self._set_up(request_id, control)
+            case ReopenLogs():
+                reopen_logs()
+                self._answer(request_id, ResponseStatus.OK)
+            case InitialState():
+                assert self.proxy is not None
+                for request in control.requests:
+                    await self.proxy.apply(request, fds)
+                self.proxy.state.version = control.version
+                self._answer(request_id, ResponseStatus.OK)
+            case _:
+                assert_never(control)
+
+    def _set_up(self, request_id: str, control: Setup) -> None:
+        configure_logging(
+            control.log_level,
+            f"WRK-{control.worker_id:02d}",
+            target=control.log_target,
+            access_target=control.access_logs_target,
+        )
+        self.soft_stop_timeout = control.soft_stop_timeout
+        check_descriptor_limit(control.max_connections)
+        self.proxy = Proxy(
+            worker_id=control.worker_id,
+            buffer_size=control.buffer_size,
+            max_connections=control.max_connections,
+            max_connections_per_ip=control.max_connections_per_ip,
+            retry_after=control.retry_after,
+            evict_on_queue_full=control.evict_on_queue_full,
+            emit_event=self.emit,
+            expired_certificates=control.expired_certificates,
+        )
+        me = WorkerInfo(
+            id=control.worker_id,
+            pid=os.getpid(),
+            run_state=RunState.STARTING,
+            version=__version__,
+            started_at=STARTED_AT,
+        )
+        self._answer(request_id, ResponseStatus.OK, content=WorkersContent(workers=[me]))
 
     # ------------------------------------------------------------------ stopping
 

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import assert_never
 
 from sozu_config import requests as rq
 from sozu_config.models import (
@@ -28,12 +28,12 @@ from sozu_config.models import (
 from sozu_config.responses import Event, EventKind
 from sozu_config.state import ConfigState
 
-from . import balancing
 from .accepting import Handshake
-from .admission import Admission
-from .http import BackendConnection, FrontendSession
+from .admission import Admission, Connection
+from .http import FrontendSession
 from .listeners import HttpListener, Listener, TcpListener
 from .metrics import Metrics
+from .pool import BackendPool
 from .reading import ReadBuffers
 from .router import RouteRule
 from .routes import ClusterRuntime, Route
@@ -45,8 +45,6 @@ access = logging.getLogger("sozu.access")
 __all__ = ["Proxy"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-MAX_IDLE_PER_BACKEND = 128  # idle keep-alive connections kept per backend
-IDLE_BACKEND_TIMEOUT = 30.0  # seconds an idle pooled connection is kept
 
 
 def _ulid_time(ms: int) -> str:
@@ -89,7 +87,6 @@ class Proxy:
         self.clusters: dict[str, ClusterRuntime] = {}
         self.routes: dict[FrontendKey, Route] = {}
         self.cluster_routes: dict[str, set[FrontendKey]] = {}
-        self.draining: set[balancing.Backend] = set()
         self.metrics = Metrics()
         self.admission = Admission(
             self._set_accepting,
@@ -98,15 +95,14 @@ class Proxy:
             evict_on_queue_full=evict_on_queue_full,
         )
         # every open connection (sessions, TLS handshakes, connections awaiting a PROXY header)
-        self.sessions: set[Any] = self.admission.connections
+        self.sessions: set[Connection] = self.admission.connections
         # protocol → its handshake, while a connection's TLS handshake is in progress
-        self.handshakes: dict[Any, Handshake] = {}
-        self.backend_connections: set[BackendConnection] = set()
-        self.idle: dict[balancing.Backend, list[BackendConnection]] = {}
-        self.idle_since: dict[BackendConnection, float] = {}
+        self.handshakes: dict[object, Handshake] = {}
         self.access_logs = access.isEnabledFor(logging.INFO)
         self.stopping = False
         self._emit = emit_event or (lambda event: None)
+        # backend connections: the idle ones per backend, new ones, removed backends
+        self.pool = BackendPool(self, self.loop, self.metrics, self._emit)
         self._rid_counter = 0
         self._rid_prefix = b""
         self._rid_random = "".join(_CROCKFORD[b & 31] for b in os.urandom(6))
@@ -137,7 +133,7 @@ class Proxy:
 
     # ------------------------------------------------------------------ sessions
 
-    def session_opened(self, session: Any) -> None:
+    def session_opened(self, session: Connection) -> None:
         """A session's transport is up (counted from its handshake when it had one)."""
         self.metrics.connections += 1
         if self.handshakes:
@@ -146,9 +142,11 @@ class Proxy:
                 self.admission.replaced(handshake, session)
                 return
         if not self.admission.opened(session):
-            session.transport.abort()  # accepted past the limit in the same batch
+            transport = session.transport
+            if transport is not None:
+                transport.abort()  # accepted past the limit in the same batch
 
-    def session_closed(self, session: Any) -> None:
+    def session_closed(self, session: Connection) -> None:
         self.admission.closed(session)
 
     @property
@@ -165,124 +163,14 @@ class Proxy:
             for listener in self.listeners.values():
                 listener.resume_accepting()
 
-    # ------------------------------------------------------------------ backend connections
-
-    def take_idle(self, backend: balancing.Backend) -> BackendConnection | None:
-        pool = self.idle.get(backend)
-        while pool:
-            connection = pool.pop()
-            self.idle_since.pop(connection, None)
-            if not connection._closed:
-                return connection
-        return None
-
-    def release_idle(self, connection: BackendConnection) -> None:
-        pool = self.idle.get(connection.backend)
-        if pool is None:
-            pool = self.idle[connection.backend] = []
-        if len(pool) >= MAX_IDLE_PER_BACKEND or self.stopping:
-            connection.close()
-            return
-        pool.append(connection)
-        self.idle_since[connection] = self.loop.time()
-
-    def connect(
-        self, backend: balancing.Backend, session: Any, request: bytes, complete: bool
-    ) -> None:
-        """Open a connection to ``backend`` for ``session`` (one coroutine per connection)."""
-        self.loop.create_task(self._connect(backend, session, request, complete))
-
-    async def _connect(
-        self, backend: balancing.Backend, session: Any, request: bytes, complete: bool
-    ) -> None:
-        loop = self.loop
-        start = loop.time()
-        try:
-            async with asyncio.timeout(session.listener.connect_timeout):
-                _, connection = await loop.create_connection(
-                    lambda: BackendConnection(self, backend), backend.host, backend.port
-                )
-        except (OSError, TimeoutError) as error:
-            backend.active_connections -= 1
-            self.metrics.backend_connect_errors += 1
-            if backend.connect_failed(loop.time()):
-                self._emit(
-                    Event(
-                        kind=EventKind.BACKEND_DOWN,
-                        cluster_id=backend.cluster_id,
-                        backend_id=backend.backend_id,
-                        address=backend.address,
-                        message=str(error) or "connection timed out",
-                    )
-                )
-            self._maybe_drained(backend)
-            session.connect_failed(backend)
-            return
-        now = loop.time()
-        if backend.connect_succeeded(now, now - start):
-            self._emit(
-                Event(
-                    kind=EventKind.BACKEND_UP,
-                    cluster_id=backend.cluster_id,
-                    backend_id=backend.backend_id,
-                    address=backend.address,
-                )
-            )
-        self.backend_connections.add(connection)
-        session.connected(connection, request, complete)
-
-    def backend_closed(self, connection: BackendConnection) -> None:
-        if connection not in self.backend_connections:
-            return
-        self.backend_connections.discard(connection)
-        self.idle_since.pop(connection, None)
-        pool = self.idle.get(connection.backend)
-        if pool and connection in pool:
-            pool.remove(connection)
-        backend = connection.backend
-        backend.active_connections -= 1
-        self._maybe_drained(backend)
-
-    def _maybe_drained(self, backend: balancing.Backend) -> None:
-        """A removed backend whose last connection closed is forgotten (and reported once)."""
-        if backend in self.draining and backend.active_connections <= 0:
-            self.draining.discard(backend)
-            self._drop_idle(backend)
-            self._emit(
-                Event(
-                    kind=EventKind.REMOVED_BACKEND_HAS_NO_CONNECTIONS,
-                    cluster_id=backend.cluster_id,
-                    backend_id=backend.backend_id,
-                    address=backend.address,
-                )
-            )
-
-    def _detach_backend(self, backend: balancing.Backend) -> None:
-        """``backend`` left the configuration: drop its idle connections, let busy ones finish."""
-        self._drop_idle(backend)
-        self.draining.add(backend)
-        self._maybe_drained(backend)
+    # ------------------------------------------------------------------ backends
 
     def no_backend(self, cluster: ClusterRuntime) -> None:
         self._emit(Event(kind=EventKind.NO_AVAILABLE_BACKENDS, cluster_id=cluster.cluster_id))
 
     # ------------------------------------------------------------------ access logs
 
-    def access_log(self, session: Any, status: int, message: str) -> None:
-        head = session.request_head() if hasattr(session, "request_head") else None
-        cluster = session.cluster.cluster_id if session.cluster is not None else "-"
-        backend = session.backend.backend.backend_id if session.backend is not None else "-"
-        elapsed = (self.loop.time() - session.started) * 1000
-        if head is not None:
-            line = (
-                f"{session.request_id.decode()} {cluster} {backend} {session.peer_ip} "
-                f"{head.method.decode('latin-1')} {head.host.decode('latin-1')}"
-                f"{head.target.decode('latin-1')} {status} {elapsed:.1f}ms"
-            )
-        else:
-            line = f"- {cluster} - {session.peer_ip} - {status} {elapsed:.1f}ms"
-        if message:
-            line += f" | {message}"
+    def access_log(self, line: str) -> None:
         access.info(line)
 
     # ------------------------------------------------------------------ sweeping
@@ -293,15 +181,12 @@ class Proxy:
         self.refresh_clock()
         for session in [s for s in self.sessions if s.deadline < now]:
             session.check_deadline(now)
-        self.admission.sweep(now, idle=not self.sessions and not self.backend_connections)
-        if self.idle_since:
-            limit = now - IDLE_BACKEND_TIMEOUT
-            for connection in [c for c, t in self.idle_since.items() if t < limit]:
-                connection.close()
+        self.admission.sweep(now, idle=not self.sessions and not self.pool.connections)
+        self.pool.sweep(now)
 
     # ------------------------------------------------------------------ applying requests
 
-    async def apply(self, request: rq.Request, fds: list[int]) -> None:
+    async def apply(self, request: rq.MutatingRequest, fds: list[int]) -> None:
         """Apply a mutating request to the state, then to the runtime objects. ``fds`` holds
         the listening sockets of the request's activations, in order; they are consumed."""
         self.state.apply(request)
@@ -311,15 +196,45 @@ class Proxy:
         else:
             await self._apply_runtime(request, fds)
 
-    async def _apply_runtime(self, request: rq.Request, fds: list[int]) -> None:
-        handler = _RUNTIME.get(type(request))
-        if handler is not None:
-            result = handler(self, request, fds)
-            if asyncio.iscoroutine(result):
-                await result
+    async def _apply_runtime(self, request: rq.StateRequest, fds: list[int]) -> None:
+        """The runtime side of a request the state accepted: one case per request type (mypy
+        names this place when a new one is declared)."""
+        match request:
+            case rq.AddHttpListener() | rq.AddHttpsListener() | rq.AddTcpListener():
+                self._add_listener(request)
+            case rq.UpdateHttpListener() | rq.UpdateHttpsListener() | rq.UpdateTcpListener():
+                self._update_listener(request)
+            case rq.RemoveListener():
+                await self._remove_listener(request)
+            case rq.ActivateListener():
+                await self._activate_listener(request, fds)
+            case rq.DeactivateListener():
+                await self.listeners[request.address].deactivate()
+            case rq.AddCluster():
+                self._add_cluster(request)
+            case rq.RemoveCluster():
+                self._remove_cluster(request)
+            case rq.AddHttpFrontend() | rq.AddHttpsFrontend():
+                self._add_http_frontend(request)
+            case rq.RemoveHttpFrontend() | rq.RemoveHttpsFrontend():
+                self._remove_http_frontend(request)
+            case rq.AddTcpFrontend():
+                self._add_tcp_frontend(request)
+            case rq.RemoveTcpFrontend():
+                self._remove_tcp_frontend(request)
+            case rq.AddBackend():
+                self._add_backend(request)
+            case rq.RemoveBackend():
+                self._remove_backend(request)
+            case rq.AddCertificate() | rq.ReplaceCertificate() | rq.RemoveCertificate():
+                self._sync_certificates(request.address)
+            case _:
+                assert_never(request)
 
     # listeners
-    def _add_listener(self, request: Any, fds: list[int]) -> None:
+    def _add_listener(
+        self, request: rq.AddHttpListener | rq.AddHttpsListener | rq.AddTcpListener
+    ) -> None:
         config = request.listener
         if isinstance(config, TcpListenerConfig):
             self.listeners[config.address] = TcpListener(self, config, TcpSession)
@@ -330,12 +245,14 @@ class Proxy:
                     listener.answers.set_cluster(cluster.cluster_id, cluster.config.answers)
             self.listeners[config.address] = listener
 
-    def _update_listener(self, request: Any, fds: list[int]) -> None:
+    def _update_listener(
+        self, request: rq.UpdateHttpListener | rq.UpdateHttpsListener | rq.UpdateTcpListener
+    ) -> None:
         listener = self.listeners[request.address]
         config = self.state.listeners()[request.address]
         listener.reconfigure(config)
 
-    async def _remove_listener(self, request: rq.RemoveListener, fds: list[int]) -> None:
+    async def _remove_listener(self, request: rq.RemoveListener) -> None:
         listener = self.listeners.pop(request.address)
         await listener.deactivate()
 
@@ -348,11 +265,8 @@ class Proxy:
         if self.accepting_paused:
             listener.pause_accepting()
 
-    async def _deactivate_listener(self, request: rq.DeactivateListener, fds: list[int]) -> None:
-        await self.listeners[request.address].deactivate()
-
     # clusters
-    def _add_cluster(self, request: rq.AddCluster, fds: list[int]) -> None:
+    def _add_cluster(self, request: rq.AddCluster) -> None:
         config = request.cluster
         runtime = self.clusters.get(config.cluster_id)
         limit, retry_after = self.max_connections_per_ip, self.retry_after
@@ -364,7 +278,7 @@ class Proxy:
             if isinstance(listener, HttpListener):
                 listener.answers.set_cluster(config.cluster_id, config.answers)
 
-    def _remove_cluster(self, request: rq.RemoveCluster, fds: list[int]) -> None:
+    def _remove_cluster(self, request: rq.RemoveCluster) -> None:
         cluster_id = request.cluster_id
         for key in self.cluster_routes.pop(cluster_id, set()):
             route = self.routes.pop(key)
@@ -384,10 +298,10 @@ class Proxy:
         if runtime is not None:
             for backend in runtime.balancer.backends():
                 runtime.balancer.remove_backend(backend.backend_id)
-                self._detach_backend(backend)
+                self.pool.detach(backend)
 
     # frontends
-    def _add_http_frontend(self, request: Any, fds: list[int]) -> None:
+    def _add_http_frontend(self, request: rq.AddHttpFrontend | rq.AddHttpsFrontend) -> None:
         frontend: HttpFrontend = request.frontend
         listener = self.listeners[frontend.address]
         assert isinstance(listener, HttpListener)
@@ -400,7 +314,9 @@ class Proxy:
         if frontend.cluster_id is not None:
             self.cluster_routes.setdefault(frontend.cluster_id, set()).add(key)
 
-    def _remove_http_frontend(self, request: Any, fds: list[int]) -> None:
+    def _remove_http_frontend(
+        self, request: rq.RemoveHttpFrontend | rq.RemoveHttpsFrontend
+    ) -> None:
         key = request.frontend.key
         route = self.routes.pop(key)
         frontend = route.frontend
@@ -412,18 +328,18 @@ class Proxy:
         if isinstance(listener, HttpListener):
             _router_remove(listener, frontend)
 
-    def _add_tcp_frontend(self, request: rq.AddTcpFrontend, fds: list[int]) -> None:
+    def _add_tcp_frontend(self, request: rq.AddTcpFrontend) -> None:
         listener = self.listeners[request.frontend.address]
         assert isinstance(listener, TcpListener)
         listener.cluster = self.clusters[request.frontend.cluster_id]
 
-    def _remove_tcp_frontend(self, request: rq.RemoveTcpFrontend, fds: list[int]) -> None:
+    def _remove_tcp_frontend(self, request: rq.RemoveTcpFrontend) -> None:
         listener = self.listeners.get(request.frontend.address)
         if isinstance(listener, TcpListener):
             listener.cluster = None
 
     # backends
-    def _add_backend(self, request: rq.AddBackend, fds: list[int]) -> None:
+    def _add_backend(self, request: rq.AddBackend) -> None:
         config = request.backend
         cluster = self.clusters[config.cluster_id]
         previous = next(
@@ -437,24 +353,19 @@ class Proxy:
             sticky_id=config.sticky_id,
         )
         if previous is not None and previous.removed:  # the address changed
-            self._detach_backend(previous)
+            self.pool.detach(previous)
 
-    def _remove_backend(self, request: rq.RemoveBackend, fds: list[int]) -> None:
+    def _remove_backend(self, request: rq.RemoveBackend) -> None:
         cluster = self.clusters.get(request.cluster_id)
         if cluster is None:
             return
         backend = cluster.balancer.remove_backend(request.backend_id)
         if backend is not None:
-            self._detach_backend(backend)
-
-    def _drop_idle(self, backend: balancing.Backend) -> None:
-        for connection in self.idle.pop(backend, []):
-            self.idle_since.pop(connection, None)
-            connection.close()
+            self.pool.detach(backend)
 
     # certificates
-    def _add_certificate(self, request: rq.AddCertificate, fds: list[int]) -> None:
-        listener = self.listeners[request.address]
+    def _sync_certificates(self, address: str) -> None:
+        listener = self.listeners[address]
         assert isinstance(listener, HttpListener)
         listener.sync_certificates(self.state)
 
@@ -464,10 +375,7 @@ class Proxy:
         self.stopping = True
         for session in list(self.sessions):
             session.soft_stop()
-        for pool in self.idle.values():
-            for connection in pool:
-                connection.close()
-        self.idle.clear()
+        self.pool.stop()
 
     async def stop_listening(self) -> None:
         for listener in self.listeners.values():
@@ -477,38 +385,13 @@ class Proxy:
         self.stopping = True
         for session in list(self.sessions):
             with contextlib.suppress(Exception):
-                session.transport.abort()
-        for connection in list(self.backend_connections):
-            connection.close()
+                transport = session.transport
+                if transport is not None:
+                    transport.abort()
+        self.pool.close_all()
 
 
 def _router_remove(listener: HttpListener, frontend: HttpFrontend) -> None:
     listener.route_cache.clear()
     with contextlib.suppress(ValueError):
         listener.router.remove(RouteRule.of(frontend))
-
-
-_RUNTIME: dict[type, Callable[..., Any]] = {
-    rq.AddHttpListener: Proxy._add_listener,
-    rq.AddHttpsListener: Proxy._add_listener,
-    rq.AddTcpListener: Proxy._add_listener,
-    rq.UpdateHttpListener: Proxy._update_listener,
-    rq.UpdateHttpsListener: Proxy._update_listener,
-    rq.UpdateTcpListener: Proxy._update_listener,
-    rq.RemoveListener: Proxy._remove_listener,
-    rq.ActivateListener: Proxy._activate_listener,
-    rq.DeactivateListener: Proxy._deactivate_listener,
-    rq.AddCluster: Proxy._add_cluster,
-    rq.RemoveCluster: Proxy._remove_cluster,
-    rq.AddHttpFrontend: Proxy._add_http_frontend,
-    rq.AddHttpsFrontend: Proxy._add_http_frontend,
-    rq.RemoveHttpFrontend: Proxy._remove_http_frontend,
-    rq.RemoveHttpsFrontend: Proxy._remove_http_frontend,
-    rq.AddTcpFrontend: Proxy._add_tcp_frontend,
-    rq.RemoveTcpFrontend: Proxy._remove_tcp_frontend,
-    rq.AddBackend: Proxy._add_backend,
-    rq.RemoveBackend: Proxy._remove_backend,
-    rq.AddCertificate: Proxy._add_certificate,
-    rq.ReplaceCertificate: Proxy._add_certificate,
-    rq.RemoveCertificate: Proxy._add_certificate,
-}

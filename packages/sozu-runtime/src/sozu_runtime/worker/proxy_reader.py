@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from typing import Any
 
 from .accepting import Handshake, Listener
 from .proxy_protocol import MAX_HEADER_LENGTH, ProxyProtocolError, parse
@@ -106,5 +105,5 @@ class PendingConnection:
         self.close()
 
     @property
-    def transport(self) -> Any:  # a hard stop aborts every session through its transport
+    def transport(self) -> PendingConnection:  # a hard stop aborts connections through it
         return self

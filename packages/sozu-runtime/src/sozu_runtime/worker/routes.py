@@ -3,8 +3,7 @@ settings), the route (redirects, authentication, rewrites, header edits, HSTS), 
 they apply (basic-authentication check, the Strict-Transport-Security line).
 
 Sessions read these objects; the proxy builds them from the state. Nothing here knows about
-sockets or sessions beyond the few things a route asks of the session it answers
-(:class:`RoutedSession`).
+sockets or sessions: answering a redirect or an authentication failure is the session's.
 """
 
 from __future__ import annotations
@@ -12,36 +11,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Any, Protocol
 
 from sozu_config.models import (
     Cluster,
+    HeaderPosition,
     Hsts,
     HttpFrontend,
     RedirectPolicy,
-    RedirectScheme,
 )
 
 from . import balancing
 
-__all__ = ["ClusterRuntime", "Route", "RoutedSession", "check_basic_auth", "hsts_line"]
+__all__ = ["ClusterRuntime", "Route", "check_basic_auth", "hsts_line"]
 
 _CRLF = b"\r\n"
-
-
-class RoutedSession(Protocol):
-    """What a route needs of the session whose request it answers."""
-
-    cluster: Any
-    listener: Any
-
-    def request_head(self) -> Any: ...
-
-    def answer(self, status: int, *, message: str = "", location: str = "") -> None: ...
-
-    def redirect(
-        self, status: int, scheme: str, host: bytes, port: int | None, target: bytes
-    ) -> None: ...
+_TO_REQUEST = frozenset({HeaderPosition.REQUEST, HeaderPosition.BOTH})
+_TO_RESPONSE = frozenset({HeaderPosition.RESPONSE, HeaderPosition.BOTH})
 
 
 class ClusterRuntime:
@@ -86,14 +71,12 @@ class ClusterRuntime:
             (user, digest.lower())
             for user, _, digest in (entry.partition(":") for entry in config.authorized_hashes)
         )
-        self.balancer.configure(
-            config.load_balancing.value, config.load_metric.value if config.load_metric else None
-        )
+        self.balancer.configure(config.load_balancing, config.load_metric)
 
 
 class Route:
     """What a frontend rule leads to. ``special`` routes (redirects, authentication) are
-    handled by :meth:`answer_special` before any backend is involved."""
+    answered by the session before any backend is involved."""
 
     __slots__ = (
         "cluster",
@@ -131,11 +114,11 @@ class Route:
         for edit in frontend.headers:
             key = edit.key.encode("latin-1")
             value = edit.value.encode("latin-1")
-            if edit.position.value in ("request", "both"):
+            if edit.position in _TO_REQUEST:
                 request_edits.add(key.lower())
                 if value:
                     request_added.append((key, value))
-            if edit.position.value in ("response", "both"):
+            if edit.position in _TO_RESPONSE:
                 response_edits.add(key.lower())
                 if value:
                     response_added.append((key, value))
@@ -143,49 +126,6 @@ class Route:
         self.response_edits = frozenset(response_edits)
         self.request_added = tuple(request_added)
         self.response_added = tuple(response_added)
-
-    def answer_special(self, session: RoutedSession, host: bytes) -> bool:
-        """Redirects and authentication. True when the session was answered."""
-        frontend = self.frontend
-        policy = frontend.redirect
-        head = session.request_head()
-        assert head is not None
-        if policy is RedirectPolicy.UNAUTHORIZED:
-            session.cluster = self.cluster
-            session.answer(401)
-            return True
-        if policy is not RedirectPolicy.FORWARD:
-            status = {
-                RedirectPolicy.PERMANENT: 301,
-                RedirectPolicy.FOUND: 302,
-                RedirectPolicy.PERMANENT_REDIRECT: 308,
-            }[policy]
-            if frontend.redirect_scheme is RedirectScheme.USE_HTTPS:
-                scheme = "https"
-            elif frontend.redirect_scheme is RedirectScheme.USE_HTTP:
-                scheme = "http"
-            else:
-                scheme = "https" if session.listener.tls else "http"
-            target_host = frontend.rewrite_host.encode() if frontend.rewrite_host else host
-            target = frontend.rewrite_path.encode() if frontend.rewrite_path else head.target
-            port = frontend.rewrite_port
-            if port is None and self.cluster is not None:
-                port = self.cluster.https_redirect_port if scheme == "https" else None
-            session.cluster = self.cluster
-            session.redirect(status, scheme, target_host, port, target)
-            return True
-        if frontend.required_auth:
-            cluster = self.cluster
-            authorization = None
-            for name, value in head.headers:
-                if name.lower() == b"authorization":
-                    authorization = value
-                    break
-            if cluster is None or not check_basic_auth(authorization, cluster.authorized):
-                session.cluster = cluster
-                session.answer(401)
-                return True
-        return False
 
 
 def hsts_line(hsts: Hsts | None) -> bytes:

@@ -2,25 +2,30 @@
 
 Sessions (HTTP, TCP) and listeners are driven by the :class:`~.proxy.Proxy`, which builds them;
 they reach it through :class:`ProxyServices` only — the event loop, the counters, the limits,
-backend connections and the few events they report — so that they depend on this interface,
-not on the proxy (no import circle, and a test can give them a stand-in).
+the backend pool, request ids, the access log and the few events they report — so that they
+depend on this interface, not on the proxy (no import circle, and a test can give them a
+stand-in). Backend connections see less still (:class:`.backend.BackendServices`), and so
+does accepting (:class:`.accepting.AcceptServices`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
-from .admission import Admission
-from .balancing import Backend
+from .accepting import AcceptServices
+from .admission import Admission, Connection
+from .backend import BackendServices
 from .metrics import Metrics
+from .pool import BackendPool
 from .reading import ReadBuffers
+from .routes import ClusterRuntime
 
 __all__ = ["ProxyServices"]
 
 
-class ProxyServices(Protocol):
+class ProxyServices(BackendServices, AcceptServices, Protocol):
     """The proxy as listeners and sessions see it."""
 
     loop: asyncio.AbstractEventLoop
@@ -28,27 +33,30 @@ class ProxyServices(Protocol):
     metrics: Metrics
     admission: Admission
     reads: ReadBuffers
-    handshakes: dict[Any, Any]
     buffer_size: int
     write_buffer_limit: int
     stopping: bool
     access_logs: bool
-    clusters: dict[str, Any]
+    clusters: dict[str, ClusterRuntime]
+    pool: BackendPool
 
-    def next_request_id(self) -> bytes: ...
+    def next_request_id(self) -> bytes:
+        """A new request id (unique in this worker, sortable by time)."""
+        ...
 
-    def session_opened(self, session: Any) -> None: ...
+    def session_opened(self, session: Connection) -> None:
+        """A session's transport is up (it counts as an open connection from now on, or
+        takes over its handshake's count)."""
+        ...
 
-    def session_closed(self, session: Any) -> None: ...
+    def session_closed(self, session: Connection) -> None:
+        """A session's connection closed."""
+        ...
 
-    def connect(self, backend: Backend, session: Any, request: bytes, complete: bool) -> None: ...
+    def no_backend(self, cluster: ClusterRuntime) -> None:
+        """``cluster`` has no backend to offer (reported as an event)."""
+        ...
 
-    def take_idle(self, backend: Backend) -> Any: ...
-
-    def release_idle(self, connection: Any) -> None: ...
-
-    def backend_closed(self, connection: Any) -> None: ...
-
-    def no_backend(self, cluster: Any) -> None: ...
-
-    def access_log(self, session: Any, status: int, message: str) -> None: ...
+    def access_log(self, line: str) -> None:
+        """Write an access-log line (called only when :attr:`access_logs` is on)."""
+        ...

@@ -21,6 +21,7 @@ from .proxy_protocol import build_v2
 if TYPE_CHECKING:
     from .balancing import Backend
     from .listeners import TcpListener
+    from .proxy_protocol import ProxyHeader
 
 __all__ = ["TcpBackend", "TcpSession"]
 
@@ -53,7 +54,7 @@ class TcpSession(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.peer_ip = ""
         self.peer_port = 0
-        self.proxy_header: Any = None
+        self.proxy_header: ProxyHeader | None = None
         self.tried: list[Backend] = []
         self.client_eof = False
         self.paused = False

@@ -1,0 +1,224 @@
+"""The worker's backend connections: opening them, keeping the idle ones, forgetting backends.
+
+A session asks the pool for an idle keep-alive connection to the backend it chose
+(:meth:`BackendPool.take`), or for a new one (:meth:`BackendPool.connect`: one coroutine per
+connection, never per request); a connection whose answer is complete comes back
+(:meth:`BackendPool.release`) unless it cannot be reused. Connection failures and successes
+feed the backend's health (and the ``backend_down``/``backend_up`` events). A backend that
+left the configuration is *draining*: its idle connections are closed at once, its busy ones
+finish their requests, and when its last connection closes it is forgotten and reported once
+(``removed_backend_has_no_connections``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from sozu_config.responses import Event, EventKind
+
+from .backend import BackendConnection, BackendServices
+from .balancing import Backend
+from .metrics import Metrics
+
+__all__ = ["BackendPool", "Connecting"]
+
+MAX_IDLE_PER_BACKEND: Final = 128  # idle keep-alive connections kept per backend
+IDLE_BACKEND_TIMEOUT: Final = 30.0  # seconds an idle pooled connection is kept
+
+
+class Connecting(Protocol):
+    """A session waiting for a new backend connection (see :meth:`BackendPool.connect`)."""
+
+    def connected(self, connection: BackendConnection, request: bytes, complete: bool) -> None:
+        """The connection is up: send ``request`` on it (the whole request when
+        ``complete``)."""
+
+    def connect_failed(self, backend: Backend) -> None:
+        """The connection to ``backend`` could not be opened in time."""
+
+
+class BackendPool:
+    """Every backend connection of a worker, and the idle ones per backend."""
+
+    __slots__ = (
+        "_emit",
+        "connections",
+        "draining",
+        "idle",
+        "idle_since",
+        "loop",
+        "metrics",
+        "services",
+        "stopping",
+    )
+
+    def __init__(
+        self,
+        services: BackendServices,
+        loop: asyncio.AbstractEventLoop,
+        metrics: Metrics,
+        emit: Callable[[Event], None],
+    ) -> None:
+        self.services = services
+        self.loop = loop
+        self.metrics = metrics
+        self._emit = emit
+        self.connections: set[BackendConnection] = set()
+        self.idle: dict[Backend, list[BackendConnection]] = {}
+        self.idle_since: dict[BackendConnection, float] = {}
+        # backends removed from the configuration that still have connections
+        self.draining: set[Backend] = set()
+        self.stopping = False  # no connection goes back to the pool any more
+
+    # ------------------------------------------------------------------ idle connections
+
+    def take(self, backend: Backend) -> BackendConnection | None:
+        """An idle keep-alive connection to ``backend``, or None."""
+        pool = self.idle.get(backend)
+        while pool:
+            connection = pool.pop()
+            self.idle_since.pop(connection, None)
+            if not connection.closed:
+                return connection
+        return None
+
+    def release(self, connection: BackendConnection) -> None:
+        """``connection`` finished its answer and may carry another request."""
+        pool = self.idle.get(connection.backend)
+        if pool is None:
+            pool = self.idle[connection.backend] = []
+        if len(pool) >= MAX_IDLE_PER_BACKEND or self.stopping:
+            connection.close()
+            return
+        pool.append(connection)
+        self.idle_since[connection] = self.loop.time()
+
+    def sweep(self, now: float) -> None:
+        """Close the connections idle for longer than :data:`IDLE_BACKEND_TIMEOUT`."""
+        if self.idle_since:
+            limit = now - IDLE_BACKEND_TIMEOUT
+            for connection in [c for c, t in self.idle_since.items() if t < limit]:
+                connection.close()
+
+    # ------------------------------------------------------------------ new connections
+
+    def connect(
+        self,
+        backend: Backend,
+        session: Connecting,
+        request: bytes,
+        complete: bool,
+        timeout: float,
+    ) -> None:
+        """Open a connection to ``backend`` for ``session`` (one coroutine per connection);
+        ``backend.active_connections`` already counts it."""
+        self.loop.create_task(self._connect(backend, session, request, complete, timeout))
+
+    async def _connect(
+        self,
+        backend: Backend,
+        session: Connecting,
+        request: bytes,
+        complete: bool,
+        timeout: float,
+    ) -> None:
+        loop = self.loop
+        start = loop.time()
+        try:
+            async with asyncio.timeout(timeout):
+                _, connection = await loop.create_connection(
+                    lambda: BackendConnection(self.services, self, backend),
+                    backend.host,
+                    backend.port,
+                )
+        except (OSError, TimeoutError) as error:
+            self._failed(backend, str(error) or "connection timed out")
+            session.connect_failed(backend)
+            return
+        now = loop.time()
+        if backend.connect_succeeded(now, now - start):
+            self._emit(
+                Event(
+                    kind=EventKind.BACKEND_UP,
+                    cluster_id=backend.cluster_id,
+                    backend_id=backend.backend_id,
+                    address=backend.address,
+                )
+            )
+        self.connections.add(connection)
+        session.connected(connection, request, complete)
+
+    def _failed(self, backend: Backend, reason: str) -> None:
+        """A connection to ``backend`` could not be opened."""
+        backend.active_connections -= 1
+        self.metrics.backend_connect_errors += 1
+        if backend.connect_failed(self.loop.time()):
+            self._emit(
+                Event(
+                    kind=EventKind.BACKEND_DOWN,
+                    cluster_id=backend.cluster_id,
+                    backend_id=backend.backend_id,
+                    address=backend.address,
+                    message=reason,
+                )
+            )
+        self._maybe_drained(backend)
+
+    def closed(self, connection: BackendConnection) -> None:
+        """``connection`` closed (called once it is closed, maybe more than once)."""
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        self.idle_since.pop(connection, None)
+        pool = self.idle.get(connection.backend)
+        if pool and connection in pool:
+            pool.remove(connection)
+        backend = connection.backend
+        backend.active_connections -= 1
+        self._maybe_drained(backend)
+
+    # ------------------------------------------------------------------ removed backends
+
+    def detach(self, backend: Backend) -> None:
+        """``backend`` left the configuration: drop its idle connections, let busy ones
+        finish."""
+        self._drop_idle(backend)
+        self.draining.add(backend)
+        self._maybe_drained(backend)
+
+    def _maybe_drained(self, backend: Backend) -> None:
+        """A removed backend whose last connection closed is forgotten (and reported once)."""
+        if backend in self.draining and backend.active_connections <= 0:
+            self.draining.discard(backend)
+            self._drop_idle(backend)
+            self._emit(
+                Event(
+                    kind=EventKind.REMOVED_BACKEND_HAS_NO_CONNECTIONS,
+                    cluster_id=backend.cluster_id,
+                    backend_id=backend.backend_id,
+                    address=backend.address,
+                )
+            )
+
+    def _drop_idle(self, backend: Backend) -> None:
+        for connection in self.idle.pop(backend, []):
+            self.idle_since.pop(connection, None)
+            connection.close()
+
+    # ------------------------------------------------------------------ stopping
+
+    def stop(self) -> None:
+        """Soft stop: idle connections close now, busy ones after their answer."""
+        self.stopping = True
+        idle, self.idle = self.idle, {}
+        for pool in idle.values():
+            for connection in pool:
+                connection.close()
+
+    def close_all(self) -> None:
+        """Hard stop: every connection closes now."""
+        self.stopping = True
+        for connection in list(self.connections):
+            connection.close()
