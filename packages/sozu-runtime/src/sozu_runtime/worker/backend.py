@@ -260,7 +260,8 @@ class BackendConnection(asyncio.BufferedProtocol):
         session.response_head_started()
         return True
 
-    def _read_head(self, session: Client, data: bytes) -> None:
+    # Complexity: per-response hot path: the head is read in one frame (a call per step costs).
+    def _read_head(self, session: Client, data: bytes) -> None:  # noqa: C901, PLR0911, PLR0912, PLR0915
         listener = session.listener
         start = 0
         while True:

@@ -364,7 +364,8 @@ def _is_plain_decimal(text: bytes, maximum: int) -> bool:
     )
 
 
-def _check_v1_partial_line(window: bytes) -> None:
+# Complexity: the PROXY v1 line's grammar checked as bytes arrive, one branch per field.
+def _check_v1_partial_line(window: bytes) -> None:  # noqa: C901, PLR0912
     """Raise if `window`, a v1 line without its CRLF yet, cannot be completed into a valid line.
 
     `window` starts with 'P', holds no CRLF and is at most 107 bytes long.
