@@ -26,16 +26,16 @@ from sozu_config.models import HttpListenerConfig, HttpsListenerConfig, TcpListe
 from .accepting import Handshake, accept_batch
 from .answers import Answers
 from .headers import ForwardingHeaders
+from .proxy_reader import PendingConnection
 from .router import Router
 from .routes import ClusterRuntime, Route, hsts_line
 from .services import ProxyServices
+from .tls import TlsRuntime
 
 ListenerConfig = HttpListenerConfig | HttpsListenerConfig | TcpListenerConfig
 
 if TYPE_CHECKING:
     from sozu_config.state import ConfigState
-
-    from .tls import TlsRuntime
 
 log = logging.getLogger("sozu.worker")
 
@@ -108,8 +108,6 @@ class Listener:
     def accepted(self, connection: socket.socket) -> None:
         """A connection accepted by :func:`.accepting.accept_batch`."""
         if self.expect_proxy:
-            from .proxy_reader import PendingConnection
-
             PendingConnection(self, connection).start()
         else:
             Handshake(self, connection).start()
@@ -179,8 +177,6 @@ class HttpListener(Listener):
                     answers.set_cluster(cluster.cluster_id, cluster.config.answers)
         self.answers = answers
         if isinstance(config, HttpsListenerConfig):
-            from .tls import TlsRuntime
-
             if self.tls_runtime is None:
                 self.tls_runtime = TlsRuntime(config)
             else:
