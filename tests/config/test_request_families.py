@@ -110,3 +110,12 @@ def test_every_request_name_is_public() -> None:
         assert name in sozu_config.__all__
     assert len(set(rq.__all__)) == len(rq.__all__)
     assert all(hasattr(rq, name) for name in rq.__all__)
+
+
+@pytest.mark.parametrize("model", rq.members(rq.Request), ids=lambda m: m.__name__)
+def test_the_family_guards_follow_the_type_sets(model: type) -> None:
+    request = model.model_construct()  # type: ignore[attr-defined]  # no fields needed to ask
+    kind = literal_type(model)
+    assert rq.is_mutating(request) is (kind in rq.MUTATING_TYPES)
+    assert rq.is_state_request(request) is (kind in rq.STATE_TYPES)
+    assert rq.is_query(request) is (kind in rq.QUERY_TYPES)

@@ -20,9 +20,10 @@ that adds the client's ``id``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeAlias, TypeGuard, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeAlias, get_args, get_origin
 
 from pydantic import Field, TypeAdapter, model_validator
+from typing_extensions import TypeIs
 
 from .addresses import SocketAddress
 from .certificates import CertificateAndKey
@@ -612,16 +613,23 @@ LIFECYCLE_TYPES = type_names(LifecycleRequests)
 """Types of the requests that act on the daemon itself."""
 
 _STATE_MODELS = members(StateRequests)
+_MUTATING_MODELS: tuple[type[_Request], ...] = (*_STATE_MODELS, Batch)
 _QUERY_MODELS = members(QueryRequests)
 
 
-def is_state_request(request: object) -> TypeGuard[StateRequests]:
-    """True for a state request (narrows the type for mypy)."""
+def is_state_request(request: object) -> TypeIs[StateRequests]:
+    """True for a state request (narrows the type for mypy, both ways)."""
     return isinstance(request, _STATE_MODELS)
 
 
-def is_query(request: object) -> TypeGuard[QueryRequests]:
-    """True for a query (narrows the type for mypy)."""
+def is_mutating(request: object) -> TypeIs[StateRequests | Batch]:
+    """True for a request that changes the routing state: a state request or a batch (narrows
+    the type for mypy, both ways: a dispatcher handles the other families case by case)."""
+    return isinstance(request, _MUTATING_MODELS)
+
+
+def is_query(request: object) -> TypeIs[QueryRequests]:
+    """True for a query (narrows the type for mypy, both ways)."""
     return isinstance(request, _QUERY_MODELS)
 
 
@@ -647,6 +655,7 @@ __all__ = [
     "Request",
     "StateRequest",
     "StateRequests",
+    "is_mutating",
     "is_query",
     "is_state_request",
     "members",

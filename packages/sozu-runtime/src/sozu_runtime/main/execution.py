@@ -86,33 +86,9 @@ class Execution:
     # Complexity: one exhaustive match over the request types (mypy checks that every type is here).
     async def handle(self, request: rq.Request) -> Response:  # noqa: C901, PLR0911, PLR0912
         """Answer ``request`` (its ``id`` is set by the caller)."""
+        if rq.is_mutating(request):  # every state request and the batch: the path of a change
+            return await self.execute(request)
         match request:
-            case (
-                rq.AddCluster()
-                | rq.RemoveCluster()
-                | rq.AddHttpListener()
-                | rq.AddHttpsListener()
-                | rq.AddTcpListener()
-                | rq.UpdateHttpListener()
-                | rq.UpdateHttpsListener()
-                | rq.UpdateTcpListener()
-                | rq.RemoveListener()
-                | rq.ActivateListener()
-                | rq.DeactivateListener()
-                | rq.AddHttpFrontend()
-                | rq.RemoveHttpFrontend()
-                | rq.AddHttpsFrontend()
-                | rq.RemoveHttpsFrontend()
-                | rq.AddTcpFrontend()
-                | rq.RemoveTcpFrontend()
-                | rq.AddBackend()
-                | rq.RemoveBackend()
-                | rq.AddCertificate()
-                | rq.ReplaceCertificate()
-                | rq.RemoveCertificate()
-                | rq.Batch()
-            ):
-                return await self.execute(request)
             case rq.Status():
                 return await self._status()
             case rq.ListWorkers():

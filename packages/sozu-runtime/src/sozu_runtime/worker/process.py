@@ -151,36 +151,12 @@ class WorkerProcess:
     ) -> None:
         """Handle a request: one case per request type (mypy names this place when a new one
         is declared)."""
-        if request.type not in rq.MUTATING_TYPES:
-            for fd in fds:  # nothing else carries sockets
-                os.close(fd)
+        if rq.is_mutating(request):  # every state request and the batch
+            await self._apply(message_id, proxy, request, fds)
+            return
+        for fd in fds:  # nothing else carries sockets
+            os.close(fd)
         match request:
-            case (
-                rq.AddCluster()
-                | rq.RemoveCluster()
-                | rq.AddHttpListener()
-                | rq.AddHttpsListener()
-                | rq.AddTcpListener()
-                | rq.UpdateHttpListener()
-                | rq.UpdateHttpsListener()
-                | rq.UpdateTcpListener()
-                | rq.RemoveListener()
-                | rq.ActivateListener()
-                | rq.DeactivateListener()
-                | rq.AddHttpFrontend()
-                | rq.RemoveHttpFrontend()
-                | rq.AddHttpsFrontend()
-                | rq.RemoveHttpsFrontend()
-                | rq.AddTcpFrontend()
-                | rq.RemoveTcpFrontend()
-                | rq.AddBackend()
-                | rq.RemoveBackend()
-                | rq.AddCertificate()
-                | rq.ReplaceCertificate()
-                | rq.RemoveCertificate()
-                | rq.Batch()
-            ):
-                await self._apply(message_id, proxy, request, fds)
             case rq.SoftStop():
                 # drained in the background: messages go on being handled (a hard stop may come)
                 if self._stopping is None:
