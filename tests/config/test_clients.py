@@ -28,7 +28,7 @@ from sozu_config.client import (
     CommandTimeout,
     DaemonUnreachable,
 )
-from sozu_config.live import fetch_live_state, mutation_timeout
+from sozu_config.live import fetch_live_state, load_plan, mutation_timeout
 from sozu_config.models import Backend, Cluster
 from sozu_config.plan import PlanError, plan_states
 from sozu_config.protocol import ProtocolError, RequestMessage, decode_request, encode_response
@@ -60,6 +60,8 @@ class Daemon:
     path: Path
     behaviour: Behaviour
     connections: int = 0
+    disconnected: int = 0
+    """Connections the client closed (end of file read)."""
     received: list[RequestMessage] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -98,7 +100,11 @@ class Daemon:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
-            while line := await reader.readline():
+            while True:
+                line = await reader.readline()
+                if not line:
+                    self.disconnected += 1
+                    break
                 message = decode_request(line)
                 self.received.append(message)
                 chunks, next_step = self.behaviour(message)
@@ -662,3 +668,20 @@ def test_mutation_timeout_is_at_least_the_default_wait() -> None:
     assert mutation_timeout(0) is None
     assert mutation_timeout(1_000) == 30.0
     assert mutation_timeout(45_000) == 45.0
+
+
+def test_load_plan_closes_its_own_connection_when_the_state_is_refused(
+    serve: Serve, socket_path: Path, tmp_path: Path
+) -> None:
+    daemon = serve(refuse_with(ErrorKind.INTERNAL, None, "no state for you"))
+    config = tmp_path / "config.toml"
+    config.write_text(f"command_socket = {str(socket_path)!r}\n")
+    with pytest.raises(PlanError, match="no state for you") as raised:
+        load_plan(config)
+    # the traceback (kept by ``raised``) holds load_plan's frame: only an explicit close ends
+    # the connection while the caller still looks at the error
+    assert raised.traceback
+    deadline = time.monotonic() + 5
+    while daemon.disconnected < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert daemon.disconnected == 1

@@ -100,7 +100,8 @@ def load_plan(file: str | os.PathLike[str], client: CommandClient | None = None)
 
     ``client`` defaults to a new :class:`~sozu_config.client.CommandClient` on the file's
     ``command_socket`` (waiting :func:`mutation_timeout` of its ``ctl_command_timeout``); the
-    plan keeps it for :meth:`LivePlan.apply`, and the caller closes it (``plan.close()``).
+    plan keeps it for :meth:`LivePlan.apply`, and the caller closes it (``plan.close()``); when
+    no plan is returned, a connection opened here is closed.
     Raises :class:`~sozu_config.config.ConfigError` for a bad file, the client's errors when
     the daemon cannot be reached, and :class:`~sozu_config.plan.PlanError` when it does not
     give its state.
@@ -108,11 +109,17 @@ def load_plan(file: str | os.PathLike[str], client: CommandClient | None = None)
     from .config import load_config
 
     config = load_config(file)
+    own = client is None
     if client is None:
         client = CommandClient(
             config.command_socket, timeout=mutation_timeout(config.ctl_command_timeout)
         )
-    live = fetch_live_state(client)
+    try:
+        live = fetch_live_state(client)
+    except BaseException:
+        if own:  # nobody else can close the connection opened here
+            client.close()
+        raise
     plan = plan_states(live, config.state, live.version)
     return LivePlan(
         desired=plan.desired,
