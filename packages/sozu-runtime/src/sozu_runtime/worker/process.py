@@ -22,7 +22,7 @@ from typing import Any, assert_never
 from pydantic import ValidationError
 
 from sozu_config import requests as rq
-from sozu_config.protocol import validation_message
+from sozu_config.protocol import encode_response, validation_message
 from sozu_config.responses import (
     CertificatesContent,
     ErrorKind,
@@ -122,7 +122,7 @@ class WorkerProcess:
         channel = self.channel
         if channel is None or channel.closed:
             return
-        channel.send(response.model_dump_json().encode() + b"\n")
+        channel.send(encode_response(response))
 
     def emit(self, event: Event) -> None:
         if event.time is None:
