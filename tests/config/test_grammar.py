@@ -19,6 +19,7 @@ from sozu_config.grammar import (
     compile_path_regex,
     encode_path_value,
     fold_hostname,
+    folded_names_cover,
     is_field_value,
     is_token,
     is_token_bytes,
@@ -232,6 +233,9 @@ def test_name_covers(name: str, host: str, covered: bool) -> None:
     assert name_covers(name, host) is covered
     assert names_cover(["other.test", name], host) is covered
     assert names_cover([], host) is False
+    # the per-request form, on names and host folded beforehand, agrees
+    folded = (fold_hostname("other.test"), fold_hostname(name))
+    assert folded_names_cover(folded, fold_hostname(host)) is covered
 
 
 def test_fold_and_wildcard_parent() -> None:

@@ -53,7 +53,7 @@ class Pooled:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.events: list[Event] = []
         self.services = Services()
-        self.pool = BackendPool(self.services, loop, self.services.metrics, self.events.append)
+        self.pool = BackendPool(self.services, loop, self.events.append)
 
     def opened(self, backend: Backend) -> BackendConnection:
         connection = BackendConnection(self.services, self.pool, backend)
@@ -109,6 +109,7 @@ def test_the_pool_of_a_backend_is_bounded_and_closed_when_stopping() -> None:
             p.pool.release(connection)
         assert connections[-1].closed  # one too many
         assert not any(c.closed for c in connections[:-1])
+        p.services.stopping = True  # the worker stops (as Proxy.soft_stop does), then its pool
         p.pool.stop()
         assert all(c.closed for c in connections)  # every idle connection, none skipped
         assert not p.pool.connections and b.active_connections == 0

@@ -16,22 +16,21 @@ import time
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Any
 
 from sozu_config import (
-    QUERY_TYPES,
     ClientError,
     CommandClient,
     CommandTimeout,
     DaemonUnreachable,
     ProtocolError,
-    Request,
     Response,
     ResponseContent,
     SubscribeEvents,
 )
 from sozu_config.config import Config, ConfigError, load_config
 from sozu_config.live import MUTATION_TIMEOUT
+from sozu_config.requests import LIFECYCLE_TYPES, MUTATING_TYPES, type_names
 
 from .errors import DaemonFailure, Unreachable, UsageError
 from .output import Output
@@ -46,18 +45,9 @@ LONG_TIMEOUT_MS = int(MUTATION_TIMEOUT * 1000)
 applied them."""
 
 
-def _request_types(union: Any) -> frozenset[str]:
-    """The ``type`` of every request model of a (possibly annotated) union of them."""
-    members = get_args(union)
-    if members and get_origin(union) is Annotated:
-        members = get_args(members[0])
-    return frozenset(str(member.model_fields["type"].default) for member in members)
-
-
-_SUBSCRIBE_TYPE = str(SubscribeEvents.model_fields["type"].default)
-_LONG_TYPES = _request_types(Request) - QUERY_TYPES - {_SUBSCRIBE_TYPE}
-"""The requests that change the state or the processes: every request but the queries and the
-event subscription (whose connection waits for events without limit once subscribed)."""
+_LONG_TYPES = (MUTATING_TYPES | LIFECYCLE_TYPES) - type_names(SubscribeEvents)
+"""The requests that change the state or the processes: the state changes and the lifecycle
+requests, but the event subscription (its connection waits for events without limit)."""
 
 Render = Callable[[Any], None]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
@@ -43,6 +43,7 @@ __all__ = [
     "compile_path_regex",
     "encode_path_value",
     "fold_hostname",
+    "folded_names_cover",
     "hostname_regex",
     "is_field_value",
     "is_token",
@@ -412,7 +413,18 @@ def name_covers(cert_name: str, host: str) -> bool:
 
 def names_cover(names: Iterable[str], host: str) -> bool:
     """Whether any of a certificate's ``names`` serves ``host`` (see :func:`name_covers`)."""
-    return any(name_covers(name, host) for name in names)
+    return folded_names_cover({fold_hostname(name) for name in names}, fold_hostname(host))
+
+
+def folded_names_cover(names: Collection[str], host: str) -> bool:
+    """:func:`names_cover` for names and a host already folded (:func:`fold_hostname`): the
+    per-request form, for names folded once when a certificate is loaded."""
+    if host in names:
+        return True
+    if host.startswith("["):
+        return False
+    parent = wildcard_parent(host)
+    return bool(parent) and "*." + parent in names
 
 
 # --------------------------------------------------------------------------- addresses

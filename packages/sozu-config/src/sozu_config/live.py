@@ -116,11 +116,11 @@ def load_plan(file: str | os.PathLike[str], client: CommandClient | None = None)
         )
     try:
         live = fetch_live_state(client)
+        plan = plan_states(live, config.state)
     except BaseException:
         if own:  # nobody else can close the connection opened here
             client.close()
         raise
-    plan = plan_states(live, config.state, live.version)
     return LivePlan(
         desired=plan.desired,
         live=plan.live,

@@ -146,14 +146,11 @@ class PlanError(Exception):
         results: list[BatchResult] | None = None,
         kind: ErrorKind | None = None,
         index: int | None = None,
-        version_mismatch: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.response = response
         self.results = list(results or [])
-        if kind is None and version_mismatch:
-            kind = ErrorKind.VERSION_MISMATCH
         self.kind = kind
         self.index = index
 

@@ -22,12 +22,17 @@ from sozu_config import (
     RemoveBackend,
     RemoveCluster,
 )
-from sozu_config.responses import ClusterHashes, ClusterInformation, ClustersContent, ErrorKind
+from sozu_config.responses import (
+    ClusterHashes,
+    ClusterInformation,
+    ClustersContent,
+    ErrorKind,
+    Response,
+)
 
 from ..arguments import address, answer, given, port
 from ..context import Context, content_of
 from ..declarations import Arg, Command, Completer, OneOf, listing
-from ..errors import DaemonFailure
 from ..output import Output
 
 __all__ = ["CLUSTER_CHOICE", "COMMANDS", "cluster_list", "show_cluster"]
@@ -95,11 +100,7 @@ def cluster_list(ctx: Context) -> int:
                     if args.id is not None
                     else f"no cluster has a frontend on exactly {args.domain!r}"
                 )
-                if output.json_mode:
-                    output.json(
-                        {"status": "failure", "message": missing, "kind": ErrorKind.NOT_FOUND}
-                    )
-                raise DaemonFailure(f"{missing} (see 'sozu cluster list')")
+                return ctx.finish(Response.failure(missing, kind=ErrorKind.NOT_FOUND))
 
         def render(content: Any) -> None:
             for info in content_of(response, ClustersContent).clusters:

@@ -101,10 +101,11 @@ class Execution:
                 return await self._metrics(request)
             case rq.QueryCertificatesFromWorkers():
                 return await self._per_worker(request)
-            case rq.QueryClusterById() | rq.QueryClustersByDomain() | rq.QueryClustersHashes():
-                return await self._cluster_query(request)
             case (
-                rq.ListFrontends()
+                rq.QueryClusterById()
+                | rq.QueryClustersByDomain()
+                | rq.QueryClustersHashes()
+                | rq.ListFrontends()
                 | rq.ListListeners()
                 | rq.QueryCertificates()
                 | rq.CountRequests()
@@ -244,16 +245,6 @@ class Execution:
         for worker, answer in await self.pool.fanout(request):
             responses[str(worker.id)] = answer.content
         return ok(content=WorkerResponses(responses=responses))
-
-    async def _cluster_query(
-        self, request: rq.QueryClusterById | rq.QueryClustersByDomain | rq.QueryClustersHashes
-    ) -> Response:
-        """Answered from the main state; the workers' views are added per worker."""
-        main = self.state.answer_query(request)
-        responses: dict[str, ResponseContent | None] = {"main": main}
-        for worker, answer in await self.pool.fanout(request):
-            responses[str(worker.id)] = answer.content
-        return ok(content=main if main is not None else WorkerResponses(responses=responses))
 
 
 # --------------------------------------------------------------------------- batch results

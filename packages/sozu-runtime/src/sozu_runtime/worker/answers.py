@@ -539,8 +539,6 @@ _JSON_DETAILS: Final[Mapping[int, tuple[tuple[str, str], ...]]] = {
 }
 
 
-# Header fields that carry framing or connection semantics; the request id cannot take their
-# place without breaking the answer.
 def default_template(status: int, *, sozu_id_header: str = "Sozu-Id") -> AnswerTemplate:
     """The built-in answer for ``status``, carrying the request id in ``sozu_id_header``.
 

@@ -49,7 +49,7 @@ class ClientListener(Protocol):
 
 
 class Client(Protocol):
-    """The client session a backend connection answers (see :class:`.http.Client`)."""
+    """The client session a backend connection answers (:class:`.http.FrontendSession`)."""
 
     phase: int
     transport: Any
@@ -408,11 +408,7 @@ class BackendConnection(asyncio.BufferedProtocol):
         if session.backend_paused:
             session.backend_paused = False
             self.transport.resume_reading()
-        if reusable and not self.closed and not backend.removed:
-            self.reused = True
-            self.pool.release(self)
-        else:
-            self.close()
+        self.release_or_close(reusable)
         session.response_done()
 
     def release_or_close(self, reusable: bool) -> None:

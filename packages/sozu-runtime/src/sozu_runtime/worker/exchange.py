@@ -125,7 +125,6 @@ class Exchange:
         """A request whose head was parsed starts."""
         self.request_id = request_id
         self.head = head
-        self.fast_raw = b""
         self.method = head.method
         self.version = head.version
         self.upgrade = head.upgrade

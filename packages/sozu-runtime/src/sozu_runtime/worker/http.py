@@ -63,7 +63,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Final
 
-from sozu_config.grammar import names_cover, split_host_port
+from sozu_config.grammar import folded_names_cover, parse_authority, split_host_port
 from sozu_config.models import HttpFrontend
 
 from . import h1
@@ -81,7 +81,6 @@ from .exchange import (
 )
 from .h1 import BODY_LENGTH, BODY_NONE, HttpError
 from .headers import with_hsts
-from .router import parse_authority
 from .special import redirect_location, special_answer
 
 if TYPE_CHECKING:
@@ -282,7 +281,9 @@ class FrontendSession(asyncio.Protocol):
             return False
         if self.sni_names is not None and listener.strict_sni and host != self.sni_checked:
             hostname = parse_authority(host)
-            if hostname is None or not names_cover(self.sni_names, hostname.decode("latin-1")):
+            if hostname is None or not folded_names_cover(
+                self.sni_names, hostname.decode("latin-1")
+            ):
                 return False  # the general path answers 421
             self.sni_checked = host
         cluster = route.cluster
@@ -367,7 +368,7 @@ class FrontendSession(asyncio.Protocol):
         if (
             self.sni_names is not None
             and listener.strict_sni
-            and not names_cover(self.sni_names, host.decode("latin-1"))
+            and not folded_names_cover(self.sni_names, host.decode("latin-1"))
         ):
             self.answer(
                 421, message="the Host is not covered by the certificate of this connection"
@@ -607,7 +608,6 @@ class FrontendSession(asyncio.Protocol):
         """The backend's answer was forwarded completely: the exchange ends."""
         self.backend = None
         self.exchange.reset()
-        self.backend_paused = False
         if self.phase == REQUEST_BODY or not self.keep_alive or self.proxy.stopping:
             # answered before the request was complete (e.g. an early 413), or closing
             self.close()

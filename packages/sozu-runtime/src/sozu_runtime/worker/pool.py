@@ -20,7 +20,6 @@ from sozu_config.responses import Event, EventKind
 
 from .backend import BackendConnection, BackendServices
 from .balancing import Backend
-from .metrics import Metrics
 
 __all__ = ["BackendPool", "Connecting"]
 
@@ -49,28 +48,23 @@ class BackendPool:
         "idle",
         "idle_since",
         "loop",
-        "metrics",
         "services",
-        "stopping",
     )
 
     def __init__(
         self,
         services: BackendServices,
         loop: asyncio.AbstractEventLoop,
-        metrics: Metrics,
         emit: Callable[[Event], None],
     ) -> None:
         self.services = services
         self.loop = loop
-        self.metrics = metrics
         self._emit = emit
         self.connections: set[BackendConnection] = set()
         self.idle: dict[Backend, list[BackendConnection]] = {}
         self.idle_since: dict[BackendConnection, float] = {}
         # backends removed from the configuration that still have connections
         self.draining: set[Backend] = set()
-        self.stopping = False  # no connection goes back to the pool any more
 
     # ------------------------------------------------------------------ idle connections
 
@@ -89,7 +83,7 @@ class BackendPool:
         pool = self.idle.get(connection.backend)
         if pool is None:
             pool = self.idle[connection.backend] = []
-        if len(pool) >= MAX_IDLE_PER_BACKEND or self.stopping:
+        if len(pool) >= MAX_IDLE_PER_BACKEND or self.services.stopping:
             connection.close()
             return
         pool.append(connection)
@@ -153,7 +147,7 @@ class BackendPool:
     def _failed(self, backend: Backend, reason: str) -> None:
         """A connection to ``backend`` could not be opened."""
         backend.active_connections -= 1
-        self.metrics.backend_connect_errors += 1
+        self.services.metrics.backend_connect_errors += 1
         if backend.connect_failed(self.loop.time()):
             self._emit(
                 Event(
@@ -210,8 +204,8 @@ class BackendPool:
     # ------------------------------------------------------------------ stopping
 
     def stop(self) -> None:
-        """Soft stop: idle connections close now, busy ones after their answer."""
-        self.stopping = True
+        """Soft stop (the worker is ``stopping``: no connection goes back to the pool any
+        more): idle connections close now, busy ones after their answer."""
         idle, self.idle = self.idle, {}
         for pool in idle.values():
             for connection in pool:
@@ -219,6 +213,5 @@ class BackendPool:
 
     def close_all(self) -> None:
         """Hard stop: every connection closes now."""
-        self.stopping = True
         for connection in list(self.connections):
             connection.close()

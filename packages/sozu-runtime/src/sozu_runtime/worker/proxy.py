@@ -102,7 +102,7 @@ class Proxy:
         self.stopping = False
         self._emit = emit_event or (lambda event: None)
         # backend connections: the idle ones per backend, new ones, removed backends
-        self.pool = BackendPool(self, self.loop, self.metrics, self._emit)
+        self.pool = BackendPool(self, self.loop, self._emit)
         self._rid_counter = 0
         self._rid_prefix = b""
         self._rid_random = "".join(_CROCKFORD[b & 31] for b in os.urandom(6))

@@ -152,7 +152,7 @@ class TlsRuntime:
                     self.config, entry.certificate, list(entry.certificate_chain), keys[fingerprint]
                 )
             fresh[fingerprint] = context
-            self.names_of[id(context)] = tuple(entry.names)
+            self.names_of[id(context)] = tuple(fold_hostname(name) for name in entry.names)
         self._keys = {fp: keys[fp] for fp in certificates}
         # the name tables are rebuilt aside and swapped in one assignment each
         ranked = sorted(
@@ -199,5 +199,6 @@ class TlsRuntime:
         return None
 
     def names_for(self, ssl_object: Any) -> tuple[str, ...]:
-        """Names of the certificate a connection was served (for strict SNI binding)."""
+        """Names of the certificate a connection was served, folded (for strict SNI binding:
+        :func:`~sozu_config.grammar.folded_names_cover`)."""
         return self.names_of.get(id(ssl_object.context), ())
