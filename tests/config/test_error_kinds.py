@@ -13,7 +13,6 @@ from sozu_config.protocol import (
     decode_request,
     decode_response,
     encode_response,
-    failure,
 )
 from sozu_config.responses import ErrorKind, Response, ResponseStatus
 from sozu_config.schema import protocol_schema
@@ -136,8 +135,6 @@ def test_answers_without_a_failure_carry_no_kind_on_the_wire() -> None:
     ok = Response(id="1", status=ResponseStatus.OK, message="done")
     assert b"kind" not in encode_response(ok)
     assert b"index" not in encode_response(ok)
-    plain = failure("2", "no")
-    assert plain.kind is None
     assert decode_response(b'{"id":"3","status":"failure","message":"old"}').kind is None
 
 
@@ -152,7 +149,6 @@ def test_failure_builds_a_failure_answer() -> None:
         ErrorKind.LIMIT,
         3,
     )
-    assert failure("y", "bad", kind=ErrorKind.BAD_REQUEST).kind is ErrorKind.BAD_REQUEST
 
 
 def test_protocol_errors_say_their_kind() -> None:

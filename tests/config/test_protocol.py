@@ -36,7 +36,6 @@ from sozu_config.protocol import (
     decode_response,
     encode_request,
     encode_response,
-    failure,
 )
 from sozu_config.responses import (
     BatchResult,
@@ -493,7 +492,7 @@ def test_every_response_content_survives_encode_and_decode(
 
 
 def test_a_response_without_content_is_short() -> None:
-    answer = failure("r-2", "no such cluster")
+    answer = Response(id="r-2", status=ResponseStatus.FAILURE, message="no such cluster")
     line = encode_response(answer)
     assert json.loads(line) == {"id": "r-2", "status": "failure", "message": "no such cluster"}
     assert decode_response(line) == answer

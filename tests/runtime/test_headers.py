@@ -157,8 +157,7 @@ def test_frontend_request_edits_and_host_rewrite() -> None:
     head = request(b"GET /old?q=1 HTTP/1.1\r\nHost: example.com:8080\r\nX-Drop: 1\r\n\r\n")
     edited = route(headers=edits, rewrite_host="internal", rewrite_path="/new")
     block = fwd.for_peer(*PEER)
-    rewritten = (b"/new?q=1", b"internal:8080")
-    out = fwd.request_head(head, edited, block, *PEER, RID, None, rewritten)
+    out = fwd.request_head(head, edited, block, *PEER, RID, None)
     assert out.startswith(b"GET /new?q=1 HTTP/1.1\r\n")
     assert b"Host: internal:8080\r\nX-Forwarded-Host: example.com:8080\r\n" in out
     assert b"X-Drop" not in out

@@ -37,10 +37,12 @@ from sozu_config import (
     plan_states,
 )
 from sozu_config.config import Config, ConfigError, load_config
-from sozu_config.live import fetch_live_state, mutation_timeout
+from sozu_config.live import MUTATION_TIMEOUT, fetch_live_state, mutation_timeout
 from sozu_config.responses import BatchResult, BatchResults
 
 from .arguments import Parser, add_version, non_negative
+from .declarations import Arg, Argument, Completer, OneOf
+from .declarations import add_arguments as add_declared
 from .errors import CommandError, ExitCode
 from .output import Output, plural
 from .plan_view import render_plan, render_results
@@ -321,51 +323,62 @@ def run(args: argparse.Namespace, output: Output) -> int:
     return apply_file(args, output)
 
 
-def add_arguments(parser: Parser, *, standalone: bool) -> None:
-    """The arguments of ``sozu-apply`` (``standalone``) or of ``sozu apply`` (whose global
-    options come from the ``sozu`` parser)."""
-    parser.add_argument(
-        "file", metavar="FILE", help="the configuration file describing the desired state"
-    )
-    parser.add_argument(
-        "--socket",
+ARGUMENTS: tuple[Argument, ...] = (
+    Arg(
+        ("file",),
+        metavar="FILE",
+        completer=Completer.FILE,
+        help="the configuration file describing the desired state",
+    ),
+    Arg(
+        ("--socket",),
         dest="sockets",
         action="append",
         metavar="PATH",
+        completer=Completer.FILE,
         help="a daemon's command socket (repeatable: a fleet); default: the file's command_socket",
-    )
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
-    mode.add_argument(
-        "--check",
-        action="store_true",
-        help="exit 0 when the proxy matches the file, 2 when it drifted",
-    )
-    mode.add_argument(
-        "--watch", action="store_true", help="apply again after every change of the file"
-    )
-    parser.add_argument(
-        "--confirm", action="store_true", help="ask before applying (when stdin is a terminal)"
-    )
-    parser.add_argument(
-        "--debounce",
+    ),
+    OneOf(
+        (
+            Arg(("--dry-run",), action="store_true", help="show the plan, change nothing"),
+            Arg(
+                ("--check",),
+                action="store_true",
+                help="exit 0 when the proxy matches the file, 2 when it drifted",
+            ),
+            Arg(
+                ("--watch",), action="store_true", help="apply again after every change of the file"
+            ),
+        )
+    ),
+    Arg(("--confirm",), action="store_true", help="ask before applying (when stdin is a terminal)"),
+    Arg(
+        ("--debounce",),
         type=non_negative,
         default=300,
         metavar="MS",
         help="--watch: wait for the file to be quiet that long before planning (default 300)",
-    )
-    if standalone:
-        parser.add_argument(
-            "-t",
-            "--timeout",
-            type=non_negative,
-            metavar="MS",
-            help="milliseconds to wait for answers (default: the file's ctl_command_timeout, "
-            "at least 30 s for the batch; 0: no limit)",
-        )
-        parser.add_argument(
-            "-j", "--json", action="store_true", help="print the plan and the outcome as JSON"
-        )
+    ),
+)
+"""The arguments of ``sozu-apply`` and of ``sozu apply``."""
+
+STANDALONE_ARGUMENTS: tuple[Argument, ...] = (
+    Arg(
+        ("-t", "--timeout"),
+        type=non_negative,
+        metavar="MS",
+        help="milliseconds to wait for answers (default: the file's ctl_command_timeout, "
+        f"at least {MUTATION_TIMEOUT:g} s for the batch; 0: no limit)",
+    ),
+    Arg(("-j", "--json"), action="store_true", help="print the plan and the outcome as JSON"),
+)
+"""The options ``sozu-apply`` has of its own (``sozu apply`` has them from ``sozu``)."""
+
+
+def add_arguments(parser: Parser, *, standalone: bool) -> None:
+    """The arguments of ``sozu-apply`` (``standalone``) or of ``sozu apply`` (whose global
+    options come from the ``sozu`` parser)."""
+    add_declared(parser, ARGUMENTS + (STANDALONE_ARGUMENTS if standalone else ()))
 
 
 def build_parser() -> Parser:

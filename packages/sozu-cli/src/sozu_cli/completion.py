@@ -19,9 +19,6 @@ __all__ = ["SHELLS", "actions", "script"]
 
 SHELLS = ("bash", "zsh", "fish")
 
-# Arguments declared without a completer (those of sozu-apply) that name a file.
-_FILE_METAVARS = frozenset({"FILE", "PATH"})
-
 
 def actions(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
     """Every action of ``parser`` and of its subcommands' parsers, depth first."""
@@ -39,8 +36,6 @@ def _prepare(parser: argparse.ArgumentParser) -> None:
 
     for action in actions(parser):
         completer = getattr(action, COMPLETER, None)
-        if completer is None and action.nargs != 0 and action.metavar in _FILE_METAVARS:
-            completer = Completer.FILE
         if completer == Completer.FILE:
             action.complete = shtab.FILE  # type: ignore[attr-defined]
         elif isinstance(completer, tuple):

@@ -18,6 +18,7 @@ from functools import partial
 
 from pydantic import ValidationError
 
+from sozu_config.live import MUTATION_TIMEOUT
 from sozu_config.protocol import validation_message
 
 from . import apply as apply_command
@@ -90,7 +91,7 @@ def _global_options(*, repeated: bool, socket: bool = True) -> tuple[Arg, ...]:
             type=non_negative,
             default=default,
             help="milliseconds to wait for an answer (default: the file's ctl_command_timeout; "
-            f"{changes} wait at least 30 s; 0: no limit)",
+            f"{changes} wait at least {MUTATION_TIMEOUT:g} s; 0: no limit)",
         ),
         Arg(
             ("-j", "--json"),

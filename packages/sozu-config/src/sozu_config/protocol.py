@@ -34,7 +34,6 @@ __all__ = [
     "decode_response",
     "encode_request",
     "encode_response",
-    "failure",
     "validation_message",
 ]
 
@@ -146,11 +145,6 @@ def decode_response(line: bytes | str) -> Response:
         raise ProtocolError(
             f"invalid response from the daemon: {validation_message(error)}"
         ) from None
-
-
-def failure(request_id: str, message: str, *, kind: ErrorKind | None = None) -> Response:
-    """A ``failure`` answer to ``request_id`` (see :meth:`Response.failure`)."""
-    return Response.failure(message, kind=kind, id=request_id)
 
 
 class LineReader:

@@ -308,6 +308,12 @@ def _wait_for_daemon(ctx: Context) -> None:
 
 _FILE = Completer.FILE
 
+
+def _file_arg(help: str, *, required: bool = True) -> Arg:
+    """``-f/--file FILE``, completed as a file name."""
+    return Arg(("-f", "--file"), required=required, metavar="FILE", completer=_FILE, help=help)
+
+
 COMMANDS = (
     Command(
         "start",
@@ -342,14 +348,7 @@ COMMANDS = (
         "reload",
         help="re-read the configuration file and apply the difference as one batch",
         examples=["sozu -c config.toml reload", "sozu -c config.toml reload -f new.toml"],
-        args=[
-            Arg(
-                ("-f", "--file"),
-                metavar="FILE",
-                completer=_FILE,
-                help="read this file instead of the daemon's own",
-            )
-        ],
+        args=[_file_arg("read this file instead of the daemon's own", required=False)],
         handler=reload,
     ),
     Command(
@@ -365,30 +364,14 @@ COMMANDS = (
                 "save",
                 help="write the state to a file (one JSON request per line)",
                 examples=["sozu -c config.toml state save -f /var/lib/sozu/state.jsonl"],
-                args=[
-                    Arg(
-                        ("-f", "--file"),
-                        required=True,
-                        metavar="FILE",
-                        completer=_FILE,
-                        help="file to write",
-                    )
-                ],
+                args=[_file_arg("file to write")],
                 handler=state_save,
             ),
             Command(
                 "load",
                 help="apply the requests of a state file (a merge: existing objects are kept)",
                 examples=["sozu -c config.toml state load -f /var/lib/sozu/state.jsonl"],
-                args=[
-                    Arg(
-                        ("-f", "--file"),
-                        required=True,
-                        metavar="FILE",
-                        completer=_FILE,
-                        help="file to read",
-                    )
-                ],
+                args=[_file_arg("file to read")],
                 handler=state_load,
             ),
             Command(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from .. import requests as rq
-from ..grammar import names_cover
+from ..grammar import HostKind, names_cover, parse_hostname_rule
 from ..models import (
     HttpListenerConfig,
     HttpsListenerConfig,
@@ -240,7 +240,7 @@ class Assembly:
     def _warn_uncovered(self) -> None:
         for candidate in self.uncovered:
             hostname = candidate.hostname
-            if "/" in hostname or hostname == "*":
+            if parse_hostname_rule(hostname).kind in (HostKind.REGEX, HostKind.ANY):
                 continue  # a regex or catch-all rule: which names it serves cannot be checked
             if not names_cover(self.names_at.get(candidate.address, set()), hostname):
                 self.findings.warn(

@@ -158,7 +158,7 @@ class Daemon:
                 raise StartupError("a worker failed to start (see the messages above)")
         self.state_files.automatic_save()
         write_pid_file(config)
-        notify(f"READY=1\nSTATUS=serving with {len(self.pool)} workers (version {__version__})")
+        self._notify_serving()
         log.info(
             "sozu is ready: %d workers, %d listeners, %d clusters, command socket %s",
             len(self.pool),
@@ -196,7 +196,7 @@ class Daemon:
             len(self.sockets),
             len(clients),
         )
-        notify(f"READY=1\nSTATUS=serving with {len(self.pool)} workers (version {__version__})")
+        self._notify_serving()
         self.emit(upgraded)
         # clients who lost their subscription in the switch learn why when they come back
         self.events.replay(upgraded)
@@ -281,3 +281,7 @@ class Daemon:
         self, peer: Peer | None, request: rq.Request, response: Response, tally: FanOut
     ) -> None:
         self.audit.record(peer, request, response, tally)
+
+    def _notify_serving(self) -> None:
+        """Tell systemd (when it watches) that the daemon serves."""
+        notify(f"READY=1\nSTATUS=serving with {len(self.pool)} workers (version {__version__})")

@@ -303,8 +303,7 @@ class MainUpgrade:
         self, command_fd: int, clients: list[dict[str, Any]], then_workers: bool
     ) -> dict[str, Any]:
         workers, next_worker_id = self.pool.handover()
-        return {
-            "config": self.config.model_dump(mode="json"),
+        return {  # the configuration is in the file already (written before the check)
             "version": self.state.version,
             "next_worker_id": next_worker_id,
             "workers": workers,

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from sozu_config.models import HttpListenerConfig, HttpsListenerConfig
+from sozu_config.grammar import split_host_port
+from sozu_config.models import HttpFrontend, HttpListenerConfig, HttpsListenerConfig
 
 from . import h1
 
@@ -37,6 +38,7 @@ __all__ = [
     "ForwardingHeaders",
     "client_response_head",
     "has_field",
+    "rewrite",
     "strip_cookie",
     "with_hsts",
 ]
@@ -148,24 +150,21 @@ class ForwardingHeaders:
         peer_port: int,
         rid: bytes,
         sticky: str | None,
-        rewritten: tuple[bytes, bytes | None] | None = None,
     ) -> bytes:
-        """The head sent to the backend: the client's, with forwarding headers appended.
+        """The head sent to the backend: the client's, with forwarding headers appended (and
+        its target and Host rewritten when the route says so).
 
         ``peer`` is the connection's precomputed :meth:`for_peer` block; ``sticky`` the
-        sticky id found in the request's cookie (the cookie is then stripped); ``rewritten``
-        the (target, Host value or None) of a route that rewrites them."""
+        sticky id found in the request's cookie (the cookie is then stripped)."""
         seen = head.seen
         if (
             head.hop_by_hop
             or seen & self.rebuild_mask
             or sticky is not None
             or route.request_edits
-            or rewritten is not None
+            or route.rewrites
         ):
-            return self._rebuilt_request_head(
-                head, route, peer_ip, peer_port, rid, sticky, rewritten
-            )
+            return self._rebuilt_request_head(head, route, peer_ip, peer_port, rid, sticky)
         # the received head as is, plus the precomputed forwarding headers
         return b"".join(
             (
@@ -186,13 +185,14 @@ class ForwardingHeaders:
         peer_port: int,
         rid: bytes,
         sticky: str | None,
-        rewritten: tuple[bytes, bytes | None] | None,
     ) -> bytes:
         headers = head.forward_headers() if head.hop_by_hop else list(head.headers)
         peer = peer_ip.encode()
         seen = head.seen
         version = b" HTTP/1.1\r\n" if head.version == 11 else b" HTTP/1.0\r\n"
-        target, host_value = (head.target, None) if rewritten is None else rewritten
+        target, host_value = (
+            rewrite(head, route.frontend) if route.rewrites else (head.target, None)
+        )
         out: list[bytes] = [head.method, b" ", target, version]
         sticky_name = self.sticky_name_lower
         drop_real_ip = self.elide_x_real_ip
@@ -335,3 +335,20 @@ def _forwarded_node(ip: str) -> bytes:
     if ":" in ip:
         return f'"[{ip}]"'.encode()
     return ip.encode()
+
+
+def rewrite(head: h1.RequestHead, frontend: HttpFrontend) -> tuple[bytes, bytes | None]:
+    """(target, Host value or None) of a request to a frontend that rewrites them."""
+    target = head.target
+    host_value: bytes | None = None
+    if frontend.rewrite_path is not None:
+        query = target.partition(b"?")[2]
+        target = frontend.rewrite_path.encode() + (b"?" + query if query else b"")
+    if frontend.rewrite_host is not None or frontend.rewrite_port is not None:
+        host_name, port_text = split_host_port(head.host.decode("latin-1"))
+        host_port = port_text or ""
+        host_name = frontend.rewrite_host or host_name
+        if frontend.rewrite_port is not None:
+            host_port = str(frontend.rewrite_port)
+        host_value = (f"{host_name}:{host_port}" if host_port else host_name).encode()
+    return target, host_value

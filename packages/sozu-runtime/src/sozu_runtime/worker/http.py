@@ -63,8 +63,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Final
 
-from sozu_config.grammar import folded_names_cover, parse_authority, split_host_port
-from sozu_config.models import HttpFrontend
+from sozu_config.grammar import folded_names_cover, parse_authority
 
 from . import h1
 from .exchange import (
@@ -407,7 +406,6 @@ class FrontendSession(asyncio.Protocol):
             self.peer_port,
             exchange.request_id,
             exchange.sticky,
-            _rewrite(head, route.frontend) if route.rewrites else None,
         )
         request = forwarded + body if body else forwarded
         complete = self.remaining == 0
@@ -762,20 +760,3 @@ class FrontendSession(asyncio.Protocol):
             self.close()
         else:
             self.keep_alive = False
-
-
-def _rewrite(head: h1.RequestHead, frontend: HttpFrontend) -> tuple[bytes, bytes | None]:
-    """(target, Host value or None) of a request to a frontend that rewrites them."""
-    target = head.target
-    host_value: bytes | None = None
-    if frontend.rewrite_path is not None:
-        query = target.partition(b"?")[2]
-        target = frontend.rewrite_path.encode() + (b"?" + query if query else b"")
-    if frontend.rewrite_host is not None or frontend.rewrite_port is not None:
-        host_name, port_text = split_host_port(head.host.decode("latin-1"))
-        host_port = port_text or ""
-        host_name = frontend.rewrite_host or host_name
-        if frontend.rewrite_port is not None:
-            host_port = str(frontend.rewrite_port)
-        host_value = (f"{host_name}:{host_port}" if host_port else host_name).encode()
-    return target, host_value
