@@ -44,7 +44,6 @@ __all__ = [
     "encode_path_value",
     "fold_hostname",
     "folded_names_cover",
-    "hostname_regex",
     "is_field_value",
     "is_token",
     "is_token_bytes",
@@ -293,11 +292,6 @@ def _regex_hostname_source(hostname: str) -> str:
             pattern.append(re.escape(literal))
             index = end
     return "".join(pattern)
-
-
-def hostname_regex(hostname: str) -> str:
-    """The anchored regular expression (text) of a regex hostname; match it ignoring case."""
-    return rf"\A(?:{_regex_hostname_source(hostname)})\Z"
 
 
 @lru_cache(maxsize=4096)

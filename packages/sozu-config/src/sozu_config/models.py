@@ -23,12 +23,10 @@ from .grammar import (
     check_token,
     compile_path_regex,
     encode_path_value,
-    hostname_regex,
-    normalize_certificate_name,
     normalize_hostname,
     normalize_hostname_rule,
 )
-from .tls import ALPN_PROTOCOLS, DEFAULT_CIPHER_LIST, check_cipher_list
+from .tls import DEFAULT_CIPHER_LIST, check_alpn_protocols, check_cipher_list
 
 __all__ = [
     "Backend",
@@ -52,8 +50,6 @@ __all__ = [
     "TcpFrontend",
     "TcpListenerConfig",
     "TlsVersion",
-    "hostname_regex",
-    "normalize_certificate_name",
     "normalize_hostname_rule",
 ]
 
@@ -284,12 +280,7 @@ class HttpsListenerConfig(HttpListenerConfig):
     @field_validator("alpn_protocols")
     @classmethod
     def _alpn(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if name == "h2":
-                raise ValueError("ALPN 'h2' is not supported yet: HTTP/2 is not implemented")
-            if name not in ALPN_PROTOCOLS:
-                raise ValueError(f"unknown ALPN protocol {name!r} (supported: http/1.1)")
-        return value
+        return check_alpn_protocols(value)
 
     @field_validator("default_sni")
     @classmethod

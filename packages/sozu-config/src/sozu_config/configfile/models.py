@@ -36,7 +36,7 @@ from ..models import (
     RulePosition,
     TlsVersion,
 )
-from ..tls import ALPN_PROTOCOLS, check_cipher_list
+from ..tls import check_alpn_protocols, check_cipher_list
 from .errors import show
 from .settings import Config
 
@@ -125,17 +125,6 @@ _TLS_VERSIONS = {
 def _ciphers(value: list[str]) -> list[str]:
     check_cipher_list(value)
     return value
-
-
-def _alpn(value: list[str]) -> list[str]:
-    for name in value:
-        if name == "h2":
-            raise ValueError("HTTP/2 is not supported yet: remove 'h2' (use [\"http/1.1\"])")
-        if name not in ALPN_PROTOCOLS:
-            raise ValueError(
-                f"unknown ALPN protocol {name!r} (supported: {', '.join(sorted(ALPN_PROTOCOLS))})"
-            )
-    return list(dict.fromkeys(value))
 
 
 def _refused(reason: str) -> AfterValidator:
@@ -259,7 +248,7 @@ class HttpsListenerFile(HttpListenerFile):
     key: str | None = None
     certificate_chain: str | None = None
     send_tls13_tickets: int | None = None
-    alpn_protocols: Annotated[list[str], AfterValidator(_alpn)] | None = None
+    alpn_protocols: Annotated[list[str], AfterValidator(check_alpn_protocols)] | None = None
     strict_sni_binding: bool | None = None
     disable_http11: Annotated[
         bool,

@@ -169,6 +169,7 @@ class Execution:
                     f"cannot listen on {error.address}: {error.reason}; nothing was applied",
                     kind=ErrorKind.OS_ERROR,
                 )
+            # one descriptor per activation, in order (a batch may activate an address twice)
             fds = [self.sockets.fileno(address) for address in addresses]
             try:
                 self.state.apply(request)

@@ -137,11 +137,8 @@ class WorkerPool:
 
     def _initial_state(self, handle: WorkerHandle) -> asyncio.Future[Response]:
         requests = self.state.generate_requests()
-        fds = [
-            self.sockets.fileno(r.address)
-            for r in requests
-            if isinstance(r, rq.ActivateListener) and r.address in self.sockets
-        ]
+        activated = (r.address for r in requests if isinstance(r, rq.ActivateListener))
+        fds = list(self.sockets.descriptors(activated).values())
         return handle.send(
             control=InitialState(requests=requests, version=self.state.version),
             fds=fds,
