@@ -16,8 +16,12 @@ import logging
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["LEVELS", "configure_logging", "reopen_logs", "set_level"]
+if TYPE_CHECKING:
+    from sozu_config.config import Config
+
+__all__ = ["LEVELS", "configure_logging", "configure_main_logging", "reopen_logs", "set_level"]
 
 LEVELS = {
     "error": logging.ERROR,
@@ -149,3 +153,13 @@ def reopen_logs() -> int:
                     handler.release()
                 reopened += 1
     return reopened
+
+
+def configure_main_logging(config: Config) -> None:
+    """The main process's logs, as ``config`` says (at start and after an upgrade)."""
+    configure_logging(
+        config.log_level,
+        "MAIN",
+        target=config.log_target,
+        access_target=config.access_logs_target,
+    )

@@ -7,7 +7,7 @@ import sys
 
 from sozu_config.config import Config
 
-from ..logs import configure_logging
+from ..logs import configure_main_logging
 from ..loops import run as run_loop
 from .daemon import Daemon, StartupError
 
@@ -30,10 +30,5 @@ async def _main(config: Config) -> int:
 def run(config: Config) -> int:
     """Run the daemon for ``config`` until SIGTERM/SIGINT (soft stop; again: hard stop) or a
     stop request. Returns the process exit code (1 when it cannot start)."""
-    configure_logging(
-        config.log_level,
-        "MAIN",
-        target=config.log_target,
-        access_target=config.access_logs_target,
-    )
+    configure_main_logging(config)
     return run_loop(_main(config))

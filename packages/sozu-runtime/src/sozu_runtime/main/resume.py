@@ -18,7 +18,7 @@ from sozu_config.config import Config
 from sozu_config.statefile import load_state_file
 
 from .. import __version__
-from ..logs import configure_logging
+from ..logs import configure_main_logging
 from ..loops import run as run_loop
 from .daemon import Daemon
 
@@ -51,12 +51,7 @@ def check(path: Path) -> int:
 
 def resume(path: Path) -> int:
     config, data = _read(path)
-    configure_logging(
-        config.log_level,
-        "MAIN",
-        target=config.log_target,
-        access_target=config.access_logs_target,
-    )
+    configure_main_logging(config)
     try:
         return run_loop(_resume(config, data))
     except Exception as error:  # the old process is gone: say clearly why the new one is not up

@@ -174,7 +174,7 @@ class FrontendSession(asyncio.Protocol):
             if ssl_object is not None:
                 self.sni_names = tls.names_for(ssl_object)
         self.proxy.session_opened(self)
-        now = self.proxy.loop.time()
+        now = self.proxy.clock()
         self.started = now
         self.deadline = now + listener.request_timeout
         self.deadline_status = 0  # nothing received yet: close silently when it expires
@@ -238,7 +238,7 @@ class FrontendSession(asyncio.Protocol):
                     return
         if phase == TUNNEL:
             self.backend.transport.write(data)  # type: ignore[union-attr]
-            self.deadline = self.proxy.loop.time() + self.listener.front_timeout
+            self.deadline = self.proxy.clock() + self.listener.front_timeout
             return
         if phase == REQUEST_BODY:
             self._forward_body(data)
@@ -345,7 +345,7 @@ class FrontendSession(asyncio.Protocol):
             self.pending = data
             if self.phase == IDLE:
                 self.phase = HEAD
-                self.deadline = self.proxy.loop.time() + listener.request_timeout
+                self.deadline = self.proxy.clock() + listener.request_timeout
                 self.deadline_status = 408
             return
         rest = data[head.length :] if len(data) > head.length else b""
@@ -411,7 +411,7 @@ class FrontendSession(asyncio.Protocol):
         complete = self.remaining == 0
         exchange.replay = request if complete else None
         self.phase = CONNECTING
-        now = proxy.loop.time()
+        now = proxy.clock()
         self.deadline = now + listener.connect_timeout + listener.back_timeout
         self.deadline_status = 503
         self._send(request, complete)
@@ -482,7 +482,7 @@ class FrontendSession(asyncio.Protocol):
         assert cluster is not None
         proxy = self.proxy
         pool = proxy.pool
-        now = proxy.loop.time()
+        now = proxy.clock()
         while True:
             backend = cluster.balancer.choose(now, sticky=exchange.sticky, exclude=exchange.tried)
             if backend is None:
@@ -523,7 +523,7 @@ class FrontendSession(asyncio.Protocol):
             self._request_sent()
             return
         self.phase = REQUEST_BODY
-        self.deadline = self.proxy.loop.time() + self.listener.front_timeout
+        self.deadline = self.proxy.clock() + self.listener.front_timeout
         self.deadline_status = 408
         # body bytes that arrived while the connection was being opened
         if self._paused_for_pipeline:
@@ -559,14 +559,14 @@ class FrontendSession(asyncio.Protocol):
 
     def _request_sent(self) -> None:
         self.phase = WAITING
-        self.deadline = self.proxy.loop.time() + self.listener.back_timeout
+        self.deadline = self.proxy.clock() + self.listener.back_timeout
         self.deadline_status = 504
 
     def _forward_body(self, data: bytes) -> None:
         backend = self.backend
         assert backend is not None
         self.exchange.replay = None
-        self.deadline = self.proxy.loop.time() + self.listener.front_timeout
+        self.deadline = self.proxy.clock() + self.listener.front_timeout
         if self.remaining > 0:
             if len(data) <= self.remaining:
                 backend.transport.write(data)
@@ -599,7 +599,7 @@ class FrontendSession(asyncio.Protocol):
 
     def response_head_started(self) -> None:
         self.exchange.response_started = True
-        self.deadline = self.proxy.loop.time() + self.listener.back_timeout
+        self.deadline = self.proxy.clock() + self.listener.back_timeout
         self.deadline_status = -1  # abort: the answer has begun
 
     def response_done(self) -> None:
@@ -630,7 +630,7 @@ class FrontendSession(asyncio.Protocol):
 
     def start_tunnel(self) -> None:
         self.phase = TUNNEL
-        self.deadline = self.proxy.loop.time() + self.listener.front_timeout
+        self.deadline = self.proxy.clock() + self.listener.front_timeout
         self.deadline_status = -1
         if self.pending and self.backend is not None:
             self.backend.transport.write(self.pending)
