@@ -480,12 +480,24 @@ class QueryState(_Request):
     type: Literal["query_state"] = "query_state"
 
 
+_Names: TypeAlias = list[str]  # (the field ``list`` of QueryMetrics shadows the builtin)
+
+
 class QueryMetrics(_Request):
-    """Counters of the workers (requests, connections, answers by status, per cluster)."""
+    """The metrics of the main process and the workers (see :mod:`sozu_config.metrics`).
+
+    ``list``: only the names of the metrics available; ``cluster_ids``/``backend_ids``: only
+    these clusters and backends (a backend is named by its id in any cluster);
+    ``metric_names``: only these metrics; ``workers``: each worker's metrics too, besides the
+    merged ones; ``no_clusters``: the proxy-wide metrics only."""
 
     type: Literal["query_metrics"] = "query_metrics"
-    cluster_ids: list[str] = Field(default_factory=list)
+    list: bool = False
+    cluster_ids: _Names = Field(default_factory=_Names)
+    backend_ids: _Names = Field(default_factory=_Names)
+    metric_names: _Names = Field(default_factory=_Names)
     workers: bool = False
+    no_clusters: bool = False
 
 
 # --------------------------------------------------------------------------- lifecycle

@@ -242,11 +242,17 @@ class RequestCounts(Model):
 
 
 class MetricsContent(Model):
+    """Metric snapshots (forms in :mod:`sozu_config.metrics`): ``main``, the main process's
+    own; ``proxying``, the proxy-wide totals; ``clusters``, by cluster id ``{"cluster":
+    {…}, "backends": {backend_id: {…}}}``; ``workers``, by worker id ``{"proxying": {…},
+    "clusters": {…}}`` when asked; ``names``, the metric names when only those were asked."""
+
     type: Literal["metrics"] = "metrics"
     main: dict[str, Any] = Field(default_factory=dict)
     workers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     clusters: dict[str, dict[str, Any]] = Field(default_factory=dict)
     proxying: dict[str, Any] = Field(default_factory=dict)
+    names: list[str] = Field(default_factory=list)
 
 
 class EventContent(Model):

@@ -239,7 +239,7 @@ class Execution:
         results = await self.pool.fanout(request)
         answers = [(worker.id, answer) for worker, answer in results]
         main = main_figures(self.state, len(self.pool))
-        return ok(content=merge_metrics(answers, main, per_worker=request.workers))
+        return ok(content=merge_metrics(answers, main, request))
 
     async def _per_worker(self, request: rq.Request) -> Response:
         responses: dict[str, ResponseContent | None] = {}

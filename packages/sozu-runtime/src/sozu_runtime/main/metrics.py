@@ -1,47 +1,69 @@
-"""The daemon's metrics: the workers' counters summed, and the main process's own figures."""
+"""The daemon's metrics: the workers' snapshots merged, and the main process's own figures.
+
+The forms of the snapshots are those of :mod:`sozu_config.metrics`; each worker answers
+``query_metrics`` with its ``proxying`` scope and its ``clusters`` (filters already applied),
+and :func:`merge_metrics` sums them into the answer of the main process.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+from sozu_config import requests as rq
+from sozu_config.metrics import CATALOGUE, filter_names, merge_scope, with_percentiles
 from sozu_config.responses import MetricsContent, Response
 from sozu_config.state import ConfigState
 
-__all__ = ["main_figures", "merge_counts", "merge_metrics"]
-
-
-def merge_counts(into: dict[str, Any], values: dict[str, Any]) -> None:
-    """Add the numbers of ``values`` to those of ``into``, nested dictionaries key by key
-    (booleans are flags, not counts: they are left out)."""
-    for key, value in values.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, (int, float)):
-            into[key] = into.get(key, 0) + value
-        elif isinstance(value, dict):
-            merge_counts(into.setdefault(key, {}), value)
+__all__ = ["main_figures", "merge_clusters", "merge_metrics", "metric_names"]
 
 
 def main_figures(state: ConfigState, workers: int) -> dict[str, Any]:
     """What the main process counts itself: workers, routing objects, the state version."""
     return {
         "workers": workers,
-        "clusters": len(state.clusters),
-        "frontends": len(state.http_frontends)
+        "configuration.clusters": len(state.clusters),
+        "configuration.frontends": len(state.http_frontends)
         + len(state.https_frontends)
         + len(state.tcp_frontends),
-        "backends": sum(len(b) for b in state.backends.values()),
-        "version": state.version,
+        "configuration.backends": sum(len(b) for b in state.backends.values()),
+        "state.version": state.version,
     }
 
 
+def metric_names() -> list[str]:
+    """Every metric name, main process's and workers' (the answer to ``list``)."""
+    return sorted(CATALOGUE)
+
+
+def merge_clusters(into: dict[str, dict[str, Any]], clusters: dict[str, dict[str, Any]]) -> None:
+    """Add one worker's clusters (``{"cluster": {…}, "backends": {id: {…}}}`` by cluster id) to
+    ``into``."""
+    for cluster_id, data in clusters.items():
+        merged = into.setdefault(cluster_id, {"cluster": {}, "backends": {}})
+        merge_scope(merged["cluster"], data.get("cluster", {}))
+        backends = merged["backends"]
+        for backend_id, values in data.get("backends", {}).items():
+            merge_scope(backends.setdefault(backend_id, {}), values)
+
+
+def _finished(clusters: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    for data in clusters.values():
+        with_percentiles(data["cluster"])
+        for values in data["backends"].values():
+            with_percentiles(values)
+    return clusters
+
+
 def merge_metrics(
-    answers: Iterable[tuple[int, Response]], main: dict[str, Any], *, per_worker: bool
+    answers: Iterable[tuple[int, Response]], main: dict[str, Any], request: rq.QueryMetrics
 ) -> MetricsContent:
-    """The answer to ``query_metrics`` from the workers' answers (by worker id): proxying
-    counters summed over the workers, each cluster's request count summed, and with
-    ``per_worker`` each worker's own figures too. Answers without metrics are left out."""
+    """The answer to ``query_metrics`` from the workers' answers (by worker id): the
+    workers' proxy-wide figures and clusters summed, histograms with their percentiles, each
+    worker's own figures too when ``request.workers``. Answers without metrics (a worker
+    whose metrics are disabled) are left out."""
+    if request.list:
+        return MetricsContent(names=metric_names())
     workers: dict[str, dict[str, Any]] = {}
     proxying: dict[str, Any] = {}
     clusters: dict[str, dict[str, Any]] = {}
@@ -49,13 +71,18 @@ def merge_metrics(
         content = answer.content
         if not isinstance(content, MetricsContent):
             continue
-        workers[str(worker_id)] = {"proxying": content.proxying, "clusters": content.clusters}
-        merge_counts(proxying, content.proxying)
-        for cluster_id, data in content.clusters.items():
-            merge_counts(clusters.setdefault(cluster_id, {}), {"requests": data.get("requests", 0)})
+        merge_scope(proxying, content.proxying)
+        merge_clusters(clusters, content.clusters)
+        if request.workers:
+            own: dict[str, dict[str, Any]] = {}
+            merge_clusters(own, content.clusters)
+            workers[str(worker_id)] = {
+                "proxying": with_percentiles(merge_scope({}, content.proxying)),
+                "clusters": _finished(own),
+            }
     return MetricsContent(
-        main=main,
-        workers=workers if per_worker else {},
-        clusters=clusters,
-        proxying=proxying,
+        main=filter_names(main, request.metric_names),
+        workers=workers,
+        clusters=_finished(clusters),
+        proxying=with_percentiles(proxying),
     )
