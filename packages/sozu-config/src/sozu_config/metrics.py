@@ -122,9 +122,21 @@ CATALOGUE: Final[dict[str, MetricInfo]] = {
         MetricInfo(
             "backend.connections.error", Kind.COUNTER, _PCB, "backend connections that failed"
         ),
+        MetricInfo(
+            "backend.down",
+            Kind.GAUGE,
+            _PCB,
+            "backends resting after connection failures (1 for a backend, a count above)",
+        ),
+        MetricInfo(
+            "backend.failures",
+            Kind.GAUGE,
+            _PCB,
+            "consecutive connection failures (of a backend; summed above)",
+        ),
         # ------------------------------------------------------------ TCP
         MetricInfo("tcp.sessions", Kind.COUNTER, _PCB, "TCP sessions proxied"),
-        MetricInfo("tcp.active_sessions", Kind.GAUGE, _PCB, "TCP sessions open"),
+        MetricInfo("tcp.active_sessions", Kind.GAUGE, _P, "TCP sessions open"),
         # ------------------------------------------------------------ the worker (P)
         MetricInfo("client.connections", Kind.GAUGE, _P, "open client connections"),
         MetricInfo("client.connections.accepted", Kind.COUNTER, _P, "client connections accepted"),
