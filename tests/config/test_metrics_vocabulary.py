@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from sozu_config.metrics import (
     BUCKET_BOUNDS_NS,
     BUCKET_BOUNDS_US,
@@ -17,10 +19,10 @@ from sozu_config.metrics import (
 
 def test_buckets_are_increasing_and_prometheus_bounds_are_among_them() -> None:
     assert list(BUCKET_BOUNDS_US) == sorted(set(BUCKET_BOUNDS_US))
-    assert BUCKET_BOUNDS_NS == [b * 1000 for b in BUCKET_BOUNDS_US]
+    assert [b * 1000 for b in BUCKET_BOUNDS_US] == BUCKET_BOUNDS_NS
     assert set(PROMETHEUS_BOUNDS_US) <= set(BUCKET_BOUNDS_US)
     # neighbouring bounds differ by at most 25 %: percentiles are close to the truth
-    assert all(b / a <= 1.25 for a, b in zip(BUCKET_BOUNDS_US[1:], BUCKET_BOUNDS_US[2:]))
+    assert all(b / a <= 1.25 for a, b in itertools.pairwise(BUCKET_BOUNDS_US[1:]))
 
 
 def test_percentile_is_the_bucket_bound_capped_by_the_maximum() -> None:

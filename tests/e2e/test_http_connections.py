@@ -63,7 +63,8 @@ class Connections:
         def settled() -> bool:
             gauges = self.gauges(cluster_id)
             return all(
-                g["http.active_requests"] == 0 and g["backend.connections"] >= 0 for g in gauges.values()
+                g["http.active_requests"] == 0 and g["backend.connections"] >= 0
+                for g in gauges.values()
             )
 
         deadline = time.monotonic() + 5
