@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from sozu_config.metrics import (
     BUCKET_BOUNDS_NS,
@@ -13,6 +14,7 @@ from sozu_config.metrics import (
     cumulative_buckets,
     histogram_percentile,
     merge_scope,
+    reference_table,
     status_classes,
 )
 
@@ -63,3 +65,10 @@ def test_status_classes() -> None:
         "5xx": 4,
         "other": 1,
     }
+
+
+def test_the_reference_page_lists_every_metric() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    assert page.endswith(reference_table()), "regenerate: python -m sozu_config.metrics"
+    for name in CATALOGUE:
+        assert f"`{name}`" in page

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support import configs
 from support.backends import Answer, HttpBackend, Received
+from support.certs import make_certificate
+from support.clients import tls_client_context, tls_handshake
 from support.daemon import DaemonProcess, free_port, sozu_command
 
 from sozu_config import QueryMetrics
@@ -189,3 +194,44 @@ def test_the_cli_json_matches(run: Run) -> None:
     assert content["proxying"]["http.requests"] == TOTAL
     assert content["proxying"]["bytes_out"] == run.received
     assert content["main"]["configuration.clusters"] == 2
+
+
+def test_tls_handshakes_are_counted_by_version(tmp_path: Path) -> None:
+    certificate = make_certificate("tls.metrics.test")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_text(certificate.cert_pem)
+    key_path.write_text(certificate.key_pem)
+    backend = HttpBackend("tls-1").start()
+    port = free_port()
+    config = configs.document(
+        configs.https_listener(port),
+        configs.cluster(
+            "secure",
+            frontends=[
+                configs.frontend(
+                    port, "tls.metrics.test", certificate=str(cert_path), key=str(key_path)
+                )
+            ],
+            backends=[configs.backend(backend.address)],
+        ),
+    )
+    try:
+        (tmp_path / "daemon").mkdir()
+        with DaemonProcess(tmp_path / "daemon", config).start() as daemon:
+            modern = tls_client_context(minimum=ssl.TLSVersion.TLSv1_3)
+            older = tls_client_context(maximum=ssl.TLSVersion.TLSv1_2)
+            for context in (modern, modern, older):
+                tls_handshake(port, "tls.metrics.test", context=context)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                raw.sendall(b"not a TLS client hello\r\n\r\n")  # a failed handshake
+                raw.recv(100)
+            deadline = time.monotonic() + 5
+            while True:
+                proxy = query(daemon).proxying
+                if proxy["tls.handshake_failures"] >= 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert proxy["tls.handshakes"] == {"TLSv1.2": 1, "TLSv1.3": 2}
+            assert proxy["tls.handshake_failures"] == 1
+    finally:
+        backend.stop()

@@ -38,6 +38,8 @@ __all__ = [
     "histogram_percentile",
     "merge_scope",
     "merge_value",
+    "prometheus_name",
+    "reference_table",
     "status_classes",
     "with_percentiles",
 ]
@@ -306,3 +308,34 @@ def filter_names(scope: Mapping[str, Any], names: Iterable[str]) -> dict[str, An
     if not wanted:
         return dict(scope)
     return {name: value for name, value in scope.items() if name in wanted}
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def prometheus_name(name: str, kind: Kind) -> str:
+    """The name of a metric in the Prometheus exposition: ``sozu_`` + the name with dots as
+    underscores, and ``_total`` after counters (labelled ones included). Histograms are
+    exposed in seconds, with ``_bucket``, ``_sum`` and ``_count`` after the name."""
+    base = "sozu_" + name.replace(".", "_")
+    return base + "_total" if kind in (Kind.COUNTER, Kind.LABELLED) else base
+
+
+def reference_table() -> str:
+    """The metrics as a Markdown table (``docs/metrics.md`` is this, kept in step by a test)."""
+    lines = [
+        "| metric | kind | scopes | Prometheus name | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for info in sorted(CATALOGUE.values(), key=lambda m: (m.scopes[0] != Scope.PROXY, m.name)):
+        kind = f"{info.kind.value} by `{info.label}`" if info.label else info.kind.value
+        scopes = ", ".join(scope.value for scope in info.scopes)
+        lines.append(
+            f"| `{info.name}` | {kind} | {scopes} | `{prometheus_name(info.name, info.kind)}` "
+            f"| {info.help} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m sozu_config.metrics: the reference table
+    print(reference_table(), end="")
