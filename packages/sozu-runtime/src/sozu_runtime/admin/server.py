@@ -52,6 +52,8 @@ MAX_LINE: Final = 4_096
 MAX_HEADERS: Final = 64
 MAX_IN_FLIGHT: Final = 32
 BACKLOG: Final = 64
+STOP_TIMEOUT: Final = 2.0
+"""Seconds a stop waits for the requests in flight."""
 
 
 class AdminListenError(Exception):
@@ -67,9 +69,12 @@ class AdminServer:
         self.settings = settings
         self.questions = Questions(main)
         self.expected_workers = expected_workers
-        self.address = settings.address
-        """Where it listens."""
         self._runner: web.AppRunner | None = None
+
+    @property
+    def address(self) -> str:
+        """Where it listens (``IP:port``)."""
+        return self.settings.address
 
     def application(self) -> web.Application:
         """The aiohttp application (routes and middlewares), not yet listening."""
@@ -92,6 +97,7 @@ class AdminServer:
         runner = web.AppRunner(
             self.application(),
             handle_signals=False,
+            shutdown_timeout=STOP_TIMEOUT,
             access_log=None,
             max_line_size=MAX_LINE,
             max_field_size=MAX_LINE,
