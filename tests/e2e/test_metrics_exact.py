@@ -12,12 +12,14 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support import configs
 from support.backends import Answer, HttpBackend, Received
 from support.certs import make_certificate
@@ -49,6 +51,7 @@ class Run:
     received: int  # bytes the client received
     by_host: dict[str, tuple[int, int]]  # host → (bytes sent, bytes received)
     served: dict[str, int]  # backend → requests it received
+    admin_port: int
 
 
 def exchange(port: int, host: str, target: str) -> tuple[int, int]:
@@ -73,8 +76,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         "app-2": HttpBackend("app-2").start(),
         "api-1": HttpBackend("api-1", api_handler).start(),
     }
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     config = configs.document(
+        f'[admin]\naddress = "127.0.0.1:{admin_port}"',
         configs.http_listener(port),
         configs.http_cluster(
             "app",
@@ -110,6 +114,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 sum(r for _, r in by_host.values()),
                 by_host,
                 {name: len(backend.requests) for name, backend in backends.items()},
+                admin_port,
             )
     finally:
         for backend in backends.values():
@@ -235,3 +240,47 @@ def test_tls_handshakes_are_counted_by_version(tmp_path: Path) -> None:
             assert proxy["tls.handshake_failures"] == 1
     finally:
         backend.stop()
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The admin endpoint's ``/metrics``, parsed by prometheus_client: value by (sample name,
+    labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_the_prometheus_scrape_counts_the_same(run: Run) -> None:
+    samples = scrape(run.admin_port)
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, frozenset(labels.items()))]
+
+    assert value("sozu_http_requests_total") == TOTAL
+    assert value("sozu_http_requests_total", cluster_id="app") == APP_REQUESTS
+    for backend in ("app-1", "app-2"):
+        assert (
+            value("sozu_http_requests_total", cluster_id="app", backend_id=backend)
+            == run.served[backend]
+        )
+    api = {"cluster_id": "api", "backend_id": "api-1"}
+    assert value("sozu_http_status_total", code="200", **api) == API_OK
+    assert value("sozu_http_status_total", code="404", **api) == API_MISSING
+    assert value("sozu_http_status_total", code="404") == API_MISSING + UNKNOWN_HOST
+    assert value("sozu_http_answers_total", code="404") == UNKNOWN_HOST
+    assert value("sozu_bytes_in_total") == run.sent
+    assert value("sozu_bytes_out_total") == run.received
+    assert value("sozu_bytes_in_total", cluster_id="app") == run.by_host["app.test"][0]
+    assert value("sozu_request_time_seconds_count") == TOTAL
+    assert value("sozu_request_time_seconds_bucket", le="+Inf") == TOTAL
+    assert value("sozu_request_time_seconds_count", cluster_id="app") == APP_REQUESTS
+    per_worker = [
+        v
+        for (name, labels), v in samples.items()
+        if name == "sozu_http_requests_total" and dict(labels).keys() == {"worker"}
+    ]
+    assert len(per_worker) == 2 and sum(per_worker) == TOTAL

@@ -314,11 +314,14 @@ def filter_names(scope: Mapping[str, Any], names: Iterable[str]) -> dict[str, An
 
 
 def prometheus_name(name: str, kind: Kind) -> str:
-    """The name of a metric in the Prometheus exposition: ``sozu_`` + the name with dots as
-    underscores, and ``_total`` after counters (labelled ones included). Histograms are
-    exposed in seconds, with ``_bucket``, ``_sum`` and ``_count`` after the name."""
+    """The name of a metric's family in the Prometheus exposition: ``sozu_`` + the name with
+    dots as underscores, then ``_total`` after counters (labelled ones included) and
+    ``_seconds`` after histograms (exposed in seconds; their samples add ``_bucket``,
+    ``_sum`` and ``_count``)."""
     base = "sozu_" + name.replace(".", "_")
-    return base + "_total" if kind in (Kind.COUNTER, Kind.LABELLED) else base
+    if kind is Kind.COUNTER or kind is Kind.LABELLED:
+        return base + "_total"
+    return base + "_seconds" if kind is Kind.HISTOGRAM else base
 
 
 def reference_table() -> str:

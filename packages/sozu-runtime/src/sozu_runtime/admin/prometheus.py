@@ -24,14 +24,20 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-from sozu_config.metrics import CATALOGUE, Kind, MetricInfo, Scope, cumulative_buckets
+from sozu_config.metrics import (
+    CATALOGUE,
+    Kind,
+    MetricInfo,
+    Scope,
+    cumulative_buckets,
+    prometheus_name,
+)
 from sozu_config.responses import MetricsContent
 
 __all__ = ["CONTENT_TYPE", "exposed_name", "render"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
-_PREFIX: Final = "sozu_"
 _TYPES: Final = {
     Kind.COUNTER: "counter",
     Kind.LABELLED: "counter",
@@ -46,12 +52,7 @@ Labels = tuple[tuple[str, str], ...]
 def exposed_name(info: MetricInfo) -> str:
     """The name of the metric's family as Prometheus sees it (samples of a histogram add
     ``_bucket``, ``_sum`` and ``_count`` to it)."""
-    name = _PREFIX + info.name.replace(".", "_")
-    if info.kind is Kind.COUNTER or info.kind is Kind.LABELLED:
-        return name + "_total"
-    if info.kind is Kind.HISTOGRAM:
-        return name + "_seconds"
-    return name
+    return prometheus_name(info.name, info.kind)
 
 
 def render(content: MetricsContent) -> str:
