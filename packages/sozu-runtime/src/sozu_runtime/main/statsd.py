@@ -456,16 +456,16 @@ class StatsdExport:
         self.socket.close()
 
     async def _run(self) -> None:
-        next_send = time.monotonic() + SEND_INTERVAL
+        """Send, then wait a full :data:`SEND_INTERVAL` from the end of that send: two sends
+        are never closer, however long the workers take to answer."""
         while True:
+            next_send = time.monotonic() + SEND_INTERVAL
             while (wait := next_send - time.monotonic()) > 0:  # a timer may fire a bit early
                 await asyncio.sleep(wait)
-            now = next_send
-            next_send = max(next_send + SEND_INTERVAL, time.monotonic())
             if self.paused():
                 continue
             try:
-                await self.send_once(now)
+                await self.send_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the export must outlive any bad snapshot: say it, go on
@@ -479,7 +479,8 @@ class StatsdExport:
         workers: dict[int, dict[str, Any]] = {}
         for worker, answer in answers:
             content = answer.content
-            if answer.ok and isinstance(content, MetricsContent):
+            # a worker whose metrics are disabled answers nothing: what it counted stays known
+            if isinstance(content, MetricsContent) and (content.proxying or content.clusters):
                 workers[worker.id] = {"proxying": content.proxying, "clusters": content.clusters}
         main = main_figures(self.state, len(self.pool))
         self.send(self.builder.lines(main, workers, now))
