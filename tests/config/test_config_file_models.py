@@ -48,7 +48,7 @@ def refused(model: type, data: dict[str, object], table: str | None = "t") -> li
 
 
 def test_top_level_keys_are_config_fields_with_their_constraints() -> None:
-    assert set(Config.model_fields) - GLOBAL_KEYS == {"path", "warnings", "state"}
+    assert set(Config.model_fields) - GLOBAL_KEYS == {"path", "warnings", "state", "metrics"}
     assert set(GLOBAL_PATH_KEYS) == {
         "command_socket",
         "saved_state",

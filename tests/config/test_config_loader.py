@@ -537,7 +537,6 @@ def test_unknown_top_level_key_is_a_warning(tmp_path: Path) -> None:
         ("splice_pipe_capacity_bytes = 131072\n", None, "splice_pipe_capacity_bytes"),
         ("slab_entries_per_connection = 8\n", None, "slab_entries_per_connection"),
         ('access_logs_format = "protobuf"\n', None, "access_logs_format"),
-        ('[metrics]\naddress = "127.0.0.1:8125"\nprefix = "p"\n', "metrics", None),
         (
             '[[listeners]]\nprotocol = "https"\naddress = "127.0.0.1:8443"\n'
             "h2_max_concurrent_streams = 50\n",

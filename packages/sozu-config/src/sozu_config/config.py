@@ -19,8 +19,10 @@ Rules (reference §B, with this project's decisions):
 * unknown top-level keys are ignored, as sōzu does, but named in a warning; unknown keys in
   listener, cluster, frontend, backend, ``[metrics]`` and ``[admin]`` tables are errors;
 * keys this project does not implement are accepted with a warning when ignoring them is
-  harmless (HTTP/2 tuning, ``metrics``, audit logs, CPU affinity, …) and refused when ignoring
-  them would change what the proxy does (``h2`` ALPN, UDP, health checks);
+  harmless (HTTP/2 tuning, CPU affinity, …) and refused when ignoring them would change what
+  the proxy does (``h2`` ALPN, UDP, health checks);
+* ``[metrics]`` becomes :class:`MetricsSettings` (``Config.metrics``): the statsd export's
+  address, format, prefix and ``detail`` level (default ``cluster``);
 * the models carry content, never paths: certificates, keys and answer templates are read
   while loading. Relative paths of those files are looked up in the configuration file's
   directory first, then in the current working directory (sōzu's rule), so that both layouts
@@ -63,7 +65,7 @@ from .configfile.loader import (
     load_config_text,
 )
 from .configfile.named_files import MAX_NAMED_FILE_BYTES
-from .configfile.settings import AdminSettings, Config
+from .configfile.settings import AdminSettings, Config, MetricDetail, MetricsSettings
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -72,6 +74,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigReport",
+    "MetricDetail",
+    "MetricsSettings",
     "check_config",
     "check_config_text",
     "load_config",

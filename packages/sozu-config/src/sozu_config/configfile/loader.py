@@ -44,6 +44,7 @@ from .settings import (
     DEFAULT_MAX_COMMAND_BUFFER_SIZE,
     AdminSettings,
     Config,
+    MetricsSettings,
 )
 from .tables import read_cluster, read_listener
 
@@ -210,6 +211,7 @@ def _globals(findings: Findings, files: NamedFiles, document: dict[str, Any]) ->
 def _read_globals(findings: Findings, files: NamedFiles, document: dict[str, Any]) -> Config:
     settings: dict[str, Any] = {}
     admin = None
+    tables: dict[str, Any] = {}  # settings read from their own table ([metrics])
     for key, value in document.items():
         if key in ("listeners", "clusters"):
             continue
@@ -218,7 +220,7 @@ def _read_globals(findings: Findings, files: NamedFiles, document: dict[str, Any
         elif key in GLOBAL_KEYS:
             settings[key] = value
         elif key == "metrics":
-            guarded(findings, _read_metrics, findings, value)
+            guarded(findings, _read_metrics, findings, value, tables)
         elif key in IGNORED_GLOBALS:
             inert = IGNORED_GLOBALS[key]
             if value != inert or type(value) is not type(inert):
@@ -232,6 +234,7 @@ def _read_globals(findings: Findings, files: NamedFiles, document: dict[str, Any
     _interpret_globals(findings, files, values)
     if admin is not None:
         values["admin"] = admin
+    values.update(tables)
     try:
         return Config.model_validate(values, strict=True)
     except ValidationError as error:
@@ -296,9 +299,12 @@ def _guarded_admin(findings: Findings, files: NamedFiles, value: object) -> Admi
     return None
 
 
-def _read_metrics(findings: Findings, value: object) -> None:
-    """``[metrics]`` (statsd export) is checked like sōzu does, then ignored with a warning."""
+def _read_metrics(findings: Findings, value: object, into: dict[str, Any]) -> None:
+    """``[metrics]``: the statsd export's settings, into ``into["metrics"]``."""
     if type(value) is not dict:
         raise findings.error(None, "metrics", f"expected a table, found {show(value)}")
-    validate_table(findings, MetricsFile, value, "metrics", METRICS_HINTS)
-    findings.warn("metrics", None, "statsd metrics export is not implemented; the table is ignored")
+    file = validate_table(findings, MetricsFile, value, "metrics", METRICS_HINTS)
+    given = {key: getattr(file, key) for key in file.model_fields_set}
+    into["metrics"] = MetricsSettings.model_validate(
+        {key: value for key, value in given.items() if value is not None}
+    )

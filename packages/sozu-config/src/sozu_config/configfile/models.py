@@ -38,7 +38,7 @@ from ..models import (
 )
 from ..tls import check_alpn_protocols, check_cipher_list
 from .errors import show
-from .settings import Config
+from .settings import Config, MetricDetail, StatsdPrefix
 
 __all__ = [
     "AdminFile",
@@ -396,12 +396,13 @@ class BackendFile(FileModel):
 
 
 class MetricsFile(FileModel):
-    """``[metrics]``: statsd export, checked as sōzu does, then ignored with a warning."""
+    """``[metrics]``: the statsd export (``detail`` spelt ``process``, ``frontend``,
+    ``cluster`` or ``backend``, in any case)."""
 
     address: SocketAddress
-    tagged_metrics: Unchecked = None
-    prefix: Unchecked = None
-    detail: Unchecked = None
+    tagged_metrics: bool | None = None
+    prefix: StatsdPrefix | None = None
+    detail: Annotated[MetricDetail, _spelled(_names(MetricDetail))] | None = None
 
 
 # --------------------------------------------------------------------------- top level
@@ -479,8 +480,8 @@ _GLOBAL_FILE_TYPES: dict[str, Any] = {
     # a table, read on its own by the loader (rules.read_admin) to locate its errors in it
     "admin": AdminFile,
 }
-# Fields of Config that are not keys of the file.
-_NOT_GLOBAL_KEYS = ("path", "warnings", "state")
+# Fields of Config that are not top-level keys of the file (``metrics`` is the [metrics] table).
+_NOT_GLOBAL_KEYS = ("path", "warnings", "state", "metrics")
 
 
 def _members(annotation: Any) -> tuple[Any, ...]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
 from ..addresses import SocketAddress, split_address
 from ..models import Model, Timeout
@@ -17,6 +19,9 @@ __all__ = [
     "DEFAULT_MAX_COMMAND_BUFFER_SIZE",
     "AdminSettings",
     "Config",
+    "MetricDetail",
+    "MetricsSettings",
+    "StatsdPrefix",
     "is_loopback",
 ]
 
@@ -52,6 +57,53 @@ class AdminSettings(Model):
 DEFAULT_COMMAND_BUFFER_SIZE = 1_000_000  # sōzu's default
 # sōzu: 2 MB. A state file line or a query answer for thousands of certificates needs more.
 DEFAULT_MAX_COMMAND_BUFFER_SIZE = 64 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------- [metrics]
+
+
+class MetricDetail(StrEnum):
+    """The scopes the statsd export sends, each level adding to the previous one: ``process``
+    (proxy-wide and main-process keys), ``frontend`` (the same: there are no frontend-scoped
+    metrics), ``cluster`` (plus each cluster's), ``backend`` (plus each backend's)."""
+
+    PROCESS = "process"
+    FRONTEND = "frontend"
+    CLUSTER = "cluster"
+    BACKEND = "backend"
+
+
+# A statsd key is ``name:value|type``, tags are ``,name=value``: a prefix holds none of those
+# separators, no '@' (sample rates) and no '#', space or control character.
+_PREFIX = re.compile(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*")
+
+
+def _statsd_prefix(value: str) -> str:
+    if _PREFIX.fullmatch(value) is None:
+        raise ValueError(
+            "expected dot-separated words of letters, digits, '_' and '-' (like 'sozu' or "
+            f"'edge.sozu'), found {value!r}"
+        )
+    return value
+
+
+StatsdPrefix = Annotated[str, AfterValidator(_statsd_prefix)]
+"""The first component of every statsd key."""
+
+
+class MetricsSettings(Model):
+    """``[metrics]``: the statsd export of the main process (reference §I.1)."""
+
+    address: SocketAddress
+    """UDP address of the statsd server."""
+    tagged_metrics: bool = False
+    """InfluxDB-style tags (``,origin=…,version=…``) instead of the origin and ids in the key."""
+    prefix: StatsdPrefix = "sozu"
+    detail: MetricDetail = MetricDetail.CLUSTER
+    """The scopes sent (sōzu's default: cluster)."""
+
+
+# --------------------------------------------------------------------------- the settings
 
 
 class Config(Model):
@@ -122,6 +174,11 @@ class Config(Model):
     command_allowed_uids: tuple[Annotated[int, Field(ge=0)], ...] | None = None
     """User ids allowed on the command socket (``None``: the socket's file mode decides)."""
     disable_cluster_metrics: bool = False
+    """Cluster and backend metrics are not exported to statsd (``[metrics]`` sends the
+    process level only)."""
+    metrics: MetricsSettings | None = None
+    """``[metrics]``: where and how the main process exports metrics to statsd (``None``: no
+    export)."""
     max_connections_per_ip: Annotated[int, Field(ge=0)] = 0
     """Connections one client IP may have open to one cluster, per worker (0: unlimited);
     a cluster's own setting overrides it. Over it, HTTP gets 429 and TCP is closed."""

@@ -14,7 +14,7 @@ Where each job of the main process lives:
 * :mod:`.execution` — executing a request: the one dispatch of every request type, the path
   of a change (check, main state, workers), queries, batch results.
 * :mod:`.validation` — the checks a change passes before the main state takes it.
-* :mod:`.metrics` — merging the workers' counters.
+* :mod:`.metrics` — merging the workers' counters; :mod:`.statsd` — the statsd export.
 * :mod:`.events` — events and their subscribers.
 * :mod:`.persistence` — the saved state at start, ``save_state``, ``load_state``, the
   automatic save; :mod:`.reload` — applying the configuration file again.
@@ -70,6 +70,7 @@ from .startup import (
     serve_commands,
     write_pid_file,
 )
+from .statsd import StatsdExport
 from .systemd import notify
 from .upgrade import MainUpgrade, upgrade_worker, upgrade_workers_logged, upgraded_answer
 from .validation import RuntimeCheckError, check_request
@@ -136,6 +137,7 @@ class Daemon:
             from ..admin import AdminServer  # aiohttp is loaded only when the endpoint is on
 
             self.admin = AdminServer(config.admin, self, expected_workers=config.worker_count)
+        self.statsd: StatsdExport | None = None
 
     # ------------------------------------------------------------------ start and stop
 
@@ -170,6 +172,7 @@ class Daemon:
                 await self.pool.shutdown(hard=True)
                 raise StartupError("a worker failed to start (see the messages above)")
         self.state_files.automatic_save()
+        self._export_metrics()
         write_pid_file(config)
         self._notify_serving()
         log.info(
@@ -210,6 +213,8 @@ class Daemon:
             len(clients),
         )
         self._notify_serving()
+        # what the adopted workers counted was sent by the previous main process
+        self._export_metrics(baseline=list(self.pool.workers))
         self.emit(upgraded)
         # clients who lost their subscription in the switch learn why when they come back
         self.events.replay(upgraded)
@@ -251,6 +256,8 @@ class Daemon:
         self.stopping = True
         notify(f"STOPPING=1\nSTATUS=stopping ({'hard' if hard else 'soft'})")
         self.emit(Event(kind=EventKind.STOP_REQUESTED, message="hard" if hard else "soft"))
+        if self.statsd is not None:
+            await self.statsd.stop()
         await self.pool.shutdown(hard=hard)
         if self.admin is not None:
             await self.admin.stop()
@@ -315,6 +322,27 @@ class Daemon:
         self, peer: Peer | None, request: rq.Request, response: Response, tally: FanOut
     ) -> None:
         self.audit.record(peer, request, response, tally)
+
+    def _export_metrics(self, baseline: list[int] | None = None) -> None:
+        """Start the statsd export when ``[metrics]`` asks for it (``baseline``: the workers
+        whose counts so far are not sent, see :mod:`.statsd`)."""
+        settings = self.config.metrics
+        if settings is None:
+            return
+        try:
+            self.statsd = StatsdExport(
+                settings,
+                self.pool,
+                self.state,
+                version=__version__,
+                disable_cluster_metrics=self.config.disable_cluster_metrics,
+                paused=lambda: self.connections.switching is not None,
+                baseline=baseline or (),
+            )
+        except OSError as error:  # no UDP socket: the proxy serves on without the export
+            log.error("cannot export metrics to statsd: %s", error.strerror or error)
+            return
+        self.statsd.start()
 
     def _notify_serving(self) -> None:
         """Tell systemd (when it watches) that the daemon serves."""
