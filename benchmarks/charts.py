@@ -44,6 +44,8 @@ DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TARGET_COLOURS = {
     "direct": "#7f7f7f",
     "sozu": "#d62728",
+    "sozu-quiet": "#f4a6a6",
+    "sozu-observed": "#8c1c1c",
     "haproxy": "#1f77b4",
     "nginx": "#2ca02c",
     "aiohttp": "#ff7f0e",
@@ -93,6 +95,13 @@ def _round_values(results: Mapping[str, Any], load: str, target: str, key: str) 
     ]
     clean = [run for run in runs if run["status"] == "ok"]
     return [float(run["wrk"][key]) for run in clean or runs]
+
+
+def _targets_of(results: Mapping[str, Any], load: str, targets: Sequence[str]) -> list[str]:
+    """The targets with a cell for ``load``, in the run's order: the variants of sozu that
+    show the cost of observability run on some loads only and get no slot on the others."""
+    present = {summary["target"] for summary in results["summary"] if summary["load"] == load}
+    return [target for target in targets if target in present]
 
 
 def _compact(value: float) -> str:
@@ -163,7 +172,8 @@ def render_metric(results: Mapping[str, Any], metric: Metric, out_dir: Path) -> 
     rows = math.ceil(len(loads) / columns)
     figure, grid = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), squeeze=False)
     for index, load in enumerate(loads):
-        _draw_panel(grid[index // columns][index % columns], results, load, targets, metric)
+        measured = _targets_of(results, load, targets)
+        _draw_panel(grid[index // columns][index % columns], results, load, measured, metric)
     for index in range(len(loads), rows * columns):
         grid[index // columns][index % columns].set_visible(False)
     settings = results["settings"]

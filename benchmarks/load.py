@@ -8,6 +8,12 @@ The report gives, per load and target, the median requests/s, p50 and p99 latenc
 rounds and the median of the per-round ratios to HAProxy; it is printed, written to
 ``<out>/latest.json`` with charts beside it, and copied into ``docs/benchmarks.md``.
 
+Two more variants of sōzu show the cost of observability: ``sozu-quiet`` (metrics disabled, no
+access logs) and ``sozu-observed`` (metrics, statsd export, admin endpoint, JSON access logs).
+They run on ``--observability-loads`` only (by default ``small-50``, or every load given with
+``--loads``), and the report adds a table of ``sozu`` and ``sozu-observed`` against
+``sozu-quiet`` (``loadbench/observability.py``).
+
 After the load rounds, with every server stopped, it runs the memory benchmark
 (``benchmarks/memory.py``: the worker's RSS idle, per idle connection and while streaming) and
 the reconfiguration benchmark (``benchmarks/reconfig.py``: change rate, propagation to the
@@ -17,8 +23,8 @@ report, results file, charts and page.
 Usage::
 
     python benchmarks/load.py [--rounds N] [--duration S] [--targets a,b,..] [--loads x,y,..]
-                              [--quick] [--out DIR] [--no-docs] [--skip-memory]
-                              [--skip-reconfig]
+                              [--observability-loads x,y,..] [--quick] [--out DIR]
+                              [--no-docs] [--skip-memory] [--skip-reconfig]
 
 See ``docs/benchmarks.md`` for what is measured and how to read the results.
 """
@@ -29,22 +35,27 @@ import argparse
 import datetime
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import memory
 import reconfig
 from loadbench.certificates import write_self_signed
 from loadbench.loads import HOSTNAME, LOADS, LOADS_BY_NAME, Load
-from loadbench.machine import describe_machine
+from loadbench.machine import choose_cpus, describe_machine, ensure_tools
+from loadbench.observability import (
+    ObservabilityCost,
+    cost_markdown,
+    cost_text_table,
+    costs_to_json,
+    observability_costs,
+)
+from loadbench.processes import catch_stop_signals, ignore_stop_signals, restore_signals
 from loadbench.report import (
     CellSummary,
     RunRecord,
@@ -72,9 +83,6 @@ REPOSITORY = BENCHMARKS_DIRECTORY.parent
 DOCS_PAGE = REPOSITORY / "docs" / "benchmarks.md"
 DEFAULT_OUT = BENCHMARKS_DIRECTORY / "results"
 
-REQUIRED_TOOLS = ("wrk", "nginx", "haproxy", "taskset")
-INSTALL_COMMAND = ("apt-get", "install", "-y", "wrk", "haproxy", "nginx-light")
-
 DEFAULT_ROUNDS = 3
 # wrk takes whole seconds only (``2s``; ``1.5s`` is rejected), hence the integers.
 DEFAULT_DURATION_S = 5
@@ -85,6 +93,9 @@ WARMUP_S = 1
 RUN_OVERHEAD_S = 0.1
 # The budget of a default run; the estimate printed at start is checked against it.
 DEFAULT_BUDGET_S = 12 * 60.0
+# The loads the variants of sozu that show the cost of observability run on, unless told: the
+# full run would exceed its budget with them on every load.
+DEFAULT_OBSERVABILITY_LOADS = ("small-50",)
 # The budget with the memory and reconfiguration benchmarks: ``nox -s bench`` (this and
 # config_bench.py) must stay under 20 minutes.
 TOTAL_BUDGET_S = 18 * 60.0
@@ -102,6 +113,8 @@ class Settings:
     quick: bool
     out_dir: Path
     docs_page: Path | None
+    # The loads ``sozu-quiet`` and ``sozu-observed`` are measured on.
+    observability_loads: tuple[str, ...] = DEFAULT_OBSERVABILITY_LOADS
     # The benchmarks run after the load rounds; ``None`` when skipped.
     memory: memory.MemorySettings | None = None
     reconfig: reconfig.ReconfigSettings | None = None
@@ -114,6 +127,7 @@ class Settings:
             "warmup_s": self.warmup_s,
             "targets": list(self.targets),
             "loads": [load.name for load in self.loads],
+            "observability_loads": list(self.observability_loads),
             "quick": self.quick,
             "memory": self.memory is not None,
             "reconfig": self.reconfig is not None,
@@ -148,11 +162,17 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Settings:
         default=TARGET_NAMES,
         help=f"comma-separated targets (default all: {','.join(TARGET_NAMES)})",
     )
+    load_names = [load.name for load in LOADS]
     parser.add_argument(
         "--loads",
-        type=lambda text: _names(text, [load.name for load in LOADS], "loads"),
-        default=tuple(load.name for load in LOADS),
-        help=f"comma-separated loads (default all: {','.join(load.name for load in LOADS)})",
+        type=lambda text: _names(text, load_names, "loads"),
+        help=f"comma-separated loads (default all: {','.join(load_names)})",
+    )
+    parser.add_argument(
+        "--observability-loads",
+        type=lambda text: _names(text, load_names, "loads"),
+        help="comma-separated loads sozu-quiet and sozu-observed run on (default "
+        f"{','.join(DEFAULT_OBSERVABILITY_LOADS)}, or every load given with --loads)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="1 round of 2 s per run (a smoke test, not a result)"
@@ -174,12 +194,23 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Settings:
     duration = arguments.duration or (QUICK_DURATION_S if arguments.quick else DEFAULT_DURATION_S)
     if rounds < 1 or duration < 1:
         parser.error("--rounds and --duration must be at least 1")
+    loads = arguments.loads or tuple(load_names)
+    observability_loads = arguments.observability_loads or (
+        arguments.loads or DEFAULT_OBSERVABILITY_LOADS
+    )
+    variants = [name for name in arguments.targets if TARGETS_BY_NAME[name].observability_variant]
+    if variants and not set(observability_loads) & set(loads):
+        parser.error(
+            f"{', '.join(variants)} run on {','.join(observability_loads)} only, "
+            "which --loads leaves out: they would never be measured"
+        )
     return Settings(
         rounds=rounds,
         duration_s=duration,
         warmup_s=WARMUP_S,
         targets=arguments.targets,
-        loads=tuple(LOADS_BY_NAME[name] for name in arguments.loads),
+        loads=tuple(LOADS_BY_NAME[name] for name in loads),
+        observability_loads=observability_loads,
         quick=arguments.quick,
         out_dir=arguments.out.resolve(),
         docs_page=None if arguments.no_docs else DOCS_PAGE,
@@ -192,57 +223,6 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Settings:
     )
 
 
-# --- tools and CPUs -----------------------------------------------------------------------
-
-
-def missing_tools() -> list[str]:
-    """The required programs that are not on ``PATH``."""
-    return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
-
-
-def ensure_tools() -> None:
-    """Make sure wrk, nginx, HAProxy and taskset are there, installing them when root.
-
-    Raises ``SystemExit`` with the command to run when they are missing and this process may
-    not install them.
-    """
-    missing = missing_tools()
-    if not missing:
-        return
-    command = list(INSTALL_COMMAND)
-    if "taskset" in missing:
-        command.append("util-linux")  # taskset's package, present on any normal system
-    if os.geteuid() != 0:
-        raise SystemExit(
-            f"missing tools: {', '.join(missing)}. Install them with:\n  sudo {' '.join(command)}"
-        )
-    print(f"missing tools: {', '.join(missing)}; running: {' '.join(command)}", flush=True)
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run(command, env=environment, check=False).returncode != 0:
-        # Usually stale package lists on a fresh machine: refresh them once and retry.
-        subprocess.run(["apt-get", "update"], env=environment, check=False)
-        subprocess.run(command, env=environment, check=False)
-    still_missing = missing_tools()
-    if still_missing:
-        raise SystemExit(f"could not install {', '.join(still_missing)}: run {' '.join(command)}")
-
-
-def choose_cpus() -> tuple[int, int]:
-    """The CPU for wrk and the origin, and the CPU for the proxies.
-
-    With a single usable CPU both are the same, and the results are not comparable with a
-    two-CPU run (a warning says so).
-    """
-    usable = sorted(os.sched_getaffinity(0))
-    if len(usable) < 2:
-        print(
-            f"warning: only CPU {usable[0]} is usable; the proxies share it with wrk",
-            file=sys.stderr,
-        )
-        return usable[0], usable[0]
-    return usable[0], usable[1]
-
-
 # --- the benchmark proper -------------------------------------------------------------------
 
 
@@ -251,10 +231,18 @@ def load_applies(load: Load, target: Target | type[Target]) -> bool:
     return not load.tls or target.serves_tls
 
 
+def in_plan(settings: Settings, load: Load, target: Target | type[Target]) -> bool:
+    """Whether the (load, target) slot exists at all: the variants of sozu that show the cost
+    of observability run on ``settings.observability_loads`` only. A slot that exists but
+    whose load does not apply (see ``load_applies``) is reported ``n/a``; one that does not
+    exist is not reported."""
+    return not target.observability_variant or load.name in settings.observability_loads
+
+
 def estimated_seconds(settings: Settings) -> float:
     """How long the measuring takes if every target starts (start-up not included)."""
     runs = sum(
-        load_applies(load, TARGETS_BY_NAME[name])
+        in_plan(settings, load, TARGETS_BY_NAME[name]) and load_applies(load, TARGETS_BY_NAME[name])
         for load in settings.loads
         for name in settings.targets
     )
@@ -298,6 +286,8 @@ class Benchmark:
         for round_index in range(self.settings.rounds):
             for load in self.settings.loads:
                 for target in self.targets:
+                    if not in_plan(self.settings, load, target):
+                        continue
                     record = self.measure(round_index, load, target)
                     records.append(record)
                     self._print_progress(record)
@@ -358,7 +348,7 @@ class Benchmark:
             )
             if record.status == "flagged":
                 outcome += f"  FLAGGED ({record.detail})"
-        print(f"{position} {record.load:<14} {record.target:<8} {outcome}", flush=True)
+        print(f"{position} {record.load:<14} {record.target:<13} {outcome}", flush=True)
 
 
 def start_servers(
@@ -395,43 +385,8 @@ def start_servers(
             shown = f"up on http {target.http_port}" + (
                 f", https {target.https_port}" if state.tls_available else ""
             )
-        print(f"  {target.name:<8} {shown}", flush=True)
+        print(f"  {target.name:<13} {shown}", flush=True)
     return readiness
-
-
-# Signals that end the benchmark early; each one goes through the same clean-up.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-SignalHandler = Callable[[int, FrameType | None], object] | int | None
-
-
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _catch_stop_signals() -> dict[signal.Signals, SignalHandler]:
-    """Turn the stop signals into ``KeyboardInterrupt``; return the handlers they had.
-
-    SIGINT and SIGHUP stay ignored when they were (a run under ``nohup`` or started in the
-    background must not be ended by the terminal); SIGTERM always stops the benchmark cleanly.
-    """
-    previous = {}
-    for signum in STOP_SIGNALS:
-        previous[signum] = signal.getsignal(signum)
-        if signum == signal.SIGTERM or previous[signum] != signal.SIG_IGN:
-            signal.signal(signum, _raise_keyboard_interrupt)
-    return previous
-
-
-def _ignore_stop_signals() -> None:
-    # A second Ctrl-C must not cut the clean-up short and leave servers behind.
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-
-
-def _restore_signals(previous: dict[signal.Signals, SignalHandler]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
 
 
 # --- memory and reconfiguration --------------------------------------------------------------
@@ -495,6 +450,20 @@ def run_extra_benchmarks(settings: Settings, proxy_cpu: int) -> tuple[dict[str, 
 # --- reporting ----------------------------------------------------------------------------
 
 
+def summarise_run(
+    settings: Settings, records: Sequence[RunRecord]
+) -> tuple[list[CellSummary], list[ObservabilityCost]]:
+    """The cells of the slots that exist (see ``in_plan``), and the cost of observability
+    (empty unless ``sozu-quiet`` and another variant of sozu ran)."""
+    loads = [load.name for load in settings.loads]
+    summaries = [
+        summary
+        for summary in summarise(records, loads, settings.targets)
+        if in_plan(settings, LOADS_BY_NAME[summary.load], TARGETS_BY_NAME[summary.target])
+    ]
+    return summaries, observability_costs(records, loads, settings.targets)
+
+
 def results_payload(
     settings: Settings,
     machine: dict[str, object],
@@ -504,11 +473,13 @@ def results_payload(
     summaries: Sequence[CellSummary],
     elapsed_s: float,
     extras: dict[str, Any] | None = None,
+    costs: Sequence[ObservabilityCost] = (),
 ) -> dict[str, Any]:
     """Everything the run produced, as the JSON document ``latest.json`` holds.
 
     ``extras`` are the results of the memory and reconfiguration benchmarks by name
-    (``memory``, ``reconfig``); a part that was skipped is absent.
+    (``memory``, ``reconfig``); a part that was skipped is absent. ``costs``, when there are
+    any, go under ``observability``.
     """
     payload: dict[str, Any] = {
         "schema": 1,
@@ -540,6 +511,8 @@ def results_payload(
         "runs": [record.to_json() for record in records],
         "summary": [asdict(summary) for summary in summaries],
     }
+    if costs:
+        payload["observability"] = costs_to_json(costs)
     payload.update(extras or {})
     return payload
 
@@ -566,6 +539,7 @@ def markdown_report(
     machine: dict[str, Any],
     summaries: Sequence[CellSummary],
     readiness: dict[str, Readiness],
+    costs: Sequence[ObservabilityCost] = (),
 ) -> str:
     """The text that goes between the results markers of ``docs/benchmarks.md``."""
     lines = [
@@ -577,6 +551,8 @@ def markdown_report(
         "",
         markdown_table(summaries),
     ]
+    if costs:
+        lines += ["", cost_markdown(costs)]
     notes = failure_notes(summaries, target_problems(readiness))
     if notes:
         lines += ["", "Notes:", "", "```text", *notes, "```"]
@@ -595,8 +571,10 @@ def write_reports(
     payload: dict[str, Any],
     summaries: Sequence[CellSummary],
     readiness: dict[str, Readiness],
+    costs: Sequence[ObservabilityCost] = (),
 ) -> None:
-    """Print the table, write ``latest.json`` (and a dated copy), the charts and the docs table."""
+    """Print the tables, write ``latest.json`` (and a dated copy), the charts and the docs
+    tables."""
     print()
     print(describe_run(settings, payload["machine"]))
     print(text_table(summaries))
@@ -604,6 +582,8 @@ def write_reports(
     if notes:
         print("\nNotes:")
         print("\n".join(f"  {note}" for note in notes))
+    if costs:
+        print(f"\n{cost_text_table(costs)}")
     for name, title, part_lines in (
         ("memory", "Memory (one worker)", memory.report_lines),
         ("reconfig", "Reconfiguration (two workers)", reconfig.report_lines),
@@ -623,7 +603,7 @@ def write_reports(
     if settings.docs_page is not None:
         if settings.docs_page.exists():
             page = settings.docs_page.read_text(encoding="utf-8")
-            report = markdown_report(settings, payload["machine"], summaries, readiness)
+            report = markdown_report(settings, payload["machine"], summaries, readiness, costs)
             settings.docs_page.write_text(replace_between_markers(page, report), encoding="utf-8")
             print(f"table rewritten in {settings.docs_page}")
             rewrite_extra_sections(settings, payload, chart_paths)
@@ -672,7 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: longer than the {DEFAULT_BUDGET_S / 60:g} min budget", file=sys.stderr)
     elif estimate + extra_estimate > TOTAL_BUDGET_S:
         print(f"warning: longer than the {TOTAL_BUDGET_S / 60:g} min budget", file=sys.stderr)
-    previous_handlers = _catch_stop_signals()
+    previous_handlers = catch_stop_signals()
     began = time.monotonic()
     workspace = Path(tempfile.mkdtemp(prefix="sozu-bench-"))
     # Servers started as root drop to ``nobody``, which must reach the files inside.
@@ -688,18 +668,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted: stopping everything, no results written", file=sys.stderr)
         return 130
     finally:
-        _ignore_stop_signals()
+        ignore_stop_signals()
         for server in reversed(started):
             server.stop()
         if not os.environ.get("SOZU_BENCH_KEEP"):
             shutil.rmtree(workspace, ignore_errors=True)
-        _restore_signals(previous_handlers)
-    previous_handlers = _catch_stop_signals()
+        restore_signals(previous_handlers)
+    previous_handlers = catch_stop_signals()
     try:
         extras, interrupted = run_extra_benchmarks(settings, proxy_cpu)
     finally:
-        _restore_signals(previous_handlers)
-    summaries = summarise(records, [load.name for load in settings.loads], settings.targets)
+        restore_signals(previous_handlers)
+    summaries, costs = summarise_run(settings, records)
     payload = results_payload(
         settings,
         machine,
@@ -709,8 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         summaries,
         time.monotonic() - began,
         extras,
+        costs,
     )
-    write_reports(settings, payload, summaries, readiness)
+    write_reports(settings, payload, summaries, readiness, costs)
     return 130 if interrupted else 0
 
 

@@ -1,6 +1,7 @@
 """What the numbers were measured on: CPU, kernel, Python and the versions of the tools.
 
-Results without this are not comparable from one machine (or one upgrade) to the next.
+Results without this are not comparable from one machine (or one upgrade) to the next. Also
+the tools the benchmark needs (installed when missing and allowed) and the choice of CPUs.
 """
 
 from __future__ import annotations
@@ -9,10 +10,15 @@ import datetime
 import os
 import platform
 import re
+import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+REQUIRED_TOOLS = ("wrk", "nginx", "haproxy", "taskset")
+INSTALL_COMMAND = ("apt-get", "install", "-y", "wrk", "haproxy", "nginx-light")
 
 
 def _first_output_line(command: list[str]) -> str | None:
@@ -83,3 +89,51 @@ def describe_machine(repository: Path) -> dict[str, Any]:
         },
         "source_revision": source_revision(repository),
     }
+
+
+def missing_tools() -> list[str]:
+    """The required programs that are not on ``PATH``."""
+    return [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+
+
+def ensure_tools() -> None:
+    """Make sure wrk, nginx, HAProxy and taskset are there, installing them when root.
+
+    Raises ``SystemExit`` with the command to run when they are missing and this process may
+    not install them.
+    """
+    missing = missing_tools()
+    if not missing:
+        return
+    command = list(INSTALL_COMMAND)
+    if "taskset" in missing:
+        command.append("util-linux")  # taskset's package, present on any normal system
+    if os.geteuid() != 0:
+        raise SystemExit(
+            f"missing tools: {', '.join(missing)}. Install them with:\n  sudo {' '.join(command)}"
+        )
+    print(f"missing tools: {', '.join(missing)}; running: {' '.join(command)}", flush=True)
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(command, env=environment, check=False).returncode != 0:
+        # Usually stale package lists on a fresh machine: refresh them once and retry.
+        subprocess.run(["apt-get", "update"], env=environment, check=False)
+        subprocess.run(command, env=environment, check=False)
+    still_missing = missing_tools()
+    if still_missing:
+        raise SystemExit(f"could not install {', '.join(still_missing)}: run {' '.join(command)}")
+
+
+def choose_cpus() -> tuple[int, int]:
+    """The CPU for wrk and the origin, and the CPU for the proxies.
+
+    With a single usable CPU both are the same, and the results are not comparable with a
+    two-CPU run (a warning says so).
+    """
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        print(
+            f"warning: only CPU {usable[0]} is usable; the proxies share it with wrk",
+            file=sys.stderr,
+        )
+        return usable[0], usable[0]
+    return usable[0], usable[1]

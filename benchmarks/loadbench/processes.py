@@ -5,6 +5,9 @@ Every server the benchmark starts is a ``PinnedProcess``: started under ``taskse
 orchestrator), with stdout and stderr captured in one log file so that a failure can be shown
 with the first lines the program printed. ``stop`` signals the whole group, so helpers such as
 nginx's worker or sōzu's worker processes go down with their parent.
+
+The orchestrator turns its own stop signals into ``KeyboardInterrupt``
+(``catch_stop_signals``) so that one clean-up path stops every group, whatever ended the run.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 
 # How long a group gets between SIGTERM and SIGKILL.
 STOP_GRACE_S = 5.0
@@ -101,3 +105,38 @@ class PinnedProcess:
         except ProcessLookupError:
             return False
         return True
+
+
+# Signals that end the benchmark early; each one goes through the same clean-up.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+SignalHandler = Callable[[int, FrameType | None], object] | int | None
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def catch_stop_signals() -> dict[signal.Signals, SignalHandler]:
+    """Turn the stop signals into ``KeyboardInterrupt``; return the handlers they had.
+
+    SIGINT and SIGHUP stay ignored when they were (a run under ``nohup`` or started in the
+    background must not be ended by the terminal); SIGTERM always stops the benchmark cleanly.
+    """
+    previous = {}
+    for signum in STOP_SIGNALS:
+        previous[signum] = signal.getsignal(signum)
+        if signum == signal.SIGTERM or previous[signum] != signal.SIG_IGN:
+            signal.signal(signum, _raise_keyboard_interrupt)
+    return previous
+
+
+def ignore_stop_signals() -> None:
+    # A second Ctrl-C must not cut the clean-up short and leave servers behind.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def restore_signals(previous: dict[signal.Signals, SignalHandler]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)

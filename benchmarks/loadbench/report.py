@@ -100,15 +100,27 @@ class CellSummary:
     note: str = ""
 
 
-def _measured(records: Iterable[RunRecord]) -> list[RunRecord]:
+def measured_runs(records: Iterable[RunRecord]) -> list[RunRecord]:
     """The runs a median is taken over: the clean ones, or the flagged ones if none is clean."""
     records = list(records)
     clean = [record for record in records if record.status == "ok"]
     return clean or [record for record in records if record.status == "flagged"]
 
 
-def _median(values: Sequence[float]) -> float | None:
+def median(values: Sequence[float]) -> float | None:
+    """The median of ``values``, ``None`` when there are none."""
     return statistics.median(values) if values else None
+
+
+def per_round_ratios(measured: Iterable[RunRecord], reference: dict[int, RunRecord]) -> list[float]:
+    """``run / reference`` in requests per second, for every run whose round has a reference
+    run (the runs of the same round were measured side by side, under the same conditions)."""
+    ratios = []
+    for record in measured:
+        base = reference.get(record.round)
+        if record.result and base and base.result and base.result.requests_per_s > 0:
+            ratios.append(record.result.requests_per_s / base.result.requests_per_s)
+    return ratios
 
 
 def summarise(
@@ -121,7 +133,8 @@ def summarise(
     summaries = []
     for load in loads:
         reference = {
-            record.round: record for record in _measured(by_cell.get((load, REFERENCE_TARGET), []))
+            record.round: record
+            for record in measured_runs(by_cell.get((load, REFERENCE_TARGET), []))
         }
         for target in targets:
             cell = by_cell.get((load, target), [])
@@ -136,7 +149,7 @@ def _summarise_cell(
     clean = statuses.count("ok")
     flagged = statuses.count("flagged")
     failed = [record for record in cell if record.status == "failed"]
-    measured = _measured(cell)
+    measured = measured_runs(cell)
     if cell and all(status == "n/a" for status in statuses):
         status = "n/a"
     elif not measured:
@@ -145,11 +158,7 @@ def _summarise_cell(
         status = "flagged"
     else:
         status = "ok"
-    ratios = []
-    for record in measured:
-        base = reference.get(record.round)
-        if record.result and base and base.result and base.result.requests_per_s > 0:
-            ratios.append(record.result.requests_per_s / base.result.requests_per_s)
+    ratios = per_round_ratios(measured, reference)
     notes = []
     if status == "failed":
         details = [record.detail for record in cell if record.detail]
@@ -168,11 +177,11 @@ def _summarise_cell(
         runs=len(cell),
         clean_runs=clean,
         flagged_runs=flagged,
-        median_requests_per_s=_median([result.requests_per_s for result in results]),
-        median_p50_ms=_median([result.latency_p50_ms for result in results]),
-        median_p99_ms=_median([result.latency_p99_ms for result in results]),
+        median_requests_per_s=median([result.requests_per_s for result in results]),
+        median_p50_ms=median([result.latency_p50_ms for result in results]),
+        median_p99_ms=median([result.latency_p99_ms for result in results]),
         ratios_to_haproxy=ratios,
-        median_ratio_to_haproxy=_median(ratios),
+        median_ratio_to_haproxy=median(ratios),
         note="; ".join(notes),
     )
 

@@ -26,6 +26,8 @@ from loadbench.certificates import TlsMaterial
 from loadbench.config_templates import write_config
 from loadbench.loads import HOSTNAME, Load
 from loadbench.processes import PinnedProcess
+from sozu_config.client import ClientError, CommandClient
+from sozu_config.requests import ConfigureMetrics
 
 # Every server listens on loopback only.
 LOOPBACK = "127.0.0.1"
@@ -39,6 +41,8 @@ BENCHMARKS_DIRECTORY = Path(__file__).resolve().parent.parent
 # How often readiness is probed while a server starts.
 _PROBE_INTERVAL_S = 0.1
 _PROBE_TIMEOUT_S = 2.0
+# How long a command sent on sozu's command socket may take.
+_COMMAND_TIMEOUT_S = 10.0
 
 
 def allocate_ports(count: int) -> list[int]:
@@ -56,6 +60,14 @@ def allocate_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def allocate_udp_port() -> int:
+    """A free UDP port on loopback (UDP ports are apart from TCP ones: it may equal one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _client_tls_context() -> ssl.SSLContext:
@@ -266,6 +278,11 @@ class Target(Server):
 
     serves_tls: ClassVar[bool] = True
     description: ClassVar[str]
+    # A variant of sozu that exists to show the cost of observability: measured only on the
+    # loads chosen for that (``--observability-loads``), not on every load.
+    observability_variant: ClassVar[bool] = False
+    # TCP ports the target needs beyond its HTTP and HTTPS ports, given as ``extra_ports``.
+    extra_port_count: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -275,10 +292,14 @@ class Target(Server):
         https_port: int,
         origin: Origin,
         tls: TlsMaterial,
+        extra_ports: Sequence[int] = (),
     ) -> None:
         super().__init__(directory, cpu, http_port, https_port)
         self.origin = origin
         self.tls = tls
+        if len(extra_ports) != self.extra_port_count:
+            raise ValueError(f"{self.name} takes {self.extra_port_count} extra ports")
+        self.extra_ports = tuple(extra_ports)
 
     def common_values(self) -> dict[str, str | int]:
         """The template values every proxy configuration needs."""
@@ -328,25 +349,35 @@ def sozu_executable() -> Path:
 
 
 class SozuTarget(Target):
-    """This project's daemon with one worker, started with ``sozu -c config.toml start``."""
+    """This project's daemon with one worker, started with ``sozu -c config.toml start``.
+
+    Metrics are recorded, as by default; access logs are off (no ``access_logs_target``).
+    """
 
     name = "sozu"
     description = "sozu for Python, 1 worker"
     # The daemon imports more and starts a worker; it gets longer than the C servers.
     startup_timeout_s = 20.0
+    template: ClassVar[str] = "sozu.toml"
+
+    @property
+    def command_socket(self) -> Path:
+        """The daemon's command socket, in the target's directory."""
+        return self.directory / "sozu.sock"
+
+    def template_values(self) -> dict[str, str | int]:
+        """The values ``template`` is filled in with."""
+        return {
+            **self.common_values(),
+            "command_socket": str(self.command_socket),
+            "certificate": str(self.tls.certificate_path),
+            "key": str(self.tls.key_path),
+        }
 
     def command(self) -> list[str]:
         """Write ``config.toml`` (sozu's format) and return the start command."""
-        config = write_config(
-            "sozu.toml",
-            self.directory / "config.toml",
-            {
-                **self.common_values(),
-                "command_socket": str(self.directory / "sozu.sock"),
-                "certificate": str(self.tls.certificate_path),
-                "key": str(self.tls.key_path),
-            },
-        )
+        values = self.template_values()
+        config = write_config(self.template, self.directory / "config.toml", values)
         return [str(sozu_executable()), "-c", str(config), "start"]
 
     def wait_until_ready(self) -> Readiness:
@@ -354,6 +385,75 @@ class SozuTarget(Target):
         if not sozu_executable().exists():
             return self._failed(f"{sozu_executable()} not found (is sozu-cli installed?)")
         return super().wait_until_ready()
+
+
+class SozuQuietTarget(SozuTarget):
+    """The same daemon with its metrics disabled once it is up, and no access logs: the
+    baseline the cost of observability is measured against."""
+
+    name = "sozu-quiet"
+    description = "sozu for Python, 1 worker, metrics disabled, no access logs"
+    observability_variant = True
+
+    def wait_until_ready(self) -> Readiness:
+        """Once the daemon serves, send ``ConfigureMetrics(disabled)`` on its command socket;
+        a refusal or no answer fails the target (it would measure the wrong thing)."""
+        readiness = super().wait_until_ready()
+        if not readiness.available:
+            return readiness
+        try:
+            with CommandClient(self.command_socket, timeout=_COMMAND_TIMEOUT_S) as client:
+                response = client.send(ConfigureMetrics(configuration="disabled"))
+        except ClientError as error:
+            return self._failed(f"could not disable metrics: {_describe(error)}")
+        if not response.ok:
+            return self._failed(f"disabling metrics was refused: {response.message}")
+        return readiness
+
+
+class SozuObservedTarget(SozuTarget):
+    """The same daemon with everything an operator would turn on: metrics, their statsd
+    export (to a free UDP port nobody listens on: the daemon sends its datagrams all the same),
+    the admin endpoint and JSON access logs written to a file in the target's directory."""
+
+    name = "sozu-observed"
+    description = "sozu for Python, 1 worker, metrics, statsd, admin endpoint, JSON access logs"
+    observability_variant = True
+    extra_port_count = 1
+    template = "sozu-observed.toml"
+
+    @property
+    def admin_port(self) -> int:
+        """The TCP port of the admin endpoint."""
+        return self.extra_ports[0]
+
+    @property
+    def access_log(self) -> Path:
+        """The file the access logs go to."""
+        return self.directory / "access.log"
+
+    def template_values(self) -> dict[str, str | int]:
+        """The plain daemon's values, plus where statsd, the admin endpoint and the access
+        logs go."""
+        return {
+            **super().template_values(),
+            "statsd_port": allocate_udp_port(),
+            "admin_port": self.admin_port,
+            "access_log": str(self.access_log),
+        }
+
+    def wait_until_ready(self) -> Readiness:
+        """Once the daemon serves, check that its admin endpoint answers ``/healthz``."""
+        readiness = super().wait_until_ready()
+        if not readiness.available:
+            return readiness
+        try:
+            status, body = fetch(self.admin_port, "/healthz", tls=False, timeout_s=5.0)
+        except (OSError, http.client.HTTPException) as error:
+            return self._failed(f"the admin endpoint did not answer: {_describe(error)}")
+        if status != 200:
+            return self._failed(f"the admin endpoint's /healthz answered {status}: {body[:80]!r}")
+        return readiness
 
 
 class HaproxyTarget(Target):
@@ -419,6 +519,8 @@ class AiohttpTarget(Target):
 TARGET_CLASSES: tuple[type[Target], ...] = (
     DirectTarget,
     SozuTarget,
+    SozuQuietTarget,
+    SozuObservedTarget,
     HaproxyTarget,
     NginxTarget,
     AiohttpTarget,
@@ -432,12 +534,13 @@ def build_servers(
 ) -> tuple[Origin, list[Target]]:
     """Create (without starting) the origin and the named targets, in ``TARGET_NAMES`` order.
 
-    Each server gets its own subdirectory of ``workspace`` and two ports, all allocated at once
-    so that no two servers are given the same port.
+    Each server gets its own subdirectory of ``workspace`` and two ports (plus the extra ports
+    its class asks for), all allocated at once so that no two servers are given the same port.
     """
     chosen = [cls for cls in TARGET_CLASSES if cls.name in names]
     proxies = [cls for cls in chosen if cls is not DirectTarget]
-    ports = iter(allocate_ports(2 + 2 * len(proxies)))
+    count = 2 + sum(2 + cls.extra_port_count for cls in proxies)
+    ports = iter(allocate_ports(count))
     origin = Origin(workspace / "origin", client_cpu, next(ports), next(ports), tls)
     targets: list[Target] = []
     for cls in chosen:
@@ -445,5 +548,7 @@ def build_servers(
             targets.append(DirectTarget(origin, tls))
         else:
             directory = workspace / cls.name
-            targets.append(cls(directory, proxy_cpu, next(ports), next(ports), origin, tls))
+            http_port, https_port = next(ports), next(ports)
+            extra = [next(ports) for _ in range(cls.extra_port_count)]
+            targets.append(cls(directory, proxy_cpu, http_port, https_port, origin, tls, extra))
     return origin, targets
