@@ -464,7 +464,7 @@ _GLOBAL_FILE_TYPES: dict[str, Any] = {
     "log_level": Annotated[str, AfterValidator(_log_level)],
     "log_target": Annotated[str, AfterValidator(_log_target)],
     "access_logs_target": Annotated[str, AfterValidator(_log_target)],
-    "access_logs_format": Literal["ascii", "protobuf"],
+    "access_logs_format": Literal["ascii", "json", "protobuf"],
     # sōzu: 0 means the default
     "basic_auth_max_credential_bytes": Annotated[int, Field(ge=0)],
 }
