@@ -42,8 +42,8 @@ def test_logs_to_udp_and_access_logs_to_a_file(tmp_path: Path) -> None:
             )
             first, second = text.splitlines()[:2]
             assert answer.header("sozu-id") in first
-            assert "GET logs.test/logged-path 200" in first and "app" in first
-            assert "GET elsewhere.test/ 404" in second
+            assert "logs.test GET /logged-path 200" in first and " app " in first
+            assert "elsewhere.test GET / 404" in second
             assert "logged-path" not in daemon.logs()  # nothing of it on standard output
     receiver.close()
 

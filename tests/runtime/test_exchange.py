@@ -5,7 +5,7 @@ from __future__ import annotations
 from sozu_config.models import Cluster, HttpFrontend
 from sozu_runtime.worker import h1
 from sozu_runtime.worker.balancing import Backend
-from sozu_runtime.worker.exchange import Exchange, access_line
+from sozu_runtime.worker.exchange import Exchange
 from sozu_runtime.worker.routes import ClusterRuntime, Route
 
 RAW = b"GET /path?q HTTP/1.1\r\nHost: example.com\r\n\r\n"
@@ -59,13 +59,3 @@ def test_the_fast_path_head_is_parsed_on_demand() -> None:
     broken = Exchange()
     broken.fast_raw = b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"
     assert broken.request_head() is None
-
-
-def test_access_lines() -> None:
-    exchange = used_exchange()
-    line = access_line(exchange, "10.0.0.1", "b1", 200, "", 1.25)
-    assert line == "RID1 app b1 10.0.0.1 GET example.com/path?q 200 1.2ms"
-    exchange.reset()
-    assert access_line(exchange, "10.0.0.1", "-", 408, "timeout", 3.0) == (
-        "- - - 10.0.0.1 - 408 3.0ms | timeout"
-    )

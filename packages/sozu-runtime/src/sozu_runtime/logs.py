@@ -3,9 +3,9 @@
 ``<time> <pid> <LEVEL> <TAG>  <message>``, sent to ``log_target``: ``stdout``,
 ``file:///path`` (appended), ``udp://IP:port`` or ``unix:///path`` (one datagram per line), or
 ``tcp://IP:port`` (one line each, best effort: a line that cannot be sent at once is dropped,
-logging never blocks the proxy). Access logs (one line per request) go to the ``sozu.access``
-logger, written only when ``access_logs_target`` is set (to that target); when they are off,
-the data path does not call the logging module at all.
+logging never blocks the proxy). Access logs (one line per request) do not use the logging
+module: a worker formats and buffers them itself (:mod:`.worker.access_log`), sending them
+with the same :class:`LineSocket` to socket targets.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sozu_config.config import Config
 
-__all__ = ["LEVELS", "configure_logging", "configure_main_logging", "reopen_logs", "set_level"]
+__all__ = [
+    "LEVELS",
+    "LineSocket",
+    "configure_logging",
+    "configure_main_logging",
+    "line_socket",
+    "reopen_logs",
+    "set_level",
+]
 
 LEVELS = {
     "error": logging.ERROR,
@@ -45,41 +53,76 @@ class _Formatter(logging.Formatter):
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class _SocketLineHandler(logging.Handler):
-    """One formatted line per datagram (udp, unix) or per write on a stream (tcp); a line that
-    cannot be sent at once is dropped rather than blocking the event loop."""
+class LineSocket:
+    """A non-blocking socket to a log target: one datagram per :meth:`send` (udp, unix), or
+    bytes on a stream (tcp, connected on first use). Sending never waits: what the socket
+    cannot take at once is not sent, and a stream that fails is closed and connected again at
+    the next send."""
 
     def __init__(self, family: int, kind: int, address: tuple[str, int] | str) -> None:
-        super().__init__()
         self.family, self.kind, self.address = family, kind, address
+        self.datagram = kind == socket.SOCK_DGRAM
         self.sock: socket.socket | None = None
 
     def _socket(self) -> socket.socket:
         if self.sock is None:
             sock = socket.socket(self.family, self.kind)
             sock.setblocking(False)
-            if self.kind == socket.SOCK_STREAM:
+            if not self.datagram:
                 with contextlib.suppress(BlockingIOError):
                     sock.connect(self.address)
             self.sock = sock
         return self.sock
 
-    def emit(self, record: logging.LogRecord) -> None:
-        line = (self.format(record) + "\n").encode("utf-8", "replace")
+    def send(self, data: bytes) -> int:
+        """Send ``data`` without waiting; returns how many bytes went (for a datagram: all
+        or none). -1: the stream failed and was closed (nothing of ``data`` went)."""
         try:
             sock = self._socket()
-            if self.kind == socket.SOCK_DGRAM:
-                sock.sendto(line, self.address)
-            else:
-                sock.send(line)
+            if self.datagram:
+                return sock.sendto(data, self.address)
+            return sock.send(data)
+        except BlockingIOError:  # full, or a stream still connecting
+            return 0
         except OSError:
-            if self.kind == socket.SOCK_STREAM and self.sock is not None:
-                self.sock.close()
-                self.sock = None  # reconnect for the next line
+            if self.datagram:
+                return 0
+            self.close()  # connect again for the next send
+            return -1
 
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
+            self.sock = None
+
+
+def line_socket(target: str) -> LineSocket | None:
+    """The socket of a ``udp://``, ``tcp://`` or ``unix://`` target (None for others)."""
+    scheme, _, rest = target.partition("://")
+    if scheme in ("udp", "tcp"):
+        host, _, port = rest.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
+        return LineSocket(family, kind, (host, int(port)))
+    if scheme == "unix":
+        return LineSocket(socket.AF_UNIX, socket.SOCK_DGRAM, rest)
+    return None
+
+
+class _SocketLineHandler(logging.Handler):
+    """One formatted line per datagram (udp, unix) or per write on a stream (tcp); a line that
+    cannot be sent at once is dropped rather than blocking the event loop."""
+
+    def __init__(self, sock: LineSocket) -> None:
+        super().__init__()
+        self.line_socket = sock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.line_socket.send((self.format(record) + "\n").encode("utf-8", "replace"))
+
+    def close(self) -> None:
+        self.line_socket.close()
         super().close()
 
 
@@ -87,26 +130,15 @@ def _handler(target: str) -> logging.Handler:
     scheme, _, rest = target.partition("://")
     if scheme == "file":
         return logging.FileHandler(rest, encoding="utf-8")
-    if scheme in ("udp", "tcp"):
-        host, _, port = rest.rpartition(":")
-        host = host.strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        kind = socket.SOCK_DGRAM if scheme == "udp" else socket.SOCK_STREAM
-        return _SocketLineHandler(family, kind, (host, int(port)))
-    if scheme == "unix":
-        return _SocketLineHandler(socket.AF_UNIX, socket.SOCK_DGRAM, rest)
+    sock = line_socket(target)
+    if sock is not None:
+        return _SocketLineHandler(sock)
     return logging.StreamHandler(sys.stdout)
 
 
-def configure_logging(
-    level: str,
-    tag: str,
-    *,
-    target: str = "stdout",
-    access_target: str | None = None,
-) -> None:
-    """Send the ``sozu`` loggers to ``target`` with ``tag`` (``MAIN``, ``WRK-00``); access
-    logs to ``access_target`` when it is set (else they are off)."""
+def configure_logging(level: str, tag: str, *, target: str = "stdout") -> None:
+    """Send the ``sozu`` loggers to ``target`` with ``tag`` (``MAIN``, ``WRK-00``). Access logs
+    do not go through them: a worker writes them itself (:mod:`.worker.access_log`)."""
     root = logging.getLogger("sozu")
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -116,21 +148,6 @@ def configure_logging(
     root.addHandler(handler)
     root.propagate = False
     root.setLevel(LEVELS.get(level.lower(), logging.INFO))
-    access = logging.getLogger("sozu.access")
-    for old in list(access.handlers):
-        access.removeHandler(old)
-        old.close()
-    if access_target is None:
-        access.setLevel(logging.CRITICAL + 1)
-        return
-    access.setLevel(logging.INFO)
-    if access_target != target:
-        access_handler = _handler(access_target)
-        access_handler.setFormatter(_Formatter(tag))
-        access.addHandler(access_handler)
-        access.propagate = False
-    else:
-        access.propagate = True
 
 
 def set_level(level: str) -> None:
@@ -138,28 +155,23 @@ def set_level(level: str) -> None:
 
 
 def reopen_logs() -> int:
-    """Open the log files again (``file://`` targets, logs and access logs), so that lines go
-    to a new file after a rotation renamed the old one; returns how many were reopened."""
+    """Open the log file again (a ``file://`` target), so that lines go to a new file after a
+    rotation renamed the old one; returns how many files were reopened. (A worker reopens its
+    access-log file itself.)"""
     reopened = 0
-    for name in ("sozu", "sozu.access"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.FileHandler):
-                handler.acquire()
-                try:
-                    if handler.stream is not None:
-                        handler.stream.close()
-                    handler.stream = handler._open()
-                finally:
-                    handler.release()
-                reopened += 1
+    for handler in logging.getLogger("sozu").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+            finally:
+                handler.release()
+            reopened += 1
     return reopened
 
 
 def configure_main_logging(config: Config) -> None:
     """The main process's logs, as ``config`` says (at start and after an upgrade)."""
-    configure_logging(
-        config.log_level,
-        "MAIN",
-        target=config.log_target,
-        access_target=config.access_logs_target,
-    )
+    configure_logging(config.log_level, "MAIN", target=config.log_target)

@@ -42,6 +42,7 @@ class Setup(Model):
     log_level: str = "info"
     log_target: str = "stdout"
     access_logs_target: str | None = None
+    access_logs_format: Literal["ascii", "json"] = "ascii"
     expired_certificates: str = "refuse"
     soft_stop_timeout: float = 60.0
 

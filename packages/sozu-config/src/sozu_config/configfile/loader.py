@@ -258,7 +258,8 @@ def _interpret_globals(findings: Findings, files: NamedFiles, values: dict[str, 
             "automatic_state_save",
             "automatic_state_save = true needs saved_state (the file to save the state to)",
         )
-    if values.pop("access_logs_format", "ascii") == "protobuf":
+    if values.get("access_logs_format") == "protobuf":
+        del values["access_logs_format"]
         findings.warn(
             None,
             "access_logs_format",

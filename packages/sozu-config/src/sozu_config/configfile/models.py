@@ -474,7 +474,7 @@ _GLOBAL_FILE_TYPES: dict[str, Any] = {
     "log_level": Annotated[str, AfterValidator(_log_level)],
     "log_target": Annotated[str, AfterValidator(_log_target)],
     "access_logs_target": Annotated[str, AfterValidator(_log_target)],
-    "access_logs_format": Literal["ascii", "protobuf"],
+    "access_logs_format": Literal["ascii", "json", "protobuf"],
     # sōzu: 0 means the default
     "basic_auth_max_credential_bytes": Annotated[int, Field(ge=0)],
     # a table, read on its own by the loader (rules.read_admin) to locate its errors in it

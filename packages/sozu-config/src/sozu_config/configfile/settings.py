@@ -137,8 +137,10 @@ class Config(Model):
     """``stdout``, ``udp://IP:port``, ``tcp://IP:port``, ``unix:///path`` or ``file:///path``."""
     log_colored: bool = False
     access_logs_target: str | None = None
-    """Where access logs go (same syntax as ``log_target``; ``None``: with the other logs)."""
-    access_logs_format: Literal["ascii"] = "ascii"
+    """Where access logs go (same syntax as ``log_target``; ``None``: no access logs)."""
+    access_logs_format: Literal["ascii", "json"] = "ascii"
+    """``ascii``: sōzu's access line; ``json``: one JSON object per line (sōzu's ``protobuf``
+    is read as ``ascii``, with a warning)."""
     access_logs_colored: bool = False
     """Colours in access logs; when the file does not say, the value of ``log_colored``."""
     worker_count: Annotated[int, Field(ge=1, le=65_535)] = 2

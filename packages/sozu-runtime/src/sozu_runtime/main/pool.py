@@ -131,6 +131,7 @@ class WorkerPool:
             log_level=config.log_level,
             log_target=config.log_target,
             access_logs_target=config.access_logs_target,
+            access_logs_format=config.access_logs_format,
             expired_certificates=config.expired_certificates,
             soft_stop_timeout=float(config.soft_stop_timeout),
         )

@@ -35,7 +35,6 @@ __all__ = [
     "TUNNEL",
     "WAITING",
     "Exchange",
-    "access_line",
 ]
 
 # Phases of a client session (see the lifecycle in :mod:`.http`).
@@ -161,27 +160,3 @@ class Exchange:
             except HttpError:
                 return None
         return self.head
-
-
-def access_line(
-    exchange: Exchange,
-    peer_ip: str,
-    backend_id: str,
-    status: int,
-    message: str,
-    elapsed_ms: float,
-) -> str:
-    """The access-log line of an answered exchange."""
-    cluster = exchange.cluster.cluster_id if exchange.cluster is not None else "-"
-    head = exchange.request_head()
-    if head is not None:
-        line = (
-            f"{exchange.request_id.decode()} {cluster} {backend_id} {peer_ip} "
-            f"{head.method.decode('latin-1')} {head.host.decode('latin-1')}"
-            f"{head.target.decode('latin-1')} {status} {elapsed_ms:.1f}ms"
-        )
-    else:
-        line = f"- {cluster} - {peer_ip} - {status} {elapsed_ms:.1f}ms"
-    if message:
-        line += f" | {message}"
-    return line

@@ -83,6 +83,8 @@ class WorkerProcess:
         finally:
             consumer.cancel()
             sweeper.cancel()
+            if self.proxy is not None:
+                self.proxy.close_access_log()  # the lines still buffered are written
 
     # ------------------------------------------------------------------ messages
 
@@ -227,6 +229,8 @@ class WorkerProcess:
                 self._set_up(request_id, control)
             case ReopenLogs():
                 reopen_logs()
+                if self.proxy is not None:
+                    self.proxy.reopen_access_log()
                 self._answer(request_id, ResponseStatus.OK)
             case InitialState():
                 assert self.proxy is not None
@@ -238,12 +242,8 @@ class WorkerProcess:
                 assert_never(control)
 
     def _set_up(self, request_id: str, control: Setup) -> None:
-        configure_logging(
-            control.log_level,
-            f"WRK-{control.worker_id:02d}",
-            target=control.log_target,
-            access_target=control.access_logs_target,
-        )
+        tag = f"WRK-{control.worker_id:02d}"
+        configure_logging(control.log_level, tag, target=control.log_target)
         self.soft_stop_timeout = control.soft_stop_timeout
         check_descriptor_limit(control.max_connections)
         self.proxy = Proxy(
@@ -255,6 +255,9 @@ class WorkerProcess:
             evict_on_queue_full=control.evict_on_queue_full,
             emit_event=self.emit,
             expired_certificates=control.expired_certificates,
+        )
+        self.proxy.configure_access_logs(
+            control.access_logs_target, control.access_logs_format, tag
         )
         me = WorkerInfo(
             id=control.worker_id,

@@ -30,7 +30,7 @@ from sozu_config.responses import Event, EventKind, MetricsContent
 from sozu_config.state import ConfigState
 
 from .accepting import Handshake
-from .access_log import AccessEntry
+from .access_log import AccessEntry, AccessLogWriter
 from .admission import Admission, Connection
 from .http import FrontendSession
 from .listeners import HttpListener, Listener, TcpListener
@@ -42,7 +42,6 @@ from .routes import ClusterRuntime, Route
 from .tcp import TcpSession
 
 log = logging.getLogger("sozu.worker")
-access = logging.getLogger("sozu.access")
 
 __all__ = ["Proxy"]
 
@@ -100,7 +99,10 @@ class Proxy:
         self.sessions: set[Connection] = self.admission.connections
         # protocol → its handshake, while a connection's TLS handshake is in progress
         self.handshakes: dict[object, Handshake] = {}
-        self.access_logs = access.isEnabledFor(logging.INFO)
+        # access logs: off until configure_access_logs gives them a target; when off,
+        # nothing is built for them
+        self.access_writer: AccessLogWriter | None = None
+        self.access_logs = False
         self.stopping = False
         self._emit = emit_event or (lambda event: None)
         # backend connections: the idle ones per backend, new ones, removed backends
@@ -196,19 +198,35 @@ class Proxy:
 
     # ------------------------------------------------------------------ access logs
 
+    def configure_access_logs(self, target: str | None, log_format: str, tag: str) -> None:
+        """Write access logs to ``target`` (None: off) in ``log_format`` (``ascii``,
+        ``json``), lines tagged ``tag`` (``WRK-00``). Raises OSError when the file cannot be
+        opened."""
+        self.close_access_log()
+        self.access_writer = None
+        if target is not None:
+            self.access_writer = AccessLogWriter(target, log_format, tag, loop=self.loop)
+        self.access_logs = self.access_writer is not None
+
     def access_log(self, entry: AccessEntry) -> None:
-        access.info(
-            "%s %s %s %s %s %s%s %s %.1fms",
-            entry.request_id or "-",
-            entry.cluster_id or "-",
-            entry.backend_id or "-",
-            entry.client_address or "-",
-            entry.method or "-",
-            entry.authority,
-            entry.path,
-            entry.status,
-            entry.request_time_us / 1000,
-        )
+        writer = self.access_writer
+        if writer is not None:
+            writer.write(entry)
+
+    def reopen_access_log(self) -> None:
+        """Open the access-log file again (log rotation)."""
+        if self.access_writer is not None:
+            try:
+                self.access_writer.reopen()
+            except OSError as error:
+                log.error("cannot reopen the access log %s: %s", error.filename, error.strerror)
+
+    def close_access_log(self) -> None:
+        """Write the buffered access-log lines and close the target (the worker stops)."""
+        if self.access_writer is not None:
+            self.access_writer.close()
+            if self.access_writer.dropped:
+                log.warning("%d access-log lines were dropped", self.access_writer.dropped)
 
     # ------------------------------------------------------------------ sweeping
 
