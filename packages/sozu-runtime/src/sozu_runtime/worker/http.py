@@ -749,7 +749,8 @@ class FrontendSession(asyncio.Protocol):
             entry.tls_version = ssl_object.version() or ""
             cipher = ssl_object.cipher()
             entry.tls_cipher = cipher[0] if cipher else ""
-            entry.tls_sni = getattr(ssl_object, "server_hostname", None) or ""
+            tls = self.listener.tls_runtime
+            entry.tls_sni = tls.requested_name(ssl_object) if tls is not None else ""
         route = exchange.route
         if route is not None and route.tags:
             entry.tags = dict(route.tags)

@@ -196,7 +196,13 @@ class TlsRuntime:
         if context is None:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         ssl_object.context = context
+        ssl_object.requested_name = server_name or ""  # read by requested_name()
         return None
+
+    @staticmethod
+    def requested_name(ssl_object: Any) -> str:
+        """The name the client asked for in its handshake (SNI), "" when it sent none."""
+        return getattr(ssl_object, "requested_name", "")
 
     def names_for(self, ssl_object: Any) -> tuple[str, ...]:
         """Names of the certificate a connection was served, folded (for strict SNI binding:
