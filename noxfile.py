@@ -9,7 +9,13 @@ nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PACKAGES = ["./packages/sozu-config", "./packages/sozu-runtime", "./packages/sozu-cli"]
-TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.2", "hypothesis>=6.100", "aiohttp>=3.9"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-timeout>=2.2",
+    "hypothesis>=6.100",
+    "aiohttp>=3.9",
+    "prometheus-client>=0.20",
+]
 
 
 @nox.session

@@ -142,11 +142,11 @@ def test_logging_metrics_and_queries(daemon: DaemonProcess) -> None:
 
     metrics = sozu(*config_of(daemon), "metrics", "get", "--json").json()
     assert metrics["type"] == "metrics"
-    assert metrics["main"]["clusters"] == 1
+    assert metrics["main"]["configuration.clusters"] == 1
     assert "app" in metrics["clusters"]
     assert sozu(*config_of(daemon), "query", "metrics", "-k", "app", "-w").code == 0
     table = sozu(*config_of(daemon), "metrics", "get")
-    assert "main.clusters" in table.out
+    assert "configuration.clusters" in table.out
 
     state = sozu(*config_of(daemon), "query", "state", "--json").json()
     assert state["type"] == "state"

@@ -122,7 +122,10 @@ class LiveProxy:
         assert isinstance(response.content, MetricsContent), response.content
         workers = response.content.workers
         assert len(workers) == WORKERS, workers
-        return {worker: data["proxying"]["connections"] for worker, data in workers.items()}
+        return {
+            worker: data["proxying"]["client.connections.accepted"]
+            for worker, data in workers.items()
+        }
 
     def served_by_every_worker(self, name: str, limit: int = 200) -> list[str]:
         """Fingerprints served to new connections for SNI ``name``, made until each worker

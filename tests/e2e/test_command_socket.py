@@ -393,16 +393,21 @@ def test_query_metrics_counts_proxied_requests(queried: QueryDaemon) -> None:
         return response.content
 
     def requests_of(content: MetricsContent, cluster: str) -> int:
-        return int(content.clusters.get(cluster, {}).get("requests", 0))
+        return int(content.clusters.get(cluster, {}).get("cluster", {}).get("http.requests", 0))
 
     before = metrics(QueryMetrics())
     statuses = [get(queried.http_port, "/", host="other.example").status for _ in range(5)]
     assert statuses == [200] * 5
     after = metrics(QueryMetrics())
-    assert (after.main["workers"], after.main["clusters"], after.main["backends"]) == (2, 3, 4)
+    main = after.main
+    assert (main["workers"], main["configuration.clusters"], main["configuration.backends"]) == (
+        2,
+        3,
+        4,
+    )
     assert requests_of(after, "other") - requests_of(before, "other") == 5
     assert requests_of(after, "app") == requests_of(before, "app")
-    assert after.proxying["requests"] - before.proxying["requests"] >= 5
+    assert after.proxying["http.requests"] - before.proxying["http.requests"] >= 5
     per_worker = metrics(QueryMetrics(workers=True))
     assert sorted(per_worker.workers) == ["0", "1"]
     only_other = metrics(QueryMetrics(cluster_ids=["other"]))
@@ -421,22 +426,22 @@ def test_metrics_disable_enable_and_clear(queried: QueryDaemon) -> None:
 
     try:
         assert get(queried.http_port, "/", host="other.example").status == 200
-        assert metrics().clusters["other"]["requests"] >= 1
+        assert metrics().clusters["other"]["cluster"]["http.requests"] >= 1
         configure("disabled")
         assert get(queried.http_port, "/", host="other.example").status == 200
         disabled = metrics()
         assert (disabled.proxying, disabled.clusters) == ({}, {})
-        assert disabled.main["clusters"] == 3, "the state counts are not metrics"
+        assert disabled.main["configuration.clusters"] == 3, "the state counts are not metrics"
         configure("enabled")
         fresh = metrics()
-        assert fresh.proxying["requests"] == 0, "enabling again starts from zero"
-        assert fresh.clusters["other"]["requests"] == 0
+        assert fresh.proxying["http.requests"] == 0, "enabling again starts from zero"
+        assert fresh.clusters["other"]["cluster"]["http.requests"] == 0
         assert get(queried.http_port, "/", host="other.example").status == 200
-        assert metrics().clusters["other"]["requests"] == 1
+        assert metrics().clusters["other"]["cluster"]["http.requests"] == 1
         configure("clear")
         cleared = metrics()
-        assert cleared.proxying["requests"] == 0
-        assert cleared.clusters["other"]["requests"] == 0
+        assert cleared.proxying["http.requests"] == 0
+        assert cleared.clusters["other"]["cluster"]["http.requests"] == 0
     finally:
         configure("enabled")
 

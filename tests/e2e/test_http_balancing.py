@@ -355,9 +355,9 @@ def test_a_refused_connection_is_counted_once(balancing: Balancing) -> None:
         proxying = worker["proxying"]
         backend = worker["clusters"]["refused"]["backends"]["refused-only"]
         return (
-            proxying["backend_connect_errors"],
-            proxying["statuses"].get("503", 0),
-            backend["failures"],
+            proxying["backend.connections.error"],
+            proxying["http.status"].get("503", 0),
+            backend["backend.failures"],
         )
 
     errors, answers_503, failures = snapshot()

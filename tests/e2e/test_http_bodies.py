@@ -207,7 +207,7 @@ class Bodies:
         response = self.daemon.send(QueryMetrics(cluster_ids=[cluster_id], workers=True))
         [worker] = response.content.workers.values()  # type: ignore[union-attr]
         backends: dict[str, Any] = worker["clusters"][cluster_id]["backends"]
-        return [b["active_requests"] for b in backends.values()]
+        return [b["http.active_requests"] for b in backends.values()]
 
 
 def read_rss(pid: int) -> int:

@@ -63,7 +63,8 @@ class Connections:
         def settled() -> bool:
             gauges = self.gauges(cluster_id)
             return all(
-                g["active_requests"] == 0 and g["active_connections"] >= 0 for g in gauges.values()
+                g["http.active_requests"] == 0 and g["backend.connections"] >= 0
+                for g in gauges.values()
             )
 
         deadline = time.monotonic() + 5
@@ -355,4 +356,4 @@ def test_malformed_request_leaves_no_request_in_flight(proxy: Connections) -> No
             assert connection.read_answer().status == 400
     proxy.assert_quiet("keep")
     for gauge in proxy.gauges("keep").values():
-        assert gauge["active_requests"] == 0
+        assert gauge["http.active_requests"] == 0

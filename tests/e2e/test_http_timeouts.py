@@ -104,10 +104,10 @@ class Timeouts:
 
     def assert_quiet(self) -> None:
         deadline = time.monotonic() + 5
-        while any(g["active_requests"] != 0 for g in self.gauges()):
+        while any(g["http.active_requests"] != 0 for g in self.gauges()):
             assert time.monotonic() < deadline, self.gauges()
             time.sleep(0.05)
-        assert all(g["active_requests"] == 0 for g in self.gauges())
+        assert all(g["http.active_requests"] == 0 for g in self.gauges())
 
 
 @pytest.fixture(scope="module")

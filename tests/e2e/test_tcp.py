@@ -139,10 +139,10 @@ def open_backend_connections(daemon: DaemonProcess, cluster_id: str) -> dict[str
         response = daemon.send(QueryMetrics(cluster_ids=[cluster_id], workers=True))
         assert response.ok and isinstance(response.content, MetricsContent), response.message
         still_open = {
-            backend: gauges["active_connections"]
+            backend: gauges["backend.connections"]
             for data in response.content.workers.values()
             for backend, gauges in data["clusters"].get(cluster_id, {}).get("backends", {}).items()
-            if gauges["active_connections"]
+            if gauges["backend.connections"]
         }
         if not still_open:
             break

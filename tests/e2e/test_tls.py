@@ -790,7 +790,7 @@ def active_backend_gauges(daemon: DaemonProcess, cluster_id: str) -> dict[str, d
             f"{worker}/{backend}": gauges
             for worker, data in response.content.workers.items()
             for backend, gauges in data["clusters"].get(cluster_id, {}).get("backends", {}).items()
-            if gauges["active_connections"] or gauges["active_requests"]
+            if gauges["backend.connections"] or gauges["http.active_requests"]
         }
         if not active:
             break

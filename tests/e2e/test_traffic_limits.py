@@ -103,14 +103,14 @@ def test_tls_handshakes_count_toward_max_connections(tmp_path: Path) -> None:
             time.sleep(1.0)
             held = open_descriptors(worker) - before
             assert held <= 40 + 2, f"the worker holds {held} sockets for silent clients"
-            assert proxying_metrics(daemon)["backpressure"] >= 1
+            assert proxying_metrics(daemon)["listener.connection_capped"] >= 1
         finally:
             for sock in flood:
                 sock.close()
         # the silent ones end at the handshake timeout; a real client gets through
         served_over_tls_again(port)
         wait_for(lambda: open_descriptors(worker) <= before + 2, timeout=10)
-        assert proxying_metrics(daemon)["tls_handshake_failures"] >= 40
+        assert proxying_metrics(daemon)["tls.handshake_failures"] >= 40
 
 
 # --------------------------------------------------------------------------- per (cluster, IP)
@@ -154,7 +154,7 @@ def test_h1_global_limit_emits_429_with_retry_after(tmp_path: Path) -> None:
             first.close()
         wait_for(lambda: _served(port, "limited.test"), timeout=5)
         second.close()
-        assert proxying_metrics(daemon)["per_ip_refusals"] >= 1
+        assert proxying_metrics(daemon)["client.per_ip_refusals"] >= 1
 
 
 def _served(port: int, host: str) -> bool:
@@ -287,7 +287,7 @@ def test_evict_on_queue_full_accepts_after_eviction(tmp_path: Path) -> None:
         finally:
             for sock in idle:
                 sock.close()
-        assert proxying_metrics(daemon)["evicted_connections"] >= 1
+        assert proxying_metrics(daemon)["client.connections.evicted"] >= 1
 
 
 def test_evict_on_queue_full_disabled_leaves_the_newcomer_waiting(tmp_path: Path) -> None:
@@ -317,7 +317,7 @@ def test_evict_on_queue_full_disabled_leaves_the_newcomer_waiting(tmp_path: Path
         finally:
             for sock in idle:
                 sock.close()
-        assert proxying_metrics(daemon)["evicted_connections"] == 0
+        assert proxying_metrics(daemon)["client.connections.evicted"] == 0
 
 
 # --------------------------------------------------------------------------- stalled readers

@@ -514,7 +514,7 @@ def test_max_connections_backpressure(tmp_path: Path) -> None:
                     waiting.read_answer()
                 metrics = daemon.send(QueryMetrics()).content
                 assert metrics is not None and metrics.type == "metrics"
-                assert metrics.proxying["backpressure"] >= 1
+                assert metrics.proxying["listener.connection_capped"] >= 1
                 held.pop(0).close()  # 4 of 5: below 90 %
                 waiting.sock.settimeout(5.0)
                 answer = waiting.read_answer()

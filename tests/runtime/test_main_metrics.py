@@ -4,49 +4,73 @@ from __future__ import annotations
 
 from typing import Any
 
+from sozu_config.metrics import CATALOGUE
 from sozu_config.models import Cluster
-from sozu_config.requests import AddCluster
+from sozu_config.requests import AddCluster, QueryMetrics
 from sozu_config.responses import MetricsContent, Response, ResponseStatus
 from sozu_config.state import ConfigState
-from sozu_runtime.main.metrics import main_figures, merge_counts, merge_metrics
+from sozu_runtime.main.metrics import main_figures, merge_metrics
 
 
 def answer(content: MetricsContent | None) -> Response:
     return Response(id="", status=ResponseStatus.OK, content=content)
 
 
-def test_merge_counts_adds_nested_numbers_and_skips_flags() -> None:
-    into: dict[str, Any] = {"requests": 1, "http": {"status": {"200": 2}}}
-    merge_counts(
-        into,
-        {
-            "requests": 2,
-            "seconds": 0.5,
-            "enabled": True,
-            "name": "w",
-            "http": {"status": {"200": 3, "404": 1}},
-        },
-    )
-    assert into == {"requests": 3, "seconds": 0.5, "http": {"status": {"200": 5, "404": 1}}}
+def histogram(*values_us: int) -> dict[str, Any]:
+    buckets: dict[str, int] = {}
+    for value in values_us:
+        buckets[str(value)] = buckets.get(str(value), 0) + 1
+    return {
+        "count": len(values_us),
+        "sum": sum(values_us),
+        "max": max(values_us),
+        "buckets": buckets,
+    }
 
 
-def test_merge_metrics_sums_workers_and_keeps_each_on_request() -> None:
-    one = MetricsContent(
-        proxying={"requests": 3, "accepted": 1},
-        clusters={"app": {"requests": 2, "bytes_in": 10}},
+def worker(requests: int, codes: dict[str, int], times: list[int]) -> MetricsContent:
+    backend = {
+        "http.requests": requests,
+        "http.status": codes,
+        "request_time": histogram(*times),
+        "backend.connections": 1,
+    }
+    return MetricsContent(
+        proxying={"http.requests": requests, "client.connections": 2},
+        clusters={"app": {"cluster": dict(backend), "backends": {"b1": dict(backend)}}},
     )
-    two = MetricsContent(proxying={"requests": 4}, clusters={"app": {"requests": 5}, "db": {}})
+
+
+def test_merge_sums_counters_labels_gauges_and_histograms() -> None:
+    one = worker(3, {"200": 2, "404": 1}, [100, 100, 1000])
+    two = worker(1, {"200": 1}, [5000])
     answers = [(0, answer(one)), (1, answer(two)), (2, answer(None))]
-    main = {"workers": 3}
 
-    merged = merge_metrics(answers, main, per_worker=True)
+    merged = merge_metrics(answers, {"workers": 3}, QueryMetrics(workers=True))
 
-    assert merged.main == main
-    assert merged.proxying == {"requests": 7, "accepted": 1}
-    assert merged.clusters == {"app": {"requests": 7}, "db": {"requests": 0}}
+    assert merged.main == {"workers": 3}
+    assert merged.proxying == {"http.requests": 4, "client.connections": 4}
+    backend = merged.clusters["app"]["backends"]["b1"]
+    assert backend["http.status"] == {"200": 3, "404": 1}
+    assert backend["backend.connections"] == 2
+    times = backend["request_time"]
+    assert times["count"] == 4 and times["sum"] == 6200 and times["max"] == 5000
+    assert times["buckets"] == {"100": 2, "1000": 1, "5000": 1}
+    assert times["p50"] == 100 and times["p90"] == 5000 and times["p99"] == 5000
     assert set(merged.workers) == {"0", "1"}  # worker 2 sent no metrics
-    assert merged.workers["0"] == {"proxying": one.proxying, "clusters": one.clusters}
-    assert merge_metrics(answers, main, per_worker=False).workers == {}
+    assert merged.workers["1"]["clusters"]["app"]["backends"]["b1"]["http.requests"] == 1
+    # the answers of the workers are not changed by the merge
+    assert one.clusters["app"]["backends"]["b1"]["request_time"]["count"] == 3
+
+
+def test_merge_without_per_worker_detail_and_with_names() -> None:
+    answers = [(0, answer(worker(1, {"200": 1}, [10])))]
+    plain = merge_metrics(answers, {"workers": 1}, QueryMetrics())
+    assert plain.workers == {}
+    named = merge_metrics(answers, {"workers": 1}, QueryMetrics(metric_names=["http.requests"]))
+    assert named.main == {}
+    listed = merge_metrics(answers, {}, QueryMetrics(list=True))
+    assert listed.names == sorted(CATALOGUE) and listed.proxying == {}
 
 
 def test_main_figures_count_the_state() -> None:
@@ -55,9 +79,10 @@ def test_main_figures_count_the_state() -> None:
     figures = main_figures(state, 2)
     assert figures == {
         "workers": 2,
-        "clusters": 1,
-        "frontends": 0,
-        "backends": 0,
-        "version": state.version,
+        "configuration.clusters": 1,
+        "configuration.frontends": 0,
+        "configuration.backends": 0,
+        "state.version": state.version,
     }
     assert state.version == 8
+    assert all(name in CATALOGUE for name in figures)

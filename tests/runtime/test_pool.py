@@ -185,7 +185,7 @@ def test_connect_opens_a_real_connection() -> None:
         [(connection, request, complete)] = waiting.connected_with
         assert (request, complete) == (b"GET", True)
         assert connection in p.pool.connections and connection.transport is not None
-        assert p.services.metrics.backend_connect_errors == 0
+        assert b.stats.connect_errors == 0 and b.stats.connections_opened == 1
         connection.close()
         assert b.active_connections == 0
         server.close()
@@ -206,7 +206,7 @@ def test_a_failed_connect_is_counted_and_reported_to_the_session() -> None:
         await asyncio.wait_for(waiting.done.wait(), 5)
         assert waiting.failed == [b] and not waiting.connected_with
         assert b.active_connections == 0 and b.failures == 1
-        assert p.services.metrics.backend_connect_errors == 1
+        assert b.stats.connect_errors == 1
         assert not p.pool.connections
 
     run(test)

@@ -253,7 +253,17 @@ def test_keep_alive_exchanges_reuse_the_backend_connection() -> None:
         assert connections == 1  # one backend connection, reused from the pool
         assert [head.split(b" ")[1] for head in received] == [b"/0", b"/1", b"/2"]
         assert all(b"X-Forwarded-For: 10.1.2.3\r\n" in head for head in received)
-        assert proxy.metrics.requests == 3
+        sent = sum(len(b"GET /%d HTTP/1.1\r\nHost: example.com\r\n\r\n" % n) for n in range(3))
+        figures = proxy.metrics_content(rq.QueryMetrics()).proxying
+        assert figures["http.requests"] == 3 and figures["http.status"] == {"200": 3}
+        assert (figures["bytes_in"], figures["bytes_out"]) == (sent, len(answers))
+        assert figures["back_bytes_out"] == sum(len(head) for head in received)
+        assert figures["back_bytes_in"] == 3 * len(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        assert figures["request_time"]["count"] == 3
+        assert figures["backend_response_time"]["count"] == 3
+        assert figures["backend_connection_time"]["count"] == 1
         client.connection_lost(None)
         proxy.hard_stop()
         server.close()
@@ -285,7 +295,7 @@ def test_a_tcp_session_keeps_early_bytes_until_its_backend_is_up() -> None:
         client = TcpSession(listener)
         transport = ClientTransport()
         client.connection_made(transport)
-        assert client in proxy.sessions and proxy.metrics.tcp_connections == 1
+        assert client in proxy.sessions and proxy.metrics.accepted == 1
         client.data_received(b"hello")  # before the backend connection is up
         client.data_received(b"world")
         assert client.pending == [b"hello", b"world"]
@@ -296,6 +306,10 @@ def test_a_tcp_session_keeps_early_bytes_until_its_backend_is_up() -> None:
         assert bytes(transport.written) == b"helloworld" and client.pending == []
         client.connection_lost(None)
         assert client not in proxy.sessions
+        figures = proxy.metrics_content(rq.QueryMetrics()).clusters["db"]["backends"]["b1"]
+        assert figures["tcp.sessions"] == 1
+        assert (figures["bytes_in"], figures["bytes_out"]) == (10, 10)
+        assert (figures["back_bytes_in"], figures["back_bytes_out"]) == (10, 10)
         server.close()
 
     run(test)

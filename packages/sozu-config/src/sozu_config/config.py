@@ -17,7 +17,7 @@ this order, the requests sōzu derives from a configuration file (reference §D.
 Rules (reference §B, with this project's decisions):
 
 * unknown top-level keys are ignored, as sōzu does, but named in a warning; unknown keys in
-  listener, cluster, frontend, backend and ``[metrics]`` tables are errors;
+  listener, cluster, frontend, backend, ``[metrics]`` and ``[admin]`` tables are errors;
 * keys this project does not implement are accepted with a warning when ignoring them is
   harmless (HTTP/2 tuning, ``metrics``, audit logs, CPU affinity, …) and refused when ignoring
   them would change what the proxy does (``h2`` ALPN, UDP, health checks);
@@ -63,11 +63,12 @@ from .configfile.loader import (
     load_config_text,
 )
 from .configfile.named_files import MAX_NAMED_FILE_BYTES
-from .configfile.settings import Config
+from .configfile.settings import AdminSettings, Config
 
 __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_NAMED_FILE_BYTES",
+    "AdminSettings",
     "Config",
     "ConfigError",
     "ConfigReport",

@@ -38,6 +38,8 @@ __all__ = [
     "histogram_percentile",
     "merge_scope",
     "merge_value",
+    "prometheus_name",
+    "reference_table",
     "status_classes",
     "with_percentiles",
 ]
@@ -122,9 +124,21 @@ CATALOGUE: Final[dict[str, MetricInfo]] = {
         MetricInfo(
             "backend.connections.error", Kind.COUNTER, _PCB, "backend connections that failed"
         ),
+        MetricInfo(
+            "backend.down",
+            Kind.GAUGE,
+            _PCB,
+            "backends resting after connection failures (1 for a backend, a count above)",
+        ),
+        MetricInfo(
+            "backend.failures",
+            Kind.GAUGE,
+            _PCB,
+            "consecutive connection failures (of a backend; summed above)",
+        ),
         # ------------------------------------------------------------ TCP
         MetricInfo("tcp.sessions", Kind.COUNTER, _PCB, "TCP sessions proxied"),
-        MetricInfo("tcp.active_sessions", Kind.GAUGE, _PCB, "TCP sessions open"),
+        MetricInfo("tcp.active_sessions", Kind.GAUGE, _P, "TCP sessions open"),
         # ------------------------------------------------------------ the worker (P)
         MetricInfo("client.connections", Kind.GAUGE, _P, "open client connections"),
         MetricInfo("client.connections.accepted", Kind.COUNTER, _P, "client connections accepted"),
@@ -294,3 +308,37 @@ def filter_names(scope: Mapping[str, Any], names: Iterable[str]) -> dict[str, An
     if not wanted:
         return dict(scope)
     return {name: value for name, value in scope.items() if name in wanted}
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def prometheus_name(name: str, kind: Kind) -> str:
+    """The name of a metric's family in the Prometheus exposition: ``sozu_`` + the name with
+    dots as underscores, then ``_total`` after counters (labelled ones included) and
+    ``_seconds`` after histograms (exposed in seconds; their samples add ``_bucket``,
+    ``_sum`` and ``_count``)."""
+    base = "sozu_" + name.replace(".", "_")
+    if kind is Kind.COUNTER or kind is Kind.LABELLED:
+        return base + "_total"
+    return base + "_seconds" if kind is Kind.HISTOGRAM else base
+
+
+def reference_table() -> str:
+    """The metrics as a Markdown table (``docs/metrics.md`` is this, kept in step by a test)."""
+    lines = [
+        "| metric | kind | scopes | Prometheus name | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for info in sorted(CATALOGUE.values(), key=lambda m: (m.scopes[0] != Scope.PROXY, m.name)):
+        kind = f"{info.kind.value} by `{info.label}`" if info.label else info.kind.value
+        scopes = ", ".join(scope.value for scope in info.scopes)
+        lines.append(
+            f"| `{info.name}` | {kind} | {scopes} | `{prometheus_name(info.name, info.kind)}` "
+            f"| {info.help} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m sozu_config.metrics: the reference table
+    print(reference_table(), end="")

@@ -25,6 +25,7 @@ from .errors import (
     Findings,
     TableRefused,
     guarded,
+    record_refusal,
     show,
     validate_table,
     validation_errors,
@@ -37,8 +38,13 @@ from .models import (
     MetricsFile,
 )
 from .named_files import NamedFiles
-from .rules import METRICS_HINTS, Assembly
-from .settings import DEFAULT_COMMAND_BUFFER_SIZE, DEFAULT_MAX_COMMAND_BUFFER_SIZE, Config
+from .rules import METRICS_HINTS, Assembly, read_admin
+from .settings import (
+    DEFAULT_COMMAND_BUFFER_SIZE,
+    DEFAULT_MAX_COMMAND_BUFFER_SIZE,
+    AdminSettings,
+    Config,
+)
 from .tables import read_cluster, read_listener
 
 __all__ = [
@@ -203,10 +209,13 @@ def _globals(findings: Findings, files: NamedFiles, document: dict[str, Any]) ->
 
 def _read_globals(findings: Findings, files: NamedFiles, document: dict[str, Any]) -> Config:
     settings: dict[str, Any] = {}
+    admin = None
     for key, value in document.items():
         if key in ("listeners", "clusters"):
             continue
-        if key in GLOBAL_KEYS:
+        if key == "admin":
+            admin = _guarded_admin(findings, files, value)
+        elif key in GLOBAL_KEYS:
             settings[key] = value
         elif key == "metrics":
             guarded(findings, _read_metrics, findings, value)
@@ -221,6 +230,8 @@ def _read_globals(findings: Findings, files: NamedFiles, document: dict[str, Any
     file = validate_table(findings, GlobalsFile, settings, None)
     values = {key: getattr(file, key) for key in file.model_fields_set}
     _interpret_globals(findings, files, values)
+    if admin is not None:
+        values["admin"] = admin
     try:
         return Config.model_validate(values, strict=True)
     except ValidationError as error:
@@ -274,6 +285,15 @@ def _interpret_globals(findings: Findings, files: NamedFiles, values: dict[str, 
             f"min_buffers ({minimum}) is larger than max_buffers ({maximum}); clamped to {maximum}",
         )
         values["min_buffers"] = maximum
+
+
+def _guarded_admin(findings: Findings, files: NamedFiles, value: object) -> AdminSettings | None:
+    """``[admin]`` read (None when it is refused and errors are collected)."""
+    try:
+        return read_admin(findings, files, value)
+    except (ConfigError, TableRefused) as error:
+        record_refusal(findings, error)
+    return None
 
 
 def _read_metrics(findings: Findings, value: object) -> None:

@@ -41,6 +41,7 @@ from .errors import show
 from .settings import Config
 
 __all__ = [
+    "AdminFile",
     "BackendFile",
     "ClusterFile",
     "FileModel",
@@ -459,6 +460,14 @@ def _path_text(value: str) -> str:
 PathText = Annotated[str, AfterValidator(_path_text)]
 """A path of the settings: relative to the configuration file's directory."""
 
+
+class AdminFile(FileModel):
+    """``[admin]``: the HTTP admin endpoint; ``token_file`` is relative to the file."""
+
+    address: SocketAddress
+    token_file: PathText | None = None
+
+
 # Settings whose form in the file is not derived from their type in Config.
 _GLOBAL_FILE_TYPES: dict[str, Any] = {
     "log_level": Annotated[str, AfterValidator(_log_level)],
@@ -467,6 +476,8 @@ _GLOBAL_FILE_TYPES: dict[str, Any] = {
     "access_logs_format": Literal["ascii", "protobuf"],
     # sōzu: 0 means the default
     "basic_auth_max_credential_bytes": Annotated[int, Field(ge=0)],
+    # a table, read on its own by the loader (rules.read_admin) to locate its errors in it
+    "admin": AdminFile,
 }
 # Fields of Config that are not keys of the file.
 _NOT_GLOBAL_KEYS = ("path", "warnings", "state")

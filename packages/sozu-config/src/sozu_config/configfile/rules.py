@@ -19,10 +19,15 @@ file models here, so that they follow the models.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from functools import cache
 
+from pydantic import ValidationError
+
 from .. import requests as rq
+from ..files import read_regular
 from ..grammar import HostKind, names_cover, parse_hostname_rule
 from ..models import (
     HttpListenerConfig,
@@ -34,8 +39,9 @@ from ..models import (
     TcpListenerConfig,
 )
 from ..state import ConfigState, StateError
-from .errors import Findings
+from .errors import Findings, show, validate_table, validation_reason
 from .models import (
+    AdminFile,
     ClusterFile,
     HttpFrontendFile,
     HttpListenerFile,
@@ -44,9 +50,9 @@ from .models import (
     TcpListenerFile,
 )
 from .named_files import LoadedCertificate, NamedFiles
-from .settings import Config
+from .settings import AdminSettings, Config, is_loopback
 
-__all__ = ["Assembly", "Listener"]
+__all__ = ["MAX_TOKEN_BYTES", "Assembly", "Listener", "read_admin"]
 
 ListenerModel = HttpListenerConfig | HttpsListenerConfig | TcpListenerConfig
 LISTENER_MODELS: dict[ListenerType, type[ListenerModel]] = {
@@ -378,3 +384,58 @@ def tcp_frontend_hints() -> dict[str, str]:
 METRICS_HINTS = {
     "disable_cluster_metrics": "disable_cluster_metrics is a top-level key, not a [metrics] key"
 }
+
+
+# --------------------------------------------------------------------------- [admin]
+
+MAX_TOKEN_BYTES = 4_096  # a bearer token is a line, not a document
+
+
+def read_admin(findings: Findings, files: NamedFiles, value: object) -> AdminSettings:
+    """``[admin]``: its keys, the token read from ``token_file`` (surrounding whitespace
+    stripped), and the rule that an address off the loopback interface needs a token."""
+    if type(value) is not dict:
+        raise findings.error(None, "admin", f"expected a table, found {show(value)}")
+    table = validate_table(findings, AdminFile, value, "admin")
+    token = None
+    if table.token_file is not None:
+        token = _read_token(findings, files, table.token_file)
+    elif not is_loopback(table.address):
+        raise findings.error(
+            "admin",
+            "address",
+            f"{table.address} is not a loopback address: set token_file (a file holding the "
+            "bearer token every request must carry), or listen on 127.0.0.1 or [::1]",
+        )
+    try:
+        return AdminSettings(address=table.address, token=token)
+    except ValidationError as error:
+        reason = validation_reason(error.errors(include_url=False)[0])
+        raise findings.error("admin", None, reason) from None
+
+
+def _read_token(findings: Findings, files: NamedFiles, raw: str) -> str:
+    path = files.config_path(raw)
+    try:
+        data = read_regular(path, MAX_TOKEN_BYTES)
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise findings.error(
+            "admin", "token_file", f"cannot read {path}: {error.strerror or error}"
+        ) from None
+    token = data.decode("ascii", errors="replace").strip()  # U+FFFD is refused below
+    if not token:
+        raise findings.error("admin", "token_file", f"{path} is empty: it must hold the token")
+    if not all("!" <= char <= "~" for char in token):
+        raise findings.error(
+            "admin",
+            "token_file",
+            f"{path} must hold one token of visible ASCII characters (no spaces inside)",
+        )
+    if stat.S_IMODE(mode) & 0o077:
+        findings.warn(
+            "admin",
+            "token_file",
+            f"{path} can be read by other users (mode {stat.S_IMODE(mode):04o}); chmod 600 it",
+        )
+    return token

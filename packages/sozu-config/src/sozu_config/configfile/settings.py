@@ -2,17 +2,52 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from ..addresses import SocketAddress, split_address
 from ..models import Model, Timeout
 from ..state import ConfigState
 
-__all__ = ["DEFAULT_COMMAND_BUFFER_SIZE", "DEFAULT_MAX_COMMAND_BUFFER_SIZE", "Config"]
+__all__ = [
+    "DEFAULT_COMMAND_BUFFER_SIZE",
+    "DEFAULT_MAX_COMMAND_BUFFER_SIZE",
+    "AdminSettings",
+    "Config",
+    "is_loopback",
+]
 
 # --------------------------------------------------------------------------- the settings
+
+
+def is_loopback(address: str) -> bool:
+    """Whether the socket address ``address`` (normal form) is on the loopback interface."""
+    host, _ = split_address(address)
+    return ipaddress.ip_address(host.partition("%")[0]).is_loopback
+
+
+class AdminSettings(Model):
+    """``[admin]``: the read-only HTTP admin endpoint of the main process (metrics, health,
+    JSON views). Invariant: an address off the loopback interface has a ``token``."""
+
+    address: SocketAddress
+    """Where the endpoint listens (``127.0.0.1:9180``)."""
+    token: Annotated[str, Field(min_length=1)] | None = Field(default=None, repr=False)
+    """The bearer token every request must carry (read from ``token_file``; ``None``: no
+    token is asked for, which only a loopback address allows)."""
+
+    @model_validator(mode="after")
+    def _guarded(self) -> AdminSettings:
+        if self.token is None and not is_loopback(self.address):
+            raise ValueError(
+                f"the admin endpoint on {self.address} (not a loopback address) needs "
+                "token_file: anyone who reaches it would read the metrics and the state"
+            )
+        return self
+
 
 DEFAULT_COMMAND_BUFFER_SIZE = 1_000_000  # sōzu's default
 # sōzu: 2 MB. A state file line or a query answer for thousands of certificates needs more.
@@ -104,6 +139,8 @@ class Config(Model):
     is created with mode 0640)."""
     audit_logs_json_target: Path | None = None
     """The same audit trail as JSON lines."""
+    admin: AdminSettings | None = None
+    """The HTTP admin endpoint (``None``: off)."""
     warnings: tuple[str, ...] = ()
     """Non-fatal findings (ignored key, expired certificate, implicit listener, …), each
     located like a :class:`ConfigError`."""

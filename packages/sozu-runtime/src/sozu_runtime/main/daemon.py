@@ -22,6 +22,8 @@ Where each job of the main process lives:
   :mod:`.resume` — the new main process taking over.
 * :mod:`.signals` — the signals; :mod:`.systemd` — ``sd_notify``; :mod:`.audit` — the
   audit logs; :mod:`.replies` — building answers (every failure in one place).
+* :mod:`sozu_runtime.admin` — the HTTP admin endpoint (``[admin]``), which asks its questions
+  through :meth:`Daemon.handle` and :meth:`Daemon.status`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import os
 import socket
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sozu_config import requests as rq
 from sozu_config.config import Config
@@ -71,6 +73,9 @@ from .startup import (
 from .systemd import notify
 from .upgrade import MainUpgrade, upgrade_worker, upgrade_workers_logged, upgraded_answer
 from .validation import RuntimeCheckError, check_request
+
+if TYPE_CHECKING:
+    from ..admin import AdminServer
 
 log = logging.getLogger("sozu.main")
 
@@ -126,6 +131,11 @@ class Daemon:
             lock=self.execution.lock,
             started_at=self.started_at,
         )
+        self.admin: AdminServer | None = None
+        if config.admin is not None:
+            from ..admin import AdminServer  # aiohttp is loaded only when the endpoint is on
+
+            self.admin = AdminServer(config.admin, self, expected_workers=config.worker_count)
 
     # ------------------------------------------------------------------ start and stop
 
@@ -150,6 +160,9 @@ class Daemon:
             raise StartupError(
                 f"{config.path}: cannot listen on {refused.address}: {refused.error.strerror}"
             ) from None
+        admin_refused = await self._start_admin()
+        if admin_refused:
+            raise StartupError(f"{config.path}: [admin] {admin_refused}")
         await serve_commands(self.commands, config)
         starts = [self.pool.start() for _ in range(config.worker_count)]
         for handle in await asyncio.gather(*starts):
@@ -201,8 +214,23 @@ class Daemon:
         # clients who lost their subscription in the switch learn why when they come back
         self.events.replay(upgraded)
         self.pool.collect_gone()
+        refused = await self._start_admin()  # the previous code's socket closed with the exec
+        if refused:
+            log.error("%s; the admin endpoint is off", refused)
         if data.get("then_workers"):
             self.spawn(upgrade_workers_logged(self.pool))
+
+    async def _start_admin(self) -> str:
+        """Start the admin endpoint when there is one: why it cannot listen, or ``""``."""
+        if self.admin is None:
+            return ""
+        from ..admin import AdminListenError
+
+        try:
+            await self.admin.start()
+        except AdminListenError as error:
+            return str(error)
+        return ""
 
     def install_signal_handlers(self) -> None:
         """nginx's, HAProxy's and systemd's conventions (see :mod:`.signals`)."""
@@ -224,6 +252,8 @@ class Daemon:
         notify(f"STOPPING=1\nSTATUS=stopping ({'hard' if hard else 'soft'})")
         self.emit(Event(kind=EventKind.STOP_REQUESTED, message="hard" if hard else "soft"))
         await self.pool.shutdown(hard=hard)
+        if self.admin is not None:
+            await self.admin.stop()
         self.sockets.close()
         self.commands.close()
         self.audit.close()
@@ -257,6 +287,10 @@ class Daemon:
     async def handle(self, request: rq.Request) -> Response:
         """Answer one request (the same entry for the command socket and internal callers)."""
         return await self.execution.handle(request)
+
+    async def status(self, timeout: float) -> Response:
+        """The answer to ``status``, each worker given ``timeout`` seconds to answer."""
+        return await self.execution.status(timeout)
 
     async def reload(self, path: str | None) -> Response:
         return await self.execution.reload(path)

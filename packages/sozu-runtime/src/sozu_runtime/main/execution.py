@@ -90,7 +90,7 @@ class Execution:
             return await self.execute(request)
         match request:
             case rq.Status():
-                return await self._status()
+                return await self.status()
             case rq.ListWorkers():
                 return ok(content=WorkersContent(workers=self.pool.infos(), main=self._main_info()))
             case rq.QueryState():
@@ -222,8 +222,10 @@ class Execution:
 
     # ------------------------------------------------------------------ queries
 
-    async def _status(self) -> Response:
-        results = await self.pool.fanout(rq.Status())
+    async def status(self, timeout: float | None = None) -> Response:
+        """The answer to ``status``: each worker has ``timeout`` seconds to answer (default:
+        ``worker_timeout``)."""
+        results = await self.pool.fanout(rq.Status(), timeout=timeout)
         answered = {w.id: r.ok for w, r in results}
         infos = []
         for info in self.pool.infos():

@@ -170,7 +170,14 @@ class Handshake:
         if context is not None:
             kwargs = {"ssl": context, "ssl_handshake_timeout": listener.request_timeout}
         try:
-            await proxy.loop.connect_accepted_socket(lambda: self.protocol, self.sock, **kwargs)
+            transport, _ = await proxy.loop.connect_accepted_socket(
+                lambda: self.protocol, self.sock, **kwargs
+            )
+            if context is not None:
+                ssl_object = transport.get_extra_info("ssl_object")
+                version = (ssl_object.version() if ssl_object is not None else None) or "unknown"
+                handshakes = proxy.metrics.tls_handshakes
+                handshakes[version] = handshakes.get(version, 0) + 1
         except asyncio.CancelledError:
             self.sock.close()  # a no-op when the event loop closed it already
             raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import monotonic_ns
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import h1
@@ -76,8 +77,6 @@ class Client(Protocol):
 
     def start_tunnel(self) -> None: ...
 
-    def log_access(self, status: int, message: str) -> None: ...
-
     def close(self) -> None: ...
 
     def abort(self) -> None: ...
@@ -100,7 +99,6 @@ class BackendServices(Protocol):
     write_buffer_limit: int
     metrics: Metrics
     stopping: bool
-    access_logs: bool
 
 
 class BackendConnection(asyncio.BufferedProtocol):
@@ -116,6 +114,7 @@ class BackendConnection(asyncio.BufferedProtocol):
         "buf",
         "chunks",
         "closed",
+        "connect_ns",
         "eof",
         "head_done",
         "interim",
@@ -146,6 +145,7 @@ class BackendConnection(asyncio.BufferedProtocol):
         self.eof = False  # the backend ended its side (matters in a tunnel)
         self.reused = False
         self.closed = False  # the connection is closed (or closing): never reused
+        self.connect_ns = 0  # how long opening it took
         self._client_paused = False
 
     def connection_made(self, transport: Any) -> None:
@@ -160,6 +160,7 @@ class BackendConnection(asyncio.BufferedProtocol):
         self.received = False
         self.interim = 0
         self.transport.write(request)
+        session.exchange.back_out += len(request)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         session = self.session
@@ -190,9 +191,14 @@ class BackendConnection(asyncio.BufferedProtocol):
             # an idle pooled connection must not speak: drop it
             self.close()
             return
-        self.received = True
+        exchange = session.exchange
+        if not self.received:
+            self.received = True
+            exchange.t_first = monotonic_ns()
+        exchange.back_in += len(data)
         if session.phase == TUNNEL:
             session.transport.write(data)
+            exchange.bytes_out += len(data)
             session.deadline = self.services.clock() + session.listener.back_timeout
             return
         if not self.head_done:
@@ -232,15 +238,14 @@ class BackendConnection(asyncio.BufferedProtocol):
         extra = listener.forwarding.response_fields(
             exchange.request_id, exchange.set_cookie, hsts, closing, exchange.version
         )
-        services.metrics.count_status(status)
-        if services.access_logs:
-            session.log_access(status, "")
+        exchange.status = status
         if received <= SMALL_BODY:  # one buffer, one write
             if cut_start:
                 out = b"".join((data[:line], extra, data[line:cut_start], data[cut_end:]))
             else:
                 out = b"".join((data[:line], extra, data[line:]))
             session.transport.write(out)
+            exchange.bytes_out += len(out)
         else:  # a large first part of the body is written as is, not copied into the head
             head_end = end + 4
             if cut_start:
@@ -248,6 +253,7 @@ class BackendConnection(asyncio.BufferedProtocol):
             else:
                 head = b"".join((data[:line], extra, data[line:head_end]))
             session.transport.writelines((head, memoryview(data)[head_end:]))
+            exchange.bytes_out += len(head) + received
         self.keep_alive = keep_alive
         if received == length:
             exchange.response_started = True
@@ -285,6 +291,7 @@ class BackendConnection(asyncio.BufferedProtocol):
                     session.response_failed(502, "too many interim (1xx) responses")
                     return
                 session.transport.write(head.raw)
+                session.exchange.bytes_out += len(head.raw)
                 start += head.length
                 if start == len(data):
                     return
@@ -319,9 +326,9 @@ class BackendConnection(asyncio.BufferedProtocol):
         self.keep_alive = head.keep_alive and kind not in (BODY_CLOSE, BODY_TUNNEL)
         session.response_head_started()
         out_head = self._client_head(session, head, kind)
-        self.services.metrics.count_status(status)
-        if self.services.access_logs:
-            session.log_access(status, "")
+        exchange = session.exchange
+        exchange.status = status
+        exchange.bytes_out += len(out_head) + len(rest)  # (less what a final cut leaves out)
         transport = session.transport
         if kind == BODY_TUNNEL:
             transport.writelines((out_head, rest)) if rest else transport.write(out_head)
@@ -330,6 +337,7 @@ class BackendConnection(asyncio.BufferedProtocol):
             return
         if kind == BODY_NONE:
             transport.write(out_head)
+            exchange.bytes_out -= len(rest)
             self._done(session, rest)
             return
         if kind == BODY_LENGTH:
@@ -339,6 +347,7 @@ class BackendConnection(asyncio.BufferedProtocol):
                 self.remaining -= len(rest)
                 return
             body, extra = rest[: self.remaining], rest[self.remaining :]
+            exchange.bytes_out -= len(extra)
             transport.writelines((out_head, body))
             self._done(session, extra)
             return
@@ -348,6 +357,7 @@ class BackendConnection(asyncio.BufferedProtocol):
                 transport.writelines((out_head, rest)) if rest else transport.write(out_head)
                 return
             transport.writelines((out_head, rest[:end]))
+            exchange.bytes_out -= len(rest) - end
             self._done(session, rest[end:])
             return
         # close-delimited: everything until the backend closes
@@ -367,15 +377,18 @@ class BackendConnection(asyncio.BufferedProtocol):
 
     def _forward(self, session: Client, data: bytes) -> None:
         transport = session.transport
+        exchange = session.exchange
         session.deadline = self.services.clock() + session.listener.back_timeout
         kind = self.body
         if kind == BODY_LENGTH:
             remaining = self.remaining
             if len(data) < remaining:
                 transport.write(data)
+                exchange.bytes_out += len(data)
                 self.remaining = remaining - len(data)
                 return
             transport.write(data[:remaining] if len(data) > remaining else data)
+            exchange.bytes_out += remaining
             self._done(session, data[remaining:])
             return
         if kind == BODY_CHUNKED:
@@ -389,12 +402,15 @@ class BackendConnection(asyncio.BufferedProtocol):
                 return
             if end < 0:
                 transport.write(data)
+                exchange.bytes_out += len(data)
                 return
             transport.write(data[:end])
+            exchange.bytes_out += end
             self.chunks = None
             self._done(session, data[end:])
             return
         transport.write(data)  # close-delimited
+        exchange.bytes_out += len(data)
 
     def _done(self, session: Client, extra: bytes | memoryview) -> None:
         """The answer is complete: back to the pool (or closed), the session goes on."""

@@ -25,6 +25,8 @@ from typing import Final
 from sozu_config.grammar import parse_port, split_host_port, unbracket
 from sozu_config.models import LoadBalancingAlgorithm, LoadMetric
 
+from .metrics import Counters
+
 __all__ = [
     "CONNECTIONS",
     "CONNECTION_TIME",
@@ -149,6 +151,7 @@ class Backend:
         "port",
         "removed",
         "retry_at",
+        "stats",
         "sticky_id",
         "weight",
     )
@@ -167,6 +170,7 @@ class Backend:
     failures: int
     retry_at: float
     removed: bool
+    stats: Counters
     current_weight: int
     _rng: random.Random
 
@@ -195,6 +199,7 @@ class Backend:
         self.weight = weight
         self.backup = backup
         self.sticky_id = backend_id if sticky_id is None else sticky_id
+        self.stats = Counters()
         self.active_connections = 0
         self.active_requests = 0
         self.connect_time = 0.0
@@ -390,6 +395,7 @@ class Cluster:
             self._backends.append(fresh)
         else:
             existing.removed = True
+            fresh.stats = existing.stats  # the same backend, at a new address
             self._backends[self._backends.index(existing)] = fresh
         self._by_id[backend_id] = fresh
         return fresh

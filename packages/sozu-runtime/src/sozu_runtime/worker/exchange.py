@@ -79,11 +79,25 @@ class Exchange:
       can be sent again (None once part of the body went out).
     * ``response_started``: a byte of the answer reached the client, so a failure from now
       on cuts the connection instead of answering.
+    * What the metrics and the access log need (cleared by
+      :meth:`.http.FrontendSession.end_exchange`, which runs before :meth:`reset`):
+      ``backend`` (the backend that carried the request, None before one did), ``status``
+      (of the answer, 0 until its head), the clock (``monotonic_ns``) at each phase:
+      ``t_start`` (the request's first byte; 0 when no request began), ``t_sent`` (the
+      request handed to a backend), ``t_first`` (the answer's first byte); ``connect_ns``
+      (time spent opening backend connections); bytes from and to the client (``bytes_in``,
+      ``bytes_out``) and the backend (``back_in``, ``back_out``).
     """
 
     __slots__ = (
         "attempts",
+        "back_in",
+        "back_out",
+        "backend",
+        "bytes_in",
+        "bytes_out",
         "cluster",
+        "connect_ns",
         "fast_raw",
         "head",
         "method",
@@ -92,7 +106,11 @@ class Exchange:
         "response_started",
         "route",
         "set_cookie",
+        "status",
         "sticky",
+        "t_first",
+        "t_sent",
+        "t_start",
         "tried",
         "upgrade",
         "version",
@@ -102,6 +120,11 @@ class Exchange:
         self.request_id = b""
         self.tried: list[Backend] = []
         self.reset()
+        # the figures of the metrics, cleared by FrontendSession.end_exchange (not by reset)
+        self.backend: Backend | None = None
+        self.status = 0
+        self.t_start = self.t_sent = self.t_first = self.connect_ns = 0
+        self.bytes_in = self.bytes_out = self.back_in = self.back_out = 0
 
     def reset(self) -> None:
         """Forget the exchange (the one place per-request state is cleared): called when its

@@ -61,11 +61,13 @@ CLOSING       an answer given by the proxy, or the connection ends   front_timeo
 from __future__ import annotations
 
 import asyncio
+from time import monotonic_ns, time_ns
 from typing import TYPE_CHECKING, Any, Final
 
 from sozu_config.grammar import folded_names_cover, parse_authority
 
 from . import h1
+from .access_log import AccessEntry
 from .exchange import (
     CLOSING,
     CONNECTING,
@@ -76,10 +78,10 @@ from .exchange import (
     TUNNEL,
     WAITING,
     Exchange,
-    access_line,
 )
 from .h1 import BODY_LENGTH, BODY_NONE, HttpError
 from .headers import with_hsts
+from .metrics import FOLD_AT, Counters, Sample
 from .special import redirect_location, special_answer
 
 if TYPE_CHECKING:
@@ -120,6 +122,7 @@ class FrontendSession(asyncio.Protocol):
         "proxy",
         "proxy_header",
         "remaining",
+        "session_id",
         "sni_checked",
         "sni_names",
         "started",
@@ -140,6 +143,7 @@ class FrontendSession(asyncio.Protocol):
         self.deadline = 0.0
         self.deadline_status = 0
         self.started = 0.0  # when the connection was made
+        self.session_id = ""  # the connection's id in access logs (given with the first entry)
         self.sni_names: tuple[str, ...] | None = None
         self.sni_checked = b""  # the last Host found covered by the served certificate
         # the cluster whose per-IP slot this connection holds (max_connections_per_ip)
@@ -190,6 +194,9 @@ class FrontendSession(asyncio.Protocol):
         if self.ip_slot is not None:
             self.proxy.admission.release_ip_slot(self.ip_slot.cluster_id, self.peer_ip)
             self.ip_slot = None
+        exchange = self.exchange
+        if exchange.t_start or exchange.bytes_in or exchange.bytes_out:
+            self.end_exchange("cut" if exchange.status else "")
         self.proxy.session_closed(self)
 
     def pause_writing(self) -> None:
@@ -230,6 +237,7 @@ class FrontendSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
+        self.exchange.bytes_in += len(data)
         if phase == IDLE and not self.pending:
             end = data.find(b"\r\n\r\n")
             if end + 4 == len(data):
@@ -238,6 +246,7 @@ class FrontendSession(asyncio.Protocol):
                     return
         if phase == TUNNEL:
             self.backend.transport.write(data)  # type: ignore[union-attr]
+            self.exchange.back_out += len(data)
             self.deadline = self.proxy.clock() + self.listener.front_timeout
             return
         if phase == REQUEST_BODY:
@@ -299,10 +308,9 @@ class FrontendSession(asyncio.Protocol):
         if backend is None:
             return False
         # from here on the request is this path's (the exchange was reset by the last answer)
-        proxy.metrics.requests += 1
-        cluster.requests += 1
-        rid = proxy.next_request_id()
         exchange = self.exchange
+        exchange.t_start = monotonic_ns()
+        rid = proxy.next_request_id()
         exchange.request_id = rid
         exchange.fast_raw = data
         exchange.method = method
@@ -326,8 +334,10 @@ class FrontendSession(asyncio.Protocol):
             pool.connect(backend, self, request, True, listener.connect_timeout)
             return True
         self.backend = connection
+        exchange.backend = backend
         backend.active_requests += 1
         connection.send_request(request, self)
+        exchange.t_sent = exchange.t_start  # handed over at once (buckets start at 10 µs)
         self.phase = WAITING
         self.deadline = now + listener.back_timeout
         self.deadline_status = 504
@@ -335,6 +345,8 @@ class FrontendSession(asyncio.Protocol):
 
     def _read_head(self, data: bytes) -> None:
         listener = self.listener
+        if not self.exchange.t_start:
+            self.exchange.t_start = monotonic_ns()
         try:
             head = h1.parse_request_head(data, listener.max_head)
         except HttpError as error:
@@ -356,7 +368,6 @@ class FrontendSession(asyncio.Protocol):
     def _start(self, head: h1.RequestHead, rest: bytes) -> None:
         listener = self.listener
         proxy = self.proxy
-        proxy.metrics.requests += 1
         exchange = self.exchange
         exchange.begin(proxy.next_request_id(), head)
         self.keep_alive = head.keep_alive
@@ -391,7 +402,6 @@ class FrontendSession(asyncio.Protocol):
         if self.ip_slot is not cluster and not self._hold_ip_slot(cluster):
             self.answer(429, message="too many connections from this address to this cluster")
             return
-        cluster.requests += 1
         if cluster.sticky_session:
             exchange.sticky = listener.forwarding.sticky_id(head)
         framed = self._frame_body(head, rest)
@@ -510,6 +520,7 @@ class FrontendSession(asyncio.Protocol):
 
     def _attach(self, connection: BackendConnection) -> None:
         self.backend = connection
+        self.exchange.backend = connection.backend
         connection.backend.active_requests += 1
 
     def connected(self, connection: BackendConnection, request: bytes, complete: bool) -> None:
@@ -517,6 +528,7 @@ class FrontendSession(asyncio.Protocol):
         if self._closed or self.phase != CONNECTING:
             connection.release_or_close(reusable=True)
             return
+        self.exchange.connect_ns += connection.connect_ns
         self._attach(connection)
         connection.send_request(request, self)
         if complete:
@@ -541,6 +553,7 @@ class FrontendSession(asyncio.Protocol):
         if exchange.attempts >= CONNECT_ATTEMPTS or exchange.replay is None:
             self.answer(503, message="could not connect to a backend")
             return
+        backend.stats.retries += 1
         self._send(exchange.replay, True)
 
     def retry_after_reset(self, connection: BackendConnection) -> bool:
@@ -552,12 +565,14 @@ class FrontendSession(asyncio.Protocol):
         self.backend = None
         self.phase = CONNECTING
         backend = connection.backend
+        backend.stats.retries += 1
         exchange.attempts += 1
         backend.active_connections += 1
         self.proxy.pool.connect(backend, self, exchange.replay, True, self.listener.connect_timeout)
         return True
 
     def _request_sent(self) -> None:
+        self.exchange.t_sent = monotonic_ns()
         self.phase = WAITING
         self.deadline = self.proxy.clock() + self.listener.back_timeout
         self.deadline_status = 504
@@ -570,11 +585,13 @@ class FrontendSession(asyncio.Protocol):
         if self.remaining > 0:
             if len(data) <= self.remaining:
                 backend.transport.write(data)
+                self.exchange.back_out += len(data)
                 self.remaining -= len(data)
                 if self.remaining == 0:
                     self._request_sent()
                 return
             backend.transport.write(data[: self.remaining])
+            self.exchange.back_out += self.remaining
             self.pending = data[self.remaining :]
             self.remaining = 0
             self._request_sent()
@@ -588,8 +605,10 @@ class FrontendSession(asyncio.Protocol):
             return
         if end < 0:
             backend.transport.write(data)
+            self.exchange.back_out += len(data)
             return
         backend.transport.write(data[:end])
+        self.exchange.back_out += end
         self.pending = data[end:]
         self.chunks = None
         self.remaining = 0
@@ -605,6 +624,7 @@ class FrontendSession(asyncio.Protocol):
     def response_done(self) -> None:
         """The backend's answer was forwarded completely: the exchange ends."""
         self.backend = None
+        self.end_exchange()
         self.exchange.reset()
         if self.phase == REQUEST_BODY or not self.keep_alive or self.proxy.stopping:
             # answered before the request was complete (e.g. an early 413), or closing
@@ -634,22 +654,106 @@ class FrontendSession(asyncio.Protocol):
         self.deadline_status = -1
         if self.pending and self.backend is not None:
             self.backend.transport.write(self.pending)
+            self.exchange.back_out += len(self.pending)
             self.pending = b""
 
-    def log_access(self, status: int, message: str) -> None:
-        """Write the access-log line of the current exchange (access logs on)."""
-        backend = self.backend
-        proxy = self.proxy
-        proxy.access_log(
-            access_line(
-                self.exchange,
-                self.peer_ip,
-                backend.backend.backend_id if backend is not None else "-",
-                status,
-                message,
-                (proxy.loop.time() - self.started) * 1000,
+    # ----------------------------------------------------------------- the end of an exchange
+
+    def end_exchange(self, message: str = "", own: bool = False) -> None:
+        """The exchange ends (answered, or cut): its figures go to the metrics of its backend
+        (else its cluster, else the worker), its entry to the access log. ``own``: the proxy
+        wrote the answer itself; ``message``: why."""
+        exchange = self.exchange
+        status = exchange.status
+        if status and exchange.t_start and self.proxy.metrics.enabled:
+            now = monotonic_ns()
+            t_sent = exchange.t_sent
+            t_first = exchange.t_first
+            total = now - exchange.t_start
+            backend = exchange.backend
+            stats = backend.stats if backend is not None else self._stats_without_backend()
+            samples = stats.samples
+            samples.append(
+                (
+                    status,
+                    total,
+                    # the service time: the waits for the backend (connecting, answering) left out
+                    total - exchange.connect_ns - ((t_first or now) - t_sent if t_sent else 0),
+                    t_first - t_sent,  # (<= 0 when no backend answered: not counted)
+                    exchange.bytes_in,
+                    exchange.bytes_out,
+                    exchange.back_in,
+                    exchange.back_out,
+                )
             )
-        )
+            if len(samples) >= FOLD_AT:
+                stats.fold()
+            if own:
+                answers = stats.answers
+                answers[status] = answers.get(status, 0) + 1
+            if self.proxy.access_logs:
+                self.proxy.access_log(self._access_entry(samples[-1], message))
+        elif exchange.bytes_in or exchange.bytes_out:  # bytes of no request (or no answer)
+            own_stats = self.proxy.metrics.own
+            own_stats.bytes_in += exchange.bytes_in
+            own_stats.bytes_out += exchange.bytes_out
+            own_stats.back_bytes_in += exchange.back_in
+            own_stats.back_bytes_out += exchange.back_out
+        exchange.backend = None
+        exchange.status = exchange.t_start = exchange.t_sent = exchange.t_first = 0
+        exchange.connect_ns = 0
+        exchange.bytes_in = exchange.bytes_out = exchange.back_in = exchange.back_out = 0
+
+    def _stats_without_backend(self) -> Counters:
+        """Where an exchange no backend carried counts: its cluster's own figures, else the
+        worker's."""
+        cluster = self.exchange.cluster
+        return cluster.stats if cluster is not None else self.proxy.metrics.own
+
+    def _access_entry(self, sample: Sample, message: str) -> AccessEntry:
+        exchange = self.exchange
+        _, total, service, response = sample[:4]
+        entry = AccessEntry()
+        entry.time_ns = time_ns()
+        if not self.session_id:  # named when its first entry is written
+            self.session_id = self.proxy.next_request_id().decode()
+        entry.session_id = self.session_id
+        entry.request_id = exchange.request_id.decode()
+        cluster = exchange.cluster
+        entry.cluster_id = cluster.cluster_id if cluster is not None else ""
+        backend = exchange.backend
+        if backend is not None:
+            entry.backend_id = backend.backend_id
+            entry.backend_address = backend.address
+        entry.client_address = self.peer_ip
+        entry.client_port = self.peer_port
+        entry.protocol = "HTTPS" if self.listener.tls else "HTTP"
+        head = exchange.request_head()
+        if head is not None:
+            entry.method = head.method.decode("latin-1")
+            entry.authority = head.host.decode("latin-1")
+            entry.path = head.target.decode("latin-1")
+            entry.user_agent = next(
+                (v for n, v in head.headers if n.lower() == b"user-agent"), b""
+            ).decode("latin-1")
+        entry.status = exchange.status
+        entry.message = message
+        entry.request_time_us = total // 1000
+        entry.service_time_us = max(service, 0) // 1000
+        entry.response_time_us = response // 1000 if response > 0 else -1
+        entry.bytes_in = exchange.bytes_in
+        entry.bytes_out = exchange.bytes_out
+        transport = self.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is not None:
+            entry.tls_version = ssl_object.version() or ""
+            cipher = ssl_object.cipher()
+            entry.tls_cipher = cipher[0] if cipher else ""
+            entry.tls_sni = getattr(ssl_object, "server_hostname", None) or ""
+        route = exchange.route
+        if route is not None and route.tags:
+            entry.tags = dict(route.tags)
+        return entry
 
     # ----------------------------------------------------------------- answering directly
 
@@ -657,7 +761,6 @@ class FrontendSession(asyncio.Protocol):
         """Send a default (or custom) answer and close the connection."""
         listener = self.listener
         proxy = self.proxy
-        proxy.metrics.count_status(status)
         backend = self.backend
         if backend is not None:
             self.backend = None
@@ -697,12 +800,15 @@ class FrontendSession(asyncio.Protocol):
         self.phase = CLOSING
         self.deadline = proxy.loop.time() + listener.front_timeout
         self.deadline_status = -1
-        if proxy.access_logs:
-            self.log_access(status, message)
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
+            exchange.bytes_out += len(data)
             transport.close()
+        if not exchange.t_start:  # answered before a request began (a timeout)
+            exchange.t_start = monotonic_ns()
+        exchange.status = status
+        self.end_exchange(message, own=True)
 
     def hsts(self) -> tuple[bytes, bool]:
         """(Strict-Transport-Security line or b"", replace the backend's) for the current

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import monotonic_ns
 from typing import Final, Protocol
 
 from sozu_config.responses import Event, EventKind
@@ -120,6 +121,7 @@ class BackendPool:
     ) -> None:
         loop = self.loop
         start = loop.time()
+        started = monotonic_ns()
         try:
             async with asyncio.timeout(timeout):
                 _, connection = await loop.create_connection(
@@ -131,6 +133,10 @@ class BackendPool:
             self._failed(backend, str(error) or "connection timed out")
             session.connect_failed(backend)
             return
+        elapsed = connection.connect_ns = monotonic_ns() - started
+        stats = backend.stats
+        stats.connections_opened += 1
+        stats.connect_time.observe(elapsed)
         now = loop.time()
         if backend.connect_succeeded(now, now - start):
             self._emit(
@@ -147,7 +153,7 @@ class BackendPool:
     def _failed(self, backend: Backend, reason: str) -> None:
         """A connection to ``backend`` could not be opened."""
         backend.active_connections -= 1
-        self.services.metrics.backend_connect_errors += 1
+        backend.stats.connect_errors += 1
         if backend.connect_failed(self.loop.time()):
             self._emit(
                 Event(

@@ -17,7 +17,7 @@ import resource
 import signal
 import socket
 import sys
-from typing import Any, assert_never
+from typing import assert_never
 
 from pydantic import ValidationError
 
@@ -217,33 +217,9 @@ class WorkerProcess:
         self._answer(message_id, ResponseStatus.OK)
 
     def _metrics(self, proxy: Proxy, request: rq.QueryMetrics) -> MetricsContent:
-        if not proxy.metrics.enabled:
+        if not proxy.metrics.enabled or request.list:
             return MetricsContent()  # disabled metrics are not reported
-        return MetricsContent(
-            proxying=proxy.metrics.snapshot(), clusters=self._cluster_metrics(request)
-        )
-
-    def _cluster_metrics(self, request: rq.QueryMetrics) -> dict[str, dict[str, Any]]:
-        assert self.proxy is not None
-        wanted = set(request.cluster_ids)
-        out: dict[str, dict[str, Any]] = {}
-        for cluster_id, cluster in self.proxy.clusters.items():
-            if wanted and cluster_id not in wanted:
-                continue
-            out[cluster_id] = {
-                "requests": cluster.requests,
-                "backends": {
-                    b.backend_id: {
-                        "address": b.address,
-                        "active_connections": b.active_connections,
-                        "active_requests": b.active_requests,
-                        "failures": b.failures,
-                        "down": b.is_down,
-                    }
-                    for b in cluster.balancer.backends()
-                },
-            }
-        return out
+        return proxy.metrics_content(request)
 
     async def _control(self, request_id: str, control: Control, fds: list[int]) -> None:
         match control:

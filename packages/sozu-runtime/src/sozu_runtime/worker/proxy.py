@@ -17,18 +17,20 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import assert_never
+from typing import Any, assert_never
 
 from sozu_config import requests as rq
+from sozu_config.metrics import filter_names
 from sozu_config.models import (
     FrontendKey,
     HttpFrontend,
     TcpListenerConfig,
 )
-from sozu_config.responses import Event, EventKind
+from sozu_config.responses import Event, EventKind, MetricsContent
 from sozu_config.state import ConfigState
 
 from .accepting import Handshake
+from .access_log import AccessEntry
 from .admission import Admission, Connection
 from .http import FrontendSession
 from .listeners import HttpListener, Listener, TcpListener
@@ -121,21 +123,45 @@ class Proxy:
     # ------------------------------------------------------------------ metrics
 
     def configure_metrics(self, configuration: str) -> None:
-        """``enabled``, ``disabled`` or ``clear``. Counting itself never stops (an integer add);
-        disabled metrics are not reported, and enabling them again starts from zero."""
+        """``enabled``, ``disabled`` or ``clear``. Disabled metrics record no exchange and are
+        not reported; enabling them again starts from zero."""
         metrics = self.metrics
         if configuration == "clear" or (configuration == "enabled" and not metrics.enabled):
             metrics.clear()
-            for cluster in self.clusters.values():
-                cluster.requests = 0
         if configuration != "clear":
             metrics.enabled = configuration == "enabled"
+
+    def metrics_content(self, request: rq.QueryMetrics) -> MetricsContent:
+        """This worker's answer to ``query_metrics``: its proxy-wide figures and, unless
+        ``no_clusters``, its clusters and backends (filtered as the request says)."""
+        live = {cluster_id: c.balancer.backends() for cluster_id, c in self.clusters.items()}
+        every = list(self.metrics.cluster_snapshots(live))
+        gauges = {
+            "client.connections": len(self.sessions),
+            "tcp.active_sessions": sum(isinstance(s, TcpSession) for s in self.sessions),
+        }
+        names = request.metric_names
+        proxying = self.metrics.proxy_snapshot((scope for _, scope, _ in every), gauges)
+        clusters: dict[str, dict[str, Any]] = {}
+        wanted_clusters, wanted_backends = set(request.cluster_ids), set(request.backend_ids)
+        for cluster_id, scope, backends in () if request.no_clusters else every:
+            if wanted_clusters and cluster_id not in wanted_clusters:
+                continue
+            if wanted_backends:
+                backends = {i: v for i, v in backends.items() if i in wanted_backends}
+                if not backends:
+                    continue
+            clusters[cluster_id] = {
+                "cluster": filter_names(scope, names),
+                "backends": {i: filter_names(v, names) for i, v in backends.items()},
+            }
+        return MetricsContent(proxying=filter_names(proxying, names), clusters=clusters)
 
     # ------------------------------------------------------------------ sessions
 
     def session_opened(self, session: Connection) -> None:
         """A session's transport is up (counted from its handshake when it had one)."""
-        self.metrics.connections += 1
+        self.metrics.accepted += 1
         if self.handshakes:
             handshake = self.handshakes.pop(session, None)
             if handshake is not None:
@@ -170,8 +196,19 @@ class Proxy:
 
     # ------------------------------------------------------------------ access logs
 
-    def access_log(self, line: str) -> None:
-        access.info(line)
+    def access_log(self, entry: AccessEntry) -> None:
+        access.info(
+            "%s %s %s %s %s %s%s %s %.1fms",
+            entry.request_id or "-",
+            entry.cluster_id or "-",
+            entry.backend_id or "-",
+            entry.client_address or "-",
+            entry.method or "-",
+            entry.authority,
+            entry.path,
+            entry.status,
+            entry.request_time_us / 1000,
+        )
 
     # ------------------------------------------------------------------ sweeping
 
@@ -183,6 +220,7 @@ class Proxy:
             session.check_deadline(now)
         self.admission.sweep(now, idle=not self.sessions and not self.pool.connections)
         self.pool.sweep(now)
+        self.metrics.fold()
 
     # ------------------------------------------------------------------ applying requests
 
@@ -271,7 +309,8 @@ class Proxy:
         runtime = self.clusters.get(config.cluster_id)
         limit, retry_after = self.max_connections_per_ip, self.retry_after
         if runtime is None:
-            self.clusters[config.cluster_id] = ClusterRuntime(config, limit, retry_after)
+            runtime = self.clusters[config.cluster_id] = ClusterRuntime(config, limit, retry_after)
+            runtime.stats = self.metrics.cluster(config.cluster_id)
         else:
             runtime.configure(config, limit, retry_after)
         for listener in self.listeners.values():
@@ -296,8 +335,11 @@ class Proxy:
                 listener.cluster = None
         runtime = self.clusters.pop(cluster_id, None)
         if runtime is not None:
+            # its figures go to the worker's own; its remaining connections count there
+            runtime.stats = self.metrics.retire_cluster(cluster_id)
             for backend in runtime.balancer.backends():
                 runtime.balancer.remove_backend(backend.backend_id)
+                backend.stats = runtime.stats
                 self.pool.detach(backend)
 
     # frontends
@@ -345,13 +387,14 @@ class Proxy:
         previous = next(
             (b for b in cluster.balancer.backends() if b.backend_id == config.backend_id), None
         )
-        cluster.balancer.upsert_backend(
+        backend = cluster.balancer.upsert_backend(
             config.backend_id,
             config.address,
             weight=config.weight,
             backup=config.backup,
             sticky_id=config.sticky_id,
         )
+        backend.stats = self.metrics.backend(config.cluster_id, config.backend_id)
         if previous is not None and previous.removed:  # the address changed
             self.pool.detach(previous)
 
@@ -361,6 +404,8 @@ class Proxy:
             return
         backend = cluster.balancer.remove_backend(request.backend_id)
         if backend is not None:
+            # its figures go to the cluster's own; its remaining connections count there
+            backend.stats = self.metrics.retire_backend(request.cluster_id, request.backend_id)
             self.pool.detach(backend)
 
     # certificates

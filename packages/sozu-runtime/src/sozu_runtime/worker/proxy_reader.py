@@ -63,7 +63,7 @@ class PendingConnection:
             parsed = parse(data)
         except ProxyProtocolError as error:
             log.debug("closing a connection with an invalid PROXY header: %s", error)
-            self.listener.proxy.metrics.frontend_parse_errors += 1
+            self.listener.proxy.metrics.proxy_protocol_errors += 1
             self.close()
             return
         try:

@@ -21,6 +21,7 @@ from sozu_config.models import (
 )
 
 from . import balancing
+from .metrics import Counters
 
 __all__ = ["ClusterRuntime", "Route", "check_basic_auth", "hsts_line"]
 
@@ -41,8 +42,8 @@ class ClusterRuntime:
         "https_redirect_port",
         "per_ip_limit",
         "proxy_protocol",
-        "requests",
         "retry_after",
+        "stats",
         "sticky_session",
         "www_authenticate",
     )
@@ -50,7 +51,7 @@ class ClusterRuntime:
     def __init__(self, config: Cluster, per_ip_limit: int = 0, retry_after: int = 60) -> None:
         self.cluster_id = config.cluster_id
         self.balancer = balancing.Cluster(config.cluster_id)
-        self.requests = 0
+        self.stats = Counters()  # the cluster's own figures (see metrics.Metrics.cluster)
         self.configure(config, per_ip_limit, retry_after)
 
     def configure(self, config: Cluster, per_ip_limit: int = 0, retry_after: int = 60) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .accepting import AcceptServices
+from .access_log import AccessEntry
 from .admission import Admission, Connection
 from .backend import BackendServices
 from .metrics import Metrics
@@ -57,6 +58,6 @@ class ProxyServices(BackendServices, AcceptServices, Protocol):
         """``cluster`` has no backend to offer (reported as an event)."""
         ...
 
-    def access_log(self, line: str) -> None:
-        """Write an access-log line (called only when :attr:`access_logs` is on)."""
+    def access_log(self, entry: AccessEntry) -> None:
+        """Write an access-log entry (called only when :attr:`access_logs` is on)."""
         ...

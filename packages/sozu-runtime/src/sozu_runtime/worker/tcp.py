@@ -12,10 +12,12 @@ as is.
 from __future__ import annotations
 
 import asyncio
+from time import monotonic_ns, time_ns
 from typing import TYPE_CHECKING, Any
 
 from sozu_config.models import ProxyProtocolConfig
 
+from .access_log import AccessEntry
 from .proxy_protocol import build_v2
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ class TcpSession(asyncio.Protocol):
         "backend",
         "client_eof",
         "deadline",
+        "down",
         "ip_slot",
         "listener",
         "paused",
@@ -43,8 +46,10 @@ class TcpSession(asyncio.Protocol):
         "peer_port",
         "pending",
         "proxy_header",
+        "started",
         "transport",
         "tried",
+        "up",
     )
 
     def __init__(self, listener: TcpListener) -> None:
@@ -61,9 +66,12 @@ class TcpSession(asyncio.Protocol):
         self.deadline = 0.0
         self.ip_slot = ""  # the cluster whose per-IP slot this connection holds
         self._closed = False
+        self.up = self.down = 0  # bytes from the client, from the backend
+        self.started = 0
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.started = monotonic_ns()
         listener = self.listener
         proxy = listener.proxy
         if not self.peer_ip:
@@ -71,7 +79,6 @@ class TcpSession(asyncio.Protocol):
             if peer:
                 self.peer_ip, self.peer_port = peer[0], peer[1]
         proxy.session_opened(self)
-        proxy.metrics.tcp_connections += 1
         self.deadline = proxy.loop.time() + listener.connect_timeout * CONNECT_ATTEMPTS + 1
         cluster = listener.cluster
         if cluster is not None and cluster.per_ip_limit:
@@ -109,13 +116,17 @@ class TcpSession(asyncio.Protocol):
                 )
         except (OSError, TimeoutError):
             backend.active_connections -= 1
-            proxy.metrics.backend_connect_errors += 1
+            backend.stats.connect_errors += 1
             backend.connect_failed(loop.time())
             if not self._closed:
                 self._connect()
             return
         now = loop.time()
         backend.connect_succeeded(now, now - start)
+        stats = backend.stats
+        stats.tcp_sessions += 1
+        stats.connections_opened += 1
+        stats.connect_time.observe(int((now - start) * 1e9))
         if self._closed:
             connection.transport.close()
             return
@@ -146,6 +157,7 @@ class TcpSession(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        self.up += len(data)
         backend = self.backend
         if backend is None:
             self.pending.append(data)
@@ -182,8 +194,39 @@ class TcpSession(asyncio.Protocol):
             proxy.admission.release_ip_slot(self.ip_slot, self.peer_ip)
             self.ip_slot = ""
         proxy.session_closed(self)
-        if self.backend is not None:
-            self.backend.transport.close()
+        backend = self.backend
+        if backend is not None:
+            backend.transport.close()
+        self._record(proxy)
+
+    def _record(self, proxy: Any) -> None:
+        """The session ended: its bytes go to the metrics of its backend (else of the worker),
+        its entry to the access log."""
+        backend = self.backend
+        stats = backend.backend.stats if backend is not None else proxy.metrics.own
+        stats.bytes_in += self.up
+        stats.bytes_out += self.down
+        if backend is not None:
+            stats.back_bytes_out += self.up
+            stats.back_bytes_in += self.down
+        if not proxy.access_logs:
+            return
+        entry = AccessEntry()
+        entry.time_ns = time_ns()
+        entry.session_id = proxy.next_request_id().decode()
+        cluster = self.listener.cluster
+        entry.cluster_id = cluster.cluster_id if cluster is not None else ""
+        if backend is not None:
+            entry.backend_id = backend.backend.backend_id
+            entry.backend_address = backend.backend.address
+        entry.client_address = self.peer_ip
+        entry.client_port = self.peer_port
+        entry.protocol = "TCP"
+        entry.request_time_us = (monotonic_ns() - self.started) // 1000
+        entry.service_time_us = entry.request_time_us
+        entry.bytes_in = self.up
+        entry.bytes_out = self.down
+        proxy.access_log(entry)
 
     def check_deadline(self, now: float) -> None:
         self.transport.abort()
@@ -213,6 +256,7 @@ class TcpBackend(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         session = self.session
+        session.down += nbytes
         session.transport.write(session.listener.proxy.reads.take(nbytes))
         session.touch()
 
