@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sozu_config.metrics import CATALOGUE, Kind, Scope
+from sozu_config.metrics import CATALOGUE, Kind, Scope, prometheus_name
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "examples" / "grafana-dashboard.json"
 SERIES_LABELS = {"cluster_id", "backend_id", "worker", "le"}
@@ -20,20 +20,29 @@ SERIES_LABELS = {"cluster_id", "backend_id", "worker", "le"}
 
 
 def exposed_names() -> dict[str, str]:
-    """Every name Prometheus sees (``sozu_`` + the catalogue name with ``.`` → ``_``;
-    counters end in ``_total``; histograms are in seconds: ``_seconds`` then ``_bucket``,
-    ``_sum``, ``_count``), mapped to the catalogue name."""
+    """Every sample name Prometheus sees, mapped to the catalogue name: the family name
+    (:func:`~sozu_config.metrics.prometheus_name`), or for a histogram its ``_bucket``,
+    ``_sum`` and ``_count``."""
     names: dict[str, str] = {}
     for name, info in CATALOGUE.items():
-        base = "sozu_" + name.replace(".", "_")
-        if info.kind in (Kind.COUNTER, Kind.LABELLED):
-            names[base + "_total"] = name
-        elif info.kind is Kind.HISTOGRAM:
+        family = prometheus_name(name, info.kind)
+        if info.kind is Kind.HISTOGRAM:
             for suffix in ("_bucket", "_sum", "_count"):
-                names[base + "_seconds" + suffix] = name
+                names[family + suffix] = name
         else:
-            names[base] = name
+            names[family] = name
     return names
+
+
+def test_the_naming_rule_is_the_one_shown_to_users() -> None:
+    names = exposed_names()
+    for shown in (
+        "sozu_http_requests_total",
+        "sozu_http_status_total",
+        "sozu_request_time_seconds_bucket",
+        "sozu_client_connections",
+    ):
+        assert shown in names
 
 
 @pytest.fixture(scope="module")

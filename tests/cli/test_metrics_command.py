@@ -6,17 +6,21 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import select
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_harness import sozu
-from support.daemon import DaemonProcess
+from cli_harness import base_config, sozu
+from support.backends import Answer, HttpBackend, Received
+from support.clients import get
+from support.daemon import DaemonProcess, free_port
 
 from sozu_cli.commands.queries import metrics_get, metrics_request
 from sozu_cli.main import build_parser
@@ -191,10 +195,55 @@ def test_bash_completion_offers_the_metric_names() -> None:
 # --------------------------------------------------------------------------- a real daemon
 
 
+def answer(request: Received) -> Answer:
+    return Answer(status=503 if request.target == "/fail" else 200, body=b"ok")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A daemon whose cluster ``app`` answered three 200s and a 503 (from its backend)."""
+    with HttpBackend("app-1", answer) as backend:
+        port = free_port()
+        with DaemonProcess(tmp_path, base_config(port, backend.port)) as daemon:
+            daemon.start()
+            for target in ("/", "/", "/", "/fail"):
+                get(port, target, host="app.example.com")
+            yield "-c", str(daemon.config_path)
+
+
+def test_the_tables_of_a_daemon_that_served(served: tuple[str, str]) -> None:
+    result = sozu(*served, "metrics")
+    assert result.code == 0, result
+    lines = result.out.splitlines()
+    for title in ("proxy", "proxy: times", "cluster app", "cluster app: times"):
+        assert title in lines, result
+    assert "backend app/app-1" in lines
+    status = [line.split(None, 1)[1] for line in lines if line.startswith("http.status ")]
+    assert status and all(re.fullmatch(r"200=\d+, 503=\d+ \(2xx=\d+, 5xx=\d+\)", s) for s in status)
+    times = [line.split() for line in lines if line.startswith("request_time ")]
+    assert times and all(len(row) == 7 for row in times)  # name, count, 4 percentiles, max
+
+
+def test_the_filters_reach_the_daemon(served: tuple[str, str]) -> None:
+    only = sozu(*served, "metrics", "get", "-k", "app", "-b", "app-1", "-n", "http.requests")
+    assert only.code == 0, only
+    narrowed = sozu(*served, "--json", "metrics", "get", "-k", "app", "-b", "app-1",
+                    "-n", "http.requests").json()  # fmt: skip
+    assert set(narrowed["clusters"]) == {"app"}
+    assert set(narrowed["clusters"]["app"]["backends"]) == {"app-1"}
+    assert set(narrowed["proxying"]) <= {"http.requests"}
+    assert set(narrowed["clusters"]["app"]["cluster"]) <= {"http.requests"}
+    assert sozu(*served, "metrics", "get", "-k", "nothing", "--json").json()["clusters"] == {}
+    proxy_only = sozu(*served, "metrics", "get", "--no-clusters", "-w", "--json").json()
+    assert proxy_only["clusters"] == {}
+    assert proxy_only["proxying"]
+    assert len(proxy_only["workers"]) == 1
+
+
 @pytest.fixture
 def quiet(daemon: DaemonProcess) -> Iterator[tuple[str, str]]:
-    """The daemon with its metrics disabled: the workers then report nothing, so what is
-    checked is the command's own output, whatever the workers count."""
+    """The daemon with its metrics disabled: the workers report nothing, the main process's
+    figures remain."""
     where = ("-c", str(daemon.config_path))
     assert sozu(*where, "metrics", "disable").code == 0
     yield where
@@ -220,6 +269,7 @@ def test_json_text_and_the_bare_group(quiet: tuple[str, str]) -> None:
     assert bare.code == 0, bare
     assert bare.out.splitlines()[0] == "main process"
     assert "configuration.backends" in bare.out
+    assert "no worker metrics (none matched, or metrics are disabled)" in bare.out
     assert sozu("--json", *quiet, "metrics").json()["type"] == "metrics"
 
     only = sozu(*quiet, "metrics", "get", "-n", "state.version", "--json").json()

@@ -13,13 +13,17 @@ import signal
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_harness import sozu
-from support.daemon import DaemonProcess
+from cli_harness import base_config, sozu
+from support.backends import HttpBackend
+from support.clients import get
+from support.daemon import DaemonProcess, free_port
 
 from sozu_cli.commands.top import quit_pressed
 from sozu_cli.top import (
@@ -87,14 +91,16 @@ def test_scope_row_reads_gauges_and_the_backend_state() -> None:
         "http.status": {"200": 15, "503": 5},
         "backend.connections": 3,
         "http.active_requests": 2,
-        "down": True,
+        "backend.down": 2,  # the number of workers that see the backend down
     }
-    row = scope_row("web-1", before, after, 4.0, depth=1)
+    row = scope_row("web-1", before, after, 4.0, depth=1, workers=2)
     assert row.requests_per_second == 5.0
     assert row.error_share == 0.5  # 5 of the 10 answers since the last sample
     assert (row.backend_connections, row.active_requests, row.state) == (3, 2, "down")
-    assert scope_row("web-1", {}, {"down": False}, 1.0).state == "up"
-    assert scope_row("web-1", {}, {}, 1.0).state == "-"  # no health information
+    assert scope_row("web-1", {}, after, 1.0, depth=1, workers=3).state == "down 2/3"
+    assert scope_row("web-1", {}, {"backend.down": 0}, 1.0, depth=1, workers=2).state == "up"
+    assert scope_row("web-1", {}, {}, 1.0, depth=1).state == "-"  # no health information
+    assert scope_row("web", {}, after, 1.0).state == "-"  # a cluster has no state
     first = scope_row("web", None, after, 0.0)
     assert first.requests_per_second is None and first.error_share is None
 
@@ -113,7 +119,7 @@ def test_uptime_text() -> None:
 def metrics(requests: int, errors: int, *, down: bool | None = None) -> MetricsContent:
     backend: dict[str, Any] = {"http.requests": requests, "backend.connections": 2}
     if down is not None:
-        backend["down"] = down
+        backend["backend.down"] = 2 if down else 0
     scope = {"http.requests": requests, "http.status": {"200": requests - errors, "500": errors}}
     return MetricsContent(
         main={"workers": 2, "state.version": 12},
@@ -191,9 +197,8 @@ def test_quit_pressed_reads_q_without_waiting_for_the_deadline() -> None:
 
 @pytest.fixture
 def where(daemon: DaemonProcess) -> Iterator[tuple[str, str]]:
-    """The daemon with its metrics disabled: the workers then report nothing, so what is
-    checked is the view itself (its frames, its clusters from the state, its keys), whatever
-    the workers count."""
+    """The daemon with its metrics disabled: the workers report nothing, and the view still
+    lists the clusters and backends of the routing state."""
     arguments = ("-c", str(daemon.config_path))
     assert sozu(*arguments, "metrics", "disable").code == 0
     yield arguments
@@ -219,7 +224,43 @@ def test_frames_in_a_pipe_stop_after_count(where: tuple[str, str]) -> None:
     assert [row["name"] for row in frames[1]["rows"]] == ["app", "app-1"]
 
 
-def test_unreachable_daemon_exits_3(tmp_path: Any) -> None:
+def test_rates_follow_the_traffic_between_frames(tmp_path: Path) -> None:
+    stop_sending = threading.Event()
+
+    def send(port: int) -> None:
+        deadline = time.monotonic() + 30
+        while not stop_sending.is_set() and time.monotonic() < deadline:
+            get(port, "/", host="app.example.com")
+            time.sleep(0.01)
+
+    with HttpBackend("app-1") as backend:
+        port = free_port()
+        with DaemonProcess(tmp_path, base_config(port, backend.port)) as daemon:
+            daemon.start()
+            sender = threading.Thread(target=send, args=(port,), daemon=True)
+            sender.start()
+            try:
+                result = sozu(
+                    "-c", daemon.config_path, "top", "--count", "3", "--interval", "0.5",
+                    "--json", timeout=60,
+                )  # fmt: skip
+            finally:
+                stop_sending.set()
+                sender.join(35)
+    assert result.code == 0, result
+    frames = [json.loads(line) for line in result.out.splitlines()]
+    assert len(frames) == 3
+    assert frames[0]["rows"][0]["requests_per_second"] is None  # no interval yet
+    for frame in frames[1:]:
+        cluster, backend_row = frame["rows"]
+        assert (cluster["name"], backend_row["name"]) == ("app", "app-1")
+        assert cluster["requests_per_second"] > 0
+        assert cluster["p50_us"] is not None and cluster["p50_us"] <= cluster["p99_us"]
+        assert backend_row["state"] == "up"
+        assert frame["total"]["requests_per_second"] > 0
+
+
+def test_unreachable_daemon_exits_3(tmp_path: Path) -> None:
     result = sozu("--socket", tmp_path / "nothing.sock", "top", "--count", "1")
     assert result.code == 3
     assert "Traceback" not in result.err

@@ -157,11 +157,15 @@ def interval_percentile(
 # --------------------------------------------------------------------------- rows
 
 
-def _state(scope: Mapping[str, Any]) -> str:
-    down = scope.get("down")
-    if isinstance(down, bool):
-        return "down" if down else "up"
-    return "-"
+def _state(scope: Mapping[str, Any], workers: int) -> str:
+    """A backend's state from ``backend.down`` (the number of workers that see it down):
+    ``up``, ``down``, or ``down 1/3`` when only some workers do; ``-`` when unknown."""
+    down = scope.get("backend.down")
+    if not isinstance(down, int) or isinstance(down, bool):
+        return "-"
+    if down == 0:
+        return "up"
+    return "down" if workers <= 0 or down >= workers else f"down {down}/{workers}"
 
 
 def _gauge(scope: Mapping[str, Any], name: str) -> int | None:
@@ -175,15 +179,17 @@ def scope_row(
     after: Mapping[str, Any],
     elapsed: float,
     depth: int = 0,
+    workers: int = 0,
 ) -> Row:
     """The row of one scope from its snapshots at two samples ``elapsed`` seconds apart
-    (``before`` None: the first sample)."""
+    (``before`` None: the first sample). A backend's (``depth`` 1) state reads its
+    ``backend.down`` against the number of ``workers``."""
     earlier = before or {}
     has_earlier = before is not None
     return Row(
         name=name,
         depth=depth,
-        state=_state(after),
+        state=_state(after, workers) if depth else "-",
         requests_per_second=counter_rate(
             earlier.get("http.requests", 0) if has_earlier else None,
             after.get("http.requests", 0),
@@ -212,6 +218,7 @@ def _cluster_rows(
     current: MetricsContent,
     elapsed: float,
     layout: Mapping[str, Sequence[str]],
+    workers: int,
 ) -> list[Row]:
     """A row per cluster followed by a row per backend; a scope missing from the earlier
     sample counts from zero (it just appeared)."""
@@ -224,7 +231,7 @@ def _cluster_rows(
         for backend_id in backend_ids:
             earlier = None if then is None else then.get("backends", {}).get(backend_id, {})
             later = now.get("backends", {}).get(backend_id, {})
-            rows.append(scope_row(backend_id, earlier, later, elapsed, depth=1))
+            rows.append(scope_row(backend_id, earlier, later, elapsed, 1, workers))
     return rows
 
 
@@ -252,13 +259,14 @@ def build_frame(
             infos.append((str(info.id), str(info.pid), info.run_state.value))
             running += info.run_state is RunState.RUNNING
     version = after.main.get("state.version")
+    total = len(infos) if workers is not None else int(after.main.get("workers", 0))
     return Frame(
         uptime_seconds=uptime,
         workers_running=running,
-        workers_total=len(infos) if workers is not None else int(after.main.get("workers", 0)),
+        workers_total=total,
         state_version=version if isinstance(version, int) else None,
         total=scope_row("all", before.proxying if before else None, after.proxying, elapsed),
-        rows=_cluster_rows(before, after, elapsed, _layout(after, known or {})),
+        rows=_cluster_rows(before, after, elapsed, _layout(after, known or {}), total),
         workers=infos,
         client_connections=_gauge(after.proxying, "client.connections"),
     )
