@@ -260,6 +260,32 @@ def test_rates_follow_the_traffic_between_frames(tmp_path: Path) -> None:
         assert frame["total"]["requests_per_second"] > 0
 
 
+def test_a_daemon_gone_after_the_first_frame_is_reported_in_the_next(tmp_path: Path) -> None:
+    with DaemonProcess(tmp_path, base_config(free_port())) as daemon:
+        daemon.start()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sozu_cli.main", "-c", str(daemon.config_path), "top",
+             "--count", "3", "--interval", "0.3", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            first = json.loads(process.stdout.readline())
+            assert first["problem"] == ""
+            daemon.stop()
+            out, _ = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    assert process.returncode == 0
+    later = [json.loads(line) for line in out.decode().splitlines()]
+    assert len(later) == 2
+    assert all(frame["problem"] for frame in later)  # the previous figures, and why
+    assert later[-1]["rows"] == first["rows"]
+
+
 def test_unreachable_daemon_exits_3(tmp_path: Path) -> None:
     result = sozu("--socket", tmp_path / "nothing.sock", "top", "--count", "1")
     assert result.code == 3

@@ -165,7 +165,7 @@ def metrics_get(ctx: Context) -> int:
             else:
                 output.heading(dt.datetime.now().strftime("%H:%M:%S"))
                 render_metrics(output, content)
-            due += interval
+            due = max(due + interval, time.monotonic())  # late: at once, no burst
             time.sleep(max(0.0, due - time.monotonic()))
     except KeyboardInterrupt:
         return 0

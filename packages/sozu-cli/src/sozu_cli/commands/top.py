@@ -203,7 +203,7 @@ def top(ctx: Context) -> int:
             shown += 1
             if count is not None and shown >= count:
                 return 0
-            due += interval
+            due = max(due + interval, time.monotonic())  # late: at once, no burst
             time.sleep(max(0.0, due - time.monotonic()))
     except KeyboardInterrupt:
         return 0
