@@ -9,6 +9,7 @@ add --help')``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -34,8 +35,12 @@ __all__ = [
     "pem_file",
     "port",
     "positive",
+    "seconds",
     "template_file",
 ]
+
+SHORTEST_INTERVAL = 0.1
+"""The shortest refresh interval (seconds) of the commands that repeat a query."""
 
 Handler = Callable[[Any], int]
 """What a leaf command runs: takes the :class:`~sozu_cli.context.Context`, returns the exit
@@ -115,6 +120,17 @@ def positive(text: str) -> int:
     value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def seconds(text: str) -> float:
+    """An interval in seconds (``0.5``, ``2``), at least :data:`SHORTEST_INTERVAL`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < SHORTEST_INTERVAL:
+        raise argparse.ArgumentTypeError(f"{text} must be at least {SHORTEST_INTERVAL} seconds")
     return value
 
 

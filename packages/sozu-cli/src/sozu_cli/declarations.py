@@ -98,7 +98,8 @@ class Arg:
     dest: str | None = None
     default: Any = UNSET
     const: Any = UNSET
-    completer: Completer | None = None
+    completer: Completer | tuple[str, ...] | None = None
+    """How a shell completes the value: a :class:`Completer`, or the words it may be."""
 
     def add_to(self, container: argparse._ActionsContainer) -> argparse.Action:
         """Add this argument to a parser or a group of one."""
@@ -141,7 +142,8 @@ Argument = Arg | OneOf
 
 @dataclass(frozen=True)
 class Command:
-    """A command: a leaf runs ``handler``; a group has ``subcommands`` (and no handler)."""
+    """A command: a leaf runs ``handler``; a group has ``subcommands``, and when it also has a
+    ``handler`` that handler runs when no subcommand is given (``sozu metrics``)."""
 
     name: str
     help: str
@@ -200,6 +202,8 @@ def add_commands(
             command.extend(parser)
         if command.subcommands:
             children = parser.add_subparsers(
-                dest=command.dest or f"{command.name}_command", required=True, metavar="COMMAND"
+                dest=command.dest or f"{command.name}_command",
+                required=command.handler is None,
+                metavar="COMMAND",
             )
             add_commands(children, command.subcommands, global_options)

@@ -8,6 +8,7 @@ per command group, each beside the handlers it names:
 * :mod:`.listeners` — ``listener``;
 * :mod:`.certificates` — ``certificate``;
 * :mod:`.queries` — ``query`` and ``metrics``;
+* :mod:`.top` — ``top``, the live view;
 * :mod:`.configuration` — ``config check``.
 
 Each module has ``COMMANDS``, its table; every leaf names its ``handler``, a function of the
@@ -17,7 +18,16 @@ Each module has ``COMMANDS``, its table; every leaf names its ``handler``, a fun
 from __future__ import annotations
 
 from ..declarations import Command
-from . import certificates, clusters, configuration, daemon, frontends, listeners, queries
+from . import (
+    certificates,
+    clusters,
+    configuration,
+    daemon,
+    frontends,
+    listeners,
+    queries,
+    top,
+)
 
 __all__ = ["COMMANDS"]
 
@@ -28,6 +38,7 @@ COMMANDS: tuple[Command, ...] = (
     *listeners.COMMANDS,
     *certificates.COMMANDS,
     *queries.COMMANDS,
+    *top.COMMANDS,
     *configuration.COMMANDS,
 )
 """The subcommands of ``sozu`` that talk to the daemon or read its files, in help order."""

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import argparse
+import datetime as dt
+import time
 from typing import Any
 
 from sozu_config import (
@@ -12,10 +14,13 @@ from sozu_config import (
     QueryMetrics,
     QueryState,
 )
+from sozu_config.metrics import CATALOGUE
 from sozu_config.responses import MetricsContent, StateContent, WorkersContent
 
+from ..arguments import seconds
 from ..context import Context, content_of
 from ..declarations import Arg, Command
+from ..metrics_view import render_metrics
 from . import certificates, clusters
 from .daemon import show_processes
 
@@ -117,27 +122,53 @@ def query_state(ctx: Context) -> int:
 # --------------------------------------------------------------------------- metrics
 
 
-def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
-        for key in sorted(value, key=str):
-            yield from _flatten(f"{prefix}.{key}" if prefix else str(key), value[key])
-    else:
-        yield prefix, value
+def metric_name(text: str) -> str:
+    """A metric of the catalogue."""
+    if text not in CATALOGUE:
+        raise argparse.ArgumentTypeError(
+            f"no metric named {text!r} ('sozu metrics get --list' names them)"
+        )
+    return text
+
+
+def metrics_request(args: argparse.Namespace) -> QueryMetrics:
+    """The query of ``metrics get`` (a bare ``sozu metrics`` has none of its options)."""
+    return QueryMetrics(
+        list=bool(getattr(args, "list", False)),
+        cluster_ids=getattr(args, "clusters", None) or [],
+        backend_ids=getattr(args, "backends", None) or [],
+        metric_names=getattr(args, "names", None) or [],
+        workers=bool(getattr(args, "workers", False)),
+        no_clusters=bool(getattr(args, "no_clusters", False)),
+    )
 
 
 def metrics_get(ctx: Context) -> int:
-    args = ctx.args
-    response = ctx.send(QueryMetrics(cluster_ids=args.clusters or [], workers=args.workers))
-
-    def render(content: Any) -> None:
-        metrics = content_of(response, MetricsContent)
-        rows = list(_flatten("main", metrics.main))
-        rows += list(_flatten("proxying", metrics.proxying))
-        rows += list(_flatten("clusters", metrics.clusters))
-        rows += list(_flatten("workers", metrics.workers))
-        ctx.output.table(["METRIC", "VALUE"], rows)
-
-    return ctx.finish(response, render)
+    """The metrics once, or every ``--refresh`` seconds until Ctrl-C (which exits 0)."""
+    request = metrics_request(ctx.args)
+    interval: float | None = getattr(ctx.args, "refresh", None)
+    if interval is None:
+        response = ctx.send(request)
+        return ctx.finish(
+            response, lambda _: render_metrics(ctx.output, content_of(response, MetricsContent))
+        )
+    output = ctx.output
+    due = time.monotonic()
+    try:
+        while True:
+            response = ctx.send(request)
+            if not response.ok:
+                return ctx.finish(response)
+            content = content_of(response, MetricsContent)
+            if output.json_mode:
+                output.json(content, compact=True)  # one document per line
+            else:
+                output.heading(dt.datetime.now().strftime("%H:%M:%S"))
+                render_metrics(output, content)
+            due = max(due + interval, time.monotonic())  # late: at once, no burst
+            time.sleep(max(0.0, due - time.monotonic()))
+    except KeyboardInterrupt:
+        return 0
 
 
 def _configure(configuration: str) -> Any:
@@ -159,8 +190,30 @@ def query_workers(ctx: Context) -> int:
 # --------------------------------------------------------------------------- commands
 
 _METRICS_OPTIONS = (
+    Arg(("-l", "--list"), action="store_true", help="only the names of the metrics"),
+    Arg(
+        ("-n", "--names"),
+        nargs="+",
+        metavar="NAME",
+        type=metric_name,
+        completer=tuple(sorted(CATALOGUE)),
+        help="only these metrics (see --list)",
+    ),
     Arg(("-k", "--clusters"), nargs="+", metavar="CLUSTER", help="only these clusters"),
+    Arg(
+        ("-b", "--backends"),
+        nargs="+",
+        metavar="BACKEND",
+        help="only these backends (by id, in any cluster)",
+    ),
+    Arg(("--no-clusters",), action="store_true", help="the proxy-wide metrics only"),
     Arg(("-w", "--workers"), action="store_true", help="also each worker's own numbers"),
+    Arg(
+        ("-r", "--refresh"),
+        metavar="SECONDS",
+        type=seconds,
+        help="show them again every SECONDS until Ctrl-C (with --json: one document a line)",
+    ),
 )
 
 _METRICS_SWITCHES = {
@@ -227,13 +280,27 @@ QUERY = Command(
 METRICS = Command(
     "metrics",
     help="read, enable, disable or clear the workers' metrics",
-    examples=["sozu -c config.toml metrics get", "sozu -c config.toml metrics disable"],
+    description="Read, enable, disable or clear the metrics; alone, 'sozu metrics' shows them "
+    "as 'sozu metrics get' does.",
+    examples=[
+        "sozu -c config.toml metrics",
+        "sozu -c config.toml metrics get -k api -n http.requests http.status request_time",
+        "sozu -c config.toml metrics disable",
+    ],
+    handler=metrics_get,
     subcommands=[
         Command(
             "get",
-            help="the workers' counters: requests, connections, answers by status, per cluster",
+            help="the metrics: proxy-wide, per cluster and per backend, and the main process's",
+            description="The metrics: the main process's figures, the workers' totals, then "
+            "each cluster and each of its backends. Counters and gauges as values, counts by "
+            "status code with their classes (2xx=…), times as count, p50, p90, p99, p99.9 and "
+            "max in milliseconds.",
             examples=[
                 "sozu -c config.toml metrics get",
+                "sozu -c config.toml metrics get --list",
+                "sozu -c config.toml metrics get -k api -b api-1 -n request_time http.status",
+                "sozu -c config.toml metrics get --no-clusters -r 2",
                 "sozu -c config.toml metrics get -k api -w --json",
             ],
             args=_METRICS_OPTIONS,
