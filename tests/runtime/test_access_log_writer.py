@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from sozu_runtime.worker.access_log import AccessEntry, AccessLogWriter
+from sozu_runtime.worker.access_log import FLUSH_DELAY, AccessEntry, AccessLogWriter
 from sozu_runtime.worker.proxy import Proxy
 
 ASCII_LINE = re.compile(
@@ -44,7 +44,7 @@ def numbers(text: str) -> list[int]:
     return found
 
 
-def test_lines_reach_the_file_once_the_loop_runs_in_one_write(tmp_path: Path) -> None:
+def test_lines_reach_the_file_after_the_flush_delay_in_one_write(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
 
     async def test() -> None:
@@ -52,11 +52,11 @@ def test_lines_reach_the_file_once_the_loop_runs_in_one_write(tmp_path: Path) ->
         for number in range(100):
             writer.write(entry(number))
         assert path.read_text() == ""  # nothing written while the loop is busy
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_DELAY + 0.02)
         assert numbers(path.read_text()) == list(range(100))
         assert (writer.writes, writer.written, writer.dropped) == (1, 100, 0)
         writer.write(entry(100))
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_DELAY + 0.02)
         assert numbers(path.read_text())[-1] == 100 and writer.writes == 2
         writer.close()
 
@@ -74,7 +74,7 @@ def test_a_large_buffer_is_written_without_waiting_for_the_loop(tmp_path: Path) 
             count += 1
             assert count < 1000
         assert writer.writes == 1 and 4096 <= path.stat().st_size < 4096 + 300
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_DELAY + 0.02)
         assert numbers(path.read_text()) == list(range(count))
         writer.close()
 
@@ -92,7 +92,7 @@ def test_lines_past_the_bound_are_dropped_and_counted(tmp_path: Path) -> None:
             writer.write(entry(number))
         kept = writer.size
         assert 2000 - 250 < kept <= 2000
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_DELAY + 0.02)
         written = numbers(path.read_text())
         assert written == list(range(len(written))) and len(written) < 50
         assert writer.dropped == 50 - len(written) and writer.written == len(written)
@@ -110,12 +110,12 @@ def test_reopen_after_a_rename_writes_to_the_new_file(tmp_path: Path) -> None:
     async def test() -> None:
         writer = AccessLogWriter(f"file://{path}", "ascii", "WRK-07")
         writer.write(entry(1))
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_DELAY + 0.02)
         path.rename(rotated)
         writer.write(entry(2))  # buffered before the rotation: belongs to the old file
         writer.reopen()
         writer.write(entry(3))
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_DELAY + 0.02)
         assert numbers(rotated.read_text()) == [1, 2]
         assert numbers(path.read_text()) == [3]
         writer.close()
@@ -132,7 +132,7 @@ def test_close_writes_what_waits_and_later_lines_are_dropped(tmp_path: Path) -> 
         writer.close()
         assert numbers(path.read_text()) == [1]
         writer.write(entry(2))
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_DELAY + 0.02)
         assert numbers(path.read_text()) == [1] and writer.dropped == 1
 
     run(test)
@@ -145,7 +145,7 @@ def test_json_lines_are_one_object_each_without_prefix(tmp_path: Path) -> None:
         writer = AccessLogWriter(f"file://{path}", "json", "WRK-02")
         for number in range(3):
             writer.write(entry(number))
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_DELAY + 0.02)
         objects = [json.loads(line) for line in path.read_text().splitlines()]
         assert [o["path"] for o in objects] == ["/n0", "/n1", "/n2"]
         assert all(o["worker"] == "WRK-02" and o["time"].endswith("Z") for o in objects)
@@ -171,7 +171,7 @@ def test_udp_target_gets_one_datagram_per_line() -> None:
             writer = AccessLogWriter(f"udp://127.0.0.1:{port}", "ascii", "WRK-07")
             for number in range(5):
                 writer.write(entry(number))
-            await asyncio.sleep(0)
+            await asyncio.sleep(FLUSH_DELAY + 0.02)
             writer.close()
 
         run(test)
@@ -196,7 +196,7 @@ def test_tcp_target_keeps_whole_lines_when_the_collector_is_slow() -> None:
                 f"tcp://127.0.0.1:{port}", "ascii", "WRK-07", max_buffered=16_384
             )
             writer.write(entry(0))
-            await asyncio.sleep(0)
+            await asyncio.sleep(FLUSH_DELAY + 0.02)
             collector, _ = await loop.sock_accept(server)
             collector.setblocking(False)
             number = 1
@@ -205,7 +205,7 @@ def test_tcp_target_keeps_whole_lines_when_the_collector_is_slow() -> None:
                 for _ in range(50):
                     writer.write(entry(number))
                     number += 1
-                await asyncio.sleep(0)
+                await asyncio.sleep(FLUSH_DELAY + 0.02)
                 assert writer.sink.pending <= writer.max_buffered
             received = b""
             deadline = loop.time() + 20
@@ -243,7 +243,7 @@ def test_the_proxy_builds_no_writer_when_access_logs_are_off(tmp_path: Path) -> 
         proxy.configure_access_logs(f"file://{path}", "ascii", "WRK-07")
         assert proxy.access_logs
         proxy.access_log(entry(1))
-        await asyncio.sleep(0)
+        await asyncio.sleep(FLUSH_DELAY + 0.02)
         (first,) = path.read_text().splitlines()
         assert numbers(first) == [1]
         assert re.match(r"^\S+Z \d+ \d+ INFO-ACCESS  WRK-07\t", first)
@@ -265,9 +265,9 @@ def test_tcp_target_connects_again_after_the_collector_went_away() -> None:
 
         async def test() -> None:
             loop = asyncio.get_running_loop()
-            writer = AccessLogWriter(f"tcp://127.0.0.1:{port}", "ascii", "WRK-07")
+            writer = AccessLogWriter(f"tcp://127.0.0.1:{port}", "ascii", "WRK-07", flush_delay=0)
             writer.write(entry(0))
-            await asyncio.sleep(0)
+            await asyncio.sleep(FLUSH_DELAY + 0.02)
             first, _ = await loop.sock_accept(server)
             assert numbers((await loop.sock_recv(first, 65536)).decode()) == [0]
             first.setsockopt(

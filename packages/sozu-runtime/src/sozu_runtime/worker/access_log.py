@@ -10,10 +10,10 @@ Two forms (``access_logs_format``):
   (:func:`format_json`).
 
 :class:`AccessLogWriter` keeps the data path free of I/O: an entry is formatted and appended
-to an in-memory buffer, and the buffer goes out in one write per event-loop iteration (at
-once when it passes :data:`FLUSH_BYTES`): ``os.write`` on an ``O_APPEND`` descriptor for a
-``file://`` target (the page cache, never an fsync), one datagram per line for ``udp://`` and
-``unix://``, a non-blocking stream for ``tcp://``. Memory is bounded: past
+to an in-memory buffer, and the buffer goes out in one write :data:`FLUSH_DELAY` after its
+first line (at once when it passes :data:`FLUSH_BYTES`): ``os.write`` on an ``O_APPEND``
+descriptor for a ``file://`` target (the page cache, never an fsync), one datagram per line
+for ``udp://`` and ``unix://``, a non-blocking stream for ``tcp://``. Memory is bounded: past
 :data:`MAX_BUFFERED` bytes waiting (lines not yet written, and what a stream could not take),
 new lines are dropped and counted (:attr:`AccessLogWriter.dropped`).
 """
@@ -32,17 +32,20 @@ from ..logs import LineSocket, line_socket
 
 __all__ = [
     "FLUSH_BYTES",
+    "FLUSH_DELAY",
     "MAX_BUFFERED",
     "AccessEntry",
     "AccessLogWriter",
     "ascii_message",
+    "field_value",
     "format_ascii",
     "format_duration",
     "format_json",
     "rfc3339",
 ]
 
-FLUSH_BYTES = 64 * 1024  # a buffer this large is written at once, without waiting for the loop
+FLUSH_BYTES = 64 * 1024  # a buffer this large is written at once, without waiting
+FLUSH_DELAY = 0.05  # seconds a line waits at most before it is written
 MAX_BUFFERED = 1024 * 1024  # bytes waiting to be written; lines beyond are dropped
 RETRY_DELAY = 0.1  # seconds before trying again to send what a stream did not take
 
@@ -201,6 +204,17 @@ def ascii_message(entry: AccessEntry) -> str:
     return line
 
 
+def field_value(head: bytes, name: bytes) -> str:
+    """The value of the first header field ``name`` (lowercase) of a raw request ``head``,
+    "" when it has none."""
+    start = head.lower().find(b"\r\n" + name + b":")
+    if start < 0:
+        return ""
+    start += len(name) + 3
+    end = head.find(b"\r\n", start)
+    return head[start:end].strip().decode("latin-1")
+
+
 def is_error(entry: AccessEntry) -> bool:
     """A 5xx answer the proxy gave itself (it says why, or no backend answered)."""
     return entry.status >= 500 and (bool(entry.message) or entry.response_time_us < 0)
@@ -231,25 +245,39 @@ def format_json(entry: AccessEntry, tag: str) -> str:
     ``tags`` an object, ``worker`` the writer's tag (``WRK-00``).
 
     Written field by field around the C string encoder of :mod:`json`: the same text as
-    ``json.dumps`` of the fields, in less than half the time (this runs per request)."""
+    ``json.dumps`` of the fields, in less than half the time (this runs per request; the
+    quoting is inlined, a call per field costs)."""
+    q = _quote
     response = entry.response_time_us
+    session_id, request_id = entry.session_id, entry.request_id
+    cluster_id, backend_id = entry.cluster_id, entry.backend_id
+    backend_address, client_address = entry.backend_address, entry.client_address
+    protocol, method, authority, path = entry.protocol, entry.method, entry.authority, entry.path
+    user_agent, message = entry.user_agent, entry.message
+    tls_version, tls_cipher, tls_sni = entry.tls_version, entry.tls_cipher, entry.tls_sni
     return (
-        f'{{"time":{_quote(rfc3339(entry.time_ns)) if entry.time_ns else "null"},'
-        f'"session_id":{_text(entry.session_id)},"request_id":{_text(entry.request_id)},'
-        f'"cluster_id":{_text(entry.cluster_id)},"backend_id":{_text(entry.backend_id)},'
-        f'"backend_address":{_text(entry.backend_address)},'
-        f'"client_address":{_text(entry.client_address)},'
-        f'"client_port":{entry.client_port or "null"},"protocol":{_text(entry.protocol)},'
-        f'"method":{_text(entry.method)},"authority":{_text(entry.authority)},'
-        f'"path":{_text(entry.path)},"status":{entry.status or "null"},'
+        f'{{"time":{q(rfc3339(entry.time_ns)) if entry.time_ns else "null"},'
+        f'"session_id":{q(session_id) if session_id else "null"},'
+        f'"request_id":{q(request_id) if request_id else "null"},'
+        f'"cluster_id":{q(cluster_id) if cluster_id else "null"},'
+        f'"backend_id":{q(backend_id) if backend_id else "null"},'
+        f'"backend_address":{q(backend_address) if backend_address else "null"},'
+        f'"client_address":{q(client_address) if client_address else "null"},'
+        f'"client_port":{entry.client_port or "null"},'
+        f'"protocol":{q(protocol) if protocol else "null"},'
+        f'"method":{q(method) if method else "null"},'
+        f'"authority":{q(authority) if authority else "null"},'
+        f'"path":{q(path) if path else "null"},"status":{entry.status or "null"},'
         f'"request_time_us":{entry.request_time_us},'
         f'"service_time_us":{entry.service_time_us},'
         f'"response_time_us":{response if response >= 0 else "null"},'
         f'"bytes_in":{entry.bytes_in},"bytes_out":{entry.bytes_out},'
-        f'"user_agent":{_text(entry.user_agent)},"tls_version":{_text(entry.tls_version)},'
-        f'"tls_cipher":{_text(entry.tls_cipher)},"tls_sni":{_text(entry.tls_sni)},'
+        f'"user_agent":{q(user_agent) if user_agent else "null"},'
+        f'"tls_version":{q(tls_version) if tls_version else "null"},'
+        f'"tls_cipher":{q(tls_cipher) if tls_cipher else "null"},'
+        f'"tls_sni":{q(tls_sni) if tls_sni else "null"},'
         f'"tags":{_ENCODE(entry.tags) if entry.tags else "{}"},'
-        f'"message":{_text(entry.message)},"worker":{_text(tag)}}}'
+        f'"message":{q(message) if message else "null"},"worker":{q(tag) if tag else "null"}}}'
     )
 
 
@@ -406,7 +434,7 @@ class AccessLogWriter:
     """Formats access-log entries and writes them without blocking the event loop.
 
     :meth:`write` formats the entry (``ascii`` or ``json``) and appends the line to a buffer;
-    the buffer is written once per loop iteration (or at once past ``flush_bytes``). Lines
+    the buffer is written ``flush_delay`` after its first line (at once past ``flush_bytes``). Lines
     that would take what waits past ``max_buffered`` (characters buffered, and bytes a stream
     did not take yet) are dropped; ``dropped`` counts them, with the lines a target lost.
     ``written`` counts the lines that went out whole, ``writes`` the system calls that sent
@@ -423,12 +451,14 @@ class AccessLogWriter:
         loop: asyncio.AbstractEventLoop | None = None,
         flush_bytes: int = FLUSH_BYTES,
         max_buffered: int = MAX_BUFFERED,
+        flush_delay: float = FLUSH_DELAY,
     ) -> None:
         self.target = target
         self.format = log_format
         self.tag = tag
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.flush_bytes = flush_bytes
+        self.flush_delay = flush_delay
         self.max_buffered = max_buffered
         self.render: Callable[[AccessEntry], str]
         if log_format == "json":
@@ -452,7 +482,7 @@ class AccessLogWriter:
         return self.sink.written
 
     def write(self, entry: AccessEntry) -> None:
-        """Format ``entry`` and buffer its line (written at the end of this loop iteration)."""
+        """Format ``entry`` and buffer its line (written within ``flush_delay``)."""
         if not entry.time_ns:
             entry.time_ns = time.time_ns()
         self.write_line(self.render(entry))
@@ -469,7 +499,7 @@ class AccessLogWriter:
             self.flush()
         elif not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon(self.flush)
+            self.loop.call_later(self.flush_delay, self.flush)
 
     def flush(self) -> None:
         """Write the buffered lines now (one write for a file or a stream)."""

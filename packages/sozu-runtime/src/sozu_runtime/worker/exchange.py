@@ -66,7 +66,8 @@ class Exchange:
       listener's id header). It stays after :meth:`reset`: it names the connection's last
       exchange until the next one begins.
     * ``head``: the parsed request head, or None when the fast path forwarded the request
-      from ``fast_raw`` without building it (:meth:`request_head` builds it on demand).
+      from ``fast_raw`` without building it (:meth:`request_head` builds it on demand; its
+      host and target are then in ``fast_host`` and ``fast_target``).
     * ``method``, ``version`` (10 or 11), ``upgrade`` (the Upgrade value of a request asking
       for a protocol switch): head facts the answer's framing depends on.
     * ``route``, ``cluster``: where the request goes (None until routed, and for answers
@@ -97,7 +98,9 @@ class Exchange:
         "bytes_out",
         "cluster",
         "connect_ns",
+        "fast_host",
         "fast_raw",
+        "fast_target",
         "head",
         "method",
         "replay",
@@ -118,6 +121,7 @@ class Exchange:
     def __init__(self) -> None:
         self.request_id = b""
         self.tried: list[Backend] = []
+        self.fast_host = self.fast_target = b""
         self.reset()
         # the figures of the metrics, cleared by FrontendSession.end_exchange (not by reset)
         self.backend: Backend | None = None
@@ -129,7 +133,7 @@ class Exchange:
         """Forget the exchange (the one place per-request state is cleared): called when its
         answer is complete, before the connection's next request is read."""
         self.head: h1.RequestHead | None = None
-        self.fast_raw = b""
+        self.fast_raw = b""  # (fast_host and fast_target are read only while it is set)
         self.method = b""
         self.version = 11
         self.upgrade: bytes | None = None

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, Final
 from sozu_config.grammar import folded_names_cover, parse_authority
 
 from . import h1
-from .access_log import AccessEntry
+from .access_log import AccessEntry, field_value
 from .exchange import (
     CLOSING,
     CONNECTING,
@@ -126,6 +126,7 @@ class FrontendSession(asyncio.Protocol):
         "sni_checked",
         "sni_names",
         "started",
+        "tls_facts",
         "transport",
     )
 
@@ -144,6 +145,7 @@ class FrontendSession(asyncio.Protocol):
         self.deadline_status = 0
         self.started = 0.0  # when the connection was made
         self.session_id = ""  # the connection's id in access logs (given with the first entry)
+        self.tls_facts: tuple[str, str, str] | None = None  # for access logs (_tls_facts)
         self.sni_names: tuple[str, ...] | None = None
         self.sni_checked = b""  # the last Host found covered by the served certificate
         # the cluster whose per-IP slot this connection holds (max_connections_per_ip)
@@ -313,6 +315,8 @@ class FrontendSession(asyncio.Protocol):
         rid = proxy.next_request_id()
         exchange.request_id = rid
         exchange.fast_raw = data
+        exchange.fast_host = host
+        exchange.fast_target = target
         exchange.method = method
         exchange.version = version
         exchange.route = route
@@ -704,6 +708,23 @@ class FrontendSession(asyncio.Protocol):
         exchange.connect_ns = 0
         exchange.bytes_in = exchange.bytes_out = exchange.back_in = exchange.back_out = 0
 
+    def _tls_facts(self) -> tuple[str, str, str]:
+        """(TLS version, cipher, name asked for) of this connection, read once."""
+        facts = self.tls_facts
+        if facts is None:
+            transport = self.transport
+            ssl_object = transport.get_extra_info("ssl_object") if transport else None
+            tls = self.listener.tls_runtime
+            if ssl_object is None or tls is None:
+                return ("", "", "")
+            cipher = ssl_object.cipher()
+            facts = self.tls_facts = (
+                ssl_object.version() or "",
+                cipher[0] if cipher else "",
+                tls.requested_name(ssl_object),
+            )
+        return facts
+
     def _stats_without_backend(self) -> Counters:
         """Where an exchange no backend carried counts: its cluster's own figures, else the
         worker's."""
@@ -728,7 +749,7 @@ class FrontendSession(asyncio.Protocol):
         entry.client_address = self.peer_ip
         entry.client_port = self.peer_port
         entry.protocol = "HTTPS" if self.listener.tls else "HTTP"
-        head = exchange.request_head()
+        head = exchange.head
         if head is not None:
             entry.method = head.method.decode("latin-1")
             entry.authority = head.host.decode("latin-1")
@@ -736,6 +757,11 @@ class FrontendSession(asyncio.Protocol):
             entry.user_agent = next(
                 (v for n, v in head.headers if n.lower() == b"user-agent"), b""
             ).decode("latin-1")
+        elif exchange.fast_raw:  # the fast path's request: its facts, without parsing it again
+            entry.method = exchange.method.decode("latin-1")
+            entry.authority = exchange.fast_host.decode("latin-1")
+            entry.path = exchange.fast_target.decode("latin-1")
+            entry.user_agent = field_value(exchange.fast_raw, b"user-agent")
         entry.status = exchange.status
         entry.message = message
         entry.request_time_us = total // 1000
@@ -743,14 +769,8 @@ class FrontendSession(asyncio.Protocol):
         entry.response_time_us = response // 1000 if response > 0 else -1
         entry.bytes_in = exchange.bytes_in
         entry.bytes_out = exchange.bytes_out
-        transport = self.transport
-        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        if ssl_object is not None:
-            entry.tls_version = ssl_object.version() or ""
-            cipher = ssl_object.cipher()
-            entry.tls_cipher = cipher[0] if cipher else ""
-            tls = self.listener.tls_runtime
-            entry.tls_sni = tls.requested_name(ssl_object) if tls is not None else ""
+        if self.listener.tls:
+            entry.tls_version, entry.tls_cipher, entry.tls_sni = self._tls_facts()
         route = exchange.route
         if route is not None and route.tags:
             entry.tags = dict(route.tags)
