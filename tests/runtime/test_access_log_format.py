@@ -305,3 +305,11 @@ def test_any_entry_is_one_line_of_json_that_reads_back(
     }
     assert fields["tags"] == tags
     assert fields["bytes_out"] == numbers[5] and fields["client_port"] == (numbers[0] or None)
+
+
+def test_field_value_reads_a_raw_head() -> None:
+    from sozu_runtime.worker.access_log import field_value
+
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nUSER-AGENT:  curl/8 \r\nX: y\r\n\r\n"
+    assert field_value(head, b"user-agent") == "curl/8"
+    assert field_value(head, b"referer") == ""

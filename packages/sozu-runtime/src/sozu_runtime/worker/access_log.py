@@ -27,8 +27,13 @@ import os
 import time
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as _quote
+from typing import TYPE_CHECKING
 
 from ..logs import LineSocket, line_socket
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+    from .metrics import Sample
 
 __all__ = [
     "FLUSH_BYTES",
@@ -37,6 +42,7 @@ __all__ = [
     "AccessEntry",
     "AccessLogWriter",
     "ascii_message",
+    "exchange_entry",
     "field_value",
     "format_ascii",
     "format_duration",
@@ -213,6 +219,59 @@ def field_value(head: bytes, name: bytes) -> str:
     start += len(name) + 3
     end = head.find(b"\r\n", start)
     return head[start:end].strip().decode("latin-1")
+
+
+def exchange_entry(
+    exchange: Exchange,
+    sample: Sample,
+    message: str,
+    session_id: str,
+    peer: tuple[str, int],
+    tls: tuple[str, str, str] | None,
+) -> AccessEntry:
+    """The entry of an HTTP exchange that ended: what it carried (its head, or the fast
+    path's facts without parsing the head again), its figures (``sample``, see
+    :data:`.metrics.Sample`), the connection's id, client address and TLS facts (version,
+    cipher, name asked for; None on plain HTTP); ``message``: why the proxy answered itself."""
+    _, total, service, response = sample[:4]
+    entry = AccessEntry()
+    entry.time_ns = time.time_ns()
+    entry.session_id = session_id
+    entry.request_id = exchange.request_id.decode()
+    cluster = exchange.cluster
+    entry.cluster_id = cluster.cluster_id if cluster is not None else ""
+    backend = exchange.backend
+    if backend is not None:
+        entry.backend_id = backend.backend_id
+        entry.backend_address = backend.address
+    entry.client_address, entry.client_port = peer
+    entry.protocol = "HTTP" if tls is None else "HTTPS"
+    head = exchange.head
+    if head is not None:
+        entry.method = head.method.decode("latin-1")
+        entry.authority = head.host.decode("latin-1")
+        entry.path = head.target.decode("latin-1")
+        entry.user_agent = next(
+            (v for n, v in head.headers if n.lower() == b"user-agent"), b""
+        ).decode("latin-1")
+    elif exchange.fast_raw:
+        entry.method = exchange.method.decode("latin-1")
+        entry.authority = exchange.fast_host.decode("latin-1")
+        entry.path = exchange.fast_target.decode("latin-1")
+        entry.user_agent = field_value(exchange.fast_raw, b"user-agent")
+    entry.status = exchange.status
+    entry.message = message
+    entry.request_time_us = total // 1000
+    entry.service_time_us = max(service, 0) // 1000
+    entry.response_time_us = response // 1000 if response > 0 else -1
+    entry.bytes_in = exchange.bytes_in
+    entry.bytes_out = exchange.bytes_out
+    if tls is not None:
+        entry.tls_version, entry.tls_cipher, entry.tls_sni = tls
+    route = exchange.route
+    if route is not None and route.tags:
+        entry.tags = dict(route.tags)
+    return entry
 
 
 def is_error(entry: AccessEntry) -> bool:

@@ -61,13 +61,13 @@ CLOSING       an answer given by the proxy, or the connection ends   front_timeo
 from __future__ import annotations
 
 import asyncio
-from time import monotonic_ns, time_ns
+from time import monotonic_ns
 from typing import TYPE_CHECKING, Any, Final
 
 from sozu_config.grammar import folded_names_cover, parse_authority
 
 from . import h1
-from .access_log import AccessEntry, field_value
+from .access_log import AccessEntry, exchange_entry
 from .exchange import (
     CLOSING,
     CONNECTING,
@@ -732,49 +732,16 @@ class FrontendSession(asyncio.Protocol):
         return cluster.stats if cluster is not None else self.proxy.metrics.own
 
     def _access_entry(self, sample: Sample, message: str) -> AccessEntry:
-        exchange = self.exchange
-        _, total, service, response = sample[:4]
-        entry = AccessEntry()
-        entry.time_ns = time_ns()
         if not self.session_id:  # named when its first entry is written
             self.session_id = self.proxy.next_request_id().decode()
-        entry.session_id = self.session_id
-        entry.request_id = exchange.request_id.decode()
-        cluster = exchange.cluster
-        entry.cluster_id = cluster.cluster_id if cluster is not None else ""
-        backend = exchange.backend
-        if backend is not None:
-            entry.backend_id = backend.backend_id
-            entry.backend_address = backend.address
-        entry.client_address = self.peer_ip
-        entry.client_port = self.peer_port
-        entry.protocol = "HTTPS" if self.listener.tls else "HTTP"
-        head = exchange.head
-        if head is not None:
-            entry.method = head.method.decode("latin-1")
-            entry.authority = head.host.decode("latin-1")
-            entry.path = head.target.decode("latin-1")
-            entry.user_agent = next(
-                (v for n, v in head.headers if n.lower() == b"user-agent"), b""
-            ).decode("latin-1")
-        elif exchange.fast_raw:  # the fast path's request: its facts, without parsing it again
-            entry.method = exchange.method.decode("latin-1")
-            entry.authority = exchange.fast_host.decode("latin-1")
-            entry.path = exchange.fast_target.decode("latin-1")
-            entry.user_agent = field_value(exchange.fast_raw, b"user-agent")
-        entry.status = exchange.status
-        entry.message = message
-        entry.request_time_us = total // 1000
-        entry.service_time_us = max(service, 0) // 1000
-        entry.response_time_us = response // 1000 if response > 0 else -1
-        entry.bytes_in = exchange.bytes_in
-        entry.bytes_out = exchange.bytes_out
-        if self.listener.tls:
-            entry.tls_version, entry.tls_cipher, entry.tls_sni = self._tls_facts()
-        route = exchange.route
-        if route is not None and route.tags:
-            entry.tags = dict(route.tags)
-        return entry
+        return exchange_entry(
+            self.exchange,
+            sample,
+            message,
+            self.session_id,
+            (self.peer_ip, self.peer_port),
+            self._tls_facts() if self.listener.tls else None,
+        )
 
     # ----------------------------------------------------------------- answering directly
 
