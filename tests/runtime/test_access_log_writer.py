@@ -11,7 +11,12 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from sozu_runtime.worker.access_log import FLUSH_DELAY, AccessEntry, AccessLogWriter
+from sozu_runtime.worker.access_log import (
+    ENTRY_SIZE,
+    FLUSH_DELAY,
+    AccessEntry,
+    AccessLogWriter,
+)
 from sozu_runtime.worker.proxy import Proxy
 
 ASCII_LINE = re.compile(
@@ -73,7 +78,8 @@ def test_a_large_buffer_is_written_without_waiting_for_the_loop(tmp_path: Path) 
             writer.write(entry(count))
             count += 1
             assert count < 1000
-        assert writer.writes == 1 and 4096 <= path.stat().st_size < 4096 + 300
+        # entries are reckoned ENTRY_SIZE characters each until they are formatted
+        assert writer.writes == 1 and count == -(-4096 // ENTRY_SIZE)
         await asyncio.sleep(FLUSH_DELAY + 0.02)
         assert numbers(path.read_text()) == list(range(count))
         writer.close()
@@ -90,13 +96,12 @@ def test_lines_past_the_bound_are_dropped_and_counted(tmp_path: Path) -> None:
         )
         for number in range(50):
             writer.write(entry(number))
-        kept = writer.size
-        assert 2000 - 250 < kept <= 2000
+        kept = 2000 // ENTRY_SIZE  # entries reckoned ENTRY_SIZE characters each
+        assert writer.size == kept * ENTRY_SIZE
         await asyncio.sleep(FLUSH_DELAY + 0.02)
         written = numbers(path.read_text())
-        assert written == list(range(len(written))) and len(written) < 50
-        assert writer.dropped == 50 - len(written) and writer.written == len(written)
-        assert len(path.read_text()) == kept
+        assert written == list(range(kept))
+        assert writer.dropped == 50 - kept and writer.written == kept
         writer.write(entry(50))  # room again once written
         writer.close()
         assert numbers(path.read_text())[-1] == 50

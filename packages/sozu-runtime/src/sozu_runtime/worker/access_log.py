@@ -9,9 +9,10 @@ Two forms (``access_logs_format``):
 * ``json``: one JSON object per line, fields named plainly, unknown values null
   (:func:`format_json`).
 
-:class:`AccessLogWriter` keeps the data path free of I/O: an entry is formatted and appended
-to an in-memory buffer, and the buffer goes out in one write :data:`FLUSH_DELAY` after its
-first line (at once when it passes :data:`FLUSH_BYTES`): ``os.write`` on an ``O_APPEND``
+:class:`AccessLogWriter` keeps the data path free of I/O and of formatting: an entry is
+kept in memory, and :data:`FLUSH_DELAY` after the first one (at once when the buffer passes
+:data:`FLUSH_BYTES`, entries reckoned :data:`ENTRY_SIZE` each) the batch is formatted in one
+loop and goes out in one write: ``os.write`` on an ``O_APPEND``
 descriptor for a ``file://`` target (the page cache, never an fsync), one datagram per line
 for ``udp://`` and ``unix://``, a non-blocking stream for ``tcp://``. Memory is bounded: past
 :data:`MAX_BUFFERED` bytes waiting (lines not yet written, and what a stream could not take),
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .metrics import Sample
 
 __all__ = [
+    "ENTRY_SIZE",
     "FLUSH_BYTES",
     "FLUSH_DELAY",
     "MAX_BUFFERED",
@@ -52,6 +54,7 @@ __all__ = [
 
 FLUSH_BYTES = 64 * 1024  # a buffer this large is written at once, without waiting
 FLUSH_DELAY = 0.05  # seconds a line waits at most before it is written
+ENTRY_SIZE = 512  # characters an entry is reckoned to take until it is formatted
 MAX_BUFFERED = 1024 * 1024  # bytes waiting to be written; lines beyond are dropped
 RETRY_DELAY = 0.1  # seconds before trying again to send what a stream did not take
 
@@ -526,6 +529,7 @@ class AccessLogWriter:
             self.render = functools.partial(format_ascii, tag=tag, pid=os.getpid())
         self.sink = _sink(target)
         self.lines: list[str] = []
+        self.entries: list[AccessEntry] = []  # not formatted yet
         self.size = 0  # characters in ``lines``, newlines included
         self.scheduled = False
         self.retrying: asyncio.TimerHandle | None = None
@@ -541,28 +545,51 @@ class AccessLogWriter:
         return self.sink.written
 
     def write(self, entry: AccessEntry) -> None:
-        """Format ``entry`` and buffer its line (written within ``flush_delay``)."""
+        """Buffer ``entry``; it is formatted with the others of its batch, then written,
+        within ``flush_delay``. (Formatting a batch in one loop is several times faster than
+        one entry at a time between requests: the code and data stay in the processor's
+        caches.)"""
         if not entry.time_ns:
             entry.time_ns = time.time_ns()
-        self.write_line(self.render(entry))
+        size = self.size + ENTRY_SIZE
+        if self.closed or size + self.sink.pending > self.max_buffered:
+            self.dropped += 1
+            return
+        self.entries.append(entry)
+        self.size = size
+        self._written_soon(size)
 
     def write_line(self, line: str) -> None:
-        """Buffer a line already formatted (without its newline)."""
+        """Buffer a line already formatted (without its newline), after the entries before
+        it."""
         size = self.size + len(line) + 1
         if self.closed or size + self.sink.pending > self.max_buffered:
             self.dropped += 1
             return
+        self._format_entries()
         self.lines.append(line)
         self.size = size
+        self._written_soon(size)
+
+    def _written_soon(self, size: int) -> None:
         if size >= self.flush_bytes:
             self.flush()
         elif not self.scheduled:
             self.scheduled = True
             self.loop.call_later(self.flush_delay, self.flush)
 
+    def _format_entries(self) -> None:
+        entries = self.entries
+        if entries:
+            self.entries = []
+            render = self.render
+            self.lines.extend([render(entry) for entry in entries])
+
     def flush(self) -> None:
-        """Write the buffered lines now (one write for a file or a stream)."""
+        """Format the buffered entries and write every buffered line now (one write for a file
+        or a stream)."""
         self.scheduled = False
+        self._format_entries()
         lines = self.lines
         if lines:
             self.lines, self.size = [], 0
