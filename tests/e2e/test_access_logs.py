@@ -15,6 +15,9 @@ from support.certs import make_certificate
 from support.clients import get, tls_client_context
 from support.daemon import DaemonProcess, free_port
 
+from sozu_config import ConfigureMetrics, QueryMetrics
+from sozu_config.responses import MetricsContent
+
 ASCII_PREFIX = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z \d+ \d+ INFO-ACCESS  WRK-00\t")
 
 
@@ -122,3 +125,25 @@ def test_json_lines_carry_every_field_of_the_exchange(tmp_path: Path) -> None:
     assert 0 < entry["response_time_us"] <= entry["request_time_us"]
     assert entry["session_id"] and entry["request_id"]
     assert answer.count(entry["request_id"].encode()) >= 1  # the Sozu-Id the client saw
+
+
+def test_access_logs_go_on_when_metrics_are_disabled(tmp_path: Path) -> None:
+    """Disabling the metrics stops the recording of figures, never the access log."""
+    access = tmp_path / "access.log"
+    port = free_port()
+    with HttpBackend("logged") as backend:
+        config = configs.single_http_cluster(
+            port,
+            [backend.address],
+            hostname="logs.test",
+            worker_count=1,
+            access_logs_target=f"file://{access}",
+            access_logs_format="json",
+        )
+        with DaemonProcess(tmp_path, config).start() as daemon:
+            assert daemon.send(ConfigureMetrics(configuration="disabled")).ok
+            assert get(port, "/while-disabled", host="logs.test").status == 200
+            lines = wait_for(lambda: access.exists() and access.read_text().splitlines())
+            content = daemon.send(QueryMetrics()).content
+    assert [json.loads(line)["path"] for line in lines] == ["/while-disabled"]
+    assert isinstance(content, MetricsContent) and content.proxying == {}

@@ -669,36 +669,38 @@ class FrontendSession(asyncio.Protocol):
         wrote the answer itself; ``message``: why."""
         exchange = self.exchange
         status = exchange.status
-        if status and exchange.t_start and self.proxy.metrics.enabled:
+        proxy = self.proxy
+        recording = proxy.metrics.enabled
+        if status and exchange.t_start:
             now = monotonic_ns()
             t_sent = exchange.t_sent
             t_first = exchange.t_first
             total = now - exchange.t_start
-            backend = exchange.backend
-            stats = backend.stats if backend is not None else self._stats_without_backend()
-            samples = stats.samples
-            samples.append(
-                (
-                    status,
-                    total,
-                    # the service time: the waits for the backend (connecting, answering) left out
-                    total - exchange.connect_ns - ((t_first or now) - t_sent if t_sent else 0),
-                    t_first - t_sent,  # (<= 0 when no backend answered: not counted)
-                    exchange.bytes_in,
-                    exchange.bytes_out,
-                    exchange.back_in,
-                    exchange.back_out,
-                )
+            sample = (
+                status,
+                total,
+                # the service time: the waits for the backend (connecting, answering) left out
+                total - exchange.connect_ns - ((t_first or now) - t_sent if t_sent else 0),
+                t_first - t_sent,  # (<= 0 when no backend answered: not counted)
+                exchange.bytes_in,
+                exchange.bytes_out,
+                exchange.back_in,
+                exchange.back_out,
             )
-            if len(samples) >= FOLD_AT:
-                stats.fold()
-            if own:
-                answers = stats.answers
-                answers[status] = answers.get(status, 0) + 1
-            if self.proxy.access_logs:
-                self.proxy.access_log(self._access_entry(samples[-1], message))
-        elif exchange.bytes_in or exchange.bytes_out:  # bytes of no request (or no answer)
-            own_stats = self.proxy.metrics.own
+            if recording:
+                backend = exchange.backend
+                stats = backend.stats if backend is not None else self._stats_without_backend()
+                samples = stats.samples
+                samples.append(sample)
+                if len(samples) >= FOLD_AT:
+                    stats.fold()
+                if own:
+                    answers = stats.answers
+                    answers[status] = answers.get(status, 0) + 1
+            if proxy.access_logs:
+                proxy.access_log(self._access_entry(sample, message))
+        elif recording and (exchange.bytes_in or exchange.bytes_out):  # bytes of no answer
+            own_stats = proxy.metrics.own
             own_stats.bytes_in += exchange.bytes_in
             own_stats.bytes_out += exchange.bytes_out
             own_stats.back_bytes_in += exchange.back_in
