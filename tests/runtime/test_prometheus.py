@@ -10,9 +10,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from sozu_config.metrics import BUCKET_BOUNDS_US, CATALOGUE, PROMETHEUS_BOUNDS_US, Kind
+from sozu_config.metrics import (
+    BUCKET_BOUNDS_US,
+    CATALOGUE,
+    PROMETHEUS_BOUNDS_US,
+    Kind,
+    prometheus_name,
+)
 from sozu_config.responses import MetricsContent
-from sozu_runtime.admin.prometheus import CONTENT_TYPE, exposed_name, render
+from sozu_runtime.admin.prometheus import CONTENT_TYPE, render
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
@@ -199,7 +205,7 @@ def test_nothing_to_expose_is_an_empty_document() -> None:
 def test_every_exposed_name_is_valid_and_unique() -> None:
     names: list[str] = []
     for info in CATALOGUE.values():
-        family = exposed_name(info)
+        family = prometheus_name(info.name, info.kind)
         assert NAME.fullmatch(family), family
         assert family.startswith("sozu_")
         if info.kind is Kind.HISTOGRAM:

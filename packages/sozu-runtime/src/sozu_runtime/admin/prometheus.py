@@ -34,7 +34,7 @@ from sozu_config.metrics import (
 )
 from sozu_config.responses import MetricsContent
 
-__all__ = ["CONTENT_TYPE", "exposed_name", "render"]
+__all__ = ["CONTENT_TYPE", "render"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -49,18 +49,12 @@ _US_PER_SECOND: Final = 1_000_000
 Labels = tuple[tuple[str, str], ...]
 
 
-def exposed_name(info: MetricInfo) -> str:
-    """The name of the metric's family as Prometheus sees it (samples of a histogram add
-    ``_bucket``, ``_sum`` and ``_count`` to it)."""
-    return prometheus_name(info.name, info.kind)
-
-
 def render(content: MetricsContent) -> str:
     """Every metric of the catalogue present in ``content`` (an answer to ``query_metrics``
     with ``workers`` set), with its ``# HELP`` and ``# TYPE`` lines."""
     lines: list[str] = []
     for info in CATALOGUE.values():
-        family = exposed_name(info)
+        family = prometheus_name(info.name, info.kind)
         found = [
             line
             for labels, value in _series(info, content)

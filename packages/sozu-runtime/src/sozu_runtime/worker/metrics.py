@@ -147,6 +147,11 @@ class Counters:
         self.response_time = Histogram()
         self.connect_time = Histogram()
 
+    def connection_opened(self, elapsed_ns: int) -> None:
+        """A backend connection opened in ``elapsed_ns``."""
+        self.connections_opened += 1
+        self.connect_time.observe(elapsed_ns)
+
     def fold(self) -> None:
         """Count the pending samples (see :data:`Sample`) into the counters and histograms."""
         samples = self.samples

@@ -120,7 +120,6 @@ class BackendPool:
         timeout: float,
     ) -> None:
         loop = self.loop
-        start = loop.time()
         started = monotonic_ns()
         try:
             async with asyncio.timeout(timeout):
@@ -134,11 +133,8 @@ class BackendPool:
             session.connect_failed(backend)
             return
         elapsed = connection.connect_ns = monotonic_ns() - started
-        stats = backend.stats
-        stats.connections_opened += 1
-        stats.connect_time.observe(elapsed)
-        now = loop.time()
-        if backend.connect_succeeded(now, now - start):
+        backend.stats.connection_opened(elapsed)
+        if backend.connect_succeeded(loop.time(), elapsed / 1e9):
             self._emit(
                 Event(
                     kind=EventKind.BACKEND_UP,

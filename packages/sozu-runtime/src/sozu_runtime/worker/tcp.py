@@ -108,7 +108,7 @@ class TcpSession(asyncio.Protocol):
     async def _open(self, backend: Backend) -> None:
         proxy = self.listener.proxy
         loop = proxy.loop
-        start = loop.time()
+        started = monotonic_ns()
         try:
             async with asyncio.timeout(self.listener.connect_timeout):
                 _, connection = await loop.create_connection(
@@ -121,12 +121,10 @@ class TcpSession(asyncio.Protocol):
             if not self._closed:
                 self._connect()
             return
-        now = loop.time()
-        backend.connect_succeeded(now, now - start)
-        stats = backend.stats
-        stats.tcp_sessions += 1
-        stats.connections_opened += 1
-        stats.connect_time.observe(int((now - start) * 1e9))
+        elapsed = monotonic_ns() - started
+        backend.connect_succeeded(loop.time(), elapsed / 1e9)
+        backend.stats.connection_opened(elapsed)
+        backend.stats.tcp_sessions += 1
         if self._closed:
             connection.transport.close()
             return
