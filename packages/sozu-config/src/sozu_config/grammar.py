@@ -37,6 +37,7 @@ __all__ = [
     "HostKind",
     "HostnameRule",
     "check_header_value",
+    "check_origin_form",
     "check_request_id_header",
     "check_single_line",
     "check_token",
@@ -162,6 +163,21 @@ def encode_path_value(value: str) -> bytes:
         return value.encode("utf-8")
     except UnicodeError:
         raise ValueError(f"path rule {value!r} is not valid Unicode text") from None
+
+
+# An origin-form request-target (RFC 9112 §3.2.1) the proxy writes itself: visible ASCII only.
+_ORIGIN_FORM: Final = re.compile(r"/[\x21-\x7e]*")
+
+
+def check_origin_form(target: str) -> str:
+    """Return ``target`` when it is an origin-form request-target (``/`` then visible ASCII:
+    no space, control or non-ASCII character), else raise ``ValueError``."""
+    if _ORIGIN_FORM.fullmatch(target) is None:
+        raise ValueError(
+            f"{target!r} must start with '/' and hold only visible ASCII characters "
+            "(no space or control character; percent-encode the others)"
+        )
+    return target
 
 
 def compile_path_regex(value: str) -> re.Pattern[bytes]:

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from .addresses import SocketAddress, split_address
 from .grammar import (
     check_header_value,
+    check_origin_form,
     check_request_id_header,
     check_single_line,
     check_token,
@@ -25,6 +26,7 @@ from .grammar import (
     encode_path_value,
     normalize_hostname,
     normalize_hostname_rule,
+    parse_authority,
 )
 from .tls import DEFAULT_CIPHER_LIST, check_alpn_protocols, check_cipher_list
 
@@ -33,6 +35,7 @@ __all__ = [
     "Cluster",
     "HeaderEdit",
     "HeaderPosition",
+    "HealthCheck",
     "Hsts",
     "HttpFrontend",
     "HttpListenerConfig",
@@ -298,6 +301,56 @@ ListenerConfig = HttpListenerConfig | HttpsListenerConfig | TcpListenerConfig
 # --------------------------------------------------------------------------- clusters
 
 
+class HealthCheck(Model):
+    """Active checks of a cluster's backends, run by the main process: each backend is probed
+    once per ``interval`` (whatever the number of workers), jittered. With a ``uri`` the probe
+    is an HTTP ``GET`` that must answer ``expected_status`` (0: any 2xx) within ``timeout``;
+    without one it is a TCP connection that must open within ``timeout``. A backend goes down
+    after ``unhealthy_threshold`` failed probes in a row and up again after
+    ``healthy_threshold`` successful ones; a backend that is down gets no new requests. When
+    every backend of the cluster is down, ``fail_open`` sends traffic to them anyway (as if
+    they were not checked); without it the cluster answers 503."""
+
+    uri: str | None = None
+    """The request-target of the HTTP probe (``/health``); None: a TCP connection check."""
+    interval: Annotated[float, Field(ge=0.1, le=86_400)] = 10.0
+    """Seconds between two probes of a backend (at least 0.1)."""
+    timeout: Annotated[float, Field(gt=0, le=3_600)] = 5.0
+    """Seconds a probe may take (connection and, for HTTP, the status line)."""
+    healthy_threshold: Annotated[int, Field(ge=1, le=1_000)] = 3
+    unhealthy_threshold: Annotated[int, Field(ge=1, le=1_000)] = 3
+    expected_status: Annotated[int, Field(ge=0, le=599)] = 0
+    """The status the HTTP probe must get (100-599); 0: any 2xx."""
+    host: str | None = None
+    """The ``Host`` of the HTTP probe; None: the hostname of the cluster's first frontend
+    (else the backend's address)."""
+    fail_open: bool = True
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_origin_form(value)
+
+    @field_validator("expected_status")
+    @classmethod
+    def _status(cls, value: int) -> int:
+        if value and not 100 <= value <= 599:
+            raise ValueError(f"{value} is not an HTTP status code (100-599, or 0 for any 2xx)")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and parse_authority(value.encode("utf-8", "replace")) is None:
+            raise ValueError(f"{value!r} is not a host name or address (with an optional port)")
+        return value
+
+    def describe(self) -> str:
+        """Short human form: ``GET /health every 10s`` or ``TCP connect every 2s``."""
+        probe = f"GET {self.uri}" if self.uri is not None else "TCP connect"
+        return f"{probe} every {self.interval:g}s"
+
+
 class Cluster(Model):
     """A set of backends and how traffic is spread over them."""
 
@@ -321,6 +374,9 @@ class Cluster(Model):
     ``None``: the global ``max_connections_per_ip``). Over it, HTTP gets 429 and TCP is closed."""
     retry_after: Annotated[int, Field(ge=0)] | None = None
     """``Retry-After`` seconds of this cluster's 429 (0: no header; ``None``: the global)."""
+    health_check: HealthCheck | None = None
+    """Active checks of the backends (see :class:`HealthCheck`); None: passive detection
+    only (connection failures on real traffic)."""
 
     @field_validator("authorized_hashes")
     @classmethod

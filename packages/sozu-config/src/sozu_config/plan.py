@@ -420,6 +420,18 @@ def _change(request: rq.StateRequest, live: ConfigState, desired: ConfigState) -
             return Change("~", "cluster", cluster_id, describe, fields, [request])
         case rq.RemoveCluster():
             return Change("-", "cluster", request.cluster_id, describe, {}, [request])
+        case rq.SetHealthCheck() | rq.RemoveHealthCheck():
+            old = live.clusters.get(request.cluster_id)
+            before = None if old is None else old.health_check
+            after = request.health_check if isinstance(request, rq.SetHealthCheck) else None
+            return Change(
+                "~",
+                "cluster",
+                request.cluster_id,
+                describe,
+                {"health_check": (before, after)},
+                [request],
+            )
         case rq.AddCertificate():
             fingerprint = _added_fingerprint(request)
             key = f"{request.address} {_short(fingerprint)}"

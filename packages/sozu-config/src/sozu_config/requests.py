@@ -30,6 +30,7 @@ from .certificates import CertificateAndKey
 from .models import (
     Backend,
     Cluster,
+    HealthCheck,
     Hsts,
     HttpFrontend,
     HttpListenerConfig,
@@ -73,6 +74,27 @@ class RemoveCluster(_Request):
 
     def describe(self) -> str:
         return f"remove_cluster {self.cluster_id}"
+
+
+class SetHealthCheck(_Request):
+    """Check the cluster's backends actively (replaces its health check, if any)."""
+
+    type: Literal["set_health_check"] = "set_health_check"
+    cluster_id: Identifier
+    health_check: HealthCheck
+
+    def describe(self) -> str:
+        return f"set_health_check {self.cluster_id} ({self.health_check.describe()})"
+
+
+class RemoveHealthCheck(_Request):
+    """Stop checking the cluster's backends actively (passive detection goes on)."""
+
+    type: Literal["remove_health_check"] = "remove_health_check"
+    cluster_id: Identifier
+
+    def describe(self) -> str:
+        return f"remove_health_check {self.cluster_id}"
 
 
 # --------------------------------------------------------------------------- mutating: listeners
@@ -354,6 +376,8 @@ class Logging(_Request):
 StateRequests: TypeAlias = (
     AddCluster
     | RemoveCluster
+    | SetHealthCheck
+    | RemoveHealthCheck
     | AddHttpListener
     | AddHttpsListener
     | AddTcpListener
@@ -480,6 +504,21 @@ class QueryState(_Request):
     type: Literal["query_state"] = "query_state"
 
 
+class QueryHealthChecks(_Request):
+    """The health checks of every cluster, or of ``cluster_id``; content: health_checks."""
+
+    type: Literal["query_health_checks"] = "query_health_checks"
+    cluster_id: Identifier | None = None
+
+
+class ListBackends(_Request):
+    """Every backend with its health (up, down or draining, the last check), or only those
+    of ``cluster_id``; content: backends."""
+
+    type: Literal["list_backends"] = "list_backends"
+    cluster_id: Identifier | None = None
+
+
 _Names: TypeAlias = list[str]  # (the field ``list`` of QueryMetrics shadows the builtin)
 
 
@@ -568,6 +607,8 @@ QueryRequests: TypeAlias = (
     | CountRequests
     | QueryState
     | QueryMetrics
+    | QueryHealthChecks
+    | ListBackends
 )
 """The requests that read the routing state or the daemon's condition and change nothing."""
 

@@ -17,6 +17,7 @@ from .certificates import CertificateSummary
 from .models import (
     Backend,
     Cluster,
+    HealthCheck,
     HttpFrontend,
     HttpListenerConfig,
     HttpsListenerConfig,
@@ -26,6 +27,9 @@ from .models import (
 )
 
 __all__ = [
+    "BackendHealth",
+    "BackendState",
+    "BackendsContent",
     "BatchResult",
     "BatchResults",
     "CertificatesContent",
@@ -37,9 +41,11 @@ __all__ = [
     "EventContent",
     "EventKind",
     "FrontendList",
+    "HealthChecksContent",
     "ListenersList",
     "MainProcessInfo",
     "MetricsContent",
+    "ProbeResult",
     "RequestCounts",
     "Response",
     "ResponseContent",
@@ -255,6 +261,54 @@ class MetricsContent(Model):
     names: list[str] = Field(default_factory=list)
 
 
+class HealthChecksContent(Model):
+    """The health check of each cluster that has one, by cluster id."""
+
+    type: Literal["health_checks"] = "health_checks"
+    health_checks: dict[str, HealthCheck] = Field(default_factory=dict)
+
+
+class BackendState(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    DRAINING = "draining"
+    """Removed from the configuration; its connections finish their requests."""
+
+
+class ProbeResult(Model):
+    """The outcome of one active check of a backend."""
+
+    time: dt.datetime
+    ok: bool
+    latency: float
+    """Seconds the probe took (until the status line, or the connection for TCP)."""
+    detail: str = ""
+    """The status received (``200``), or why the probe failed (``connection refused``)."""
+
+
+class BackendHealth(Model):
+    """A backend as every worker sees it: its state, since when and why, its last check."""
+
+    cluster_id: str
+    backend_id: str
+    address: str
+    state: BackendState
+    since: dt.datetime | None = None
+    """When the backend entered its state (None: up since it was added)."""
+    reason: str = ""
+    """Why it is down (or came back up)."""
+    checked: bool = False
+    """Its cluster has an active health check."""
+    last_check: ProbeResult | None = None
+    consecutive_failures: int = 0
+    """Failed probes in a row, or failed connections in a row without an active check."""
+
+
+class BackendsContent(Model):
+    type: Literal["backends"] = "backends"
+    backends: list[BackendHealth] = Field(default_factory=list)
+
+
 class EventContent(Model):
     type: Literal["event"] = "event"
     event: Event
@@ -292,6 +346,8 @@ ResponseContent = Annotated[
     | CertificatesContent
     | RequestCounts
     | MetricsContent
+    | HealthChecksContent
+    | BackendsContent
     | EventContent
     | BatchResults
     | WorkerResponses,

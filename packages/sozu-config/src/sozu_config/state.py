@@ -32,6 +32,7 @@ from .models import (
     Backend,
     Cluster,
     FrontendKey,
+    HealthCheck,
     HttpFrontend,
     HttpListenerConfig,
     HttpsListenerConfig,
@@ -46,6 +47,7 @@ from .responses import (
     ClustersContent,
     ErrorKind,
     FrontendList,
+    HealthChecksContent,
     ListenersList,
     RequestCounts,
     Response,
@@ -381,6 +383,10 @@ class ConfigState:
                 self._add_cluster(request)
             case rq.RemoveCluster():
                 self._remove_cluster(request)
+            case rq.SetHealthCheck():
+                self._set_health_check(request.cluster_id, request.health_check)
+            case rq.RemoveHealthCheck():
+                self._set_health_check(request.cluster_id, None)
             case rq.AddHttpFrontend():
                 self._add_http_frontend(request)
             case rq.RemoveHttpFrontend():
@@ -486,6 +492,27 @@ class ConfigState:
         if cluster_id in self.backends:
             self._pop(self.backends, cluster_id)
         self._pop(self.clusters, cluster_id)
+
+    def _set_health_check(self, cluster_id: str, health_check: HealthCheck | None) -> None:
+        cluster = self.clusters.get(cluster_id)
+        if cluster is None:
+            raise NotFound(f"no cluster {cluster_id!r}")
+        if health_check is None and cluster.health_check is None:
+            raise NotFound(f"cluster {cluster_id!r} has no health check")
+        self._put(
+            self.clusters, cluster_id, cluster.model_copy(update={"health_check": health_check})
+        )
+
+    def health_checks(self, cluster_id: str | None = None) -> dict[str, HealthCheck]:
+        """The health check of each cluster that has one (of ``cluster_id`` only, when given:
+        ``NotFound`` if there is no such cluster)."""
+        if cluster_id is not None and cluster_id not in self.clusters:
+            raise NotFound(f"no cluster {cluster_id!r}")
+        return {
+            cid: cluster.health_check
+            for cid, cluster in sorted(self.clusters.items())
+            if cluster.health_check is not None and cluster_id in (None, cid)
+        }
 
     # --- frontends
 
@@ -888,7 +915,8 @@ class ConfigState:
             if (wanted is None or fp == wanted) and (domain is None or domain in entry.names)
         ]
 
-    def answer_query(self, request: rq.Request) -> ResponseContent | None:
+    # Complexity: one case per query the state answers alone.
+    def answer_query(self, request: rq.Request) -> ResponseContent | None:  # noqa: PLR0911
         """The content answering a query computed from the state alone (None if it is not one)."""
         match request:
             case rq.ListFrontends():
@@ -912,6 +940,8 @@ class ConfigState:
                 return CertificatesContent(certificates=found)
             case rq.CountRequests():
                 return RequestCounts(counts=dict(sorted(self.request_counts.items())))
+            case rq.QueryHealthChecks():
+                return HealthChecksContent(health_checks=self.health_checks(request.cluster_id))
         return None
 
     # ------------------------------------------------------------------ state files

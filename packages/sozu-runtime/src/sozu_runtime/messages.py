@@ -4,7 +4,8 @@ The main process sends :class:`WorkerMessage` lines: either a request of the com
 (applied by the worker to its state copy) or a control message of the daemon itself. A message
 announces how many listening sockets travel with it (``fds``). The worker answers with the
 command protocol's :class:`~sozu_config.responses.Response`, same ``id``; events it reports go
-up as ``processing`` responses with the id ``"event"``.
+up as ``processing`` responses with the id ``"event"``, and what it observes of the backends'
+health (see :data:`HEALTH_ID`) with the id ``"health"``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from sozu_config.requests import Request, StateRequest
 
 __all__ = [
     "EVENT_ID",
+    "HEALTH_ID",
+    "HealthUpdate",
     "Control",
     "InitialState",
     "ReopenLogs",
@@ -27,6 +30,13 @@ __all__ = [
 ]
 
 EVENT_ID = "event"
+
+HEALTH_ID = "health"
+"""The id of a worker's reports of what real traffic shows of a backend's health, each an
+:class:`~sozu_config.responses.EventContent`: ``backend_down`` means "a connection to this
+backend failed" (``message``: why), ``backend_up`` "a connection to it succeeded after
+failures". The main process decides from them, for every worker, whether the backend is down
+(and emits the public events, once per change)."""
 
 
 class Setup(Model):
@@ -61,7 +71,18 @@ class ReopenLogs(Model):
     type: Literal["reopen_logs"] = "reopen_logs"
 
 
-Control = Annotated[Setup | InitialState | ReopenLogs, Field(discriminator="type")]
+class HealthUpdate(Model):
+    """The shared health of backends, decided by the main process: ``down`` lists the backends
+    (cluster id, backend id) now down, ``up`` those up again. With ``reset``, ``down`` is the
+    complete list (a worker that starts, or a new main process): every other backend is up."""
+
+    type: Literal["health"] = "health"
+    down: list[tuple[str, str]] = []
+    up: list[tuple[str, str]] = []
+    reset: bool = False
+
+
+Control = Annotated[Setup | InitialState | ReopenLogs | HealthUpdate, Field(discriminator="type")]
 
 
 class WorkerMessage(Model):

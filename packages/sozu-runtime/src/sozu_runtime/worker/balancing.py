@@ -54,8 +54,9 @@ CONNECTIONS: Final = LoadMetric.CONNECTIONS
 REQUESTS: Final = LoadMetric.REQUESTS
 CONNECTION_TIME: Final = LoadMetric.CONNECTION_TIME
 
-# sōzu's ExponentialBackoffPolicy is built with max_tries = 6 (lib/src/backends.rs): after six
-# consecutive failures the backend is reported down (BACKEND_DOWN, metric `backend.down`).
+# sōzu's ExponentialBackoffPolicy is built with max_tries = 6 (lib/src/backends.rs): the
+# backoff window stops growing after six consecutive failures. Whether a backend is *down* is
+# decided by the main process for every worker (see `Backend.down`).
 MAX_FAILURES = 6
 
 # Smoothing factor of the connect-time moving average: each new sample weighs 30 %.
@@ -74,10 +75,13 @@ _LOAD_ATTRIBUTE: Final[dict[LoadMetric, str]] = {
 # Candidate tiers of `Cluster.choose`, as bits of a rank: the lowest rank present wins.
 # Primaries beat backups, positive weights beat weight 0, and a backend the caller asked to
 # exclude (already tried for this request) only comes back when nothing else can open.
+# A backend its cluster's health check found down comes last, and only when the check fails
+# open (see `Cluster.set_checked`).
 _TIER_WEIGHT_ZERO = 1
 _TIER_BACKUP = 2
 _TIER_EXCLUDED = 4
-_NO_TIER = 8
+_TIER_DOWN = 8
+_NO_TIER = 16
 
 
 def backoff_delay(failures: int, rng: random.Random) -> float:
@@ -129,7 +133,12 @@ class Backend:
         active_requests: requests in flight on this backend (maintained by the proxy).
         connect_time: exponentially weighted moving average (alpha 0.3) of successful connect
             durations in seconds; 0 until the first success.
-        failures: consecutive connection failures, 0..MAX_FAILURES.
+        failures: consecutive connection failures seen by this worker, 0..MAX_FAILURES.
+        down: the shared health, decided by the main process: the backend is down.
+        avoid: down, and its cluster has an active health check: it gets no new connection
+            (unless the check fails open and every backend is down). Without an active check a
+            down backend is tried again once its backoff window has passed: that attempt is
+            how real traffic finds it back up.
         retry_at: monotonic time before which the backend must not be tried (the backoff
             window); 0 when there is no window.
         removed: no longer part of the configuration; kept alive by live connections only.
@@ -141,11 +150,13 @@ class Backend:
         "active_connections",
         "active_requests",
         "address",
+        "avoid",
         "backend_id",
         "backup",
         "cluster_id",
         "connect_time",
         "current_weight",
+        "down",
         "failures",
         "host",
         "port",
@@ -170,6 +181,8 @@ class Backend:
     failures: int
     retry_at: float
     removed: bool
+    down: bool
+    avoid: bool
     stats: Counters
     current_weight: int
     _rng: random.Random
@@ -206,6 +219,8 @@ class Backend:
         self.failures = 0
         self.retry_at = 0.0
         self.removed = False
+        self.down = False
+        self.avoid = False
         self.current_weight = 0
         self._rng = random.Random() if rng is None else rng
 
@@ -215,11 +230,6 @@ class Backend:
             f"weight={self.weight}, backup={self.backup}, failures={self.failures}, "
             f"removed={self.removed})"
         )
-
-    @property
-    def is_down(self) -> bool:
-        """True once MAX_FAILURES consecutive connection failures have been recorded."""
-        return self.failures >= MAX_FAILURES
 
     def can_open(self, now: float) -> bool:
         """Whether a new connection may be attempted at monotonic time ``now``.
@@ -236,32 +246,32 @@ class Backend:
         (capped at MAX_FAILURES). Failures reported while a window is still open are ignored:
         connections attempted together that fail together count once.
 
-        Returns True exactly when this failure made the backend down (the BACKEND_DOWN event).
+        Returns True when the failure counted (what the main process is told).
         """
         if now < self.retry_at:
             return False
-        was_down = self.failures >= MAX_FAILURES
         self.retry_at = now + backoff_delay(self.failures, self._rng)
-        if not was_down:
+        if self.failures < MAX_FAILURES:
             self.failures += 1
-        return not was_down and self.failures >= MAX_FAILURES
+        return True
 
-    def connect_succeeded(self, now: float, duration: float) -> bool:
-        """Record a connection established at ``now`` after ``duration`` seconds of connecting.
+    def connect_succeeded(self, duration: float) -> bool:
+        """Record a connection established after ``duration`` seconds of connecting.
 
         Clears the failure count and the backoff window, and folds ``duration`` into the
         connect-time average (the first sample is taken as is).
 
-        Returns True exactly when the backend was down and is now back up (BACKEND_UP).
+        Returns True when the connection follows failures, or the backend is down: the
+        main process is told that it answers again.
         """
-        was_down = self.failures >= MAX_FAILURES
+        recovered = self.failures > 0 or self.down
         self.failures = 0
         self.retry_at = 0.0
         if self.connect_time == 0.0:
             self.connect_time = duration
         else:
             self.connect_time += CONNECT_TIME_ALPHA * (duration - self.connect_time)
-        return was_down
+        return recovered
 
 
 def _validate_policy(
@@ -295,6 +305,8 @@ class Cluster:
         "_algorithm",
         "_backends",
         "_by_id",
+        "_checked",
+        "_fail_open",
         "_load_of",
         "_metric",
         "_rng",
@@ -328,6 +340,8 @@ class Cluster:
         self._algorithm: LoadBalancingAlgorithm = ROUND_ROBIN
         self._metric: LoadMetric | None = None
         self._load_of: Callable[[Backend], float] = attrgetter(_LOAD_ATTRIBUTE[CONNECTIONS])
+        self._checked = False
+        self._fail_open = True
         self.configure(algorithm, metric)
 
     @property
@@ -348,6 +362,20 @@ class Cluster:
         """
         self._algorithm, self._metric = _validate_policy(algorithm, metric)
         self._load_of = attrgetter(_LOAD_ATTRIBUTE[self._metric or CONNECTIONS])
+
+    def set_checked(self, checked: bool, fail_open: bool = True) -> None:
+        """Whether an active health check decides which backends are down (``checked``), and
+        whether the cluster then fails open: with every backend down, traffic still goes to
+        them (``fail_open``) rather than getting a 503."""
+        self._checked = checked
+        self._fail_open = fail_open
+        for backend in self._backends:
+            backend.avoid = checked and backend.down
+
+    def set_down(self, backend: Backend, down: bool) -> None:
+        """The shared health of ``backend`` changed (the main process decided)."""
+        backend.down = down
+        backend.avoid = down and self._checked
 
     def backends(self) -> list[Backend]:
         """A snapshot list of the attached backends, in configuration order."""
@@ -395,6 +423,7 @@ class Cluster:
             self._backends.append(fresh)
         else:
             existing.removed = True
+            self.set_down(fresh, existing.down)
             fresh.stats = existing.stats  # the same backend, at a new address
             self._backends[self._backends.index(existing)] = fresh
         self._by_id[backend_id] = fresh
@@ -422,11 +451,13 @@ class Cluster:
         """Pick the backend for a new connection at monotonic time ``now``, or None (503).
 
         1. ``sticky`` (the session cookie value): the backend whose ``sticky_id`` equals it,
-           if it can open and is not in ``exclude``.
+           if it can open, is not ``avoid``ed and is not in ``exclude``.
         2. Candidates, first non-empty tier wins: primaries with a positive weight; primaries
            of weight 0; backups with a positive weight; backups of weight 0; then the same
            tiers among the ``exclude``d backends (those already tried for this request), so a
-           retry prefers a backend not yet tried but still gets one when all were.
+           retry prefers a backend not yet tried but still gets one when all were; then, when
+           the health check fails open, the same tiers among the backends it found down
+           (never, when it does not).
         3. The cluster's algorithm picks among the candidates. In a weight-0 tier every
            candidate counts as weight 1.
         """
@@ -436,6 +467,7 @@ class Cluster:
                 if (
                     backend.sticky_id == sticky
                     and now >= backend.retry_at
+                    and not backend.avoid
                     and not (exclude and backend in exclude)
                 ):
                     return backend
@@ -447,6 +479,10 @@ class Cluster:
             if now < backend.retry_at:
                 continue
             rank = _TIER_BACKUP if backend.backup else 0
+            if backend.avoid:
+                if not self._fail_open:
+                    continue
+                rank |= _TIER_DOWN
             if backend.weight == 0:
                 rank |= _TIER_WEIGHT_ZERO
             if exclude and backend in exclude:

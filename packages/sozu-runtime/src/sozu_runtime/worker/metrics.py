@@ -219,9 +219,6 @@ class LiveBackend(Protocol):
     active_requests: int
     failures: int
 
-    @property
-    def is_down(self) -> bool: ...
-
 
 class ClusterCounters:
     """A cluster's own figures (exchanges that reached no backend) and its backends'."""
@@ -234,16 +231,14 @@ class ClusterCounters:
 
 
 def _gauges(backends: Iterable[LiveBackend]) -> dict[str, int]:
-    connections = requests = down = failures = 0
+    connections = requests = failures = 0
     for backend in backends:
         connections += backend.active_connections
         requests += backend.active_requests
-        down += backend.is_down
         failures += backend.failures
     return {
         "backend.connections": connections,
         "http.active_requests": requests,
-        "backend.down": down,
         "backend.failures": failures,
     }
 

@@ -3,8 +3,9 @@
 A session asks the pool for an idle keep-alive connection to the backend it chose
 (:meth:`BackendPool.take`), or for a new one (:meth:`BackendPool.connect`: one coroutine per
 connection, never per request); a connection whose answer is complete comes back
-(:meth:`BackendPool.release`) unless it cannot be reused. Connection failures and successes
-feed the backend's health (and the ``backend_down``/``backend_up`` events). A backend that
+(:meth:`BackendPool.release`) unless it cannot be reused. Connection failures, and the first
+success after them, are reported to the main process (``observe``), which decides for every
+worker whether the backend is down (HTTP and TCP sessions report the same way). A backend that
 left the configuration is *draining*: its idle connections are closed at once, its busy ones
 finish their requests, and when its last connection closes it is forgotten and reported once
 (``removed_backend_has_no_connections``).
@@ -22,7 +23,7 @@ from sozu_config.responses import Event, EventKind
 from .backend import BackendConnection, BackendServices
 from .balancing import Backend
 
-__all__ = ["BackendPool", "Connecting"]
+__all__ = ["BackendPool", "Connecting", "connect_error"]
 
 MAX_IDLE_PER_BACKEND: Final = 128  # idle keep-alive connections kept per backend
 IDLE_BACKEND_TIMEOUT: Final = 30.0  # seconds an idle pooled connection is kept
@@ -44,6 +45,7 @@ class BackendPool:
 
     __slots__ = (
         "_emit",
+        "_observe",
         "connections",
         "draining",
         "idle",
@@ -57,10 +59,12 @@ class BackendPool:
         services: BackendServices,
         loop: asyncio.AbstractEventLoop,
         emit: Callable[[Event], None],
+        observe: Callable[[Event], None],
     ) -> None:
         self.services = services
         self.loop = loop
         self._emit = emit
+        self._observe = observe
         self.connections: set[BackendConnection] = set()
         self.idle: dict[Backend, list[BackendConnection]] = {}
         self.idle_since: dict[BackendConnection, float] = {}
@@ -129,37 +133,27 @@ class BackendPool:
                     backend.port,
                 )
         except (OSError, TimeoutError) as error:
-            self._failed(backend, str(error) or "connection timed out")
+            self.connection_failed(backend, error)
             session.connect_failed(backend)
             return
-        elapsed = connection.connect_ns = monotonic_ns() - started
-        backend.stats.connection_opened(elapsed)
-        if backend.connect_succeeded(loop.time(), elapsed / 1e9):
-            self._emit(
-                Event(
-                    kind=EventKind.BACKEND_UP,
-                    cluster_id=backend.cluster_id,
-                    backend_id=backend.backend_id,
-                    address=backend.address,
-                )
-            )
+        connection.connect_ns = self.connection_opened(backend, monotonic_ns() - started)
         self.connections.add(connection)
         session.connected(connection, request, complete)
 
-    def _failed(self, backend: Backend, reason: str) -> None:
-        """A connection to ``backend`` could not be opened."""
+    def connection_opened(self, backend: Backend, elapsed_ns: int) -> int:
+        """A connection to ``backend`` opened after ``elapsed_ns``; returned."""
+        backend.stats.connection_opened(elapsed_ns)
+        if backend.connect_succeeded(elapsed_ns / 1e9):
+            self._observe(_observation(EventKind.BACKEND_UP, backend, "connection opened"))
+        return elapsed_ns
+
+    def connection_failed(self, backend: Backend, error: OSError | TimeoutError) -> None:
+        """A connection to ``backend`` could not be opened (``active_connections`` counted
+        it)."""
         backend.active_connections -= 1
         backend.stats.connect_errors += 1
         if backend.connect_failed(self.loop.time()):
-            self._emit(
-                Event(
-                    kind=EventKind.BACKEND_DOWN,
-                    cluster_id=backend.cluster_id,
-                    backend_id=backend.backend_id,
-                    address=backend.address,
-                    message=reason,
-                )
-            )
+            self._observe(_observation(EventKind.BACKEND_DOWN, backend, connect_error(error)))
         self._maybe_drained(backend)
 
     def closed(self, connection: BackendConnection) -> None:
@@ -217,3 +211,20 @@ class BackendPool:
         """Hard stop: every connection closes now."""
         for connection in list(self.connections):
             connection.close()
+
+
+def connect_error(error: OSError) -> str:
+    """Why a connection could not be opened, in words (``connection refused``)."""
+    if isinstance(error, TimeoutError) and not error.strerror:
+        return "connection timed out"
+    return (error.strerror or str(error) or type(error).__name__).lower()
+
+
+def _observation(kind: EventKind, backend: Backend, message: str) -> Event:
+    return Event(
+        kind=kind,
+        cluster_id=backend.cluster_id,
+        backend_id=backend.backend_id,
+        address=backend.address,
+        message=message,
+    )

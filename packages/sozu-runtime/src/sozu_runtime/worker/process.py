@@ -43,7 +43,9 @@ from ..channel import Channel
 from ..logs import configure_logging, reopen_logs, set_level
 from ..messages import (
     EVENT_ID,
+    HEALTH_ID,
     Control,
+    HealthUpdate,
     InitialState,
     ReopenLogs,
     Setup,
@@ -131,6 +133,11 @@ class WorkerProcess:
             event = event.model_copy(update={"time": dt.datetime.now(dt.UTC)})
         self._answer(EVENT_ID, ResponseStatus.PROCESSING, "", EventContent(event=event))
 
+    def observe(self, event: Event) -> None:
+        """Tell the main process what real traffic shows of a backend (see
+        :data:`~sozu_runtime.messages.HEALTH_ID`)."""
+        self._answer(HEALTH_ID, ResponseStatus.PROCESSING, "", EventContent(event=event))
+
     async def _handle(self, message: WorkerMessage) -> None:
         assert self.channel is not None
         fds = self.channel.take_fds(message.fds) if message.fds else []
@@ -195,6 +202,8 @@ class WorkerProcess:
                 | rq.QueryCertificates()
                 | rq.CountRequests()
                 | rq.QueryState()
+                | rq.QueryHealthChecks()
+                | rq.ListBackends()
                 | rq.SaveState()
                 | rq.LoadState()
                 | rq.ReloadConfiguration()
@@ -232,6 +241,10 @@ class WorkerProcess:
                 if self.proxy is not None:
                     self.proxy.reopen_access_log()
                 self._answer(request_id, ResponseStatus.OK)
+            case HealthUpdate():
+                if self.proxy is not None:
+                    self.proxy.set_health(control.down, control.up, control.reset)
+                self._answer(request_id, ResponseStatus.OK)
             case InitialState():
                 assert self.proxy is not None
                 for request in control.requests:
@@ -254,6 +267,7 @@ class WorkerProcess:
             retry_after=control.retry_after,
             evict_on_queue_full=control.evict_on_queue_full,
             emit_event=self.emit,
+            observe=self.observe,
             expired_certificates=control.expired_certificates,
         )
         self.proxy.configure_access_logs(

@@ -22,6 +22,7 @@ from typing import Any, assert_never
 from sozu_config import requests as rq
 from sozu_config.metrics import filter_names
 from sozu_config.models import (
+    Cluster,
     FrontendKey,
     HttpFrontend,
     TcpListenerConfig,
@@ -69,6 +70,7 @@ class Proxy:
         retry_after: int = 60,
         evict_on_queue_full: bool = False,
         emit_event: Callable[[Event], None] | None = None,
+        observe: Callable[[Event], None] | None = None,
         expired_certificates: str = "refuse",
     ) -> None:
         self.loop = asyncio.get_running_loop()
@@ -106,7 +108,7 @@ class Proxy:
         self.stopping = False
         self._emit = emit_event or (lambda event: None)
         # backend connections: the idle ones per backend, new ones, removed backends
-        self.pool = BackendPool(self, self.loop, self._emit)
+        self.pool = BackendPool(self, self.loop, self._emit, observe or (lambda event: None))
         self._rid_counter = 0
         self._rid_prefix = b""
         self._rid_random = "".join(_CROCKFORD[b & 31] for b in os.urandom(6))
@@ -267,7 +269,9 @@ class Proxy:
             case rq.DeactivateListener():
                 await self.listeners[request.address].deactivate()
             case rq.AddCluster():
-                self._add_cluster(request)
+                self._add_cluster(request.cluster)
+            case rq.SetHealthCheck() | rq.RemoveHealthCheck():
+                self._add_cluster(self.state.clusters[request.cluster_id])
             case rq.RemoveCluster():
                 self._remove_cluster(request)
             case rq.AddHttpFrontend() | rq.AddHttpsFrontend():
@@ -321,9 +325,25 @@ class Proxy:
         if self.accepting_paused:
             listener.pause_accepting()
 
+    # health
+    def set_health(
+        self, down: list[tuple[str, str]], up: list[tuple[str, str]], reset: bool
+    ) -> None:
+        """The shared health decided by the main process: ``down`` backends are down, ``up``
+        ones up again; with ``reset``, every backend not in ``down`` is up."""
+        if reset:
+            for cluster in self.clusters.values():
+                for backend in cluster.balancer.backends():
+                    cluster.balancer.set_down(backend, False)
+        for pairs, down_now in ((up, False), (down, True)):
+            for cluster_id, backend_id in pairs:
+                runtime = self.clusters.get(cluster_id)
+                found = None if runtime is None else runtime.balancer.backend(backend_id)
+                if runtime is not None and found is not None:
+                    runtime.balancer.set_down(found, down_now)
+
     # clusters
-    def _add_cluster(self, request: rq.AddCluster) -> None:
-        config = request.cluster
+    def _add_cluster(self, config: Cluster) -> None:
         runtime = self.clusters.get(config.cluster_id)
         limit, retry_after = self.max_connections_per_ip, self.retry_after
         if runtime is None:

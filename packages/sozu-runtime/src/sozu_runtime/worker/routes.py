@@ -73,6 +73,8 @@ class ClusterRuntime:
             for user, _, digest in (entry.partition(":") for entry in config.authorized_hashes)
         )
         self.balancer.configure(config.load_balancing, config.load_metric)
+        check = config.health_check
+        self.balancer.set_checked(check is not None, check is None or check.fail_open)
 
 
 class Route:

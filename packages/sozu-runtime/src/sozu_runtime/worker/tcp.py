@@ -114,16 +114,12 @@ class TcpSession(asyncio.Protocol):
                 _, connection = await loop.create_connection(
                     lambda: TcpBackend(self, backend), backend.host, backend.port
                 )
-        except (OSError, TimeoutError):
-            backend.active_connections -= 1
-            backend.stats.connect_errors += 1
-            backend.connect_failed(loop.time())
+        except (OSError, TimeoutError) as error:
+            proxy.pool.connection_failed(backend, error)
             if not self._closed:
                 self._connect()
             return
-        elapsed = monotonic_ns() - started
-        backend.connect_succeeded(loop.time(), elapsed / 1e9)
-        backend.stats.connection_opened(elapsed)
+        proxy.pool.connection_opened(backend, monotonic_ns() - started)
         backend.stats.tcp_sessions += 1
         if self._closed:
             connection.transport.close()
