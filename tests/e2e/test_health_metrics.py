@@ -8,6 +8,7 @@ health uri) and backend ``sick`` (500 on the health uri, 200 elsewhere): ``sick`
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -105,15 +106,30 @@ def test_query_metrics_counts_probes_and_the_shared_state_once(served: Daemon) -
     assert none.clusters == {}  # type: ignore[union-attr]
 
 
-def test_prometheus_exposes_the_health_series(served: Daemon) -> None:
+def admin_get(served: Daemon, path: str) -> tuple[int, str]:
     connection = http.client.HTTPConnection("127.0.0.1", served.admin_port, timeout=15)
     try:
-        connection.request("GET", "/metrics")
+        connection.request("GET", path)
         answer = connection.getresponse()
-        body = answer.read().decode()
+        return answer.status, answer.read().decode()
     finally:
         connection.close()
-    assert answer.status == 200, body
+
+
+def test_the_admin_endpoint_lists_the_backends_health(served: Daemon) -> None:
+    status, body = admin_get(served, "/api/v1/backends?cluster_id=web")
+    assert status == 200, body
+    backends = {b["backend_id"]: b for b in json.loads(body)["backends"]}
+    assert backends["sick"]["state"] == "down" and backends["ok"]["state"] == "up"
+    assert backends["sick"]["last_check"]["detail"] == "500"
+    assert backends["sick"]["reason"].endswith("failed checks: 500")
+    status, body = admin_get(served, "/api/v1/backends?cluster_id=nope")
+    assert status == 404 and "nope" in json.loads(body)["error"]
+
+
+def test_prometheus_exposes_the_health_series(served: Daemon) -> None:
+    status, body = admin_get(served, "/metrics")
+    assert status == 200, body
     families = {f.name: f for f in text_string_to_metric_families(body)}
 
     def value(family: str, **labels: str) -> float:
