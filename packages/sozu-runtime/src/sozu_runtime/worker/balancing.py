@@ -441,7 +441,8 @@ class Cluster:
             self._backends.remove(backend)
         return backend
 
-    def choose(
+    # Complexity: per-connection hot path: the tiers are decided in one pass, in one frame.
+    def choose(  # noqa: C901
         self,
         now: float,
         *,

@@ -14,6 +14,7 @@ finish their requests, and when its last connection closes it is forgotten and r
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from time import monotonic_ns
 from typing import Final, Protocol
@@ -215,8 +216,10 @@ class BackendPool:
 
 def connect_error(error: OSError) -> str:
     """Why a connection could not be opened, in words (``connection refused``)."""
-    if isinstance(error, TimeoutError) and not error.strerror:
+    if isinstance(error, TimeoutError) and not error.errno:
         return "connection timed out"
+    if error.errno:  # the system's words ("connection refused"), not the loop's
+        return os.strerror(error.errno).lower()
     return (error.strerror or str(error) or type(error).__name__).lower()
 
 

@@ -17,10 +17,10 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, assert_never
+from typing import assert_never
 
 from sozu_config import requests as rq
-from sozu_config.metrics import filter_names
+from sozu_config.metrics import filter_names, select_clusters
 from sozu_config.models import (
     Cluster,
     FrontendKey,
@@ -60,7 +60,8 @@ def _ulid_time(ms: int) -> str:
 class Proxy:
     """Everything one worker serves."""
 
-    def __init__(
+    # Complexity: the worker's settings, each a keyword given by the process that sets it up.
+    def __init__(  # noqa: PLR0913
         self,
         *,
         worker_id: int,
@@ -146,19 +147,11 @@ class Proxy:
         }
         names = request.metric_names
         proxying = self.metrics.proxy_snapshot((scope for _, scope, _ in every), gauges)
-        clusters: dict[str, dict[str, Any]] = {}
-        wanted_clusters, wanted_backends = set(request.cluster_ids), set(request.backend_ids)
-        for cluster_id, scope, backends in () if request.no_clusters else every:
-            if wanted_clusters and cluster_id not in wanted_clusters:
-                continue
-            if wanted_backends:
-                backends = {i: v for i, v in backends.items() if i in wanted_backends}
-                if not backends:
-                    continue
-            clusters[cluster_id] = {
-                "cluster": filter_names(scope, names),
-                "backends": {i: filter_names(v, names) for i, v in backends.items()},
-            }
+        clusters = (
+            {}
+            if request.no_clusters
+            else select_clusters(every, request.cluster_ids, request.backend_ids, names)
+        )
         return MetricsContent(proxying=filter_names(proxying, names), clusters=clusters)
 
     # ------------------------------------------------------------------ sessions
@@ -254,7 +247,8 @@ class Proxy:
         else:
             await self._apply_runtime(request, fds)
 
-    async def _apply_runtime(self, request: rq.StateRequest, fds: list[int]) -> None:
+    # Complexity: one exhaustive match over the state requests (mypy checks every type is here).
+    async def _apply_runtime(self, request: rq.StateRequest, fds: list[int]) -> None:  # noqa: C901, PLR0912
         """The runtime side of a request the state accepted: one case per request type (mypy
         names this place when a new one is declared)."""
         match request:
