@@ -52,6 +52,7 @@ from sozu_config import (
     HealthCheck,
     HttpFrontend,
     QueryHealthChecks,
+    ReloadConfiguration,
     RemoveBackend,
     RemoveCluster,
     RemoveHealthCheck,
@@ -205,7 +206,11 @@ def utc(moment: dt.datetime) -> dt.datetime:
 
 
 def timed_out(message: str) -> bool:
-    return re.search(r"time(d)?[ -]?out", message, re.IGNORECASE) is not None
+    """The message says that the probe ran out of time (in words, or with the timeout)."""
+    return (
+        re.search(r"time(d)?[ -]?out", message, re.IGNORECASE) is not None
+        or f"within {TIMEOUT:g} s" in message
+    )
 
 
 # --------------------------------------------------------------------------- down and up
@@ -289,6 +294,10 @@ def test_a_restarted_backend_comes_back_up(proxy: Proxy, events: EventRecorder) 
         assert up.worker_id is None
         assert_once(events, "backend_up", "recovery", "phoenix", since=up_mark)
         assert count_events(events, "backend_down", "recovery", "phoenix", since=mark) == 1
+        entry = backend_health(proxy.daemon, "recovery", "phoenix")
+        assert entry is not None and entry.state == BackendState.UP, entry
+        assert entry.reason == up.message and entry.since is not None, entry
+        assert entry.last_check is not None and entry.last_check.ok, entry
 
         seen: set[tuple[int, bytes]] = set()
         for _ in range(20):  # round robin in each of two workers: both within a few
@@ -576,6 +585,40 @@ def test_a_removed_backend_drains_then_disappears(proxy: Proxy) -> None:
         client.join(10)
         assert answers == [(200, b"leaving")]
         wait_state(proxy.daemon, "drain", "leaving", None, timeout=5)
+
+
+def test_a_reload_sets_then_removes_the_check(tmp_path: Path) -> None:
+    """The check written in the file, added and taken away by reloading it."""
+    port = free_port()
+
+    def configuration(**settings: Any) -> str:
+        return configs.document(
+            configs.http_listener(port),
+            configs.http_cluster(
+                "reloaded", port, "reloaded.example", [served.address], **settings
+            ),
+            worker_count=2,
+        )
+
+    with HealthBackend("served") as served, DaemonProcess(tmp_path, configuration()) as daemon:
+        daemon.start()
+        time.sleep(3 * INTERVAL)
+        assert served.probe_count() == 0
+
+        daemon.config_path.write_text(
+            configuration(health_check={"uri": HEALTH_URI, **CHECK_SETTINGS})
+        )
+        assert daemon.send(ReloadConfiguration()).ok
+        wait_for(lambda: served.probe_count() >= 2, timeout=5)
+        assert health_checks(daemon, "reloaded") == {"reloaded": check()}
+
+        daemon.config_path.write_text(configuration())
+        assert daemon.send(ReloadConfiguration()).ok
+        time.sleep(SETTLE)
+        after = time.monotonic()
+        time.sleep(1.0)
+        assert served.probe_count(since=after) == 0
+        assert health_checks(daemon, "reloaded") == {}
 
 
 # --------------------------------------------------------------------------- TCP
