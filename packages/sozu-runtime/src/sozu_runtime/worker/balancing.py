@@ -429,7 +429,6 @@ class Cluster:
             self._backends.append(fresh)
         else:
             existing.removed = True
-            self.set_down(fresh, existing.down)
             fresh.stats = existing.stats  # the same backend, at a new address
             self._backends[self._backends.index(existing)] = fresh
         self._by_id[backend_id] = fresh
