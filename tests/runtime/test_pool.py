@@ -217,3 +217,20 @@ def test_a_failed_connect_is_counted_and_reported_to_the_session() -> None:
         assert not p.events
 
     run(test)
+
+
+def test_an_answer_timeout_is_a_failure_and_an_answer_after_it_a_recovery() -> None:
+    async def test(p: Pooled) -> None:
+        b = backend()
+        p.pool.answer_timed_out(b, 30.0)
+        p.pool.answer_timed_out(b, 30.0)  # within the backoff window: counted once
+        assert b.failures == 1 and not b.can_open(p.pool.loop.time())
+        [down] = p.observations
+        assert (down.kind, down.message) == (EventKind.BACKEND_DOWN, "no answer within 30 s")
+        p.pool.answered(b)
+        p.pool.answered(b)  # told once
+        assert b.failures == 0 and b.can_open(p.pool.loop.time())
+        assert [o.kind for o in p.observations] == [EventKind.BACKEND_DOWN, EventKind.BACKEND_UP]
+        assert not p.events  # the public events are the main process's
+
+    run(test)

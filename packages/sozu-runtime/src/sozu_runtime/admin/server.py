@@ -287,7 +287,6 @@ class _Views:
             return _unavailable(metrics)
         return web.json_response(api.cluster_view(information, metrics.content))
 
-
     async def backends(self, request: web.Request) -> web.StreamResponse:
         cluster_id = request.query.get("cluster_id")
         try:

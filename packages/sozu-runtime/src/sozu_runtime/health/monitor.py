@@ -135,17 +135,20 @@ class HealthMonitor:
         while True:
             await asyncio.sleep(max(0.0, next_start - loop.time()))
             started = loop.time()
-            async with self._slots:
-                result = await probe(
-                    target.check,
-                    host,
-                    port,
-                    host_header=target.host_header,
-                    proxy_header=target.proxy_header,
-                )
-            transition = self.board.probed(key, result)
-            if transition is not None:
-                self._apply([transition])
+            try:
+                async with self._slots:
+                    result = await probe(
+                        target.check,
+                        host,
+                        port,
+                        host_header=target.host_header,
+                        proxy_header=target.proxy_header,
+                    )
+                transition = self.board.probed(key, result)
+                if transition is not None:
+                    self._apply([transition])
+            except Exception:  # one bad probe never ends the checks of a backend
+                log.exception("the health check of %s/%s failed", *key)
             spread = self._rng.uniform(1 - JITTER, 1 + JITTER)
             next_start = max(started + interval * spread, loop.time())
 

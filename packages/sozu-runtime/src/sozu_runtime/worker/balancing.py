@@ -261,17 +261,23 @@ class Backend:
         Clears the failure count and the backoff window, and folds ``duration`` into the
         connect-time average (the first sample is taken as is).
 
-        Returns True when the connection follows failures, or the backend is down: the
-        main process is told that it answers again.
+        Returns what :meth:`recovered` returns.
         """
-        recovered = self.failures > 0 or self.down
-        self.failures = 0
-        self.retry_at = 0.0
         if self.connect_time == 0.0:
             self.connect_time = duration
         else:
             self.connect_time += CONNECT_TIME_ALPHA * (duration - self.connect_time)
-        return recovered
+        return self.recovered()
+
+    def recovered(self) -> bool:
+        """The backend answered (a connection opened, or an answer came): clear the failure
+        count and the backoff window. True when it follows failures of this worker, or when
+        the backend is down without an active check (real traffic is then how it comes
+        back): the main process is told."""
+        told = self.failures > 0 or (self.down and not self.avoid)
+        self.failures = 0
+        self.retry_at = 0.0
+        return told
 
 
 def _validate_policy(
@@ -423,7 +429,6 @@ class Cluster:
             self._backends.append(fresh)
         else:
             existing.removed = True
-            self.set_down(fresh, existing.down)
             fresh.stats = existing.stats  # the same backend, at a new address
             self._backends[self._backends.index(existing)] = fresh
         self._by_id[backend_id] = fresh

@@ -47,6 +47,7 @@ log = logging.getLogger("sozu.worker")
 __all__ = ["Proxy"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+NO_BACKEND_EVERY = 1.0  # seconds between two no_available_backends events of a cluster
 
 
 def _ulid_time(ms: int) -> str:
@@ -111,6 +112,7 @@ class Proxy:
         # backend connections: the idle ones per backend, new ones, removed backends
         self.pool = BackendPool(self, self.loop, self._emit, observe or (lambda event: None))
         self._rid_counter = 0
+        self._no_backend_said: dict[str, float] = {}  # cluster id → when it was last said
         self._rid_prefix = b""
         self._rid_random = "".join(_CROCKFORD[b & 31] for b in os.urandom(6))
         self.refresh_clock()
@@ -189,7 +191,15 @@ class Proxy:
     # ------------------------------------------------------------------ backends
 
     def no_backend(self, cluster: ClusterRuntime) -> None:
-        self._emit(Event(kind=EventKind.NO_AVAILABLE_BACKENDS, cluster_id=cluster.cluster_id))
+        """A request of ``cluster`` found no backend: said at most once a second per cluster
+        (a cluster that answers 503 to every request must not flood the events)."""
+        now = self.clock()
+        if (
+            now - self._no_backend_said.get(cluster.cluster_id, -NO_BACKEND_EVERY)
+            >= NO_BACKEND_EVERY
+        ):
+            self._no_backend_said[cluster.cluster_id] = now
+            self._emit(Event(kind=EventKind.NO_AVAILABLE_BACKENDS, cluster_id=cluster.cluster_id))
 
     # ------------------------------------------------------------------ access logs
 
@@ -351,6 +361,7 @@ class Proxy:
 
     def _remove_cluster(self, request: rq.RemoveCluster) -> None:
         cluster_id = request.cluster_id
+        self._no_backend_said.pop(cluster_id, None)
         for key in self.cluster_routes.pop(cluster_id, set()):
             route = self.routes.pop(key)
             listener = self.listeners.get(route.frontend.address)
