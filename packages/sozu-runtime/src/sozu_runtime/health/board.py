@@ -183,14 +183,15 @@ class HealthBoard:
     def observed(
         self, key: BackendKey, failed: bool, detail: str, now: dt.datetime
     ) -> Transition | None:
-        """A worker saw a connection to ``key`` fail (``failed``) or open after failures."""
+        """A worker saw a connection to ``key`` fail (``failed``), or the backend answer again
+        (``detail``: what it saw, e.g. ``connection refused`` or ``an answer came``)."""
         record = self.record(key)
         if record is None:
             return None
         if not failed:
             record.passive_failures = 0
             if record.down and self.check_of(key[0]) is None:
-                return self._set(record, False, "a connection opened", now)
+                return self._set(record, False, detail or "traffic went through", now)
             return None
         record.passive_failures += 1
         if not record.down and record.passive_failures >= PASSIVE_FAILURES:

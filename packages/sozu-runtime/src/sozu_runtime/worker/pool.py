@@ -158,13 +158,14 @@ class BackendPool:
         self._maybe_drained(backend)
 
     def answered(self, backend: Backend) -> None:
-        """An answer came from ``backend`` after failures of this worker."""
+        """An answer came from ``backend`` that is news (see :meth:`Backend.has_news`)."""
         if backend.recovered():
             self._observe(_observation(EventKind.BACKEND_UP, backend, "an answer came"))
 
     def answer_timed_out(self, backend: Backend, timeout: float) -> None:
         """``backend`` took a request and did not answer within ``timeout`` seconds: counted
         as a failed connection (its backoff window opens; the main process is told)."""
+        backend.silent = True
         if backend.connect_failed(self.loop.time()):
             reason = f"no answer within {timeout:g} s"
             self._observe(_observation(EventKind.BACKEND_DOWN, backend, reason))
