@@ -418,7 +418,7 @@ class BackendConnection(asyncio.BufferedProtocol):
         """The answer is complete: back to the pool (or closed), the session goes on."""
         backend = self.backend
         backend.active_requests -= 1
-        if backend.failures:  # it answers again: the failures are over
+        if backend.news:  # it answers again
             self.pool.answered(backend)
         self.session = None
         reusable = self.keep_alive and not extra and session.phase != REQUEST_BODY
