@@ -20,6 +20,7 @@ from sozu_config.models import (
     Backend,
     Cluster,
     HeaderEdit,
+    HealthCheck,
     HttpFrontend,
     HttpListenerConfig,
     HttpsListenerConfig,
@@ -38,6 +39,8 @@ from sozu_config.protocol import (
     encode_response,
 )
 from sozu_config.responses import (
+    BackendHealth,
+    BackendsContent,
     BatchResult,
     BatchResults,
     CertificatesContent,
@@ -47,8 +50,10 @@ from sozu_config.responses import (
     Event,
     EventContent,
     FrontendList,
+    HealthChecksContent,
     ListenersList,
     MetricsContent,
+    ProbeResult,
     RequestCounts,
     Response,
     ResponseContent,
@@ -184,6 +189,13 @@ def one_of_each_request() -> dict[type, Any]:
             )
         ),
         rq.RemoveCluster(cluster_id="c1"),
+        rq.SetHealthCheck(
+            cluster_id="c1",
+            health_check=HealthCheck(
+                uri="/health", interval=0.5, expected_status=204, host="app.test", fail_open=False
+            ),
+        ),
+        rq.RemoveHealthCheck(cluster_id="c1"),
         rq.AddHttpListener(
             listener=HttpListenerConfig(address=HTTP, answers={404: "x"}, active=True)
         ),
@@ -243,6 +255,8 @@ def one_of_each_request() -> dict[type, Any]:
         rq.CountRequests(),
         rq.QueryState(),
         rq.QueryMetrics(cluster_ids=["c1", "c2"], workers=True),
+        rq.QueryHealthChecks(cluster_id="c1"),
+        rq.ListBackends(),
         rq.SaveState(path="/var/lib/sozu/state.jsonl"),
         rq.LoadState(path="state.jsonl"),
         rq.ReloadConfiguration(path="/etc/sozu/config.toml"),
@@ -437,6 +451,30 @@ def one_of_each_content() -> dict[type, Any]:
             workers={"0": {"requests": 10, "bytes_in": 2048}},
             clusters={"c1": {"http.status.2xx": 9}},
             proxying={"connections": 1},
+        ),
+        HealthChecksContent(health_checks={"c1": HealthCheck(), "c2": HealthCheck(uri="/up")}),
+        BackendsContent(
+            backends=[
+                BackendHealth(
+                    cluster_id="c1",
+                    backend_id="b1",
+                    address="10.0.0.2:80",
+                    state="down",
+                    since=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+                    reason="3 failed checks: connection refused",
+                    checked=True,
+                    last_check=ProbeResult(
+                        time=dt.datetime(2026, 1, 2, 3, 4, 6, tzinfo=dt.UTC),
+                        ok=False,
+                        latency=0.0002,
+                        detail="connection refused",
+                    ),
+                    consecutive_failures=4,
+                ),
+                BackendHealth(
+                    cluster_id="c1", backend_id="b2", address="10.0.0.3:80", state="draining"
+                ),
+            ]
         ),
         EventContent(
             event=Event(

@@ -47,7 +47,7 @@ def test_every_request_model_belongs_to_exactly_one_family() -> None:
         for model in rq.members(family):
             where.setdefault(model, []).append(name)
     models = concrete_request_models()
-    assert len(models) == 45
+    assert len(models) == 49
     assert {model: where.get(model, []) for model in models if len(where.get(model, [])) != 1} == {}
     assert set(where) == set(models)
 

@@ -79,7 +79,7 @@ def test_backoff_delay_is_a_whole_number_of_seconds_below_two_to_the_failures(
 def test_first_failure_opens_a_one_second_window() -> None:
     backend = Backend("app", "b0", "127.0.0.1:8000", rng=random.Random(3))
     assert backend.can_open(NOW)
-    assert backend.connect_failed(NOW) is False
+    assert backend.connect_failed(NOW) is True  # counted: the main process is told
     assert backend.failures == 1
     assert backend.retry_at == NOW + 1.0
     assert not backend.can_open(NOW)
@@ -103,72 +103,85 @@ def test_later_failures_wait_as_sozu_does() -> None:
         now = backend.retry_at
     assert waits[0] == 1.0
     assert waits[1] == 1.0
-    # Once down the window keeps growing up to [1, 2**MAX_FAILURES).
+    # The window keeps growing up to [1, 2**MAX_FAILURES).
     assert max(waits) > 2
 
 
-def test_failures_cap_and_down_is_reported_once() -> None:
+def test_failures_cap_and_every_counted_failure_is_reported() -> None:
     backend = Backend("app", "b0", "127.0.0.1:8000", rng=random.Random(5))
     now = NOW
-    transitions: list[bool] = []
+    reported: list[bool] = []
     for _ in range(MAX_FAILURES + 4):
-        transitions.append(backend.connect_failed(now))
+        reported.append(backend.connect_failed(now))
         now = backend.retry_at
     assert backend.failures == MAX_FAILURES
-    assert backend.is_down
-    assert transitions == [False] * (MAX_FAILURES - 1) + [True] + [False] * 4
-
-
-def test_not_down_before_max_failures() -> None:
-    backend = Backend("app", "b0", "127.0.0.1:8000", rng=random.Random(5))
-    now = NOW
-    for _ in range(MAX_FAILURES - 1):
-        backend.connect_failed(now)
-        now = backend.retry_at
-    assert backend.failures == MAX_FAILURES - 1
-    assert not backend.is_down
+    assert reported == [True] * (MAX_FAILURES + 4)
+    # a worker does not decide that a backend is down: the main process does
+    assert not backend.down
 
 
 def test_simultaneous_failures_count_once() -> None:
     backend = Backend("app", "b0", "127.0.0.1:8000", rng=random.Random(5))
-    backend.connect_failed(NOW)
+    assert backend.connect_failed(NOW) is True
     window_end = backend.retry_at
-    # Other connections opened at the same time fail during the window: ignored.
+    # Other connections opened at the same time fail during the window: ignored, unreported.
     assert backend.connect_failed(NOW) is False
     assert backend.connect_failed(NOW + 0.5) is False
     assert backend.failures == 1
     assert backend.retry_at == window_end
     # After the window a new failure counts again.
-    backend.connect_failed(window_end)
+    assert backend.connect_failed(window_end) is True
     assert backend.failures == 2
     assert backend.retry_at >= window_end + 1
 
 
-def test_success_resets_and_up_is_reported_once() -> None:
+def test_success_after_failures_is_reported_once() -> None:
     backend = Backend("app", "b0", "127.0.0.1:8000", rng=random.Random(5))
     now = NOW
     for _ in range(MAX_FAILURES):
         backend.connect_failed(now)
         now = backend.retry_at
-    assert backend.is_down
-    # A down backend is still tried once its window has passed: that is how it recovers.
+    # A backend is still tried once its window has passed: that is how it recovers.
     assert backend.can_open(now)
-    assert backend.connect_succeeded(now, 0.01) is True
+    assert backend.connect_succeeded(0.01) is True
     assert backend.failures == 0
     assert backend.retry_at == 0.0
-    assert not backend.is_down
     assert backend.can_open(now)
-    assert backend.connect_succeeded(now, 0.01) is False
+    assert backend.connect_succeeded(0.01) is False
 
 
-def test_success_before_down_reports_nothing_and_clears_the_window() -> None:
+def test_on_a_backend_another_worker_found_down_an_answer_is_news_not_a_connection() -> None:
+    cluster = Cluster("app")
+    backend = cluster.upsert_backend("b0", "127.0.0.1:8000")
+    cluster.set_down(backend, True)
+    assert backend.failures == 0
+    assert backend.connect_succeeded(0.01) is False  # a connection proves nothing yet
+    assert backend.has_news()
+    assert backend.recovered() is True  # an answer does
+    # with an active check the check decides: answers (fail-open traffic) are no news
+    cluster.set_checked(True)
+    assert not backend.has_news() and backend.recovered() is False
+
+
+def test_after_an_answer_timeout_a_connection_is_no_proof() -> None:
+    backend = Backend("app", "b0", "127.0.0.1:8000", rng=random.Random(5))
+    backend.silent = True
+    backend.connect_failed(NOW)
+    assert backend.connect_succeeded(0.01) is False
+    assert backend.failures == 1 and backend.silent
+    assert backend.recovered() is True
+    assert backend.failures == 0 and not backend.silent
+
+
+def test_success_before_down_reports_it_and_clears_the_window() -> None:
     backend = Backend("app", "b0", "127.0.0.1:8000", rng=random.Random(5))
     backend.connect_failed(NOW)
     assert not backend.can_open(NOW + 0.5)
     # A connection started earlier succeeds during the window: the backend is fine again.
-    assert backend.connect_succeeded(NOW + 0.5, 0.2) is False
+    assert backend.connect_succeeded(0.2) is True
     assert backend.failures == 0
     assert backend.can_open(NOW + 0.5)
+    assert backend.connect_succeeded(0.2) is False
     # And the next failure is a "first" failure again: exactly one second.
     backend.connect_failed(NOW + 0.6)
     assert backend.retry_at == NOW + 1.6
@@ -177,11 +190,11 @@ def test_success_before_down_reports_nothing_and_clears_the_window() -> None:
 def test_connect_time_is_an_ewma_with_alpha_three_tenths() -> None:
     backend = Backend("app", "b0", "127.0.0.1:8000")
     assert backend.connect_time == 0.0
-    backend.connect_succeeded(NOW, 0.100)
+    backend.connect_succeeded(0.100)
     assert backend.connect_time == pytest.approx(0.100)
-    backend.connect_succeeded(NOW, 0.200)
+    backend.connect_succeeded(0.200)
     assert backend.connect_time == pytest.approx(0.7 * 0.100 + 0.3 * 0.200)
-    backend.connect_succeeded(NOW, 0.0)
+    backend.connect_succeeded(0.0)
     assert backend.connect_time == pytest.approx(0.7 * 0.13)
 
 
@@ -456,9 +469,9 @@ def test_least_loaded_follows_active_requests() -> None:
 def test_least_loaded_follows_connection_time() -> None:
     cluster = make_cluster(LEAST_LOADED, CONNECTION_TIME)
     b0, b1, b2 = cluster.backends()
-    b0.connect_succeeded(NOW, 0.050)
-    b1.connect_succeeded(NOW, 0.005)
-    b2.connect_succeeded(NOW, 0.020)
+    b0.connect_succeeded(0.050)
+    b1.connect_succeeded(0.005)
+    b2.connect_succeeded(0.020)
     assert {cluster.choose(NOW) for _ in range(10)} == {b1}
 
 
@@ -510,7 +523,7 @@ def test_upsert_same_address_keeps_the_object_and_its_counters() -> None:
     assert b1 is not None
     b1.active_connections = 4
     b1.active_requests = 2
-    b1.connect_succeeded(NOW, 0.01)
+    b1.connect_succeeded(0.01)
     b1.connect_failed(NOW)
     updated = cluster.upsert_backend("b1", "127.0.0.1:8001", weight=7, backup=True, sticky_id="s")
     assert updated is b1

@@ -28,6 +28,7 @@ from sozu_config.responses import (
     WorkersContent,
 )
 from sozu_config.state import ConfigState, StateError
+from sozu_runtime.health import HealthMonitor
 from sozu_runtime.main.execution import Execution, _batch_results
 from sozu_runtime.main.persistence import StateFiles
 from sozu_runtime.main.pool import WorkerPool
@@ -54,6 +55,12 @@ class Bench:
             self.pool,
             self.sockets,
             files,
+            HealthMonitor(
+                self.state,
+                emit=self.events.append,
+                broadcast=self.pool.broadcast,
+                workers=lambda: [w.id for w in self.pool.running(starting=True)],
+            ),
             emit=self.events.append,
             spawn=_drop,
             upgrade_worker=_refused_upgrade_worker,

@@ -52,8 +52,9 @@ class Pooled:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.events: list[Event] = []
+        self.observations: list[Event] = []  # what the main process is told
         self.services = Services()
-        self.pool = BackendPool(self.services, loop, self.events.append)
+        self.pool = BackendPool(self.services, loop, self.events.append, self.observations.append)
 
     def opened(self, backend: Backend) -> BackendConnection:
         connection = BackendConnection(self.services, self.pool, backend)
@@ -208,5 +209,28 @@ def test_a_failed_connect_is_counted_and_reported_to_the_session() -> None:
         assert b.active_connections == 0 and b.failures == 1
         assert b.stats.connect_errors == 1
         assert not p.pool.connections
+        # the failure is reported to the main process, with why; no public event here
+        [observation] = p.observations
+        assert observation.kind is EventKind.BACKEND_DOWN
+        assert (observation.cluster_id, observation.backend_id) == (b.cluster_id, b.backend_id)
+        assert observation.message == "connection refused"
+        assert not p.events
+
+    run(test)
+
+
+def test_an_answer_timeout_is_a_failure_and_an_answer_after_it_a_recovery() -> None:
+    async def test(p: Pooled) -> None:
+        b = backend()
+        p.pool.answer_timed_out(b, 30.0)
+        p.pool.answer_timed_out(b, 30.0)  # within the backoff window: counted once
+        assert b.failures == 1 and not b.can_open(p.pool.loop.time())
+        [down] = p.observations
+        assert (down.kind, down.message) == (EventKind.BACKEND_DOWN, "no answer within 30 s")
+        p.pool.answered(b)
+        p.pool.answered(b)  # told once
+        assert b.failures == 0 and b.can_open(p.pool.loop.time())
+        assert [o.kind for o in p.observations] == [EventKind.BACKEND_DOWN, EventKind.BACKEND_UP]
+        assert not p.events  # the public events are the main process's
 
     run(test)

@@ -40,6 +40,7 @@ __all__ = [
     "merge_value",
     "prometheus_name",
     "reference_table",
+    "select_clusters",
     "status_classes",
     "with_percentiles",
 ]
@@ -73,6 +74,7 @@ class MetricInfo:
 
 _P = (Scope.PROXY,)
 _PCB = (Scope.PROXY, Scope.CLUSTER, Scope.BACKEND)
+_PC = (Scope.PROXY, Scope.CLUSTER)
 _M = (Scope.MAIN,)
 
 CATALOGUE: Final[dict[str, MetricInfo]] = {
@@ -128,7 +130,8 @@ CATALOGUE: Final[dict[str, MetricInfo]] = {
             "backend.down",
             Kind.GAUGE,
             _PCB,
-            "backends resting after connection failures (1 for a backend, a count above)",
+            "backends down, by health check or failed connections (1 for a backend, a count "
+            "above; counted once, by the main process)",
         ),
         MetricInfo(
             "backend.failures",
@@ -136,6 +139,12 @@ CATALOGUE: Final[dict[str, MetricInfo]] = {
             _PCB,
             "consecutive connection failures (of a backend; summed above)",
         ),
+        # ------------------------------------------------------------ health (main process)
+        MetricInfo("health_check.success", Kind.COUNTER, _PCB, "active health checks passed"),
+        MetricInfo("health_check.failure", Kind.COUNTER, _PCB, "active health checks failed"),
+        MetricInfo("health_check.up", Kind.COUNTER, _PCB, "times a backend went up again"),
+        MetricInfo("health_check.down", Kind.COUNTER, _PCB, "times a backend went down"),
+        MetricInfo("health_check.healthy_backends", Kind.GAUGE, _PC, "backends up (not down)"),
         # ------------------------------------------------------------ TCP
         MetricInfo("tcp.sessions", Kind.COUNTER, _PCB, "TCP sessions proxied"),
         MetricInfo("tcp.active_sessions", Kind.GAUGE, _P, "TCP sessions open"),
@@ -308,6 +317,32 @@ def filter_names(scope: Mapping[str, Any], names: Iterable[str]) -> dict[str, An
     if not wanted:
         return dict(scope)
     return {name: value for name, value in scope.items() if name in wanted}
+
+
+def select_clusters(
+    clusters: Iterable[tuple[str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]],
+    cluster_ids: Iterable[str] = (),
+    backend_ids: Iterable[str] = (),
+    names: Iterable[str] = (),
+) -> dict[str, dict[str, Any]]:
+    """The ``clusters`` of a ``query_metrics`` answer from (cluster id, cluster scope, backend
+    scopes by id): only the clusters in ``cluster_ids`` and the backends in ``backend_ids``
+    (a cluster none of whose backends is wanted is left out), only the metrics in ``names``
+    (every one, for each filter left empty)."""
+    wanted_clusters, wanted_backends, wanted_names = set(cluster_ids), set(backend_ids), list(names)
+    out: dict[str, dict[str, Any]] = {}
+    for cluster_id, scope, backends in clusters:
+        if wanted_clusters and cluster_id not in wanted_clusters:
+            continue
+        if wanted_backends:
+            backends = {i: v for i, v in backends.items() if i in wanted_backends}
+            if not backends:
+                continue
+        out[cluster_id] = {
+            "cluster": filter_names(scope, wanted_names),
+            "backends": {i: filter_names(v, wanted_names) for i, v in backends.items()},
+        }
+    return out
 
 
 # --------------------------------------------------------------------------- reference

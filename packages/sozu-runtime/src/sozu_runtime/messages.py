@@ -20,8 +20,8 @@ from sozu_config.requests import Request, StateRequest
 __all__ = [
     "EVENT_ID",
     "HEALTH_ID",
-    "HealthUpdate",
     "Control",
+    "HealthUpdate",
     "InitialState",
     "ReopenLogs",
     "Setup",

@@ -6,7 +6,8 @@ listening socket is not inheritable: workers started later do not hold it.
 
 Endpoints (``GET``, and ``HEAD``): ``/metrics`` (Prometheus, see :mod:`.prometheus`),
 ``/healthz``, ``/api/v1/status``, ``/api/v1/state``, ``/api/v1/clusters``,
-``/api/v1/clusters/{id}``. Any other path is a 404, any other method a 405; errors are JSON
+``/api/v1/clusters/{id}``, ``/api/v1/backends`` (each backend's health; ``?cluster_id=`` for
+one cluster's). Any other path is a 404, any other method a 405; errors are JSON
 documents ``{"error": "..."}``. With a token, every request must carry
 ``Authorization: Bearer <token>`` (else 401 with ``WWW-Authenticate: Bearer``).
 
@@ -30,7 +31,9 @@ from sozu_config import requests as rq
 from sozu_config.addresses import split_address
 from sozu_config.config import AdminSettings
 from sozu_config.responses import (
+    BackendsContent,
     ClustersContent,
+    ErrorKind,
     MetricsContent,
     Response,
     StateContent,
@@ -89,6 +92,7 @@ class AdminServer:
         app.router.add_get("/api/v1/state", views.state)
         app.router.add_get("/api/v1/clusters", views.clusters)
         app.router.add_get("/api/v1/clusters/{cluster_id}", views.cluster)
+        app.router.add_get("/api/v1/backends", views.backends)
         return app
 
     async def start(self) -> None:
@@ -282,6 +286,19 @@ class _Views:
         if not isinstance(metrics.content, MetricsContent):
             return _unavailable(metrics)
         return web.json_response(api.cluster_view(information, metrics.content))
+
+    async def backends(self, request: web.Request) -> web.StreamResponse:
+        cluster_id = request.query.get("cluster_id")
+        try:
+            query = rq.ListBackends(cluster_id=cluster_id)
+        except ValidationError:  # not a valid id: no cluster has it
+            return _unknown_cluster(str(cluster_id))
+        answer = await self.questions.ask(query)
+        if answer.kind == ErrorKind.NOT_FOUND and cluster_id is not None:
+            return _unknown_cluster(cluster_id)
+        if not isinstance(answer.content, BackendsContent):
+            return _unavailable(answer)
+        return web.json_response(answer.content.model_dump(mode="json", exclude={"type"}))
 
 
 def _unknown_cluster(cluster_id: str) -> web.Response:

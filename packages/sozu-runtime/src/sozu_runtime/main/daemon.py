@@ -51,6 +51,7 @@ from sozu_config.responses import (
 from sozu_config.state import ConfigState, StateError
 
 from .. import __version__
+from ..health import HealthMonitor
 from ..logs import reopen_logs
 from ..messages import ReopenLogs
 from .audit import AuditLog, FanOut
@@ -105,6 +106,13 @@ class Daemon:
             spawn=self.spawn,
             stopping=lambda: self.stopping,
         )
+        self.health = HealthMonitor(
+            self.state,
+            emit=self.emit,
+            broadcast=self.pool.broadcast,
+            workers=lambda: [w.id for w in self.pool.running(starting=True)],
+        )
+        self.pool.health = self.health
         self.state_files = StateFiles(config, self.state, self.loop, self.emit)
         self.execution = Execution(
             config,
@@ -112,6 +120,7 @@ class Daemon:
             self.pool,
             self.sockets,
             self.state_files,
+            self.health,
             emit=self.emit,
             spawn=self.spawn,
             upgrade_worker=self.upgrade_worker,
@@ -129,6 +138,7 @@ class Daemon:
             self.sockets,
             self.commands,
             self.connections,
+            self.health,
             lock=self.execution.lock,
             started_at=self.started_at,
         )
@@ -172,6 +182,7 @@ class Daemon:
                 await self.pool.shutdown(hard=True)
                 raise StartupError("a worker failed to start (see the messages above)")
         self.state_files.automatic_save()
+        self.health.start()
         self._export_metrics()
         write_pid_file(config)
         self._notify_serving()
@@ -188,6 +199,8 @@ class Daemon:
         it handed over."""
         self.sockets.adopt(data["sockets"])
         self.pool.adopt(data["workers"], int(data["next_worker_id"]))
+        self.health.start()
+        self.health.restore(data.get("health", []))
         try:
             self.audit = open_audit_logs(self.config)
         except StartupError as error:  # the old process is gone: serve on, and say so
@@ -258,6 +271,7 @@ class Daemon:
         self.emit(Event(kind=EventKind.STOP_REQUESTED, message="hard" if hard else "soft"))
         if self.statsd is not None:
             await self.statsd.stop()
+        await self.health.stop()
         await self.pool.shutdown(hard=hard)
         if self.admin is not None:
             await self.admin.stop()
@@ -286,6 +300,8 @@ class Daemon:
     # ------------------------------------------------------------------ what the parts use
 
     def emit(self, event: Event) -> None:
+        if event.kind is EventKind.REMOVED_BACKEND_HAS_NO_CONNECTIONS:
+            self.health.drained(event)
         self.events.emit(event)
 
     def main_info(self) -> MainProcessInfo:

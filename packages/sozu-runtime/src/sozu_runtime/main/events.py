@@ -25,7 +25,8 @@ __all__ = ["MAX_SUBSCRIBER_BUFFER", "REPLAY_WINDOW", "Subscribers", "event_respo
 MAX_SUBSCRIBER_BUFFER = 4 * 1024 * 1024  # an events subscriber that reads slower is dropped
 REPLAY_WINDOW = 30.0  # seconds after a main upgrade during which new subscribers are told of it
 
-_QUIET = (EventKind.BACKEND_UP, EventKind.BACKEND_DOWN)  # events not logged here
+# events not logged here: the health monitor logs them, with their level
+_QUIET = (EventKind.BACKEND_UP, EventKind.BACKEND_DOWN)
 
 
 def event_response(request_id: str, event: Event) -> Response:

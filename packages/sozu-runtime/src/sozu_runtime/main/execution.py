@@ -21,6 +21,7 @@ from typing import Any, assert_never
 from sozu_config import requests as rq
 from sozu_config.config import Config
 from sozu_config.responses import (
+    BackendsContent,
     BatchResult,
     BatchResults,
     ErrorKind,
@@ -37,6 +38,7 @@ from sozu_config.responses import (
 )
 from sozu_config.state import ConfigState, StateError, failure_from
 
+from ..health import HealthMonitor
 from ..logs import set_level
 from .metrics import main_figures, merge_metrics
 from .persistence import StateFiles
@@ -63,6 +65,7 @@ class Execution:
         pool: WorkerPool,
         sockets: ListeningSockets,
         state_files: StateFiles,
+        health: HealthMonitor,
         *,
         emit: Callable[[Event], None],
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
@@ -75,6 +78,7 @@ class Execution:
         self.pool = pool
         self.sockets = sockets
         self.state_files = state_files
+        self.health = health
         self.lock = asyncio.Lock()
         """Held while a change is applied (and by a main upgrade: no change starts then)."""
         self._emit = emit
@@ -109,11 +113,18 @@ class Execution:
                 | rq.ListListeners()
                 | rq.QueryCertificates()
                 | rq.CountRequests()
+                | rq.QueryHealthChecks()
             ):
                 try:
                     return ok(content=self.state.answer_query(request))
                 except StateError as error:
                     return failure_from(error)
+            case rq.ListBackends():
+                if request.cluster_id is not None and request.cluster_id not in self.state.clusters:
+                    return fail(f"no cluster {request.cluster_id!r}", kind=ErrorKind.NOT_FOUND)
+                return ok(
+                    content=BackendsContent(backends=self.health.statuses(request.cluster_id))
+                )
             case rq.SaveState():
                 return self.state_files.save(request.path)
             case rq.LoadState():
@@ -177,6 +188,7 @@ class Execution:
                 self.sockets.discard(fresh)
                 refused = _refused_batch(request, error.index, error.message)
                 return failure_from(error, prefix="refused by the main process: ", content=refused)
+            self.health.sync()  # probes follow; workers hear of health changes before the change
             results = await self.pool.fanout(request, fds)
             listeners = self.state.listeners()
             self.sockets.release(a for a, listener in listeners.items() if listener.active)
@@ -241,7 +253,7 @@ class Execution:
         results = await self.pool.fanout(request)
         answers = [(worker.id, answer) for worker, answer in results]
         main = main_figures(self.state, len(self.pool))
-        return ok(content=merge_metrics(answers, main, request))
+        return ok(content=merge_metrics(answers, main, request, self.health.metrics()))
 
     async def _per_worker(self, request: rq.Request) -> Response:
         responses: dict[str, ResponseContent | None] = {}

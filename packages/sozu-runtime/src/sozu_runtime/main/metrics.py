@@ -11,7 +11,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from sozu_config import requests as rq
-from sozu_config.metrics import CATALOGUE, filter_names, merge_scope, with_percentiles
+from sozu_config.metrics import (
+    CATALOGUE,
+    filter_names,
+    merge_scope,
+    select_clusters,
+    with_percentiles,
+)
 from sozu_config.responses import MetricsContent, Response
 from sozu_config.state import ConfigState
 
@@ -56,12 +62,16 @@ def _finished(clusters: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def merge_metrics(
-    answers: Iterable[tuple[int, Response]], main: dict[str, Any], request: rq.QueryMetrics
+    answers: Iterable[tuple[int, Response]],
+    main: dict[str, Any],
+    request: rq.QueryMetrics,
+    health: dict[str, dict[str, Any]] | None = None,
 ) -> MetricsContent:
     """The answer to ``query_metrics`` from the workers' answers (by worker id): the
     workers' proxy-wide figures and clusters summed, histograms with their percentiles, each
-    worker's own figures too when ``request.workers``. Answers without metrics (a worker
-    whose metrics are disabled) are left out."""
+    worker's own figures too when ``request.workers``; then the main process's ``health``
+    figures by cluster (see :meth:`.health.HealthBoard.metrics`), filtered as the request says.
+    Answers without metrics (a worker whose metrics are disabled) are left out."""
     if request.list:
         return MetricsContent(names=metric_names())
     workers: dict[str, dict[str, Any]] = {}
@@ -80,6 +90,15 @@ def merge_metrics(
                 "proxying": with_percentiles(merge_scope({}, content.proxying)),
                 "clusters": _finished(own),
             }
+    if health:
+        for data in health.values():
+            merge_scope(proxying, filter_names(data["cluster"], request.metric_names))
+        if not request.no_clusters:
+            scopes = ((i, data["cluster"], data["backends"]) for i, data in health.items())
+            selected = select_clusters(
+                scopes, request.cluster_ids, request.backend_ids, request.metric_names
+            )
+            merge_clusters(clusters, selected)
     return MetricsContent(
         main=filter_names(main, request.metric_names),
         workers=workers,

@@ -33,7 +33,8 @@ from sozu_config.responses import (
 )
 from sozu_config.state import ConfigState
 
-from ..messages import InitialState, Setup
+from ..health import HealthMonitor
+from ..messages import HealthUpdate, InitialState, Setup
 from .audit import fan_out
 from .replies import fail
 from .sockets import ListeningSockets
@@ -60,6 +61,8 @@ class WorkerPool:
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
         stopping: Callable[[], bool],
     ) -> None:
+        self.health: HealthMonitor | None = None
+        """The backends' shared health: a new worker is told it; workers report to it."""
         self.config = config
         self.state = state
         self.sockets = sockets
@@ -84,7 +87,7 @@ class WorkerPool:
     # ------------------------------------------------------------------ start
 
     def _handle(self, worker_id: int) -> WorkerHandle:
-        return WorkerHandle(worker_id, self._on_event, self._on_exit)
+        return WorkerHandle(worker_id, self._on_event, self._on_exit, self._on_observation)
 
     async def start(self) -> WorkerHandle | None:
         """Start a worker with the current state and the listening sockets (None: it did
@@ -97,6 +100,8 @@ class WorkerPool:
             return None
         ready = handle.send(control=self._setup(handle.id))
         initial = self._initial_state(handle)
+        if self.health is not None:  # applied after the state, in order
+            handle.send(control=self.health.update())
         self.workers[handle.id] = handle
         for future in (ready, initial):
             try:
@@ -150,7 +155,18 @@ class WorkerPool:
     def _on_event(self, handle: WorkerHandle, event: Event) -> None:
         self._emit(event.model_copy(update={"worker_id": handle.id}))
 
+    def _on_observation(self, handle: WorkerHandle, event: Event) -> None:
+        if self.health is not None:
+            self.health.observed(handle.id, event)
+
+    def broadcast(self, update: HealthUpdate) -> None:
+        """Tell every worker (those starting too) of a change of the backends' health."""
+        for handle in self.running(starting=True):
+            handle.send(control=update)
+
     def _on_exit(self, handle: WorkerHandle) -> None:
+        if self.health is not None:
+            self.health.worker_gone(handle.id)
         if self.workers.get(handle.id) is not handle:
             return
         del self.workers[handle.id]

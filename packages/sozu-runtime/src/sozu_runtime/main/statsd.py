@@ -271,16 +271,20 @@ class StatsdLines:
         main: Mapping[str, Any],
         workers: Mapping[Any, Mapping[str, Any]],
         now: float | None = None,
+        health: Mapping[str, Any] | None = None,
     ) -> list[str]:
         """The lines to send at ``now`` (default: the clock's time): ``main``, the main
         process's figures; ``workers``, by worker id, ``{"proxying": {…}, "clusters": {…}}``
-        (the workers that answered). Less than :data:`SEND_INTERVAL` after the previous send,
-        nothing (what changed meanwhile is sent next time)."""
+        (the workers that answered); ``health``, the main process's health figures by cluster
+        (as ``clusters``). Less than :data:`SEND_INTERVAL` after the previous send, nothing
+        (what changed meanwhile is sent next time)."""
         now = self._clock() if now is None else now
         if self._last_send is not None and now - self._last_send < SEND_INTERVAL:
             return []
         self._last_send = now
         out = self._scope((MAIN_ORIGIN, None, None), main, now, baseline=False)
+        for scope, snapshot in self._scopes(MAIN_ORIGIN, {"clusters": health or {}}):
+            out += self._scope(scope, snapshot, now, baseline=False)
         for worker_id, data in workers.items():
             origin = worker_origin(worker_id)
             baseline = origin in self._baseline
@@ -358,12 +362,13 @@ class StatsdLines:
         return out
 
     def _forget(self, now: float) -> None:
-        """Drop the worker scopes no answer carried for :data:`FORGET_AFTER` seconds (a
-        removed cluster, a worker gone)."""
+        """Drop the scopes of workers and clusters no answer carried for
+        :data:`FORGET_AFTER` seconds (a removed cluster, a worker gone)."""
         old = [
             scope
             for scope, remembered in self._memory.items()
-            if scope[0] != MAIN_ORIGIN and now - remembered.seen >= FORGET_AFTER
+            if (scope[0] != MAIN_ORIGIN or scope[1] is not None)
+            and now - remembered.seen >= FORGET_AFTER
         ]
         for scope in old:
             del self._memory[scope]
@@ -483,7 +488,8 @@ class StatsdExport:
             if isinstance(content, MetricsContent) and (content.proxying or content.clusters):
                 workers[worker.id] = {"proxying": content.proxying, "clusters": content.clusters}
         main = main_figures(self.state, len(self.pool))
-        self.send(self.builder.lines(main, workers, now))
+        health = self.pool.health.metrics() if self.pool.health is not None else {}
+        self.send(self.builder.lines(main, workers, now, health))
 
     def send(self, lines: Iterable[str]) -> None:
         """Send ``lines`` without ever waiting: a datagram the socket cannot take now is

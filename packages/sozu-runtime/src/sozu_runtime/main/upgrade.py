@@ -48,6 +48,7 @@ from sozu_config.state import ConfigState
 from sozu_config.statefile import write_state_file
 
 from .. import __version__
+from ..health import HealthMonitor
 from .command_socket import CommandServer
 from .connections import Asker, CommandConnections
 from .pool import WorkerPool
@@ -205,7 +206,8 @@ class MainUpgrade:
     """The old main process's half of a main-process upgrade (the new one's is
     :mod:`.resume`)."""
 
-    def __init__(
+    # Complexity: the main process's parts, given explicitly by the daemon that composes them.
+    def __init__(  # noqa: PLR0913
         self,
         config: Config,
         state: ConfigState,
@@ -213,6 +215,7 @@ class MainUpgrade:
         sockets: ListeningSockets,
         commands: CommandServer,
         connections: CommandConnections,
+        health: HealthMonitor,
         *,
         lock: asyncio.Lock,
         started_at: dt.datetime,
@@ -223,6 +226,7 @@ class MainUpgrade:
         self.sockets = sockets
         self.commands = commands
         self.connections = connections
+        self.health = health
         self.lock = lock
         self.started_at = started_at
 
@@ -311,6 +315,7 @@ class MainUpgrade:
             "command_fd": command_fd,
             "clients": clients,
             "then_workers": then_workers,
+            "health": self.health.handover(),
         }
 
 

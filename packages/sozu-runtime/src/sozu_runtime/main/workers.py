@@ -28,7 +28,7 @@ from sozu_config.responses import (
 )
 
 from ..channel import Channel
-from ..messages import EVENT_ID, Control, WorkerMessage, encode_message
+from ..messages import EVENT_ID, HEALTH_ID, Control, WorkerMessage, encode_message
 from .replies import fail
 
 log = logging.getLogger("sozu.main")
@@ -46,6 +46,7 @@ class WorkerHandle:
         worker_id: int,
         on_event: Callable[[WorkerHandle, Event], None],
         on_exit: Callable[[WorkerHandle], None],
+        on_observation: Callable[[WorkerHandle, Event], None] = lambda handle, event: None,
     ) -> None:
         self.id = worker_id
         self.pid = 0
@@ -55,6 +56,7 @@ class WorkerHandle:
         self._pidfd = -1
         self._pending: dict[str, asyncio.Future[Response]] = {}
         self._on_event = on_event
+        self._on_observation = on_observation
         self._on_exit = on_exit
         self._exited = False
         self.expected_exit = False
@@ -151,9 +153,10 @@ class WorkerHandle:
         except (ValueError, ValidationError) as error:
             log.error("worker %d sent an invalid answer: %s", self.id, error)
             return
-        if response.id == EVENT_ID:
+        if response.id in (EVENT_ID, HEALTH_ID):
             if isinstance(response.content, EventContent):
-                self._on_event(self, response.content.event)
+                report = self._on_event if response.id == EVENT_ID else self._on_observation
+                report(self, response.content.event)
             return
         future = self._pending.get(response.id)
         if future is None:

@@ -84,11 +84,13 @@ class Client(Protocol):
 
 class ConnectionPool(Protocol):
     """Where a backend connection goes when its answer is complete, and says it closed
-    (see :class:`.pool.BackendPool`)."""
+    (see :class:`.pool.BackendPool`), and that its backend answered after failures."""
 
     def release(self, connection: BackendConnection) -> None: ...
 
     def closed(self, connection: BackendConnection) -> None: ...
+
+    def answered(self, backend: Backend) -> None: ...
 
 
 class BackendServices(Protocol):
@@ -416,6 +418,8 @@ class BackendConnection(asyncio.BufferedProtocol):
         """The answer is complete: back to the pool (or closed), the session goes on."""
         backend = self.backend
         backend.active_requests -= 1
+        if backend.failures or (backend.down and not backend.avoid):  # (Backend.has_news)
+            self.pool.answered(backend)  # it answers again
         self.session = None
         reusable = self.keep_alive and not extra and session.phase != REQUEST_BODY
         if self._client_paused:

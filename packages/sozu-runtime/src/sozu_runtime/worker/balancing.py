@@ -134,6 +134,8 @@ class Backend:
         connect_time: exponentially weighted moving average (alpha 0.3) of successful connect
             durations in seconds; 0 until the first success.
         failures: consecutive connection failures seen by this worker, 0..MAX_FAILURES.
+        silent: the last failure was an answer that did not come in time: a connection that
+            opens proves nothing then, only an answer does.
         down: the shared health, decided by the main process: the backend is down.
         avoid: down, and its cluster has an active health check: it gets no new connection
             (unless the check fails open and every backend is down). Without an active check a
@@ -162,6 +164,7 @@ class Backend:
         "port",
         "removed",
         "retry_at",
+        "silent",
         "stats",
         "sticky_id",
         "weight",
@@ -181,6 +184,7 @@ class Backend:
     failures: int
     retry_at: float
     removed: bool
+    silent: bool
     down: bool
     avoid: bool
     stats: Counters
@@ -219,6 +223,7 @@ class Backend:
         self.failures = 0
         self.retry_at = 0.0
         self.removed = False
+        self.silent = False
         self.down = False
         self.avoid = False
         self.current_weight = 0
@@ -261,17 +266,34 @@ class Backend:
         Clears the failure count and the backoff window, and folds ``duration`` into the
         connect-time average (the first sample is taken as is).
 
-        Returns True when the connection follows failures, or the backend is down: the
-        main process is told that it answers again.
+        Returns True when it follows connection failures of this worker (the main process is
+        told); after an answer timeout, or for a backend another worker found down, an answer
+        is the proof, not a connection (see :meth:`recovered`).
         """
-        recovered = self.failures > 0 or self.down
-        self.failures = 0
-        self.retry_at = 0.0
         if self.connect_time == 0.0:
             self.connect_time = duration
         else:
             self.connect_time += CONNECT_TIME_ALPHA * (duration - self.connect_time)
-        return recovered
+        if self.silent or not self.failures:
+            # no failure to clear, or it accepted connections but did not answer: only an
+            # answer proves it works (see recovered)
+            return False
+        return self.recovered()
+
+    def has_news(self) -> bool:
+        """Whether an answer from this backend is news for the main process: it follows
+        failures of this worker, or the backend is down without an active check (real
+        traffic is then how it comes back)."""
+        return self.failures > 0 or (self.down and not self.avoid)
+
+    def recovered(self) -> bool:
+        """The backend answered: clear the failure count and the backoff window. True when
+        that is news (see :meth:`has_news`): the main process is told."""
+        told = self.has_news()
+        self.failures = 0
+        self.retry_at = 0.0
+        self.silent = False
+        return told
 
 
 def _validate_policy(
@@ -423,7 +445,6 @@ class Cluster:
             self._backends.append(fresh)
         else:
             existing.removed = True
-            self.set_down(fresh, existing.down)
             fresh.stats = existing.stats  # the same backend, at a new address
             self._backends[self._backends.index(existing)] = fresh
         self._by_id[backend_id] = fresh
@@ -441,7 +462,8 @@ class Cluster:
             self._backends.remove(backend)
         return backend
 
-    def choose(
+    # Complexity: per-connection hot path: the tiers are decided in one pass, in one frame.
+    def choose(  # noqa: C901
         self,
         now: float,
         *,

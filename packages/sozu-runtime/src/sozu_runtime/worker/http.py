@@ -846,6 +846,9 @@ class FrontendSession(asyncio.Protocol):
             return
         if phase == CONNECTING:
             status = 503
+        elif phase == WAITING and self.exchange.backend is not None:
+            # the backend took the request and said nothing in time: a passive failure
+            self.proxy.pool.answer_timed_out(self.exchange.backend, self.listener.back_timeout)
         self.answer(status, message="timeout")
 
     def soft_stop(self) -> None:

@@ -14,6 +14,7 @@ finish their requests, and when its last connection closes it is forgotten and r
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from time import monotonic_ns
 from typing import Final, Protocol
@@ -156,6 +157,19 @@ class BackendPool:
             self._observe(_observation(EventKind.BACKEND_DOWN, backend, connect_error(error)))
         self._maybe_drained(backend)
 
+    def answered(self, backend: Backend) -> None:
+        """An answer came from ``backend`` that is news (see :meth:`Backend.has_news`)."""
+        if backend.recovered():
+            self._observe(_observation(EventKind.BACKEND_UP, backend, "an answer came"))
+
+    def answer_timed_out(self, backend: Backend, timeout: float) -> None:
+        """``backend`` took a request and did not answer within ``timeout`` seconds: counted
+        as a failed connection (its backoff window opens; the main process is told)."""
+        backend.silent = True
+        if backend.connect_failed(self.loop.time()):
+            reason = f"no answer within {timeout:g} s"
+            self._observe(_observation(EventKind.BACKEND_DOWN, backend, reason))
+
     def closed(self, connection: BackendConnection) -> None:
         """``connection`` closed (called once it is closed, maybe more than once)."""
         if connection not in self.connections:
@@ -215,8 +229,10 @@ class BackendPool:
 
 def connect_error(error: OSError) -> str:
     """Why a connection could not be opened, in words (``connection refused``)."""
-    if isinstance(error, TimeoutError) and not error.strerror:
+    if isinstance(error, TimeoutError) and not error.errno:
         return "connection timed out"
+    if error.errno:  # the system's words ("connection refused"), not the loop's
+        return os.strerror(error.errno).lower()
     return (error.strerror or str(error) or type(error).__name__).lower()
 
 

@@ -17,10 +17,10 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, assert_never
+from typing import assert_never
 
 from sozu_config import requests as rq
-from sozu_config.metrics import filter_names
+from sozu_config.metrics import filter_names, select_clusters
 from sozu_config.models import (
     Cluster,
     FrontendKey,
@@ -47,6 +47,7 @@ log = logging.getLogger("sozu.worker")
 __all__ = ["Proxy"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+NO_BACKEND_EVERY = 1.0  # seconds between two no_available_backends events of a cluster
 
 
 def _ulid_time(ms: int) -> str:
@@ -60,7 +61,8 @@ def _ulid_time(ms: int) -> str:
 class Proxy:
     """Everything one worker serves."""
 
-    def __init__(
+    # Complexity: the worker's settings, each a keyword given by the process that sets it up.
+    def __init__(  # noqa: PLR0913
         self,
         *,
         worker_id: int,
@@ -110,6 +112,7 @@ class Proxy:
         # backend connections: the idle ones per backend, new ones, removed backends
         self.pool = BackendPool(self, self.loop, self._emit, observe or (lambda event: None))
         self._rid_counter = 0
+        self._no_backend_said: dict[str, float] = {}  # cluster id → when it was last said
         self._rid_prefix = b""
         self._rid_random = "".join(_CROCKFORD[b & 31] for b in os.urandom(6))
         self.refresh_clock()
@@ -146,19 +149,11 @@ class Proxy:
         }
         names = request.metric_names
         proxying = self.metrics.proxy_snapshot((scope for _, scope, _ in every), gauges)
-        clusters: dict[str, dict[str, Any]] = {}
-        wanted_clusters, wanted_backends = set(request.cluster_ids), set(request.backend_ids)
-        for cluster_id, scope, backends in () if request.no_clusters else every:
-            if wanted_clusters and cluster_id not in wanted_clusters:
-                continue
-            if wanted_backends:
-                backends = {i: v for i, v in backends.items() if i in wanted_backends}
-                if not backends:
-                    continue
-            clusters[cluster_id] = {
-                "cluster": filter_names(scope, names),
-                "backends": {i: filter_names(v, names) for i, v in backends.items()},
-            }
+        clusters = (
+            {}
+            if request.no_clusters
+            else select_clusters(every, request.cluster_ids, request.backend_ids, names)
+        )
         return MetricsContent(proxying=filter_names(proxying, names), clusters=clusters)
 
     # ------------------------------------------------------------------ sessions
@@ -196,7 +191,15 @@ class Proxy:
     # ------------------------------------------------------------------ backends
 
     def no_backend(self, cluster: ClusterRuntime) -> None:
-        self._emit(Event(kind=EventKind.NO_AVAILABLE_BACKENDS, cluster_id=cluster.cluster_id))
+        """A request of ``cluster`` found no backend: said at most once a second per cluster
+        (a cluster that answers 503 to every request must not flood the events)."""
+        now = self.clock()
+        if (
+            now - self._no_backend_said.get(cluster.cluster_id, -NO_BACKEND_EVERY)
+            >= NO_BACKEND_EVERY
+        ):
+            self._no_backend_said[cluster.cluster_id] = now
+            self._emit(Event(kind=EventKind.NO_AVAILABLE_BACKENDS, cluster_id=cluster.cluster_id))
 
     # ------------------------------------------------------------------ access logs
 
@@ -254,7 +257,8 @@ class Proxy:
         else:
             await self._apply_runtime(request, fds)
 
-    async def _apply_runtime(self, request: rq.StateRequest, fds: list[int]) -> None:
+    # Complexity: one exhaustive match over the state requests (mypy checks every type is here).
+    async def _apply_runtime(self, request: rq.StateRequest, fds: list[int]) -> None:  # noqa: C901, PLR0912
         """The runtime side of a request the state accepted: one case per request type (mypy
         names this place when a new one is declared)."""
         match request:
@@ -357,6 +361,7 @@ class Proxy:
 
     def _remove_cluster(self, request: rq.RemoveCluster) -> None:
         cluster_id = request.cluster_id
+        self._no_backend_said.pop(cluster_id, None)
         for key in self.cluster_routes.pop(cluster_id, set()):
             route = self.routes.pop(key)
             listener = self.listeners.get(route.frontend.address)

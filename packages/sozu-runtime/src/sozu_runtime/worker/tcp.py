@@ -120,6 +120,8 @@ class TcpSession(asyncio.Protocol):
                 self._connect()
             return
         proxy.pool.connection_opened(backend, monotonic_ns() - started)
+        if backend.has_news():  # for a TCP backend, a connection that opens is its answer
+            proxy.pool.answered(backend)
         backend.stats.tcp_sessions += 1
         if self._closed:
             connection.transport.close()
