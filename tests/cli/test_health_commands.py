@@ -495,10 +495,49 @@ def test_backend_list_and_cluster_list_show_the_health(
         assert row.split()[2:] == ["1/2", "up", "GET", "/health", "every", "0.2s"]
         one = sozu("-c", config, "cluster", "list", "-i", "app")
         assert "backends             1/2 up" in one.out
-        assert [line.split()[-1] for line in one.out.splitlines() if "127.0.0.1" in line][-2:] == [
-            "up",
-            "down",
-        ]
+        shown = {
+            line.split()[0]: line.split()[-1]
+            for line in one.out.splitlines()
+            if line.startswith(("live ", "dead "))
+        }
+        assert shown == {"live": "up", "dead": "down"}
+
+
+def test_a_health_check_from_the_file_probes_the_backends(
+    daemon_factory: Callable[[str, str], DaemonProcess],
+) -> None:
+    """The table of config.toml reaches the daemon's health monitor (needs a daemon that
+    answers ``list_backends``)."""
+    with HttpBackend("live") as live:
+        text = _two_backends_config(free_port(), live.port, free_port()) + (
+            "[clusters.app.health_check]\n"
+            'uri = "/ready"\n'
+            "interval = 0.2\n"
+            "unhealthy_threshold = 1\n"
+            'host = "probe.example.com"\n'
+        )
+        daemon = daemon_factory("f", text)
+
+        def probed() -> bool:
+            return any(r.target == "/ready" for r in live.requests)
+
+        wait_for(probed, timeout=15, interval=0.1)
+        probe = next(r for r in live.requests if r.target == "/ready")
+        assert probe.method == "GET"
+        assert probe.header("Host") == "probe.example.com"
+        assert probe.header("User-Agent") == "sozu-health-check"
+
+        def dead_is_down() -> dict[str, object] | None:
+            listing = sozu("-c", daemon.config_path, "backend", "list", "--json")
+            assert listing.code == 0, listing
+            found = {b["backend_id"]: b for b in listing.json()["backends"]}
+            return found if found["dead"]["state"] == "down" else None
+
+        found = wait_for(dead_is_down, timeout=15, interval=0.3)
+        assert found["live"]["state"] == "up"
+        assert "connection refused" in found["dead"]["reason"]
+        listed = sozu("-c", daemon.config_path, "cluster", "health-check", "list", "--json")
+        assert listed.json()["health_checks"]["app"]["host"] == "probe.example.com"
 
 
 def test_sozu_apply_plans_a_health_check_readably(tmp_path: Path) -> None:

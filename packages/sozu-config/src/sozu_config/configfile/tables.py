@@ -1,8 +1,9 @@
 """Each table of ``config.toml`` read with its file model and turned into state requests.
 
 A listener becomes an ``add_*_listener`` (and the ``add_certificate`` of its certificate), a
-cluster an ``add_cluster``, each frontend an ``add_http_frontend``, ``add_https_frontend`` or
-``add_tcp_frontend`` (preceded by its certificate), each backend an ``add_backend``. The state's
+cluster an ``add_cluster`` (its ``health_check`` table included), each frontend an
+``add_http_frontend``, ``add_https_frontend`` or ``add_tcp_frontend`` (preceded by its
+certificate), each backend an ``add_backend``. The state's
 models validate what the values mean; their errors are located with the file model of the
 table. A cluster's frontends and backends are read one by one: a bad entry does not hide the
 errors of the next ones.
