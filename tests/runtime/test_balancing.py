@@ -153,24 +153,29 @@ def test_success_after_failures_is_reported_once() -> None:
 def test_on_a_backend_another_worker_found_down_an_answer_is_news_not_a_connection() -> None:
     cluster = Cluster("app")
     backend = cluster.upsert_backend("b0", "127.0.0.1:8000")
+    assert not backend.news
     cluster.set_down(backend, True)
-    assert backend.failures == 0
+    assert backend.failures == 0 and backend.news
     assert backend.connect_succeeded(0.01) is False  # a connection proves nothing yet
-    assert backend.has_news()
-    assert backend.recovered() is True  # an answer does
+    assert backend.recovered() is True  # an answer does (news until the main process says up)
+    cluster.set_down(backend, False)
+    assert not backend.news and backend.recovered() is False
     # with an active check the check decides: answers (fail-open traffic) are no news
     cluster.set_checked(True)
-    assert not backend.has_news() and backend.recovered() is False
+    cluster.set_down(backend, True)
+    assert not backend.news and backend.recovered() is False
 
 
-def test_after_an_answer_timeout_a_connection_is_no_proof() -> None:
+def test_after_an_answer_timeout_a_connection_is_no_proof_and_no_window_opens() -> None:
     backend = Backend("app", "b0", "127.0.0.1:8000", rng=random.Random(5))
-    backend.silent = True
+    backend.answer_timed_out()
+    assert backend.silent and backend.news
+    assert backend.can_open(NOW)  # one slow request does not take its traffic away
     backend.connect_failed(NOW)
     assert backend.connect_succeeded(0.01) is False
     assert backend.failures == 1 and backend.silent
     assert backend.recovered() is True
-    assert backend.failures == 0 and not backend.silent
+    assert backend.failures == 0 and not backend.silent and not backend.news
 
 
 def test_success_before_down_reports_it_and_clears_the_window() -> None:

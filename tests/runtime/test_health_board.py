@@ -207,3 +207,22 @@ def test_handover_keeps_down_backends_down() -> None:
     assert fresh.down() == [KEY]
     [status] = [s for s in fresh.statuses() if s.backend_id == "b0"]
     assert status.since == NOW and "refused" in status.reason
+
+
+def test_without_a_check_no_probe_figures_and_clearing_keeps_the_gauges() -> None:
+    board = board_for(state_with())
+    for _ in range(PASSIVE_FAILURES):
+        board.observed(KEY, True, "refused", NOW)
+    web = board.metrics()["web"]
+    assert web["backends"]["b0"] == {
+        "health_check.up": 0,
+        "health_check.down": 1,
+        "backend.down": 1,
+    }
+    assert "health_check.success" not in web["cluster"]
+    board.clear_counters()
+    assert board.metrics()["web"]["backends"]["b0"] == {
+        "health_check.up": 0,
+        "health_check.down": 0,
+        "backend.down": 1,
+    }

@@ -240,28 +240,36 @@ class HealthBoard:
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """Health figures by cluster, in the form of ``query_metrics``'s ``clusters``: per
-        backend the probe and transition counters and the ``backend.down`` gauge; per cluster
-        their sums and ``health_check.healthy_backends``."""
+        backend the transition counters, the ``backend.down`` gauge and, where the cluster has
+        a health check, the probe counters; per cluster their sums and
+        ``health_check.healthy_backends``."""
         clusters: dict[str, dict[str, Any]] = {}
         for cluster_id, cluster in self._clusters.items():
             backends = {}
-            totals = dict.fromkeys(_COUNTERS, 0)
+            totals: dict[str, int] = {}
             healthy = 0
             for record in cluster.backends.values():
                 values = {
-                    "health_check.success": record.probe_successes,
-                    "health_check.failure": record.probe_failures,
                     "health_check.up": record.went_up,
                     "health_check.down": record.went_down,
                     "backend.down": int(record.down),
                 }
-                for name in _COUNTERS:
-                    totals[name] += values[name]
+                if cluster.check is not None:  # probes only where there is a check
+                    values["health_check.success"] = record.probe_successes
+                    values["health_check.failure"] = record.probe_failures
+                for name, value in values.items():
+                    totals[name] = totals.get(name, 0) + value
                 healthy += not record.down
                 backends[record.backend_id] = values
             totals["health_check.healthy_backends"] = healthy
             clusters[cluster_id] = {"cluster": totals, "backends": backends}
         return clusters
+
+    def clear_counters(self) -> None:
+        """Start the probe and transition counters from zero (the gauges stay true)."""
+        for record in self.records():
+            record.probe_successes = record.probe_failures = 0
+            record.went_up = record.went_down = 0
 
     # ------------------------------------------------------------------ main-process upgrade
 
@@ -289,15 +297,6 @@ class HealthBoard:
                 record.reason = str(entry.get("reason", ""))
                 since = entry.get("since")
                 record.since = dt.datetime.fromisoformat(since) if since else None
-
-
-_COUNTERS: Final = (
-    "health_check.success",
-    "health_check.failure",
-    "health_check.up",
-    "health_check.down",
-    "backend.down",
-)
 
 
 def _status(record: Record, state: BackendState, checked: bool) -> BackendHealth:

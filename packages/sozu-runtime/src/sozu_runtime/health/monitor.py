@@ -69,6 +69,8 @@ class HealthMonitor:
         self._loops: dict[BackendKey, tuple[_Target, asyncio.Task[None]]] = {}
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
         self._running = False
+        self.reporting = True
+        """Whether the health figures are reported (``configure_metrics``)."""
 
     # ------------------------------------------------------------------ following the state
 
@@ -224,7 +226,16 @@ class HealthMonitor:
         return self.board.statuses(cluster_id)
 
     def metrics(self) -> dict[str, dict[str, Any]]:
-        return self.board.metrics()
+        """The health figures by cluster; none while metrics are disabled."""
+        return self.board.metrics() if self.reporting else {}
+
+    def configure_metrics(self, configuration: str) -> None:
+        """``enabled``, ``disabled`` or ``clear`` (``configure_metrics``): as the workers'
+        figures, the health figures are reported or not, and cleared."""
+        if configuration == "clear" or (configuration == "enabled" and not self.reporting):
+            self.board.clear_counters()
+        if configuration != "clear":
+            self.reporting = configuration == "enabled"
 
     # ------------------------------------------------------------------ main-process upgrade
 

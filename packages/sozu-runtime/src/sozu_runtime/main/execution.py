@@ -153,6 +153,7 @@ class Execution:
             set_level(request.level)
             await self.pool.fanout(request)
             return ok(f"log level set to {request.level}")
+        self.health.configure_metrics(request.configuration)
         await self.pool.fanout(request)
         return ok(f"metrics {request.configuration}")
 

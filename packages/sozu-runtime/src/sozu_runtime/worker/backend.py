@@ -418,8 +418,8 @@ class BackendConnection(asyncio.BufferedProtocol):
         """The answer is complete: back to the pool (or closed), the session goes on."""
         backend = self.backend
         backend.active_requests -= 1
-        if backend.failures or (backend.down and not backend.avoid):  # (Backend.has_news)
-            self.pool.answered(backend)  # it answers again
+        if backend.news:  # it answers again
+            self.pool.answered(backend)
         self.session = None
         reusable = self.keep_alive and not extra and session.phase != REQUEST_BODY
         if self._client_paused:

@@ -134,8 +134,14 @@ class Backend:
         connect_time: exponentially weighted moving average (alpha 0.3) of successful connect
             durations in seconds; 0 until the first success.
         failures: consecutive connection failures seen by this worker, 0..MAX_FAILURES.
-        silent: the last failure was an answer that did not come in time: a connection that
-            opens proves nothing then, only an answer does.
+        silent: an answer did not come in time (the backend accepts requests but does not
+            answer them): a connection that opens proves nothing then, only an answer does.
+            It opens no backoff window: one slow request must not take a backend's traffic
+            away.
+        news: an answer from this backend is news for the main process: it follows failures
+            or a silence seen by this worker, or the backend is down without an active check
+            (real traffic is then how it comes back). One attribute, kept up to date, so that
+            the data path reads one flag per answer.
         down: the shared health, decided by the main process: the backend is down.
         avoid: down, and its cluster has an active health check: it gets no new connection
             (unless the check fails open and every backend is down). Without an active check a
@@ -161,6 +167,7 @@ class Backend:
         "down",
         "failures",
         "host",
+        "news",
         "port",
         "removed",
         "retry_at",
@@ -185,6 +192,7 @@ class Backend:
     retry_at: float
     removed: bool
     silent: bool
+    news: bool
     down: bool
     avoid: bool
     stats: Counters
@@ -224,6 +232,7 @@ class Backend:
         self.retry_at = 0.0
         self.removed = False
         self.silent = False
+        self.news = False
         self.down = False
         self.avoid = False
         self.current_weight = 0
@@ -258,7 +267,13 @@ class Backend:
         self.retry_at = now + backoff_delay(self.failures, self._rng)
         if self.failures < MAX_FAILURES:
             self.failures += 1
+        self.news = True
         return True
+
+    def answer_timed_out(self) -> None:
+        """A request sent to the backend got no answer in time (see ``silent``)."""
+        self.silent = True
+        self.news = True
 
     def connect_succeeded(self, duration: float) -> bool:
         """Record a connection established after ``duration`` seconds of connecting.
@@ -280,19 +295,14 @@ class Backend:
             return False
         return self.recovered()
 
-    def has_news(self) -> bool:
-        """Whether an answer from this backend is news for the main process: it follows
-        failures of this worker, or the backend is down without an active check (real
-        traffic is then how it comes back)."""
-        return self.failures > 0 or (self.down and not self.avoid)
-
     def recovered(self) -> bool:
-        """The backend answered: clear the failure count and the backoff window. True when
-        that is news (see :meth:`has_news`): the main process is told."""
-        told = self.has_news()
+        """The backend answered: clear the failure count, the silence and the backoff window.
+        True when that is news (see ``news``): the main process is told."""
+        told = self.news
         self.failures = 0
         self.retry_at = 0.0
         self.silent = False
+        self.news = self.down and not self.avoid
         return told
 
 
@@ -392,12 +402,13 @@ class Cluster:
         self._checked = checked
         self._fail_open = fail_open
         for backend in self._backends:
-            backend.avoid = checked and backend.down
+            self.set_down(backend, backend.down)
 
     def set_down(self, backend: Backend, down: bool) -> None:
         """The shared health of ``backend`` changed (the main process decided)."""
         backend.down = down
         backend.avoid = down and self._checked
+        backend.news = backend.failures > 0 or backend.silent or (down and not backend.avoid)
 
     def backends(self) -> list[Backend]:
         """A snapshot list of the attached backends, in configuration order."""

@@ -158,17 +158,17 @@ class BackendPool:
         self._maybe_drained(backend)
 
     def answered(self, backend: Backend) -> None:
-        """An answer came from ``backend`` that is news (see :meth:`Backend.has_news`)."""
+        """An answer came from ``backend`` that is news (``Backend.news``)."""
         if backend.recovered():
             self._observe(_observation(EventKind.BACKEND_UP, backend, "an answer came"))
 
     def answer_timed_out(self, backend: Backend, timeout: float) -> None:
-        """``backend`` took a request and did not answer within ``timeout`` seconds: counted
-        as a failed connection (its backoff window opens; the main process is told)."""
-        backend.silent = True
-        if backend.connect_failed(self.loop.time()):
-            reason = f"no answer within {timeout:g} s"
-            self._observe(_observation(EventKind.BACKEND_DOWN, backend, reason))
+        """``backend`` took a request and did not answer within ``timeout`` seconds: the main
+        process is told (each time: a backend that does not answer many requests at once
+        fails many times), and only an answer will prove it works again."""
+        backend.answer_timed_out()
+        reason = f"no answer within {timeout:g} s"
+        self._observe(_observation(EventKind.BACKEND_DOWN, backend, reason))
 
     def closed(self, connection: BackendConnection) -> None:
         """``connection`` closed (called once it is closed, maybe more than once)."""

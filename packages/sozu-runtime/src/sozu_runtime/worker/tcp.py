@@ -120,7 +120,7 @@ class TcpSession(asyncio.Protocol):
                 self._connect()
             return
         proxy.pool.connection_opened(backend, monotonic_ns() - started)
-        if backend.has_news():  # for a TCP backend, a connection that opens is its answer
+        if backend.news:  # for a TCP backend, a connection that opens is its answer
             proxy.pool.answered(backend)
         backend.stats.tcp_sessions += 1
         if self._closed:
