@@ -31,7 +31,7 @@ def test_cluster_lifecycle(daemon: DaemonProcess) -> None:
     listing = sozu("-c", daemon.config_path, "cluster", "list")
     assert listing.code == 0
     rows = [line.split() for line in listing.out.splitlines()]
-    assert rows[0] == ["CLUSTER", "HASH"]
+    assert rows[0] == ["CLUSTER", "HASH", "BACKENDS", "HEALTH", "CHECK"]
     assert [row[0] for row in rows[1:]] == ["api", "app"]
 
     one = sozu("-c", daemon.config_path, "cluster", "list", "-i", "api", "--json")

@@ -226,3 +226,12 @@ def test_without_a_check_no_probe_figures_and_clearing_keeps_the_gauges() -> Non
         "health_check.down": 0,
         "backend.down": 1,
     }
+
+
+def test_a_threshold_of_one_says_one_check() -> None:
+    check = HealthCheck(uri="/", unhealthy_threshold=1, healthy_threshold=1)
+    board = board_for(state_with(check))
+    down = board.probed(KEY, result(False, "500"))
+    assert down is not None and down.reason == "1 failed check: 500"
+    up = board.probed(KEY, result(True))
+    assert up is not None and up.reason == "1 successful check"

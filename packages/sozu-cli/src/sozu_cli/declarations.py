@@ -50,6 +50,9 @@ class GlobalOptions(StrEnum):
 
     ALL = "all"
     WITHOUT_SOCKET = "without_socket"
+    SHORT_TIMEOUT = "short_timeout"
+    """All of them, the wait spelt ``-t`` only: the command has a ``--timeout`` of its own
+    (``cluster health-check set --timeout``, the probe's)."""
     NONE = "none"
 
 

@@ -58,11 +58,14 @@ def _apply(ctx: Context) -> int:
     return apply_command.run(ctx.args, ctx.output)
 
 
-def _global_options(*, repeated: bool, socket: bool = True) -> tuple[Arg, ...]:
+def _global_options(
+    *, repeated: bool, socket: bool = True, long_timeout: bool = True
+) -> tuple[Arg, ...]:
     """``-c``, ``--socket``, ``-t`` and ``-j``: before the subcommand, or ``repeated`` after
     it (``sozu status --json``). Repeated, their defaults are suppressed so that an option
     given before the subcommand is not reset by the subcommand's parser when it is not
-    repeated there."""
+    repeated there. Without ``long_timeout`` the wait is ``-t`` only (the command has a
+    ``--timeout`` of its own)."""
     default = argparse.SUPPRESS if repeated else None
     changes = "changes" if repeated else "changes and upgrades"
     options = [
@@ -86,7 +89,8 @@ def _global_options(*, repeated: bool, socket: bool = True) -> tuple[Arg, ...]:
         )
     options += [
         Arg(
-            ("-t", "--timeout"),
+            ("-t", "--timeout") if long_timeout else ("-t",),
+            dest="timeout",
             metavar="MS",
             type=non_negative,
             default=default,
@@ -103,11 +107,11 @@ def _global_options(*, repeated: bool, socket: bool = True) -> tuple[Arg, ...]:
     return tuple(options)
 
 
-def _repeated_options(*, socket: bool) -> list[Parser]:
+def _repeated_options(*, socket: bool, long_timeout: bool = True) -> list[Parser]:
     """The parent parser of the global options repeated after a subcommand."""
     parser = Parser(add_help=False)
     group = parser.add_argument_group("global options")
-    add_arguments(group, _global_options(repeated=True, socket=socket))
+    add_arguments(group, _global_options(repeated=True, socket=socket, long_timeout=long_timeout))
     return [parser]
 
 
@@ -171,6 +175,7 @@ def build_parser() -> Parser:
         {
             GlobalOptions.ALL: _repeated_options(socket=True),
             GlobalOptions.WITHOUT_SOCKET: _repeated_options(socket=False),
+            GlobalOptions.SHORT_TIMEOUT: _repeated_options(socket=True, long_timeout=False),
             GlobalOptions.NONE: [],
         },
     )

@@ -11,15 +11,27 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from pydantic import BaseModel
 
-__all__ = ["Output", "cell", "plural", "to_json_data"]
+__all__ = ["Output", "Styled", "cell", "plural", "to_json_data"]
+
+
+@dataclass(frozen=True, slots=True)
+class Styled:
+    """A table value drawn in a rich ``style`` on a terminal (``green``, ``bold red``); plain
+    text elsewhere."""
+
+    value: object
+    style: str
 
 
 def cell(value: object) -> str:
     """A value as table text: ``-`` for nothing, ``yes``/``no`` for booleans, lists joined."""
+    if isinstance(value, Styled):
+        return cell(value.value)
     if value is None or value == "":
         return "-"
     if isinstance(value, bool):
@@ -99,10 +111,12 @@ class Output:
         *,
         title: str | None = None,
     ) -> None:
-        """A table: rich on a terminal, else columns aligned with two spaces."""
+        """A table: rich on a terminal, else columns aligned with two spaces. A
+        :class:`Styled` value is drawn in its style on a terminal."""
         if self.json_mode:
             return
-        texts = [[cell(value) for value in row] for row in rows]
+        listed = [list(row) for row in rows]
+        texts = [[cell(value) for value in row] for row in listed]
         if self._console is not None:
             from rich import box
             from rich.table import Table
@@ -113,8 +127,13 @@ class Output:
             )
             for column in columns:
                 table.add_column(column)
-            for row in texts:
-                table.add_row(*(Text(value) for value in row))
+            for values, row in zip(listed, texts, strict=True):
+                table.add_row(
+                    *(
+                        Text(text, style=value.style if isinstance(value, Styled) else "")
+                        for value, text in zip(values, row, strict=True)
+                    )
+                )
             self._console.print(table)
             return
         if title:

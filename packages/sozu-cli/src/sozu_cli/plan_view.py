@@ -2,7 +2,9 @@
 
 A plan is shown grouped as it will run (listeners, clusters, certificates, frontends, backends,
 activations, removals), one line per :class:`~sozu_config.plan.Change` — ``+`` added, ``-``
-removed, ``~`` changed, followed by the fields that change — and a summary line.
+removed, ``~`` changed, followed by the fields that change — and a summary line. A health
+check set or removed as a whole reads as its summary (``GET /health every 10s, timeout 5s,
+…``), not as its JSON.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sozu_config import Plan
+from pydantic import ValidationError
+
+from sozu_config import HealthCheck, Plan
 from sozu_config.responses import BatchResult
 
+from .health_view import check_summary
 from .output import Output
 
-__all__ = ["render_plan", "render_results", "show_value"]
+__all__ = ["render_plan", "render_results", "show_field", "show_value"]
 
 _STYLES = {"+": "green", "-": "red", "~": "yellow"}
 _LONGEST_VALUE = 80
@@ -27,6 +32,19 @@ def show_value(value: Any) -> str:
     if len(text) > _LONGEST_VALUE:
         text = text[: _LONGEST_VALUE - 1] + "…"
     return text
+
+
+def show_field(path: str, value: Any) -> str:
+    """A changed field's value: :func:`show_value`, but a whole health check as its
+    summary (``none`` when there is none)."""
+    if path == "health_check":
+        if value is None:
+            return "none"
+        try:
+            return check_summary(HealthCheck.model_validate(value))
+        except ValidationError:
+            pass  # not a health check after all: shown as it is
+    return show_value(value)
 
 
 def render_plan(output: Output, plan: Plan, *, target: str) -> None:
@@ -42,7 +60,7 @@ def render_plan(output: Output, plan: Plan, *, target: str) -> None:
             output.print(f"  {group}")
         output.print(f"    {change.op} {change.description}", style=_STYLES[change.op])
         for path, (old, new) in change.fields.items():
-            output.print(f"        {path}: {show_value(old)} -> {show_value(new)}")
+            output.print(f"        {path}: {show_field(path, old)} -> {show_field(path, new)}")
     output.print(f"  plan: {plan.summary()}", style="bold")
 
 

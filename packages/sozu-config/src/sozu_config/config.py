@@ -20,7 +20,7 @@ Rules (reference §B, with this project's decisions):
   listener, cluster, frontend, backend, ``[metrics]`` and ``[admin]`` tables are errors;
 * keys this project does not implement are accepted with a warning when ignoring them is
   harmless (HTTP/2 tuning, CPU affinity, …) and refused when ignoring them would change what
-  the proxy does (``h2`` ALPN, UDP, health checks);
+  the proxy does (``h2`` ALPN, UDP);
 * ``[metrics]`` becomes :class:`MetricsSettings` (``Config.metrics``): the statsd export's
   address, format, prefix and ``detail`` level (default ``cluster``);
 * the models carry content, never paths: certificates, keys and answer templates are read

@@ -424,14 +424,8 @@ def _change(request: rq.StateRequest, live: ConfigState, desired: ConfigState) -
             old = live.clusters.get(request.cluster_id)
             before = None if old is None else old.health_check
             after = request.health_check if isinstance(request, rq.SetHealthCheck) else None
-            return Change(
-                "~",
-                "cluster",
-                request.cluster_id,
-                describe,
-                {"health_check": (before, after)},
-                [request],
-            )
+            fields = {"health_check": tuple(_json(check) for check in (before, after))}
+            return Change("~", "cluster", request.cluster_id, describe, fields, [request])
         case rq.AddCertificate():
             fingerprint = _added_fingerprint(request)
             key = f"{request.address} {_short(fingerprint)}"
@@ -478,6 +472,11 @@ def _change(request: rq.StateRequest, live: ConfigState, desired: ConfigState) -
             return Change("-", "backend", key, describe, {}, [request])
         case _:
             assert_never(request)
+
+
+def _json(model: BaseModel | None) -> Any:
+    """A field's value in a plan: JSON data, as :func:`field_changes` gives them."""
+    return None if model is None else model.model_dump(mode="json")
 
 
 def _added_fingerprint(request: rq.AddCertificate) -> str:

@@ -1,4 +1,5 @@
-"""Clusters and their backends: list, add (or replace) and remove.
+"""Clusters and their backends: list, add (or replace) and remove; the listing shows their
+health (``backends: 2/3 up``, the health check) when the daemon tells it.
 
 Every change is one request; the daemon checks it against its state and answers failure, exit
 1, when it does not hold. Values given on the command line are validated by the same models the
@@ -7,6 +8,7 @@ daemon uses: a bad one is a usage error, exit 2.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sozu_config import (
@@ -14,32 +16,42 @@ from sozu_config import (
     AddCluster,
     Backend,
     Cluster,
+    ListBackends,
     LoadBalancingAlgorithm,
     LoadMetric,
     QueryClusterById,
     QueryClustersByDomain,
     QueryClustersHashes,
+    QueryHealthChecks,
     RemoveBackend,
     RemoveCluster,
 )
 from sozu_config.responses import (
+    BackendHealth,
+    BackendsContent,
     ClusterHashes,
     ClusterInformation,
     ClustersContent,
     ErrorKind,
+    HealthChecksContent,
     Response,
 )
 
 from ..arguments import address, answer, given, port
 from ..context import Context, content_of
 from ..declarations import Arg, Command, Completer, OneOf, listing
-from ..output import Output
+from ..health_view import STATE_STYLES, backends_summary, check_summary
+from ..output import Output, Styled
+from .health import BACKEND_LIST, HEALTH_CHECK
 
 __all__ = ["CLUSTER_CHOICE", "COMMANDS", "cluster_list", "show_cluster"]
 
 
-def show_cluster(output: Output, info: ClusterInformation) -> None:
-    """A cluster's settings, frontends and backends."""
+def show_cluster(
+    output: Output, info: ClusterInformation, health: Sequence[BackendHealth] | None = None
+) -> None:
+    """A cluster's settings, frontends and backends; with ``health`` (the cluster's backends
+    as ``list_backends`` tells them), how many are up and the state of each."""
     cluster = info.cluster
     if cluster is not None:
         output.pairs(
@@ -56,6 +68,11 @@ def show_cluster(output: Output, info: ClusterInformation) -> None:
                 ("answers", sorted(cluster.answers)),
                 ("www-authenticate", cluster.www_authenticate),
                 ("authorized users", [h.partition(":")[0] for h in cluster.authorized_hashes]),
+                (
+                    "health check",
+                    check_summary(cluster.health_check) if cluster.health_check else None,
+                ),
+                *([("backends", backends_summary(health))] if health is not None else []),
             ],
             title=f"cluster {cluster.cluster_id}",
         )
@@ -75,15 +92,64 @@ def show_cluster(output: Output, info: ClusterInformation) -> None:
             title="frontends",
         )
     if info.backends:
-        output.table(
-            ["BACKEND", "ADDRESS", "WEIGHT", "STICKY ID", "BACKUP"],
-            [[b.backend_id, b.address, b.weight, b.sticky_id, b.backup] for b in info.backends],
-            title="backends",
-        )
+        columns = ["BACKEND", "ADDRESS", "WEIGHT", "STICKY ID", "BACKUP"]
+        rows = [[b.backend_id, b.address, b.weight, b.sticky_id, b.backup] for b in info.backends]
+        if health is not None:
+            states = {(b.backend_id, b.address): b.state for b in health}
+            columns.append("STATE")
+            for row, backend in zip(rows, info.backends, strict=True):
+                state = states.get((backend.backend_id, backend.address))
+                row.append(Styled(state.value, STATE_STYLES[state]) if state else None)
+        output.table(columns, rows, title="backends")
+
+
+def _backends_health(ctx: Context, cluster_id: str | None = None) -> list[BackendHealth] | None:
+    """The backends' health (of one cluster), or None when the daemon does not tell it (it
+    answered a failure: an older daemon, say). Not asked for ``--json``, whose document is
+    the listing's alone."""
+    if ctx.output.json_mode:
+        return None
+    response = ctx.send(ListBackends(cluster_id=cluster_id))
+    if not response.ok or not isinstance(response.content, BackendsContent):
+        return None
+    return response.content.backends
+
+
+def _health_checks(ctx: Context) -> dict[str, str] | None:
+    """Each cluster's health check summed up (``GET /health every 10s``), or None when the
+    daemon does not tell them."""
+    if ctx.output.json_mode:
+        return None
+    response = ctx.send(QueryHealthChecks())
+    if not response.ok or not isinstance(response.content, HealthChecksContent):
+        return None
+    return {cid: check.describe() for cid, check in response.content.health_checks.items()}
+
+
+def _hashes_table(ctx: Context, hashes: dict[str, int]) -> tuple[list[str], list[list[object]]]:
+    """``CLUSTER HASH``, then ``BACKENDS`` and ``HEALTH CHECK`` when the daemon tells
+    them."""
+    columns = ["CLUSTER", "HASH"]
+    rows: list[list[object]] = [[cid, value] for cid, value in sorted(hashes.items())]
+    health = _backends_health(ctx)
+    if health is not None:
+        by_cluster: dict[str, list[BackendHealth]] = {}
+        for backend in health:
+            by_cluster.setdefault(backend.cluster_id, []).append(backend)
+        columns.append("BACKENDS")
+        for row in rows:
+            row.append(backends_summary(by_cluster.get(str(row[0]), [])))
+    checks = _health_checks(ctx)
+    if checks is not None:
+        columns.append("HEALTH CHECK")
+        for row in rows:
+            row.append(checks.get(str(row[0])))
+    return columns, rows
 
 
 def cluster_list(ctx: Context) -> int:
-    """By id, by domain, or every cluster with its hash (as sōzu's ``cluster list``)."""
+    """By id, by domain, or every cluster with its hash (as sōzu's ``cluster list``), with
+    the backends' health when the daemon tells it."""
     args, output = ctx.args, ctx.output
     if args.id is not None or args.domain is not None:
         if args.id is not None:
@@ -103,8 +169,14 @@ def cluster_list(ctx: Context) -> int:
                 return ctx.finish(Response.failure(missing, kind=ErrorKind.NOT_FOUND))
 
         def render(content: Any) -> None:
-            for info in content_of(response, ClustersContent).clusters:
-                show_cluster(output, info)
+            infos = content_of(response, ClustersContent).clusters
+            health = _backends_health(ctx, args.id)
+            for info in infos:
+                mine = None
+                if health is not None and info.cluster is not None:
+                    cid = info.cluster.cluster_id
+                    mine = [b for b in health if b.cluster_id == cid]
+                show_cluster(output, info, mine)
 
         return ctx.finish(response, render)
     response = ctx.send(QueryClustersHashes())
@@ -114,7 +186,7 @@ def cluster_list(ctx: Context) -> int:
         if not hashes:
             output.print("no cluster")
             return
-        output.table(["CLUSTER", "HASH"], sorted(hashes.items()))
+        output.table(*_hashes_table(ctx, hashes))
 
     return ctx.finish(response, render_hashes)
 
@@ -256,11 +328,12 @@ _CLUSTER_ADD_ARGS = (
 
 CLUSTER = Command(
     "cluster",
-    help="list, add or remove clusters",
+    help="list, add or remove clusters; set their health checks",
     examples=[
         "sozu -c config.toml cluster list",
         "sozu -c config.toml cluster add -i api --load-balancing-policy round_robin",
         "sozu -c config.toml cluster remove -i api",
+        "sozu -c config.toml cluster health-check set -i api -u /health",
     ],
     subcommands=[
         Command(
@@ -292,17 +365,20 @@ CLUSTER = Command(
             args=[_CLUSTER_ID],
             handler=cluster_remove,
         ),
+        HEALTH_CHECK,
     ],
 )
 
 BACKEND = Command(
     "backend",
-    help="add or remove backends of a cluster",
+    help="list the backends with their health, add or remove backends of a cluster",
     examples=[
+        "sozu -c config.toml backend list",
         "sozu -c config.toml backend add -i api --backend-id api-1 -a 10.0.0.1:8080",
         "sozu -c config.toml backend remove -i api --backend-id api-1",
     ],
     subcommands=[
+        BACKEND_LIST,
         Command(
             "add",
             help="add a backend, or replace the one with the same id",

@@ -10,6 +10,7 @@ from sozu_config.config import Config, ConfigError, load_config
 from ..context import Context
 from ..declarations import Arg, Command, Completer
 from ..errors import UsageError
+from ..health_view import check_summary
 from ..output import plural
 
 __all__ = ["COMMANDS", "summary_of"]
@@ -26,6 +27,7 @@ def summary_of(config: Config) -> dict[str, Any]:
         + len(state.tcp_frontends),
         "backends": sum(len(b) for b in state.backends.values()),
         "certificates": sum(len(c) for c in state.certificates.values()),
+        "health_checks": len(state.health_checks()),
         "workers": config.worker_count,
         "command_socket": str(config.command_socket),
     }
@@ -45,8 +47,15 @@ def config_check(ctx: Context) -> int:
         output.json({"valid": False, "file": str(path), "error": str(error)})
         raise UsageError(str(error)) from None
     summary = summary_of(config)
+    checks = config.state.health_checks()
     output.json(
-        {"valid": True, "file": str(path), "summary": summary, "warnings": list(config.warnings)}
+        {
+            "valid": True,
+            "file": str(path),
+            "summary": summary,
+            "health_checks": {cid: check.model_dump(mode="json") for cid, check in checks.items()},
+            "warnings": list(config.warnings),
+        }
     )
     if output.json_mode:
         return 0  # the warnings are in the document
@@ -57,6 +66,8 @@ def config_check(ctx: Context) -> int:
         for kind in ("listeners", "clusters", "frontends", "backends", "certificates")
     )
     output.success(f"{path} is valid: {counts}")
+    for cluster_id, check in checks.items():
+        output.print(f"health check of {cluster_id}: {check_summary(check)}")
     output.print(
         f"command socket: {summary['command_socket']}; {plural(summary['workers'], 'worker')}"
     )

@@ -71,9 +71,15 @@ def query_state(ctx: Context) -> int:
             output.table(["PROTOCOL", "ADDRESS", "ACTIVE"], listeners, title="listeners")
         if snapshot.clusters:
             output.table(
-                ["CLUSTER", "LOAD BALANCING", "STICKY", "HTTPS REDIRECT"],
+                ["CLUSTER", "LOAD BALANCING", "STICKY", "HTTPS REDIRECT", "HEALTH CHECK"],
                 [
-                    [c.cluster_id, c.load_balancing.value, c.sticky_session, c.https_redirect]
+                    [
+                        c.cluster_id,
+                        c.load_balancing.value,
+                        c.sticky_session,
+                        c.https_redirect,
+                        c.health_check.describe() if c.health_check else None,
+                    ]
                     for c in snapshot.clusters
                 ],
                 title="clusters",

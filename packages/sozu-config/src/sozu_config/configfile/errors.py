@@ -176,6 +176,7 @@ def show(value: object) -> str:
 
 _EXPECTED_TYPES = {
     "int_type": "an integer",
+    "float_type": "a number",
     "bool_type": "a boolean (true or false)",
     "string_type": "a string",
     "dict_type": "a table",
@@ -199,7 +200,10 @@ def validation_reason(item: Any) -> str:
     if kind in _EXPECTED_TYPES:
         message = f"expected {_EXPECTED_TYPES[kind]}"
     elif bound is not None and kind.endswith(("_than", "_than_equal")):
-        message = f"must be {_BOUNDS[bound]} {context[bound]}"
+        limit = context[bound]
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)  # the bound of a float field: ``more than 0``, not ``0.0``
+        message = f"must be {_BOUNDS[bound]} {limit}"
     elif message.startswith("Input should be "):
         message = "expected " + message.removeprefix("Input should be ")
     if "input" in item:

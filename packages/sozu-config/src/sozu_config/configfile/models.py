@@ -47,6 +47,7 @@ __all__ = [
     "FileModel",
     "GlobalsFile",
     "HeaderFile",
+    "HealthCheckFile",
     "HttpFrontendFile",
     "HttpListenerFile",
     "HttpsListenerFile",
@@ -277,6 +278,30 @@ def listener_file_model(protocol: ListenerType) -> type[ListenerFile]:
 # --------------------------------------------------------------------------- [clusters.<id>]
 
 
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
+"""A duration in seconds: a float or an integer (``interval = 10`` and ``interval = 2.5``)."""
+
+
+class HealthCheckFile(FileModel):
+    """``[clusters.<id>.health_check]``: active checks of the cluster's backends (sōzu's keys,
+    plus ``host`` and ``fail_open``); what each one means and its bounds are those of
+    :class:`~sozu_config.models.HealthCheck`. An http cluster's check needs ``uri``; a tcp
+    cluster's check opens a connection and has no ``uri``, ``host`` nor ``expected_status``."""
+
+    uri: str | None = None
+    interval: Seconds | None = None
+    timeout: Seconds | None = None
+    healthy_threshold: int | None = None
+    unhealthy_threshold: int | None = None
+    expected_status: int | None = None
+    host: str | None = None
+    fail_open: bool | None = None
+
+
+HTTP_ONLY_HEALTH_CHECK_KEYS = ("uri", "host", "expected_status")
+"""Keys of a health check that only an HTTP probe has."""
+
+
 class ClusterFile(FileModel):
     """``[clusters.<id>]``: the cluster's settings, its frontends and its backends."""
 
@@ -307,7 +332,7 @@ class ClusterFile(FileModel):
     http2: Annotated[
         bool, _refused_if_true("HTTP/2 to the backends (h2c) is not supported yet")
     ] = False
-    health_check: Annotated[Any, _refused("active health checks are not supported yet")] = None
+    health_check: HealthCheckFile | None = None
     udp: Annotated[Any, _refused("UDP clusters are not supported yet")] = None
 
 

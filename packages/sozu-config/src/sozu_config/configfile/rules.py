@@ -43,6 +43,7 @@ from .errors import Findings, show, validate_table, validation_reason
 from .models import (
     AdminFile,
     ClusterFile,
+    HealthCheckFile,
     HttpFrontendFile,
     HttpListenerFile,
     HttpsListenerFile,
@@ -362,6 +363,13 @@ def cluster_hints() -> dict[str, str]:
         "is a frontend key: set it on each entry of frontends",
     )
     hints["sticky_name"] = "is a listener key (the sticky cookie's name is per listener)"
+    hints.update(
+        dict.fromkeys(
+            _keys(HealthCheckFile) - _keys(ClusterFile),
+            "is a health check key: set it in the cluster's health_check table "
+            "([clusters.<id>.health_check])",
+        )
+    )
     return hints
 
 

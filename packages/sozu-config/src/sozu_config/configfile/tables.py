@@ -1,8 +1,9 @@
 """Each table of ``config.toml`` read with its file model and turned into state requests.
 
 A listener becomes an ``add_*_listener`` (and the ``add_certificate`` of its certificate), a
-cluster an ``add_cluster``, each frontend an ``add_http_frontend``, ``add_https_frontend`` or
-``add_tcp_frontend`` (preceded by its certificate), each backend an ``add_backend``. The state's
+cluster an ``add_cluster`` (its ``health_check`` table included), each frontend an
+``add_http_frontend``, ``add_https_frontend`` or ``add_tcp_frontend`` (preceded by its
+certificate), each backend an ``add_backend``. The state's
 models validate what the values mean; their errors are located with the file model of the
 table. A cluster's frontends and backends are read one by one: a bad entry does not hide the
 errors of the next ones.
@@ -42,10 +43,12 @@ from .models import (
     FRONTEND_PLAIN_KEYS,
     HTTP2_KEYS,
     HTTP_ONLY_CLUSTER_KEYS,
+    HTTP_ONLY_HEALTH_CHECK_KEYS,
     LEGACY_ANSWER_KEYS,
     BackendFile,
     ClusterFile,
     FileModel,
+    HealthCheckFile,
     HttpFrontendFile,
     HttpListenerFile,
     HttpsListenerFile,
@@ -329,6 +332,10 @@ def _cluster(
     if "answers" in given or "answer_503" in given:
         legacy = {"answer_503": file.answer_503}
         fields["answers"] = assembly.files.answers(table, legacy, file.answers)
+    if file.health_check is not None:
+        fields["health_check"] = _health_check(
+            assembly, table, protocol, file.health_check, data["health_check"]
+        )
     try:
         return Cluster.model_validate(fields, strict=True)
     except ValidationError as error:
@@ -339,6 +346,37 @@ def _cluster(
         raise TableRefused(
             validation_errors(assembly.findings, error, ClusterFile, table, data)
         ) from None
+
+
+def _health_check(
+    assembly: Assembly,
+    table: str,
+    protocol: ListenerType,
+    check: HealthCheckFile,
+    written: dict[str, Any],
+) -> dict[str, Any]:
+    """The keys a ``health_check`` table gives, as ``written`` (an integer stays one in
+    messages; the others take the state's defaults): an HTTP probe for an http cluster, which
+    needs its ``uri``; a connection for a tcp one."""
+    where = f"{table}.health_check"
+    given = check.model_fields_set
+    if protocol is ListenerType.HTTP and check.uri is None:
+        raise assembly.findings.error(
+            where,
+            "uri",
+            "is required: the path an http cluster's probe requests, starting with '/' "
+            '(e.g. uri = "/health")',
+        )
+    if protocol is ListenerType.TCP:
+        for key in HTTP_ONLY_HEALTH_CHECK_KEYS:
+            if key in given:
+                raise assembly.findings.error(
+                    where,
+                    key,
+                    f"a tcp cluster's health check opens a connection: it has no {key} "
+                    "(no HTTP request is sent)",
+                )
+    return {key: written[key] for key in given}
 
 
 # --------------------------------------------------------------------------- frontends

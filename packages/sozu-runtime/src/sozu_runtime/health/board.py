@@ -168,15 +168,14 @@ class HealthBoard:
             record.successes += 1
             record.failures = 0
             if record.down and record.successes >= check.healthy_threshold:
-                return self._set(
-                    record, False, f"{record.successes} successful checks", result.time
-                )
+                reason = _count(record.successes, "successful check")
+                return self._set(record, False, reason, result.time)
             return None
         record.probe_failures += 1
         record.failures += 1
         record.successes = 0
         if not record.down and record.failures >= check.unhealthy_threshold:
-            reason = f"{record.failures} failed checks: {result.detail}"
+            reason = f"{_count(record.failures, 'failed check')}: {result.detail}"
             return self._set(record, True, reason, result.time)
         return None
 
@@ -195,7 +194,7 @@ class HealthBoard:
             return None
         record.passive_failures += 1
         if not record.down and record.passive_failures >= PASSIVE_FAILURES:
-            reason = f"{record.passive_failures} failed connections: {detail}"
+            reason = f"{_count(record.passive_failures, 'failed connection')}: {detail}"
             record.successes = 0
             return self._set(record, True, reason, now)
         return None
@@ -297,6 +296,10 @@ class HealthBoard:
                 record.reason = str(entry.get("reason", ""))
                 since = entry.get("since")
                 record.since = dt.datetime.fromisoformat(since) if since else None
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _status(record: Record, state: BackendState, checked: bool) -> BackendHealth:
