@@ -204,7 +204,8 @@ class HealthBoard:
         record.down = down
         record.since = now
         record.reason = reason
-        record.passive_failures = 0
+        if not down:  # up: the failures in a row are over (down: they go on being counted)
+            record.passive_failures = 0
         if down:
             record.went_down += 1
         else:
