@@ -67,7 +67,8 @@ def main() -> int:
         "  curl -H 'Host: demo.localhost' http://127.0.0.1:8080/          # alternates A and B\n"
         "  curl -H 'Host: demo.localhost' http://127.0.0.1:8080/api/users # cluster 'api'\n"
         "  curl -i -H 'Host: nowhere' http://127.0.0.1:8080/              # 404 from the proxy\n"
-        f"  sozu -c {HERE / 'demo.toml'} status                 # the command socket\n\n"
+        f"  sozu -c {HERE / 'demo.toml'} status                 # the command socket\n"
+        f"  sozu -c {HERE / 'demo.toml'} backend list           # up or down, last check\n\n"
         "Ctrl-C stops it.\n",
         flush=True,
     )
