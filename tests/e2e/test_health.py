@@ -11,6 +11,12 @@ One daemon with TWO workers serves the module, so that "once" means once for the
 not once per worker; each test adds its own cluster (removed at the end, which stops its
 probes) and looks only at the events after its own mark. The health check written in the
 configuration file, and the TCP check, get daemons of their own.
+
+Passive detection (no health check, real traffic only) is shown on the same daemon: each
+worker reports the connections to a backend that fail (at most once per backoff window) and
+the first answer after them; the main process marks the backend down after three failures in a
+row and up again, once each whatever the number of workers, while requests go to the other
+backend (a failed connection is retried), so that none fails.
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from support import configs
-from support.backends import TcpEchoBackend, wait_for
+from support.backends import HttpBackend, TcpEchoBackend, wait_for
 from support.clients import HttpAnswer, get
 from support.daemon import DaemonProcess, EventRecorder, free_port, sozu_command
 from support.health import (
     HEALTH_URI,
     SLOW_TARGET,
     HealthBackend,
+    Traffic,
     backend_health,
     backends_health,
     wait_state,
@@ -691,6 +698,115 @@ def test_tcp_backends_are_checked_by_connecting(tmp_path: Path) -> None:
     finally:
         first.stop()
         second.stop()
+
+
+# --------------------------------------------------------------------------- passive detection
+
+PASSIVE_DOWN_WITHIN = 10.0
+"""Seconds from a backend's death to its ``backend_down`` event under steady traffic without a
+check: three reported failures, each worker reporting at most once per backoff window (1 s at
+first)."""
+PASSIVE_UP_WITHIN = 20.0
+"""Seconds from its return to its ``backend_up`` event: the next attempt waits for the backoff
+window, which grows (randomly) with the failures."""
+
+
+def test_passive_a_backend_killed_under_traffic_goes_down_once_then_up_once(
+    proxy: Proxy, events: EventRecorder
+) -> None:
+    survivor = HttpBackend("survivor").start()
+    victim = HttpBackend("victim").start()
+    victim_port = victim.port
+    sites = proxy.site("passive", {"survivor": survivor.address, "victim": victim.address})
+    try:
+        with sites as host:
+            traffic = Traffic(proxy.port, host, limit=PASSIVE_UP_WITHIN + PASSIVE_DOWN_WITHIN + 20)
+            try:
+                traffic.start()
+                wait_for(lambda: victim.requests and survivor.requests, timeout=5)
+
+                mark = events.mark()
+                victim.stop()
+                down = wait_event(
+                    events,
+                    "backend_down",
+                    "passive",
+                    "victim",
+                    since=mark,
+                    timeout=PASSIVE_DOWN_WITHIN,
+                )
+                assert down.address == victim.address
+                assert down.message, down
+                assert down.worker_id is None  # decided by the main process, for every worker
+                assert_once(events, "backend_down", "passive", "victim", since=mark)
+                assert traffic.failures() == [], traffic.failures()[:5]
+                assert set(traffic.bodies()) == {b"survivor", b"victim"}
+
+                up_mark = events.mark()
+                victim = HttpBackend("victim").start(victim_port)
+                up = wait_event(
+                    events,
+                    "backend_up",
+                    "passive",
+                    "victim",
+                    since=up_mark,
+                    timeout=PASSIVE_UP_WITHIN,
+                )
+                assert up.address == victim.address
+                assert up.worker_id is None
+                back = time.monotonic()
+                assert_once(events, "backend_up", "passive", "victim", since=up_mark)
+                # the backend takes traffic again
+                wait_for(lambda: b"victim" in traffic.bodies(since=back), timeout=5)
+                traffic.stop()
+                assert traffic.failures() == [], traffic.failures()[:5]
+                assert count_events(events, "backend_down", "passive", "victim", since=mark) == 1
+                entry = backend_health(proxy.daemon, "passive", "victim")
+                assert entry is not None and entry.state == BackendState.UP, entry
+            finally:
+                traffic.stop()
+    finally:
+        survivor.stop()
+        victim.stop()
+
+
+def test_passive_list_backends_shows_a_backend_found_down_by_traffic(
+    proxy: Proxy, events: EventRecorder
+) -> None:
+    """Nothing listens at the second backend's address: connections to it are refused."""
+    absent = f"127.0.0.1:{free_port()}"
+    with (
+        HttpBackend("present") as present,
+        proxy.site("refusing", {"present": present.address, "absent": absent}) as host,
+    ):
+        traffic = Traffic(proxy.port, host, limit=PASSIVE_DOWN_WITHIN + 10)
+        try:
+            mark = events.mark()
+            with traffic:
+                down = wait_event(
+                    events,
+                    "backend_down",
+                    "refusing",
+                    "absent",
+                    since=mark,
+                    timeout=PASSIVE_DOWN_WITHIN,
+                )
+            assert traffic.failures() == [], traffic.failures()[:5]
+            assert set(traffic.bodies()) == {b"present"}
+
+            entry = backend_health(proxy.daemon, "refusing", "absent")
+            assert entry is not None, "the backend is not listed"
+            assert (entry.address, entry.state, entry.checked) == (absent, "down", False), entry
+            assert "refused" in entry.reason.lower(), entry
+            assert entry.reason == down.message, (entry.reason, down.message)
+            assert entry.since is not None, entry
+            assert entry.last_check is None, entry  # no active check: no probe
+            assert entry.consecutive_failures >= 3, entry
+            alive = backend_health(proxy.daemon, "refusing", "present")
+            assert alive is not None and alive.state == BackendState.UP, alive
+            assert alive.consecutive_failures == 0, alive
+        finally:
+            traffic.stop()
 
 
 # --------------------------------------------------------------------------- invalid checks
