@@ -84,7 +84,8 @@ class Client(Protocol):
 
 class ConnectionPool(Protocol):
     """Where a backend connection goes when its answer is complete, and says it closed
-    (see :class:`.pool.BackendPool`), and that its backend answered after failures."""
+    (see :class:`.pool.BackendPool`), and that its backend answered when that is news
+    (``Backend.news``)."""
 
     def release(self, connection: BackendConnection) -> None: ...
 
