@@ -64,7 +64,9 @@ _Enum = TypeVar("_Enum", bound=StrEnum)
 class FileModel(BaseModel):
     """Base of the file models: strict TOML types, unknown keys refused."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, use_attribute_docstrings=True
+    )
 
 
 # --------------------------------------------------------------------------- value forms
@@ -159,6 +161,22 @@ Answers = dict[str, Any]
 """``answers``: HTTP status → template text or ``file://<path>`` (checked when read)."""
 Unchecked = Any
 """A value this proxy ignores (with a warning): any TOML value is accepted."""
+LegacyAnswerFile = Annotated[
+    str | None,
+    Field(
+        description="sōzu's answer file for this status, relative to the configuration "
+        "file (the ``answers`` table wins)."
+    ),
+]
+"""A per-status answer file of sōzu's HTTP listeners."""
+Http2Knob = Annotated[
+    Unchecked,
+    Field(
+        description="sōzu's HTTP/2 tuning: accepted and ignored with a warning (this proxy "
+        "does not speak HTTP/2)."
+    ),
+]
+"""An HTTP/2 setting of sōzu's listeners."""
 
 
 # --------------------------------------------------------------------------- [[listeners]]
@@ -169,54 +187,68 @@ class TcpListenerFile(FileModel):
     out are the top-level ones."""
 
     protocol: str
+    """``tcp``, ``http`` or ``https``: the kind of listener, which decides the other keys it may
+    have."""
     address: SocketAddress
+    """The socket address it listens on (``0.0.0.0:80``, ``[::]:443``)."""
     public_address: SocketAddress | None = None
+    """The address reported in forwarding headers and logs (default: ``address``); not with
+    ``expect_proxy``."""
     expect_proxy: bool | None = None
+    """Every connection starts with a PROXY protocol header, v1 or v2 (default: false)."""
     front_timeout: int | None = None
+    """Seconds a client connection may stay idle (default: the top-level setting of the same
+    name)."""
     back_timeout: int | None = None
+    """Seconds a backend connection may stay idle (default: the top-level setting of the same
+    name)."""
     connect_timeout: int | None = None
+    """Seconds to open a connection to a backend (default: the top-level setting of the same
+    name)."""
     request_timeout: int | None = None
+    """Seconds a client has to send a whole request head (default: the top-level setting of the same
+    name)."""
 
 
 class _LegacyAnswerFiles(FileModel):
     """sōzu's per-status answer files of HTTP listeners (the ``answers`` table wins)."""
 
-    answer_301: str | None = None
-    answer_400: str | None = None
-    answer_401: str | None = None
-    answer_404: str | None = None
-    answer_408: str | None = None
-    answer_413: str | None = None
-    answer_421: str | None = None
-    answer_429: str | None = None
-    answer_502: str | None = None
-    answer_503: str | None = None
-    answer_504: str | None = None
-    answer_507: str | None = None
+    answer_301: LegacyAnswerFile = None
+    answer_400: LegacyAnswerFile = None
+    answer_401: LegacyAnswerFile = None
+    answer_404: LegacyAnswerFile = None
+    answer_408: LegacyAnswerFile = None
+    answer_413: LegacyAnswerFile = None
+    answer_421: LegacyAnswerFile = None
+    answer_429: LegacyAnswerFile = None
+    answer_502: LegacyAnswerFile = None
+    answer_503: LegacyAnswerFile = None
+    answer_504: LegacyAnswerFile = None
+    answer_507: LegacyAnswerFile = None
 
 
 class _Http2Tuning(FileModel):
     """HTTP/2 tuning of sōzu's listeners (reference §B.3): accepted, and ignored with a
     warning, since this proxy does not speak HTTP/2."""
 
-    h2_max_rst_stream_per_window: Unchecked = None
-    h2_max_ping_per_window: Unchecked = None
-    h2_max_settings_per_window: Unchecked = None
-    h2_max_empty_data_per_window: Unchecked = None
-    h2_max_window_update_stream0_per_window: Unchecked = None
-    h2_max_continuation_frames: Unchecked = None
-    h2_max_glitch_count: Unchecked = None
-    h2_initial_connection_window: Unchecked = None
-    h2_max_concurrent_streams: Unchecked = None
-    h2_stream_shrink_ratio: Unchecked = None
-    h2_max_rst_stream_lifetime: Unchecked = None
-    h2_max_rst_stream_abusive_lifetime: Unchecked = None
-    h2_max_rst_stream_emitted_lifetime: Unchecked = None
-    h2_max_header_list_size: Unchecked = None
-    h2_max_header_table_size: Unchecked = None
-    h2_max_header_fields: Unchecked = None
-    h2_stream_idle_timeout_seconds: Unchecked = None
-    h2_graceful_shutdown_deadline_seconds: Unchecked = None
+    h2_max_rst_stream_per_window: Http2Knob = None
+    h2_max_ping_per_window: Http2Knob = None
+    h2_max_settings_per_window: Http2Knob = None
+    h2_max_empty_data_per_window: Http2Knob = None
+    h2_max_window_update_stream0_per_window: Http2Knob = None
+    h2_max_continuation_frames: Http2Knob = None
+    h2_max_glitch_count: Http2Knob = None
+    h2_initial_connection_window: Http2Knob = None
+    h2_max_concurrent_streams: Http2Knob = None
+    h2_stream_shrink_ratio: Http2Knob = None
+    h2_max_rst_stream_lifetime: Http2Knob = None
+    h2_max_rst_stream_abusive_lifetime: Http2Knob = None
+    h2_max_rst_stream_emitted_lifetime: Http2Knob = None
+    h2_max_header_list_size: Http2Knob = None
+    h2_max_header_table_size: Http2Knob = None
+    h2_max_header_fields: Http2Knob = None
+    h2_stream_idle_timeout_seconds: Http2Knob = None
+    h2_graceful_shutdown_deadline_seconds: Http2Knob = None
 
 
 LEGACY_ANSWER_KEYS = tuple(_LegacyAnswerFiles.model_fields)
@@ -227,13 +259,23 @@ class HttpListenerFile(TcpListenerFile, _LegacyAnswerFiles, _Http2Tuning):
     """``[[listeners]]`` with ``protocol = "http"``."""
 
     sticky_name: str | None = None
+    """Name of the sticky-session cookie (default: ``SOZUBALANCEID``)."""
     answers: Answers | None = None
+    """The proxy's own answers: HTTP status (``"404"``) to a template text or
+    ``file://<path>``."""
     sozu_id_header: str | None = None
+    """Header carrying the request id in the proxy's answers (default: ``Sozu-Id``)."""
     elide_x_real_ip: bool | None = None
+    """Remove the ``X-Real-IP`` header a client sends (default: false)."""
     send_x_real_ip: bool | None = None
+    """Add ``X-Real-IP`` with the client's address to requests (default: false)."""
     trust_forwarded_headers: bool | None = None
+    """Keep the ``X-Forwarded-Proto`` and ``X-Forwarded-Port`` a client sends, for a listener only a
+    trusted proxy reaches (default: false: they are replaced)."""
     hsts: Hsts | None = None
-    """Refused on plain HTTP listeners (RFC 6797 §7.2), with a message saying so."""
+    """HTTPS: ``{ enabled, max_age, include_subdomains, preload, force_replace_backend }``,
+    Strict-Transport-Security on the answers. Refused on plain HTTP listeners (RFC 6797 §7.2),
+    with a message saying so."""
 
 
 class HttpsListenerFile(HttpListenerFile):
@@ -241,24 +283,38 @@ class HttpsListenerFile(HttpListenerFile):
     (added to the listener, and its default when ``default_sni`` is not given)."""
 
     tls_versions: Annotated[list[TlsVersion], BeforeValidator(_tls_versions)] | None = None
+    """TLS versions offered: ``TLS_V12``, ``TLS_V13`` (also ``TLS_V10``, ``TLS_V11``; default: 1.2
+    and 1.3)."""
     cipher_list: Annotated[list[str], AfterValidator(_ciphers)] | None = None
+    """OpenSSL cipher names for TLS 1.2 and below (default: a modern list)."""
     cipher_suites: Annotated[list[str], AfterValidator(_ciphers)] | None = None
     """Another name of ``cipher_list`` (one of the two may be given)."""
     groups_list: list[str] | None = None
     """Ignored with a warning: the TLS library chooses the key exchange groups."""
     certificate: str | None = None
+    """A PEM certificate file, relative to the configuration file: added to the listener, and its
+    default certificate when ``default_sni`` is not given."""
     key: str | None = None
+    """The PEM private key of ``certificate``."""
     certificate_chain: str | None = None
+    """A PEM file of the intermediate certificates sent after ``certificate``."""
     send_tls13_tickets: int | None = None
+    """TLS 1.3 session tickets sent after a handshake, 0 to 16 (default: 4)."""
     alpn_protocols: Annotated[list[str], AfterValidator(check_alpn_protocols)] | None = None
+    """ALPN protocols offered (default: ``["http/1.1"]``; HTTP/2 is not offered)."""
     strict_sni_binding: bool | None = None
+    """Answer 421 when the request's Host is not covered by the certificate served (default:
+    true)."""
     disable_http11: Annotated[
         bool,
         _refused_if_true(
             "HTTP/2 is not supported yet: disable_http11 = true would refuse every client"
         ),
     ] = False
+    """sōzu's switch to HTTP/2 only: ``true`` is refused (no HTTP/2 here)."""
     default_sni: str | None = None
+    """The name whose certificate is served when the client sends no SNI, or a name no certificate
+    covers (default: the listener's ``certificate``; without either such handshakes fail)."""
 
 
 ListenerFile = TcpListenerFile | HttpListenerFile | HttpsListenerFile
@@ -289,13 +345,23 @@ class HealthCheckFile(FileModel):
     cluster's check opens a connection and has no ``uri``, ``host`` nor ``expected_status``."""
 
     uri: str | None = None
+    """The request-target of the HTTP probe (``/health``); required on http clusters, not allowed on
+    tcp ones (whose probe opens a connection)."""
     interval: Seconds | None = None
+    """Seconds between two probes of a backend, at least 0.1 (default: 10)."""
     timeout: Seconds | None = None
+    """Seconds a probe may take (default: 5)."""
     healthy_threshold: int | None = None
+    """Successful probes in a row that bring a down backend up (default: 3)."""
     unhealthy_threshold: int | None = None
+    """Failed probes in a row that take a backend down (default: 3)."""
     expected_status: int | None = None
+    """The status the HTTP probe must get, 100-599 (default: 0, any 2xx)."""
     host: str | None = None
+    """The ``Host`` of the HTTP probe (default: the hostname of the cluster's first frontend)."""
     fail_open: bool | None = None
+    """When every backend is down, send traffic to them anyway instead of answering 503 (default:
+    true)."""
 
 
 HTTP_ONLY_HEALTH_CHECK_KEYS = ("uri", "host", "expected_status")
@@ -306,11 +372,19 @@ class ClusterFile(FileModel):
     """``[clusters.<id>]``: the cluster's settings, its frontends and its backends."""
 
     protocol: str
+    """``http`` (for http and https listeners) or ``tcp``."""
     frontends: Tables = []
+    """The cluster's routing rules: an array of frontend tables (see *Frontends*)."""
     backends: Tables = []
+    """The cluster's servers: an array of backend tables (see *Backends*)."""
     sticky_session: bool | None = None
+    """HTTP: a cookie (the listener's ``sticky_name``) keeps a client on one backend (default:
+    false)."""
     https_redirect: bool | None = None
+    """HTTP: requests arriving on a plain HTTP listener are redirected (301) to https (default:
+    false)."""
     https_redirect_port: int | None = None
+    """HTTP: the port of the https redirection (default: 443, left out of the URL)."""
     send_proxy: bool = False
     """TCP clusters: send a PROXY header to the backends (relayed when the listener expects
     one)."""
@@ -322,18 +396,34 @@ class ClusterFile(FileModel):
         ]
         | None
     ) = None
+    """``ROUND_ROBIN`` (default), ``RANDOM``, ``LEAST_LOADED`` or ``POWER_OF_TWO``."""
     load_metric: Annotated[LoadMetric, _spelled(_names(LoadMetric))] | None = None
-    answer_503: str | None = None
+    """What ``LEAST_LOADED`` and ``POWER_OF_TWO`` compare: ``CONNECTIONS`` (default), ``REQUESTS``
+    or ``CONNECTION_TIME``."""
+    answer_503: LegacyAnswerFile = None
+    """sōzu's 503 answer file for this cluster (``answers`` wins)."""
     answers: Answers | None = None
+    """This cluster's own answers: HTTP status to a template text or ``file://<path>`` (override the
+    listener's)."""
     authorized_hashes: list[str] | None = None
+    """Credentials for frontends with ``required_auth``: ``user:hex(sha256(password))`` entries."""
     www_authenticate: str | None = None
+    """Realm sent in ``WWW-Authenticate`` with a 401."""
     max_connections_per_ip: int | None = None
+    """Connections one client IP may have open to this cluster, per worker (0: unlimited; default:
+    the top-level setting)."""
     retry_after: int | None = None
+    """``Retry-After`` seconds of this cluster's 429 (0: no header; default: the top-level
+    setting)."""
     http2: Annotated[
         bool, _refused_if_true("HTTP/2 to the backends (h2c) is not supported yet")
     ] = False
+    """HTTP/2 to the backends: ``true`` is refused (not supported yet)."""
     health_check: HealthCheckFile | None = None
+    """Active checks of the backends (see its table below); without it, passive detection
+    only."""
     udp: Annotated[Any, _refused("UDP clusters are not supported yet")] = None
+    """sōzu's UDP clusters: refused (not supported yet)."""
 
 
 HTTP_ONLY_CLUSTER_KEYS = ("sticky_session", "https_redirect", "https_redirect_port")
@@ -343,8 +433,11 @@ class HeaderFile(FileModel):
     """An entry of a frontend's ``headers``: set (or, with an empty value, delete) a header."""
 
     position: Annotated[HeaderPosition, _spelled(_names(HeaderPosition))]
+    """``REQUEST``, ``RESPONSE`` or ``BOTH``: on what the header is set."""
     key: str
+    """The header's name."""
     value: str = ""
+    """The header's value; empty: the header is deleted."""
 
 
 # sōzu's files know forward/permanent/unauthorized; the other two are the protocol's names.
@@ -362,27 +455,51 @@ class HttpFrontendFile(FileModel):
     HTTPS frontend and its certificate is added to its listener."""
 
     address: SocketAddress
+    """The listener it routes on (its ``address``)."""
     hostname: str
+    """The request's host: an exact name or a wildcard (``*.example.com``)."""
     path: str | None = None
+    """The request-target the rule matches (default: every path); its kind is ``path_type``."""
     path_type: Annotated[PathRuleKind, _spelled(_names(PathRuleKind))] | None = None
+    """``PREFIX`` (default), ``EQUALS`` or ``REGEX``: how ``path`` matches."""
     method: str | None = None
+    """Only requests with this method (default: any)."""
     position: Annotated[RulePosition, _spelled(_names(RulePosition))] = RulePosition.TREE
-    """TREE by default (DESIGN.md §5), where sōzu's files would say PRE."""
+    """Where the rule sits in the router: ``PRE`` (tried first, in order), ``TREE`` (by
+    hostname and path; the default, DESIGN.md §5, where sōzu's files would say PRE) or ``POST``
+    (tried last)."""
     tags: dict[str, str] | None = None
+    """Labels of the frontend, shown in access logs."""
     redirect: Annotated[RedirectPolicy, _spelled(_REDIRECT_NAMES)] | None = None
+    """``FORWARD`` (default: to the cluster), ``PERMANENT`` (301), ``FOUND`` (302),
+    ``PERMANENT_REDIRECT`` (308) or ``UNAUTHORIZED`` (401)."""
     redirect_scheme: Annotated[RedirectScheme, _spelled(_names(RedirectScheme))] | None = None
+    """Scheme of a redirection: ``USE_SAME`` (default), ``USE_HTTP`` or ``USE_HTTPS``."""
     redirect_template: str | None = None
+    """Answer template of a redirection."""
     rewrite_host: str | None = None
+    """The Host sent to the backend (or put in a redirection)."""
     rewrite_path: str | None = None
+    """The path sent to the backend (or put in a redirection)."""
     rewrite_port: int | None = None
+    """The port put in a redirection."""
     required_auth: bool | None = None
+    """Requests need HTTP Basic credentials listed in the cluster's ``authorized_hashes`` (default:
+    false)."""
     headers: list[HeaderFile] | None = None
+    """Headers set or deleted: an array of ``{ position, key, value }`` tables."""
     certificate: str | None = None
+    """A PEM certificate file: makes this an HTTPS frontend and adds the certificate to its
+    listener."""
     key: str | None = None
+    """The PEM private key of ``certificate``."""
     certificate_chain: str | None = None
+    """A PEM file of the intermediate certificates of ``certificate``."""
     tls_versions: Annotated[list[TlsVersion], BeforeValidator(_tls_versions)] | None = None
     """The certificate's TLS versions (ignored, with a warning, without a certificate)."""
     hsts: Hsts | None = None
+    """``{ enabled, max_age, include_subdomains, preload, force_replace_backend }``: Strict-
+    Transport-Security on this HTTPS frontend's answers (replaces the listener's)."""
 
 
 CERTIFICATE_KEYS = frozenset({"certificate", "key", "certificate_chain"})
@@ -406,7 +523,9 @@ class TcpFrontendFile(FileModel):
     """An entry of a tcp cluster's ``frontends``: the listener it binds to the cluster."""
 
     address: SocketAddress
+    """The TCP listener bound to this cluster (its ``address``)."""
     tags: dict[str, str] | None = None
+    """Labels of the frontend, shown in access logs."""
 
 
 class BackendFile(FileModel):
@@ -414,10 +533,15 @@ class BackendFile(FileModel):
     ``<cluster>-<index>-<address>``."""
 
     address: SocketAddress
+    """The server's socket address (``10.0.0.1:8080``; not a wildcard)."""
     weight: int | None = None
+    """Share of the traffic, 0 to 255 (default: 100)."""
     sticky_id: str | None = None
+    """Sticky-session cookie value that selects this backend (default: ``backend_id``)."""
     backup: bool | None = None
+    """Used only when no other backend of the cluster can be reached (default: false)."""
     backend_id: str | None = None
+    """The backend's name (default: ``<cluster>-<index>-<address>``)."""
 
 
 class MetricsFile(FileModel):
@@ -425,9 +549,13 @@ class MetricsFile(FileModel):
     ``cluster`` or ``backend``, in any case)."""
 
     address: SocketAddress
+    """UDP address of the statsd server."""
     tagged_metrics: bool | None = None
+    """InfluxDB-style tags (``,origin=…``) instead of ids in the key (default: false)."""
     prefix: StatsdPrefix | None = None
+    """The first component of every statsd key (default: ``sozu``)."""
     detail: Annotated[MetricDetail, _spelled(_names(MetricDetail))] | None = None
+    """Scopes sent: ``process``, ``frontend``, ``cluster`` (default) or ``backend``."""
 
 
 # --------------------------------------------------------------------------- top level
@@ -491,7 +619,10 @@ class AdminFile(FileModel):
     """``[admin]``: the HTTP admin endpoint; ``token_file`` is relative to the file."""
 
     address: SocketAddress
+    """Where the HTTP admin endpoint listens (``127.0.0.1:9180``)."""
     token_file: PathText | None = None
+    """A file holding the bearer token every request must carry; required off the loopback
+    interface."""
 
 
 # Settings whose form in the file is not derived from their type in Config.

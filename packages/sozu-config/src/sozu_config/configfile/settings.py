@@ -99,6 +99,7 @@ class MetricsSettings(Model):
     tagged_metrics: bool = False
     """InfluxDB-style tags (``,origin=…,version=…``) instead of the origin and ids in the key."""
     prefix: StatsdPrefix = "sozu"
+    """The first component of every statsd key."""
     detail: MetricDetail = MetricDetail.CLUSTER
     """The scopes sent (sōzu's default: cluster)."""
 
@@ -114,7 +115,7 @@ class Config(Model):
     ``automatic_state_save`` implies ``saved_state``.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, use_attribute_docstrings=True)
 
     path: Path | None = None
     """The file the configuration came from (``None`` when loaded from text)."""
@@ -136,6 +137,7 @@ class Config(Model):
     log_target: str = "stdout"
     """``stdout``, ``udp://IP:port``, ``tcp://IP:port``, ``unix:///path`` or ``file:///path``."""
     log_colored: bool = False
+    """Colours in the logs (ANSI escapes)."""
     access_logs_target: str | None = None
     """Where access logs go (same syntax as ``log_target``; ``None``: no access logs)."""
     access_logs_format: Literal["ascii", "json"] = "ascii"
@@ -144,28 +146,43 @@ class Config(Model):
     access_logs_colored: bool = False
     """Colours in access logs; when the file does not say, the value of ``log_colored``."""
     worker_count: Annotated[int, Field(ge=1, le=65_535)] = 2
+    """Worker processes proxying traffic (1 to 65535)."""
     worker_automatic_restart: bool = True
+    """A worker that dies is replaced by a new one with the same state."""
     worker_timeout: Annotated[int, Field(ge=1)] = 10
     """Seconds the main process waits for a worker's answer."""
     max_connections: Annotated[int, Field(ge=1)] = 10_000
     """Connections per worker; beyond it the worker stops accepting."""
     min_buffers: Annotated[int, Field(ge=0)] = 1
+    """sōzu's buffer pool: buffers allocated at start-up. Accepted for compatibility; larger than
+    max_buffers, it is clamped with a warning."""
     max_buffers: Annotated[int, Field(ge=1)] = 1_000
+    """sōzu's buffer pool: most buffers allocated at once. Accepted for compatibility."""
     buffer_size: Annotated[int, Field(ge=16_393)] = 16_393
     """Bytes per buffer: at least a 16 KiB HTTP/2 frame and its 9-byte header (sōzu demands
     it only when HTTP/2 is offered; here always)."""
     ctl_command_timeout: Annotated[int, Field(ge=0)] = 1_000
     """Milliseconds the CLI waits for an answer (0: forever)."""
     pid_file_path: Path | None = None
+    """File the main process writes its pid to at start-up (removed when it stops); relative to the
+    configuration file."""
     activate_listeners: bool = True
     """Listeners of the file start accepting at startup (else they wait for
     ``activate_listener``)."""
     front_timeout: Timeout = 60
+    """Seconds a client connection may stay idle (default of every listener)."""
     back_timeout: Timeout = 30
+    """Seconds a backend connection may stay idle, waiting for the answer (default of every
+    listener)."""
     connect_timeout: Timeout = 3
+    """Seconds to open a connection to a backend (default of every listener)."""
     request_timeout: Timeout = 10
+    """Seconds a client has to send a whole request head (default of every listener)."""
     zombie_check_interval: Annotated[int, Field(ge=1)] = 1_800
+    """sōzu's check for stuck sessions, in seconds. Accepted for compatibility, without effect."""
     accept_queue_timeout: Annotated[int, Field(ge=1)] = 60
+    """sōzu's limit, in seconds, on how long an accepted connection may wait to be handled. Accepted
+    for compatibility, without effect."""
     evict_on_queue_full: bool = False
     """At max_connections, close the least recently active 1 % of the connections to make
     room for new ones (instead of leaving new clients in the kernel backlog)."""
