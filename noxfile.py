@@ -48,9 +48,13 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def schema(session: nox.Session) -> None:
-    """Regenerate the protocol's JSON Schema and fail if the committed copy differs."""
+    """Regenerate the protocol's JSON Schema and the configuration reference, and fail if a
+    committed copy differs."""
     session.install("./packages/sozu-config")
     session.run("python", "-m", "sozu_config.schema", "--check")
+    session.run(
+        "python", "-m", "sozu_config.configfile.reference", "--check", "docs/configuration.md"
+    )
 
 
 @nox.session
