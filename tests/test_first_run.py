@@ -259,3 +259,39 @@ def test_the_three_packages_install_from_the_repository_in_a_fresh_venv(tmp_path
     assert "usage: sozu-apply" in helped.stdout
     licences = list((venv / "lib").glob("python3*/site-packages/sozu_*.dist-info/licenses/*"))
     assert {path.name for path in licences} >= {"LICENSE", "LICENSE.GPL-3"}
+
+
+@pytest.mark.install
+@pytest.mark.timeout(300)
+def test_the_readme_demo_command_installs_a_demo_whose_banner_works(tmp_path: Path) -> None:
+    """The README's first command, as written, in an empty directory; its last step with
+    ``--install-only`` (the demo itself would take the ports 8080, 9001 and 9002)."""
+    demo_command, _ = readme_first_block()
+    *setup, nox_step = (part.strip() for part in demo_command.split("&&"))
+    for step in setup:  # python3 -m venv .venv; .venv/bin/pip install nox
+        done = run(shlex.split(step), tmp_path, 180)
+        assert done.returncode == 0, f"{step}\n{done.stderr[-3000:]}"
+    envdir = tmp_path / "nox"
+    noxfile = REPOSITORY / "noxfile.py"
+    extra = ["--install-only", "--envdir", str(envdir), "-f", str(noxfile)]
+    installed = run([*shlex.split(nox_step), *extra], tmp_path, 240)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+
+    python = envdir / "demo" / "bin" / "python"
+    printed = run(
+        [
+            str(python),
+            "-c",
+            "import sys; sys.path.insert(0, 'examples'); import demo; print(demo.banner())",
+        ],
+        REPOSITORY,
+        60,
+    )
+    assert printed.returncode == 0, printed.stderr
+    commands = [line.split("  #")[0].strip() for line in printed.stdout.splitlines()]
+    commands = [command for command in commands if " -c examples/demo.toml " in command]
+    assert commands, printed.stdout
+    argv = [*shlex.split(commands[0])[:3], "config", "check"]
+    assert Path(argv[0]).resolve() == (envdir / "demo" / "bin" / "sozu").resolve()
+    checked = run(argv, REPOSITORY, 60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
