@@ -6,7 +6,9 @@ rich tables on a terminal, plain aligned text in pipes, plain JSON with ``--json
 
 Exit codes: 0 success; 1 the daemon answered failure; 2 bad usage or bad input (arguments,
 unreadable or invalid files, invalid addresses); 3 no daemon answers on the command socket. A
-user mistake is one sentence on stderr, never a traceback.
+user mistake is one sentence on stderr, never a traceback; with ``--json`` stdout then carries
+``{"status": "failure", "kind": …, "message": …}`` (kinds: ``unreachable``, ``usage``,
+``failure``, ``timeout``, or the daemon's own).
 """
 
 from __future__ import annotations
@@ -192,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except CommandError as error:
         output.error(error.message)
+        output.failure(error.kind, error.message)
         return error.code
     except ValidationError as error:
-        output.error(f"invalid value: {validation_message(error)} (see '{_prog(args)} --help')")
+        message = f"invalid value: {validation_message(error)} (see '{_prog(args)} --help')"
+        output.error(message)
+        output.failure("usage", message)
         return ExitCode.USAGE
     except KeyboardInterrupt:
         output.note("interrupted")
