@@ -14,6 +14,8 @@ user mistake is one sentence on stderr, never a traceback; with ``--json`` stdou
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 from functools import partial
@@ -184,9 +186,29 @@ def build_parser() -> Parser:
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed arguments. With ``-j``/``--json`` among them, a usage error also prints the
+    JSON failure document on stdout (the parser's own line still goes to stderr)."""
+    words = sys.argv[1:] if argv is None else argv
+    if not {"-j", "--json"} & set(words):
+        return build_parser().parse_args(words)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return build_parser().parse_args(words)
+    except SystemExit as stop:
+        if stop.code == ExitCode.USAGE:
+            lines = captured.getvalue().strip().splitlines()
+            Output(json_mode=True).failure("usage", lines[-1] if lines else "invalid arguments")
+        raise
+    finally:
+        sys.stderr.write(captured.getvalue())
+        sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sozu``: parse, run the subcommand, translate errors to exit codes."""
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     output = Output(json_mode=bool(args.json))
     ctx = Context(args, output)
     try:

@@ -62,7 +62,7 @@ def fingerprint(text: str) -> str:
     ):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a SHA-256 fingerprint: give its 64 hex digits or the first "
-            f"{SHORT_FINGERPRINT} or more (see 'sozu certificate list')"
+            f"{SHORT_FINGERPRINT} or more, as 'sozu certificate list' shows"
         )
     return value
 
