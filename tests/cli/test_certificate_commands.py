@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import ssl
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from cli_harness import live_state, sozu
@@ -60,8 +65,12 @@ def test_certificate_lifecycle(daemon: DaemonProcess, tmp_path: Path) -> None:
     assert table.code == 0
     lines = table.out.splitlines()
     assert lines[0].split() == ["ADDRESS", "NAMES", "NOT", "AFTER", "FINGERPRINT"]
-    assert first.fingerprint in lines[1]
+    # the first 16 digits, as plans show them (whole with --full or --json)
+    assert first.fingerprint[:16] in lines[1].split()
+    assert first.fingerprint not in lines[1]
     assert "a.example.com, www.a.example.com" in lines[1]
+    full = sozu(*config, "certificate", "list", "--full")
+    assert first.fingerprint in full.out.splitlines()[1].split(), full
     document = sozu(*config, "certificate", "list", "--json")
     (entry,) = document.json()["certificates"]
     assert entry["fingerprint"] == first.fingerprint
@@ -246,3 +255,105 @@ def test_https_frontends_serve_with_the_certificate_added(
         )
         assert again.code == 1
         assert "no https frontend" in again.err
+
+
+def on_a_terminal(*args: str | Path, columns: int) -> str:
+    """``sozu ARGS`` with stdout on a terminal ``columns`` wide: what it drew there."""
+    controller, terminal = pty.openpty()
+    environment = {k: v for k, v in os.environ.items() if k != "SOZU_CONFIG"}
+    environment.update({"COLUMNS": str(columns), "LINES": "40", "TERM": "xterm"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sozu_cli.main", *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        env=environment,
+    )
+    os.close(terminal)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert process.wait(timeout=max(1.0, deadline - time.monotonic())) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        os.close(controller)
+        if process.stderr is not None:
+            process.stderr.close()
+    return b"".join(chunks).decode()
+
+
+def test_fingerprints_are_shown_and_taken_as_16_digit_prefixes(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    config = ("-c", str(daemon.config_path))
+    address, elsewhere = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    for listener in (address, elsewhere):
+        assert sozu(*config, "listener", "https", "add", "-a", listener).code == 0
+    first = make_certificate("a.example.com")
+    renewed = make_certificate("a.example.com")
+    second = make_certificate("c.example.com")
+    first_cert, first_key = write(tmp_path, "first", first)
+    renewed_cert, renewed_key = write(tmp_path, "renewed", renewed)
+    second_cert, second_key = write(tmp_path, "second", second)
+    for listener, cert, key in (
+        (address, first_cert, first_key),
+        (elsewhere, second_cert, second_key),
+    ):
+        added = sozu(
+            *config, "certificate", "add", "-a", listener, "--certificate", cert, "--key", key
+        )
+        assert added.code == 0, added
+
+    # on a narrow terminal the 16 digits are drawn whole, whatever else gives way
+    screen = on_a_terminal(*config, "certificate", "list", columns=60)
+    for certificate in (first, second):
+        assert certificate.fingerprint[:16] in screen, screen
+    wide = on_a_terminal(*config, "certificate", "list", "--full", columns=200)
+    assert first.fingerprint in wide, wide
+
+    # list -f filters by prefix
+    listed = sozu(*config, "certificate", "list", "-f", first.fingerprint[:16], "--json").json()
+    assert [c["fingerprint"] for c in listed["certificates"]] == [first.fingerprint]
+    workers = sozu(*config, "certificate", "list", "-w", "-f", second.fingerprint[:20], "-j")
+    assert [c["fingerprint"] for c in workers.json()["responses"]["0"]["certificates"]] == [
+        second.fingerprint
+    ]
+
+    # too short: a usage error before anything is sent
+    short = sozu(*config, "certificate", "remove", "-a", address, "-f", first.fingerprint[:15])
+    assert short.code == 2, short
+    assert "first 16" in short.err
+
+    # a prefix of a certificate of another listener: named, nothing removed
+    wrong = sozu(*config, "certificate", "remove", "-a", address, "-f", second.fingerprint[:16])
+    assert wrong.code == 2, wrong
+    assert second.fingerprint in wrong.err and elsewhere in wrong.err
+    assert "Traceback" not in wrong.err
+    # an unknown prefix: the listener's own fingerprints are listed
+    unknown = sozu(*config, "certificate", "remove", "-a", address, "-f", "0" * 16, "--json")
+    assert unknown.code == 2, unknown
+    assert first.fingerprint[:16] in unknown.err
+    assert unknown.json()["kind"] == "usage"
+    assert set(live_state(daemon)[1].certificates[address]) == {first.fingerprint}
+
+    # replace and remove take the 16 digits a listing (or a plan) shows, colons allowed
+    replaced = sozu(
+        *config, "certificate", "replace", "-a", address, "--new-certificate", renewed_cert,
+        "--new-key", renewed_key, "-f", first.fingerprint[:16],
+    )  # fmt: skip
+    assert replaced.code == 0, replaced
+    assert list(live_state(daemon)[1].certificates[address]) == [renewed.fingerprint]
+    colons = ":".join(renewed.fingerprint[i : i + 2] for i in range(0, 16, 2)).upper()
+    removed = sozu(*config, "certificate", "remove", "-a", address, "-f", colons)
+    assert removed.code == 0, removed
+    assert live_state(daemon)[1].certificates.get(address, {}) == {}

@@ -82,6 +82,12 @@ def test_usage_errors_are_one_line_and_exit_2() -> None:
         assert expected in lines[0], (args, result)
         assert "--help" in lines[0]
         assert result.out == ""
+        # with --json, stdout carries the same line as a JSON failure document
+        as_json = sozu(*args, "--json")
+        assert as_json.code == 2, (args, as_json)
+        assert as_json.json()["status"] == "failure" and as_json.json()["kind"] == "usage"
+        assert expected in as_json.json()["message"], (args, as_json)
+        assert len(as_json.err.strip().splitlines()) == 1, (args, as_json)
     assert sozu_apply().code == 2
     both = sozu_apply("x.toml", "--check", "--watch")
     assert both.code == 2

@@ -19,7 +19,14 @@ from cli_harness import base_config, live_state, sozu
 from support.daemon import DaemonProcess, free_port
 
 import sozu_runtime
-from sozu_config import AddCluster, Cluster
+from sozu_config import (
+    AddBackend,
+    AddCluster,
+    AddHttpListener,
+    Backend,
+    Cluster,
+    HttpListenerConfig,
+)
 
 
 def config_of(daemon: DaemonProcess) -> tuple[str, str]:
@@ -78,6 +85,14 @@ def test_no_daemon_exits_3_with_one_sentence(tmp_path: Path) -> None:
         assert "the socket file does not exist" in result.err
         assert len(result.err.strip().splitlines()) == 1
         assert "Traceback" not in result.err
+        # with --json, stdout says it too, as one JSON document
+        document = sozu("--socket", missing, *args, "--json")
+        assert document.code == 3, (args, document)
+        assert document.json() == {
+            "status": "failure",
+            "kind": "unreachable",
+            "message": result.err.strip().removeprefix("error: "),
+        }
     # a stale socket file: nobody listens on it
     stale = tmp_path / "stale.sock"
     server = socket.socket(socket.AF_UNIX)
@@ -92,6 +107,10 @@ def test_configuration_problems_are_usage_errors(tmp_path: Path) -> None:
     nothing = sozu("status")
     assert nothing.code == 2
     assert "no configuration file" in nothing.err
+    as_json = sozu("status", "--json")
+    assert as_json.code == 2
+    assert as_json.json()["kind"] == "usage"
+    assert "no configuration file" in as_json.json()["message"]
     bad = tmp_path / "bad.toml"
     bad.write_text("worker_count = 'many'\n")
     result = sozu("-c", bad, "status")
@@ -112,8 +131,18 @@ def test_state_save_load_and_stats(daemon: DaemonProcess, tmp_path: Path) -> Non
     assert sozu(*config_of(daemon), "cluster", "remove", "-i", "app").code == 0
     assert "app" not in live_state(daemon)[1].clusters
     loaded = sozu(*config_of(daemon), "state", "load", "-f", saved)
-    assert loaded.code == 0, loaded
+    # a merge: the listener exists already, so its record is skipped (listed, exit 1)
+    assert loaded.code == 1, loaded
+    assert loaded.out.splitlines()[0].endswith("1 skipped"), loaded
+    assert "add_http_listener" in loaded.out.splitlines()[1]
     assert "app" in live_state(daemon)[1].clusters
+
+    loaded_json = sozu(*config_of(daemon), "state", "load", "-f", saved, "--json")
+    assert loaded_json.code == 1, loaded_json
+    document = loaded_json.json()
+    assert document["status"] == "failure"
+    assert "skipped" in document["message"]
+    assert document["skipped"][0]["request"].startswith("add_http_listener")
 
     missing = sozu(*config_of(daemon), "state", "load", "-f", tmp_path / "missing.jsonl")
     assert missing.code == 2
@@ -125,6 +154,45 @@ def test_state_save_load_and_stats(daemon: DaemonProcess, tmp_path: Path) -> Non
     counts = sozu(*config_of(daemon), "state", "stats", "--json").json()
     assert counts["type"] == "request_counts"
     assert counts["counts"]["remove_cluster"] == 1
+
+
+def test_state_load_lists_every_skipped_record_and_fails(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    listener = f"127.0.0.1:{daemon.port}"  # type: ignore[attr-defined]
+    records = [
+        AddCluster(cluster=Cluster(cluster_id="a")),
+        AddBackend(backend=Backend(cluster_id="nope", backend_id="x", address="127.0.0.1:9")),
+        AddHttpListener(listener=HttpListenerConfig(address=listener)),  # exists already
+        AddCluster(cluster=Cluster(cluster_id="b")),
+        AddBackend(backend=Backend(cluster_id="gone", backend_id="y", address="127.0.0.1:9")),
+    ]
+    state_file = tmp_path / "state.jsonl"
+    state_file.write_text("".join(r.model_dump_json() + "\n" for r in records))
+    result = sozu(*config_of(daemon), "state", "load", "-f", state_file)
+    assert result.code == 1, result
+    lines = result.out.splitlines()
+    assert lines[0] == f"loaded {state_file}: 2 requests applied, 3 skipped", result
+    assert [line.split(":")[0] for line in lines[1:]] == ["  line 2", "  line 3", "  line 5"]
+    assert "add_backend nope/x" in lines[1] and "no cluster 'nope'" in lines[1]
+    assert f"add_http_listener {listener}" in lines[2] and "already exists" in lines[2]
+    assert "3 skipped records" in result.err and str(state_file) in result.err
+    assert {"a", "b"} <= set(live_state(daemon)[1].clusters)
+
+    document = sozu(*config_of(daemon), "state", "load", "-f", state_file, "--json")
+    assert document.code == 1, document
+    data = document.json()
+    assert data["status"] == "failure"
+    skipped = {r["line"]: r for r in data["skipped"]}
+    assert {2, 3, 5} <= set(skipped), data
+    assert skipped[5]["request"] == "add_backend gone/y 127.0.0.1:9"
+    assert "no cluster 'gone'" in skipped[5]["message"]
+
+    good = tmp_path / "good.jsonl"
+    good.write_text(AddCluster(cluster=Cluster(cluster_id="c")).model_dump_json() + "\n")
+    clean = sozu(*config_of(daemon), "state", "load", "-f", good)
+    assert clean.code == 0, clean
+    assert clean.out.strip() == f"loaded {good}: 1 requests applied, 0 skipped"
 
 
 def test_logging_metrics_and_queries(daemon: DaemonProcess) -> None:
@@ -161,14 +229,20 @@ def test_logging_metrics_and_queries(daemon: DaemonProcess) -> None:
 def test_reload(daemon: DaemonProcess, tmp_path: Path) -> None:
     port = daemon.port  # type: ignore[attr-defined]
     changed = tmp_path / "changed.toml"
+    backend = f"127.0.0.1:{free_port()}"
     changed.write_text(
         f'command_socket = "{daemon.socket_path}"\n'
-        + base_config(port)
+        + base_config(port, int(backend.rsplit(":", 1)[1]))
         + '\n[clusters.extra]\nprotocol = "http"\n'
     )
     result = sozu(*config_of(daemon), "reload", "-f", changed)
     assert result.code == 0, result
     assert set(live_state(daemon)[1].clusters) == {"app", "extra"}
+    # the changes are named, one a line, as plans describe them
+    # (base_config gave the backend another port: it is replaced too)
+    lines = result.out.splitlines()
+    assert "applied 2 changes;" in lines[0], result
+    assert lines[1:] == ["  add_cluster extra", f"  add_backend app/app-1 {backend}"], result
     assert sozu(*config_of(daemon), "reload", "-f", tmp_path / "missing.toml").code == 2
     broken = tmp_path / "broken.toml"
     broken.write_text("[[listeners]\n")
@@ -176,7 +250,9 @@ def test_reload(daemon: DaemonProcess, tmp_path: Path) -> None:
     assert refused.code == 1, refused
     assert "not reloaded" in refused.err
     # without -f: the daemon's own file, which does not have "extra"
-    assert sozu(*config_of(daemon), "reload").code == 0
+    back = sozu(*config_of(daemon), "reload", "--json")
+    assert back.code == 0, back
+    assert "remove_cluster extra" in [r["request"] for r in back.json()["results"]], back
     assert set(live_state(daemon)[1].clusters) == {"app"}
 
 

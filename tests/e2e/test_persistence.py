@@ -336,6 +336,38 @@ def test_state_survives_a_restart_unchanged(
         assert two.requests == []
 
 
+def test_a_restart_from_the_saved_state_warns_of_edits_to_the_file(
+    tmp_path: Path, backends: tuple[HttpBackend, HttpBackend, HttpBackend]
+) -> None:
+    """The saved state wins at a restart: an edit of the file is not served, and the log says
+    so as a warning with the count of differences and the command that applies them."""
+    one, two, _ = backends
+    port = free_port()
+    config = app_config(port, one.address, two.address, **AUTOMATIC)
+    with DaemonProcess(tmp_path, config).start() as daemon:
+        assert daemon.stop() == 0
+
+    unchanged = DaemonProcess(tmp_path, config, name="config.toml")
+    with unchanged.start():
+        assert unchanged.stop() == 0
+    assert "differs from the saved state" not in unchanged.logs()
+
+    edited = (
+        config + '\n[clusters.extra]\nprotocol = "http"\n\n[clusters.more]\nprotocol = "http"\n'
+    )
+    restarted = DaemonProcess(tmp_path, edited, name="config.toml")
+    with restarted.start():
+        assert {c.cluster_id for c in live_state(restarted).clusters} == {"app"}
+        warnings = [
+            line for line in restarted.logs().splitlines() if "differs from the saved state" in line
+        ]
+        assert len(warnings) == 1, restarted.logs()
+        (warning,) = warnings
+        assert "WARN" in warning, warning
+        assert "by 2 changes" in warning and "sozu reload" in warning, warning
+        assert str(restarted.config_path) in warning, warning
+
+
 # --------------------------------------------------------------------------- crash while writing
 
 CRASHING_WRITER = textwrap.dedent(

@@ -29,7 +29,8 @@ from support.daemon import DaemonProcess, free_port
 from support.load import LoadGenerator
 from support.load_handlers import StreamSpec, load_handler
 
-from sozu_config import QueryState, ReloadConfiguration, StateSnapshot, load_config
+from sozu_config import ConfigState, QueryState, ReloadConfiguration, StateSnapshot, load_config
+from sozu_config.responses import BatchResults
 
 pytestmark = pytest.mark.e2e
 
@@ -147,8 +148,18 @@ def test_reload_applies_removals_changes_and_additions(tmp_path: Path, backends:
         daemon.config_path.write_text(
             config_text(port, after_sites(backends), command_socket=daemon.socket_path)
         )
+        plan = ConfigState.from_snapshot(live_state(daemon)).diff(
+            load_config(daemon.config_path).state
+        )
         response = daemon.send(ReloadConfiguration())
         assert response.ok, response.message
+        # the answer names every change it applied, as plans describe them, and so does the log
+        assert f"applied {len(plan)} changes;" in response.message
+        assert isinstance(response.content, BatchResults)
+        described = [r.describe() for r in plan]
+        assert [r.request for r in response.content.results] == described
+        logs = daemon.logs()
+        assert all(f"reload: {line}" in logs for line in described), logs
 
         assert live_state(daemon) == file_state(daemon.config_path)
         app = next(c for c in live_state(daemon).clusters if c.cluster_id == "app")

@@ -269,9 +269,11 @@ def test_save_and_load_state(tmp_path: Path) -> None:
         await bench.execution.handle(add("one"))
         response = await bench.execution.handle(rq.LoadState(path=str(target)))
         assert response.ok, response.message
-        assert response.message.startswith(
-            f"loaded {target}: 1 requests applied, 1 skipped (line 1: refused by the main process"
-        )
+        assert response.message == f"loaded {target}: 1 requests applied, 1 skipped"
+        assert isinstance(response.content, BatchResults)
+        (skipped,) = response.content.results
+        assert (skipped.index, skipped.request) == (1, "add_http_listener 127.0.0.1:1")
+        assert skipped.message.startswith("refused by the main process")
         assert set(bench.state.clusters) == {"one", "two"}
         assert bench.kinds()[-1] is EventKind.STATE_LOADED
 

@@ -59,7 +59,8 @@ def client_error(error: ClientError | ProtocolError, socket_path: Path | str) ->
     if isinstance(error, CommandTimeout):
         return DaemonFailure(
             f"the daemon at {socket_path} did not answer in time ({error}); "
-            "the request may still take effect: check, or wait longer with -t MS"
+            "the request may still take effect: check, or wait longer with -t MS",
+            kind="timeout",
         )
     return DaemonFailure(f"the daemon at {socket_path} answered something unreadable: {error}")
 
@@ -184,7 +185,10 @@ class Context:
                 if response.content is not None:
                     data["content"] = response.content.model_dump(mode="json")
                 output.json(data)
-            raise DaemonFailure(response.message or "the daemon refused the request")
+            raise DaemonFailure(
+                response.message or "the daemon refused the request",
+                kind=response.kind.value if response.kind is not None else None,
+            )
         if output.json_mode:
             if response.content is not None:
                 output.json(response.content)

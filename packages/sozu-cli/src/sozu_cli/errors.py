@@ -1,8 +1,9 @@
 """Exit codes of ``sozu`` and ``sozu-apply``, and the errors that end a command with one.
 
 A command that cannot do what it was asked raises a :class:`CommandError`; ``main`` prints its
-message (one sentence: what is wrong, what to do) on stderr and exits with its code. Nothing
-else reaches the user as a traceback.
+message (one sentence: what is wrong, what to do) on stderr and exits with its code; with
+``--json`` it also prints ``{"status": "failure", "kind": …, "message": …}`` on stdout unless the
+command already printed its answer there. Nothing else reaches the user as a traceback.
 """
 
 from __future__ import annotations
@@ -29,16 +30,21 @@ class CommandError(Exception):
     """A command ends with ``code`` and ``message`` on stderr."""
 
     code = ExitCode.FAILURE
+    kind = "failure"
+    """What went wrong, for programs (the ``kind`` of the JSON document of ``--json``)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if kind is not None:
+            self.kind = kind
 
 
 class UsageError(CommandError):
     """The user asked for something impossible or gave bad input."""
 
     code = ExitCode.USAGE
+    kind = "usage"
 
 
 class DaemonFailure(CommandError):
@@ -51,3 +57,4 @@ class Unreachable(CommandError):
     """Nothing answers on the command socket."""
 
     code = ExitCode.UNREACHABLE
+    kind = "unreachable"

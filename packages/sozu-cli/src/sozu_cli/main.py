@@ -6,12 +6,16 @@ rich tables on a terminal, plain aligned text in pipes, plain JSON with ``--json
 
 Exit codes: 0 success; 1 the daemon answered failure; 2 bad usage or bad input (arguments,
 unreadable or invalid files, invalid addresses); 3 no daemon answers on the command socket. A
-user mistake is one sentence on stderr, never a traceback.
+user mistake is one sentence on stderr, never a traceback; with ``--json`` stdout then carries
+``{"status": "failure", "kind": …, "message": …}`` (kinds: ``unreachable``, ``usage``,
+``failure``, ``timeout``, or the daemon's own).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 from functools import partial
@@ -182,9 +186,29 @@ def build_parser() -> Parser:
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed arguments. With ``-j``/``--json`` among them, a usage error also prints the
+    JSON failure document on stdout (the parser's own line still goes to stderr)."""
+    words = sys.argv[1:] if argv is None else argv
+    if not {"-j", "--json"} & set(words):
+        return build_parser().parse_args(words)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return build_parser().parse_args(words)
+    except SystemExit as stop:
+        if stop.code == ExitCode.USAGE:
+            lines = captured.getvalue().strip().splitlines()
+            Output(json_mode=True).failure("usage", lines[-1] if lines else "invalid arguments")
+        raise
+    finally:
+        sys.stderr.write(captured.getvalue())
+        sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sozu``: parse, run the subcommand, translate errors to exit codes."""
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     output = Output(json_mode=bool(args.json))
     ctx = Context(args, output)
     try:
@@ -192,9 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except CommandError as error:
         output.error(error.message)
+        output.failure(error.kind, error.message)
         return error.code
     except ValidationError as error:
-        output.error(f"invalid value: {validation_message(error)} (see '{_prog(args)} --help')")
+        message = f"invalid value: {validation_message(error)} (see '{_prog(args)} --help')"
+        output.error(message)
+        output.failure("usage", message)
         return ExitCode.USAGE
     except KeyboardInterrupt:
         output.note("interrupted")

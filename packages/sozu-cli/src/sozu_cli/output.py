@@ -75,6 +75,8 @@ class Output:
         self.stdout = stdout if stdout is not None else sys.stdout
         self.stderr = stderr if stderr is not None else sys.stderr
         self.rich = not json_mode and _is_terminal(self.stdout)
+        self.wrote_json = False
+        """Whether a JSON document was printed on stdout already."""
         self._console: Any = None
         self._error_console: Any = None
         if self.rich:
@@ -110,9 +112,11 @@ class Output:
         rows: Iterable[Sequence[object]],
         *,
         title: str | None = None,
+        whole: Sequence[str] = (),
     ) -> None:
         """A table: rich on a terminal, else columns aligned with two spaces. A
-        :class:`Styled` value is drawn in its style on a terminal."""
+        :class:`Styled` value is drawn in its style on a terminal. The columns named in
+        ``whole`` are never cut nor wrapped on a narrow terminal (the others give way)."""
         if self.json_mode:
             return
         listed = [list(row) for row in rows]
@@ -125,8 +129,12 @@ class Output:
             table = Table(
                 title=title, box=box.SIMPLE_HEAD, header_style="bold", title_justify="left"
             )
-            for column in columns:
-                table.add_column(column)
+            for index, column in enumerate(columns):
+                if column in whole:
+                    width = max([len(column), *(len(row[index]) for row in texts)])
+                    table.add_column(column, no_wrap=True, min_width=width)
+                else:
+                    table.add_column(column)
             for values, row in zip(listed, texts, strict=True):
                 table.add_row(
                     *(
@@ -172,6 +180,13 @@ class Output:
         )
         self.stdout.write(text + "\n")
         self.stdout.flush()
+        self.wrote_json = True
+
+    def failure(self, kind: str, message: str) -> None:
+        """``{"status": "failure", "kind", "message"}`` on stdout (JSON mode, when the command
+        printed no document yet): a program reading stdout learns why it got nothing else."""
+        if not self.wrote_json:
+            self.json({"status": "failure", "kind": kind, "message": message})
 
     # ------------------------------------------------------------------ diagnostics
 

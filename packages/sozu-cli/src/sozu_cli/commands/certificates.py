@@ -3,6 +3,10 @@
 The CLI reads the PEM files and checks them (the certificate parses, the key matches it) before
 anything is sent, so that a wrong file is a usage error (exit 2) rather than a refusal. Listings
 show names, fingerprints and expiry dates; private keys are never printed.
+
+A fingerprint is given as its 64 hex digits or as a prefix of at least
+:data:`SHORT_FINGERPRINT` digits, as listings and plans show it; a prefix that names no
+certificate, or several, is a usage error that lists the candidates.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sozu_config import (
     QueryCertificatesFromWorkers,
     RemoveCertificate,
     ReplaceCertificate,
+    Response,
     TlsVersion,
     fingerprint_of,
 )
@@ -32,17 +37,69 @@ from ..declarations import Arg, Command, Completer, OneOf, listing
 from ..errors import UsageError
 from ..output import Output
 
-__all__ = ["COMMANDS", "LIST_ARGS", "certificate_list", "fingerprint", "show_certificates"]
+__all__ = [
+    "COMMANDS",
+    "LIST_ARGS",
+    "SHORT_FINGERPRINT",
+    "certificate_list",
+    "fingerprint",
+    "resolve_fingerprint",
+    "show_certificates",
+]
+
+SHORT_FINGERPRINT = 16
+"""Hex digits of a fingerprint that listings and plans show, and the shortest prefix accepted
+(64 bits: two certificates of one proxy share one by accident with odds of about 2**-64)."""
+_FULL_FINGERPRINT = 64
 
 
 def fingerprint(text: str) -> str:
-    """A SHA-256 fingerprint: 64 hex digits (colons allowed), in lowercase."""
+    """A SHA-256 fingerprint or a prefix of it: 16 to 64 hex digits (colons allowed), in
+    lowercase."""
     value = text.replace(":", "").strip().lower()
-    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+    if not SHORT_FINGERPRINT <= len(value) <= _FULL_FINGERPRINT or any(
+        c not in "0123456789abcdef" for c in value
+    ):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a SHA-256 fingerprint (64 hex digits, see 'sozu certificate list')"
+            f"{text!r} is not a SHA-256 fingerprint: give its 64 hex digits or the first "
+            f"{SHORT_FINGERPRINT} or more, as 'sozu certificate list' shows"
         )
     return value
+
+
+def _candidate(summary: CertificateSummary) -> str:
+    return f"{summary.fingerprint} on {summary.address} ({', '.join(summary.names) or 'no name'})"
+
+
+def resolve_fingerprint(ctx: Context, prefix: str, address: str) -> str:
+    """The full fingerprint of the one certificate of the listener ``address`` whose
+    fingerprint starts with ``prefix`` (a full fingerprint is returned as it is: the daemon
+    says when it has none). Usage error when none or several match."""
+    if len(prefix) == _FULL_FINGERPRINT:
+        return prefix
+    response = ctx.send(QueryCertificates())
+    if not response.ok:
+        ctx.finish(response)  # raises
+    known: list[CertificateSummary] = content_of(response, CertificatesContent).certificates
+    matching = [c for c in known if c.fingerprint.startswith(prefix)]
+    here = [c for c in matching if str(c.address) == address]
+    fingerprints = sorted({c.fingerprint for c in here})
+    if len(fingerprints) == 1:
+        return fingerprints[0]
+    if len(fingerprints) > 1:
+        listed = "; ".join(_candidate(c) for c in sorted(here, key=lambda c: c.fingerprint))
+        raise UsageError(
+            f"the fingerprint {prefix} is ambiguous on {address}: it starts {listed}; "
+            "give more digits"
+        )
+    if matching:
+        hint = "it names " + "; ".join(_candidate(c) for c in matching)
+    else:
+        on_listener = sorted(
+            {c.fingerprint[:SHORT_FINGERPRINT] for c in known if str(c.address) == address}
+        )
+        hint = f"{address} has " + (", ".join(on_listener) if on_listener else "no certificate")
+    raise UsageError(f"no certificate of {address} has a fingerprint starting {prefix}: {hint}")
 
 
 def _certificate(
@@ -73,9 +130,15 @@ def _fingerprint_of_file(pem: str) -> str:
 
 
 def show_certificates(
-    output: Output, certificates: list[CertificateSummary], *, title: str | None = None
+    output: Output,
+    certificates: list[CertificateSummary],
+    *,
+    title: str | None = None,
+    full: bool = False,
 ) -> None:
-    """A table of certificates: address, names, expiry, fingerprint."""
+    """A table of certificates: address, names, expiry, fingerprint (its first
+    :data:`SHORT_FINGERPRINT` digits, as plans show it, or all of them when ``full``); the
+    fingerprint is never cut on a narrow terminal."""
     now = dt.datetime.now(dt.UTC)
     if not certificates:
         output.print(f"{title}: no certificate" if title else "no certificate")
@@ -87,32 +150,64 @@ def show_certificates(
                 c.address,
                 c.names,
                 f"{c.not_after:%Y-%m-%d %H:%M}" + (" (expired)" if c.not_after < now else ""),
-                c.fingerprint,
+                c.fingerprint if full else c.fingerprint[:SHORT_FINGERPRINT],
             ]
             for c in certificates
         ],
         title=title,
+        whole=("FINGERPRINT",),
     )
+
+
+def _starting(content: Any, prefix: str | None) -> Any:
+    """``content`` with only the certificates whose fingerprint starts with ``prefix``."""
+    if prefix is None or len(prefix) == _FULL_FINGERPRINT:
+        return content  # the daemon filtered already
+    if isinstance(content, CertificatesContent):
+        kept = [c for c in content.certificates if c.fingerprint.startswith(prefix)]
+        return CertificatesContent(certificates=kept)
+    if isinstance(content, WorkerResponses):
+        return WorkerResponses(
+            responses={
+                worker: _starting(answer, prefix) for worker, answer in content.responses.items()
+            }
+        )
+    return content
+
+
+def _by_fingerprint(response: Response, prefix: str | None) -> Response:
+    """The answer, its certificates reduced to those ``-f PREFIX`` names (a filter: every
+    certificate whose fingerprint starts with it)."""
+    if not response.ok or response.content is None:
+        return response
+    return response.model_copy(update={"content": _starting(response.content, prefix)})
 
 
 def certificate_list(ctx: Context) -> int:
     args = ctx.args
+    prefix: str | None = args.fingerprint
+    full = bool(getattr(args, "full", False))
+    exact = prefix if prefix is not None and len(prefix) == _FULL_FINGERPRINT else None
     if args.workers:
-        response = ctx.send(
-            QueryCertificatesFromWorkers(domain=args.domain, fingerprint=args.fingerprint)
+        response = _by_fingerprint(
+            ctx.send(QueryCertificatesFromWorkers(domain=args.domain, fingerprint=exact)),
+            prefix,
         )
 
         def render_workers(content: Any) -> None:
             answers = content_of(response, WorkerResponses).responses
             for worker, answer in sorted(answers.items()):
                 found = answer.certificates if isinstance(answer, CertificatesContent) else []
-                show_certificates(ctx.output, found, title=f"worker {worker}")
+                show_certificates(ctx.output, found, title=f"worker {worker}", full=full)
 
         return ctx.finish(response, render_workers)
-    response = ctx.send(QueryCertificates(domain=args.domain, fingerprint=args.fingerprint))
+    response = _by_fingerprint(
+        ctx.send(QueryCertificates(domain=args.domain, fingerprint=exact)), prefix
+    )
 
     def render(content: Any) -> None:
-        show_certificates(ctx.output, content_of(response, CertificatesContent).certificates)
+        found = content_of(response, CertificatesContent).certificates
+        show_certificates(ctx.output, found, full=full)
 
     return ctx.finish(response, render)
 
@@ -125,7 +220,10 @@ def certificate_add(ctx: Context) -> int:
 
 def certificate_replace(ctx: Context) -> int:
     args = ctx.args
-    old = args.fingerprint or _fingerprint_of_file(args.old_certificate)
+    if args.fingerprint:
+        old = resolve_fingerprint(ctx, args.fingerprint, args.address)
+    else:
+        old = _fingerprint_of_file(args.old_certificate)
     certificate = _certificate(args.new_certificate, args.new_certificate_chain, args.new_key, args)
     return ctx.run(
         ReplaceCertificate(address=args.address, new_certificate=certificate, old_fingerprint=old)
@@ -134,7 +232,10 @@ def certificate_replace(ctx: Context) -> int:
 
 def certificate_remove(ctx: Context) -> int:
     args = ctx.args
-    old = args.fingerprint or _fingerprint_of_file(args.certificate)
+    if args.fingerprint:
+        old = resolve_fingerprint(ctx, args.fingerprint, args.address)
+    else:
+        old = _fingerprint_of_file(args.certificate)
     return ctx.run(RemoveCertificate(address=args.address, fingerprint=old))
 
 
@@ -159,10 +260,24 @@ _TLS_OPTIONS = (
     ),
 )
 
+_FP_HELP = f"fingerprint: 64 hex digits, or the first {SHORT_FINGERPRINT} or more"
+
 LIST_ARGS = (
-    Arg(("-f", "--fingerprint"), type=fingerprint, metavar="FP", help="only this certificate"),
+    Arg(
+        ("-f", "--fingerprint"),
+        type=fingerprint,
+        metavar="FP",
+        help=f"only the certificates whose fingerprint starts with FP ({SHORT_FINGERPRINT} to "
+        "64 hex digits)",
+    ),
     Arg(("-d", "--domain"), metavar="NAME", help="only certificates serving this exact name"),
     Arg(("-w", "--workers"), action="store_true", help="as each worker holds them"),
+    Arg(
+        ("--full",),
+        action="store_true",
+        help=f"show the whole fingerprints (default: their first {SHORT_FINGERPRINT} digits, "
+        "as plans show them; --json always has them whole)",
+    ),
 )
 """The choice of certificates :func:`certificate_list` shows."""
 
@@ -232,7 +347,7 @@ _REPLACE_ARGS = (
                 ("-f", "--fingerprint", "--old-fingerprint"),
                 type=fingerprint,
                 metavar="FP",
-                help="its fingerprint",
+                help=f"its {_FP_HELP}",
             ),
         ),
         required=True,
@@ -251,7 +366,7 @@ _REMOVE_ARGS = (
                 completer=_PEM,
                 help="the certificate file",
             ),
-            Arg(("-f", "--fingerprint"), type=fingerprint, metavar="FP", help="its fingerprint"),
+            Arg(("-f", "--fingerprint"), type=fingerprint, metavar="FP", help=f"its {_FP_HELP}"),
         ),
         required=True,
     ),

@@ -29,13 +29,13 @@ from sozu_config import (
     UpgradeWorker,
 )
 from sozu_config.config import ConfigError, load_config
-from sozu_config.responses import EventContent, RequestCounts, WorkersContent
+from sozu_config.responses import BatchResults, EventContent, RequestCounts, WorkersContent
 
 from ..arguments import non_negative
 from ..context import Context, client_error, content_of
 from ..declarations import Arg, Command, Completer, literal_values
-from ..errors import DaemonFailure, Unreachable, UsageError
-from ..output import Output
+from ..errors import DaemonFailure, ExitCode, Unreachable, UsageError
+from ..output import Output, plural
 
 __all__ = ["COMMANDS", "show_processes"]
 
@@ -208,9 +208,17 @@ def _existing_file(text: str, what: str) -> Path:
 
 
 def reload(ctx: Context) -> int:
+    """The daemon's answer, then each change applied on a line of its own."""
     path = _existing_file(ctx.args.file, "the configuration file") if ctx.args.file else None
     response = ctx.send(ReloadConfiguration(path=str(path) if path else None))
-    return ctx.finish(response, lambda content: ctx.output.success(response.message))
+
+    def render(content: Any) -> None:
+        ctx.output.success(response.message)
+        if isinstance(content, BatchResults):
+            for result in content.results:
+                ctx.output.print(f"  {result.request}")
+
+    return ctx.finish(response, render)
 
 
 def state_save(ctx: Context) -> int:
@@ -223,8 +231,33 @@ def state_save(ctx: Context) -> int:
 
 
 def state_load(ctx: Context) -> int:
+    """Exit 1 when the daemon skipped records (each listed: line, request, why)."""
     path = _existing_file(ctx.args.file, "the state file")
-    return ctx.run(LoadState(path=str(path)))
+    response = ctx.send(LoadState(path=str(path)))
+    if not response.ok:
+        return ctx.finish(response)
+    skipped = response.content.results if isinstance(response.content, BatchResults) else []
+    output = ctx.output
+    output.json(
+        {
+            "status": "failure" if skipped else "ok",
+            "message": response.message,
+            "skipped": [
+                {"line": r.index, "request": r.request, "message": r.message} for r in skipped
+            ],
+        }
+    )
+    if not skipped:
+        output.success(response.message)
+        return 0
+    output.print(response.message)
+    for record in skipped:
+        output.print(f"  line {record.index}: {record.request}: {record.message}")
+    output.error(
+        f"{path}: not every record was applied ({plural(len(skipped), 'skipped record')} "
+        "listed on stdout)"
+    )
+    return ExitCode.FAILURE
 
 
 def state_stats(ctx: Context) -> int:
@@ -369,7 +402,8 @@ COMMANDS = (
             ),
             Command(
                 "load",
-                help="apply the requests of a state file (a merge: existing objects are kept)",
+                help="apply the requests of a state file (a merge: existing objects are kept); "
+                "exit 1 when records were skipped, each listed with its line and why",
                 examples=["sozu -c config.toml state load -f /var/lib/sozu/state.jsonl"],
                 args=[_file_arg("file to read")],
                 handler=state_load,

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from sozu_config import requests as rq
 from sozu_config.config import Config
-from sozu_config.responses import ErrorKind, Event, EventKind, Response
+from sozu_config.responses import (
+    BatchResult,
+    BatchResults,
+    ErrorKind,
+    Event,
+    EventKind,
+    Response,
+    ResponseStatus,
+)
 from sozu_config.state import ConfigState
 from sozu_config.statefile import (
     StateFileError,
@@ -29,9 +37,12 @@ from .startup import StartupError
 
 log = logging.getLogger("sozu.main")
 
-__all__ = ["LOAD_STATE_BATCH", "StateFiles", "state_at_start"]
+__all__ = ["LOAD_STATE_BATCH", "SKIPPED_LISTED", "StateFiles", "state_at_start"]
 
 LOAD_STATE_BATCH = 256  # state file records read per trip to the reading thread
+SKIPPED_LISTED = 10_000
+"""The skipped records a ``load_state`` answer lists at most (the count is always whole): the
+answer stays small enough to read even when a whole large file is refused."""
 
 
 def state_at_start(config: Config) -> ConfigState:
@@ -66,7 +77,25 @@ def _saved_state(config: Config, saved: Path) -> ConfigState:
         for bad in errors:
             log.error("saved state record skipped: %s", bad)
     log.info("starting from the saved state %s (%s)", saved, state.summary())
+    _warn_if_the_file_differs(config, saved, state)
     return state
+
+
+def _warn_if_the_file_differs(config: Config, saved: Path, state: ConfigState) -> None:
+    """The saved state wins over the configuration file's routing: say so when the file
+    differs from it (an edit the operator may expect to see served), and how to apply it."""
+    differences = len(state.diff(config.state))
+    if differences:
+        log.warning(
+            "the configuration file %s differs from the saved state %s by %d change%s, not "
+            "applied: a restart serves the saved state. 'sozu-apply %s --dry-run' shows them, "
+            "'sozu reload' applies them",
+            config.path,
+            saved,
+            differences,
+            "" if differences == 1 else "s",
+            config.path,
+        )
 
 
 class StateFiles:
@@ -126,7 +155,7 @@ class StateFiles:
         path that never ends (``/dev/zero``, a FIFO) is refused, not read forever."""
         source = Path(path)
         applied = skipped = 0
-        errors: list[str] = []
+        refused: list[BatchResult] = []
         records: Generator[tuple[int, rq.StateRequest], None, None] = iter_state_file(
             source, max_record_bytes=self.config.max_command_buffer_size
         )
@@ -141,8 +170,8 @@ class StateFiles:
                         applied += 1
                     else:
                         skipped += 1
-                        if len(errors) < 5:
-                            errors.append(f"line {number}: {response.message}")
+                        if len(refused) < SKIPPED_LISTED:
+                            refused.append(_skipped(number, request, response))
                 if stop is not None:
                     unreadable = stop.line == 0  # the file, not one of its records
                     return fail(
@@ -156,9 +185,19 @@ class StateFiles:
             records.close()
         self._emit(Event(kind=EventKind.STATE_LOADED, message=str(source)))
         message = f"loaded {source}: {applied} requests applied, {skipped} skipped"
-        if errors:
-            message += " (" + "; ".join(errors) + ")"
-        return ok(message)
+        if skipped > len(refused):
+            message += f" (the first {len(refused)} listed)"
+        return ok(message, content=BatchResults(results=refused) if refused else None)
+
+
+def _skipped(line: int, request: rq.StateRequest, response: Response) -> BatchResult:
+    """A record ``load_state`` skipped: ``index`` is its line in the file, ``message`` why."""
+    return BatchResult(
+        index=line,
+        request=request.describe(),
+        status=ResponseStatus.FAILURE,
+        message=response.message,
+    )
 
 
 def _take(
