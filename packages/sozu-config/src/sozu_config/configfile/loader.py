@@ -145,7 +145,8 @@ def _checked(
     text: str, path: Path | None, base_dir: Path | None, *, strict: bool
 ) -> tuple[Config, ConfigReport]:
     config, findings = _run(text, path, base_dir, collect=True)
-    positions = key_positions(text)
+    # the text is scanned for positions only when there is something to locate
+    positions = key_positions(text) if findings.errors or findings.warnings else {}
     errors = [_located(positions, error) for error in findings.errors]
     warnings = tuple(_located(positions, warning) for warning in dict.fromkeys(findings.warnings))
     if strict:

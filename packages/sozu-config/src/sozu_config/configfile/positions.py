@@ -14,6 +14,8 @@ table that the text spells out (a missing key is reported at its table's header)
 
 from __future__ import annotations
 
+import bisect
+import re
 from dataclasses import dataclass, field
 
 __all__ = ["Position", "key_positions", "position_of", "spell"]
@@ -22,7 +24,14 @@ Part = str | int
 Position = tuple[int, int]
 """Line and column, counted from 1."""
 
-_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_BASIC = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_LITERAL = re.compile(r"'[^'\n]*'")
+_ESCAPE = re.compile(r"\\(.)")
+_SCALAR = re.compile(r"[^,\]}#\n]*")
+_BLANKS = re.compile(r"[ \t\r]*")
+_BLANKS_AND_LINES = re.compile(r"(?:[ \t\r\n]+|#[^\n]*)*")
+_NEWLINE = re.compile(r"\n")
 _ESCAPES = {"b": "\b", "t": "\t", "n": "\n", "f": "\f", "r": "\r", '"': '"', "\\": "\\"}
 
 
@@ -45,47 +54,39 @@ class _Stop(Exception):
 class _Scanner:
     text: str
     pos: int = 0
-    line: int = 1
-    line_start: int = 0
+    line_ends: list[int] = field(default_factory=list)
+    """The offset of every line end, for :meth:`here`."""
     found: dict[str, Position] = field(default_factory=dict)
     tables: dict[tuple[Part, ...], int] = field(default_factory=dict)
     """The number of entries of each array of tables seen so far."""
 
+    def __post_init__(self) -> None:
+        self.line_ends = [match.start() for match in _NEWLINE.finditer(self.text)]
+
     # ------------------------------------------------------------------ characters
 
-    def peek(self, offset: int = 0) -> str:
-        index = self.pos + offset
-        return self.text[index] if index < len(self.text) else ""
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def advance(self, count: int = 1) -> None:
-        for _ in range(count):
-            if self.pos >= len(self.text):
-                return
-            if self.text[self.pos] == "\n":
-                self.line += 1
-                self.line_start = self.pos + 1
-            self.pos += 1
+        self.pos = min(self.pos + count, len(self.text))
+
+    def skip(self, pattern: re.Pattern[str]) -> None:
+        match = pattern.match(self.text, self.pos)
+        if match is not None:
+            self.pos = match.end()
 
     def here(self) -> Position:
-        return self.line, self.pos - self.line_start + 1
+        line = bisect.bisect_left(self.line_ends, self.pos)
+        start = self.line_ends[line - 1] + 1 if line else 0
+        return line + 1, self.pos - start + 1
 
     def record(self, parts: tuple[Part, ...], position: Position) -> None:
         self.found.setdefault(spell(parts), position)
 
     def skip_blanks(self, *, newlines: bool) -> None:
         """Spaces and tabs; with ``newlines``, line ends and comments too."""
-        while self.pos < len(self.text):
-            char = self.text[self.pos]
-            if char in " \t\r" or (newlines and char == "\n"):
-                self.advance()
-            elif newlines and char == "#":
-                self.skip_comment()
-            else:
-                return
-
-    def skip_comment(self) -> None:
-        end = self.text.find("\n", self.pos)
-        self.advance((len(self.text) if end < 0 else end) - self.pos)
+        self.skip(_BLANKS_AND_LINES if newlines else _BLANKS)
 
     # ------------------------------------------------------------------ keys
 
@@ -99,12 +100,11 @@ class _Scanner:
             if char in "\"'":
                 parts.append((self.string(), start))
             else:
-                begin = self.pos
-                while self.peek() and self.peek() in _BARE:
-                    self.advance()
-                if self.pos == begin:
+                match = _BARE_KEY.match(self.text, self.pos)
+                if match is None:
                     raise _Stop
-                parts.append((self.text[begin : self.pos], start))
+                self.pos = match.end()
+                parts.append((match.group(), start))
             self.skip_blanks(newlines=False)
             if self.peek() != ".":
                 return parts
@@ -126,21 +126,14 @@ class _Scanner:
             value = self.text[self.pos : end]
             self.advance(end + 3 - self.pos)
             return value
-        self.advance()
-        chars: list[str] = []
-        while True:
-            char = self.peek()
-            if not char or char == "\n":
-                raise _Stop
-            self.advance()
-            if char == quote:
-                return "".join(chars)
-            if char == "\\" and quote == '"':
-                escape = self.peek()
-                self.advance()
-                chars.append(_ESCAPES.get(escape, escape))
-            else:
-                chars.append(char)
+        match = (_BASIC if quote == '"' else _LITERAL).match(self.text, self.pos)
+        if match is None:
+            raise _Stop
+        self.pos = match.end()
+        value = match.group()[1:-1]
+        if quote == '"' and "\\" in value:
+            value = _ESCAPE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), value)
+        return value
 
     # ------------------------------------------------------------------ values
 
@@ -179,8 +172,7 @@ class _Scanner:
                 if self.peek() == ",":
                     self.advance()
         else:  # a number, a boolean, a date: up to the next delimiter
-            while self.peek() and self.peek() not in ",]}#\n":
-                self.advance()
+            self.skip(_SCALAR)
 
     def assignment(self, table: tuple[Part, ...]) -> None:
         """``key = value`` in ``table``."""
