@@ -95,6 +95,8 @@ def load_config_text(
     try:
         config, _ = _run(text, path, base_dir, collect=False)
     except ConfigError as error:
+        if error.line is not None:
+            raise
         raise _located(key_positions(text), error) from None
     return config
 

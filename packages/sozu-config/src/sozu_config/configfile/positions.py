@@ -238,7 +238,7 @@ def key_positions(text: str) -> dict[str, Position]:
     scanner = _Scanner(text)
     try:
         scanner.document()
-    except _Stop:
+    except (_Stop, RecursionError):  # text it does not understand, or nested too deep
         pass
     return scanner.found
 
