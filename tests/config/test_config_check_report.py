@@ -4,11 +4,15 @@ hostname covered by a certificate of its listener; ``strict`` making warnings er
 
 from __future__ import annotations
 
+import copy
+import pickle
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.certs import cached_certificate
 
 from sozu_config.config import (
@@ -326,3 +330,35 @@ def test_an_http_listener_needs_no_certificate(tmp_path: Path) -> None:
     )
     report = check_config(path)
     assert report.ok and report.warnings == ()
+
+
+TOML_ALPHABET = "ab_-.=[]{}\"'#,\\ \n\t019"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=TOML_ALPHABET, max_size=200))
+def test_the_locator_never_fails_on_any_text(text: str) -> None:
+    positions = key_positions(text)
+    lines = text.split("\n")
+    for line, column in positions.values():
+        assert 1 <= line <= len(lines)
+        assert 1 <= column <= len(lines[line - 1]) + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=TOML_ALPHABET, max_size=200))
+def test_checking_any_text_gives_only_located_config_errors(text: str) -> None:
+    report = check_config_text(text)
+    for error in report.errors:
+        assert isinstance(error, ConfigError)
+        if error.line is not None:
+            assert error.line <= text.count("\n") + 1
+
+
+def test_a_configuration_with_warnings_can_be_copied_and_pickled(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "handle_process_affinity = true\n"))
+    (warning,) = config.warnings
+    for copied in (copy.deepcopy(config), pickle.loads(pickle.dumps(config))):
+        assert copied.warnings == config.warnings
+        (again,) = copied.warnings
+        assert (again.key, again.message) == (warning.key, warning.message)

@@ -134,6 +134,20 @@ class ConfigWarning(str):
             self.message, path=self.path, table=self.table, key=self.key, line=line, column=column
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:  # copies and pickles keep the attributes
+        return (_warning, (self.message, self.path, self.table, self.key, self.line, self.column))
+
+
+def _warning(
+    message: str,
+    path: Path,
+    table: str | None,
+    key: str | None,
+    line: int | None,
+    column: int | None,
+) -> ConfigWarning:
+    return ConfigWarning(message, path=path, table=table, key=key, line=line, column=column)
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigReport:
