@@ -362,3 +362,10 @@ def test_a_configuration_with_warnings_can_be_copied_and_pickled(tmp_path: Path)
         assert copied.warnings == config.warnings
         (again,) = copied.warnings
         assert (again.key, again.message) == (warning.key, warning.message)
+
+
+def test_a_listener_with_many_names_lists_ten_of_them(tmp_path: Path) -> None:
+    names = tuple(f"n{index:02}.example" for index in range(12))
+    path = https_file(tmp_path, names, frontend("other.example"))
+    (error,) = check_config(path).errors
+    assert f"cover {', '.join(names[:10])} and 2 more;" in error.reason

@@ -257,7 +257,9 @@ class Assembly:
                 continue
             listener = self.listeners[candidate.address].describe()
             if names:
-                served = f"the certificates there cover {', '.join(sorted(names))}"
+                listed = sorted(names)
+                more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
+                served = f"the certificates there cover {', '.join(listed[:10])}{more}"
             else:
                 served = "it has no certificate"
             reason = (
