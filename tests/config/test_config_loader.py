@@ -18,7 +18,13 @@ from types import ModuleType
 import pytest
 from pydantic import ValidationError
 
-from sozu_config.config import Config, ConfigError, load_config, load_config_text
+from sozu_config.config import (
+    Config,
+    ConfigError,
+    check_config,
+    load_config,
+    load_config_text,
+)
 from sozu_config.models import (
     HeaderPosition,
     LoadBalancingAlgorithm,
@@ -503,7 +509,7 @@ def test_text_without_a_path_is_named_string() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config_text("worker_count = 0\n")
     assert str(caught.value).startswith(
-        "<string>: top-level key 'worker_count': must be at least 1"
+        "<string>: top-level key 'worker_count': line 1, column 1: must be at least 1"
     )
 
 
@@ -519,15 +525,12 @@ def test_collector_is_restored_after_success_and_failure(tmp_path: Path) -> None
 # --------------------------------------------------------------------------- warnings
 
 
-def test_unknown_top_level_key_is_a_warning(tmp_path: Path) -> None:
-    config = load_text(tmp_path, "worker_cout = 4\nsomething_else = true\n")
-    assert config.worker_count == 2
-    assert config.warnings == (
-        f"{tmp_path / 'config.toml'}: top-level key 'worker_cout': unknown top-level key, "
-        "ignored (did you mean 'worker_count'?)",
-        f"{tmp_path / 'config.toml'}: top-level key 'something_else': unknown top-level key, "
-        "ignored",
-    )
+def test_unknown_top_level_key_is_an_error_with_a_did_you_mean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, "log_level = 'info'\nworker_cout = 4\nsomething_else = true\n")
+    error = caught.value
+    assert (error.table, error.key, error.line, error.column) == (None, "worker_cout", 2, 1)
+    assert error.reason == "unknown top-level key; did you mean 'worker_count'?"
 
 
 @pytest.mark.parametrize(
@@ -597,7 +600,8 @@ def https_frontend_text(listener_certificate: bool, frontend: str) -> str:
     )
 
 
-def test_https_frontend_no_certificate_covers_is_a_warning(tmp_path: Path) -> None:
+def test_https_frontend_no_certificate_covers_is_a_warning_at_load(tmp_path: Path) -> None:
+    # the daemon starts (a certificate can be added at runtime); config check refuses it
     config = load_text(
         tmp_path,
         https_frontend_text(
@@ -606,20 +610,40 @@ def test_https_frontend_no_certificate_covers_is_a_warning(tmp_path: Path) -> No
     )
     (warning,) = config.warnings
     assert "[clusters.app.frontends[0]] key 'hostname'" in warning
-    assert "no certificate on the https listener at 127.0.0.1:8443 covers 'nobody.example'" in (
-        warning
-    )
+    assert (
+        "no certificate on the https listener of [listeners[0]] (127.0.0.1:8443) covers "
+        "'nobody.example': it has no certificate"
+    ) in warning
     assert len(config.state.https_frontends) == 1
+    (error,) = check_config(tmp_path / "config.toml").errors
+    assert (error.table, error.key, error.line, error.column) == (
+        "clusters.app.frontends[0]",
+        "hostname",
+        7,
+        44,
+    )
+    assert error.reason == warning.split(": ", 2)[2]
 
 
-def test_https_frontend_served_by_the_listener_certificate(tmp_path: Path) -> None:
+def test_https_frontend_the_listener_certificate_does_not_cover(tmp_path: Path) -> None:
     config = load_text(
         tmp_path,
         https_frontend_text(
             True, 'frontends = [{ address = "127.0.0.1:8443", hostname = "other.example" }]\n'
         ),
     )
-    # the listener's certificate is the default (SNI-less or unknown names): no warning
+    (warning,) = config.warnings
+    assert "covers 'other.example': the certificates there cover " in warning
+    assert "foo.example.com" in warning
+
+
+def test_https_frontend_served_by_the_listener_certificate(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        https_frontend_text(
+            True, 'frontends = [{ address = "127.0.0.1:8443", hostname = "bar.example.com" }]\n'
+        ),
+    )
     assert config.warnings == ()
     https = config.state.https_listeners["127.0.0.1:8443"]
     assert https.default_sni == "foo.example.com"

@@ -109,11 +109,11 @@ def test_a_bad_metrics_table_is_reported_with_the_other_errors() -> None:
         'worker_count = 0\n[metrics]\naddress = "127.0.0.1:8125"\ndetail = "all"\nprefix = ""\n'
     )
     assert sorted(str(error) for error in report.errors) == [
-        "<string>: [metrics] key 'detail': expected one of PROCESS, FRONTEND, CLUSTER, BACKEND, "
-        'found "all" (a string)',
-        "<string>: [metrics] key 'prefix': expected dot-separated words of letters, digits, '_' "
-        "and '-' (like 'sozu' or 'edge.sozu'), found ''",
-        "<string>: top-level key 'worker_count': must be at least 1, found 0",
+        "<string>: [metrics] key 'detail': line 4, column 1: expected one of PROCESS, FRONTEND, "
+        'CLUSTER, BACKEND, found "all" (a string)',
+        "<string>: [metrics] key 'prefix': line 5, column 1: expected dot-separated words of "
+        "letters, digits, '_' and '-' (like 'sozu' or 'edge.sozu'), found ''",
+        "<string>: top-level key 'worker_count': line 1, column 1: must be at least 1, found 0",
     ]
 
 

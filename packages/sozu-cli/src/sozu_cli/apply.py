@@ -36,7 +36,7 @@ from sozu_config import (
     StateError,
     plan_states,
 )
-from sozu_config.config import Config, ConfigError, load_config
+from sozu_config.config import Config, ConfigError, load_checked
 from sozu_config.live import MUTATION_TIMEOUT, fetch_live_state, mutation_timeout
 from sozu_config.responses import BatchResult, BatchResults
 
@@ -237,7 +237,7 @@ def apply_file(
     file = Path(args.file)
     mode = _mode(args)
     try:
-        desired = load_config(file)
+        desired = load_checked(file)  # every error of the file, as config check
     except ConfigError as error:
         output.json(
             {"file": str(file), "mode": mode, "error": str(error), "targets": []}, compact=compact

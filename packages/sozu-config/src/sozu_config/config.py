@@ -16,8 +16,9 @@ this order, the requests sōzu derives from a configuration file (reference §D.
 
 Rules (reference §B, with this project's decisions):
 
-* unknown top-level keys are ignored, as sōzu does, but named in a warning; unknown keys in
-  listener, cluster, frontend, backend, ``[metrics]`` and ``[admin]`` tables are errors;
+* unknown keys are errors, with a did-you-mean when a known key is close: top-level keys
+  (sōzu ignores those), and keys of listener, cluster, frontend, backend, ``[metrics]`` and
+  ``[admin]`` tables;
 * keys this project does not implement are accepted with a warning when ignoring them is
   harmless (HTTP/2 tuning, CPU affinity, …) and refused when ignoring them would change what
   the proxy does (``h2`` ALPN, UDP);
@@ -38,8 +39,11 @@ Deliberate differences from sōzu:
   directory, and ``pid_file_path`` is relative to the file as well;
 * a listener's ``certificate``/``key`` is added to that listener like any certificate (SNI
   picks it) and becomes its ``default_sni``, instead of being copied onto its frontends;
-* an HTTPS frontend without a certificate that no certificate of its listener covers is
-  accepted with a warning (a certificate can be added at runtime), where sōzu refuses it;
+* an HTTPS frontend whose hostname no certificate of its listener covers (the listener's own,
+  the frontends' certificates on that address; wildcards cover one label) is an error when
+  the file is checked (:func:`check_config`, :func:`load_checked`), and a warning when the
+  daemon loads it (:func:`load_config`: a certificate can be added at runtime); sōzu refuses
+  it always;
 * ``buffer_size`` is at least 16,393 bytes always, two backends of a cluster cannot share a
   ``backend_id``, and ``log_level`` must only name levels (a misspelt level is an error);
 * ``max_command_buffer_size`` defaults to 64 MiB (sōzu: 2 MB).
@@ -47,7 +51,9 @@ Deliberate differences from sōzu:
 Every problem is a :class:`ConfigError` naming the file, the table and the key; a pydantic
 ``ValidationError`` never escapes. :func:`load_config` raises the first one;
 :func:`check_config` returns a :class:`ConfigReport` with every error of the file and its
-warnings.
+warnings (:class:`ConfigWarning`), each with the line and column of its table or key.
+:func:`load_checked` loads a file only when it has no error, refusing it with all of them
+(:class:`ConfigRefused`): what ``sozu-apply`` does with its target file.
 
 The reading itself lives in :mod:`sozu_config.configfile`: one pydantic model per kind of table
 (:mod:`~sozu_config.configfile.models`), the cross-table rules and the state they build
@@ -56,11 +62,13 @@ The reading itself lives in :mod:`sozu_config.configfile`: one pydantic model pe
 
 from __future__ import annotations
 
-from .configfile.errors import ConfigError, ConfigReport
+from .configfile.errors import ConfigError, ConfigRefused, ConfigReport, ConfigWarning, finding_line
 from .configfile.loader import (
     MAX_CONFIG_BYTES,
     check_config,
     check_config_text,
+    checked_config,
+    load_checked,
     load_config,
     load_config_text,
 )
@@ -73,11 +81,16 @@ __all__ = [
     "AdminSettings",
     "Config",
     "ConfigError",
+    "ConfigRefused",
     "ConfigReport",
+    "ConfigWarning",
     "MetricDetail",
     "MetricsSettings",
     "check_config",
     "check_config_text",
+    "checked_config",
+    "finding_line",
+    "load_checked",
     "load_config",
     "load_config_text",
 ]

@@ -23,9 +23,12 @@ from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "ConfigError",
+    "ConfigRefused",
     "ConfigReport",
+    "ConfigWarning",
     "Findings",
     "TableRefused",
+    "finding_line",
     "guarded",
     "locate",
     "record_refusal",
@@ -88,19 +91,113 @@ class ConfigError(ValueError):
             where += f": line {line}, column {column}"
         super().__init__(f"{where}: {reason}")
 
+    def at(self, line: int, column: int) -> ConfigError:
+        """The same error, with where it is in the text."""
+        return ConfigError(
+            self.reason, path=self.path, table=self.table, key=self.key, line=line, column=column
+        )
+
+
+class ConfigWarning(str):
+    """A warning: its text (``file: [table] key 'k': message``, what ``Config.warnings``
+    holds), with the table, the key, the message and, once located, ``line`` and ``column``."""
+
+    path: Path
+    table: str | None
+    key: str | None
+    message: str
+    line: int | None
+    column: int | None
+
+    def __new__(
+        cls,
+        message: str,
+        *,
+        path: Path,
+        table: str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> ConfigWarning:
+        warning = super().__new__(cls, f"{locate(path, table, key)}: {message}")
+        warning.path = path
+        warning.table = table
+        warning.key = key
+        warning.message = message
+        warning.line = line
+        warning.column = column
+        return warning
+
+    def at(self, line: int, column: int) -> ConfigWarning:
+        """The same warning, with where it is in the text."""
+        return ConfigWarning(
+            self.message, path=self.path, table=self.table, key=self.key, line=line, column=column
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copies and pickles keep the attributes
+        return (_warning, (self.message, self.path, self.table, self.key, self.line, self.column))
+
+
+def _warning(
+    message: str,
+    path: Path,
+    table: str | None,
+    key: str | None,
+    line: int | None,
+    column: int | None,
+) -> ConfigWarning:
+    return ConfigWarning(message, path=path, table=table, key=key, line=line, column=column)
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigReport:
     """Every finding of a configuration file: the errors (each a :class:`ConfigError`, in
-    file order as far as one can be given) and the warnings. ``ok`` when there is no error."""
+    file order as far as one can be given) and the warnings (each a :class:`ConfigWarning`),
+    located by line and column where the text spells their table or key. ``ok`` when there is
+    no error."""
 
     path: Path
     errors: tuple[ConfigError, ...]
-    warnings: tuple[str, ...]
+    warnings: tuple[ConfigWarning, ...]
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+def finding_line(finding: ConfigError | ConfigWarning) -> str:
+    """``file:line:column: [table] key 'k': reason``, as compilers and ``haproxy -c`` print
+    their findings (``file: ...`` when the text does not locate it)."""
+    where = str(finding.path)
+    if finding.line is not None:
+        where += f":{finding.line}:{finding.column}"
+    table = locate(Path(""), finding.table, finding.key).removeprefix(".").removeprefix(": ")
+    reason = finding.reason if isinstance(finding, ConfigError) else finding.message
+    return f"{where}: {table}: {reason}" if table else f"{where}: {reason}"
+
+
+class ConfigRefused(ConfigError):
+    """A file with errors, refused as a whole: ``report`` holds them all, and ``str`` lists
+    them, one line each (:func:`finding_line`). The first one gives the located attributes."""
+
+    def __init__(self, report: ConfigReport) -> None:
+        first = report.errors[0]
+        super().__init__(
+            first.reason,
+            path=first.path,
+            table=first.table,
+            key=first.key,
+            line=first.line,
+            column=first.column,
+        )
+        self.report = report
+        lines = [finding_line(error) for error in report.errors]
+        if len(lines) > 1:
+            lines.insert(0, f"{len(lines)} errors in {report.path}:")
+        self.args = ("\n".join(lines),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class TableRefused(Exception):
@@ -120,7 +217,7 @@ class Findings:
     source: Path
     collect: bool = False
     errors: list[ConfigError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[ConfigWarning] = field(default_factory=list)
 
     def error(self, table: str | None, key: str | None, reason: str) -> ConfigError:
         """An error located in this file (to be raised, or recorded with :meth:`record`)."""
@@ -133,7 +230,7 @@ class Findings:
         self.errors.extend(errors)
 
     def warn(self, table: str | None, key: str | None, message: str) -> None:
-        self.warnings.append(f"{locate(self.source, table, key)}: {message}")
+        self.warnings.append(ConfigWarning(message, path=self.source, table=table, key=key))
 
 
 # --------------------------------------------------------------------------- values in messages

@@ -2,7 +2,9 @@
 
 :func:`load_config` stops at the first error and raises it; :func:`check_config` reads the
 whole file and reports every error it finds (each table is read on its own, so a bad table
-does not hide the errors of the next ones) with the warnings.
+does not hide the errors of the next ones) with the warnings, each located by line and column
+(:mod:`.positions`); :func:`load_checked` loads a file only when it has no error, refusing it
+with all of them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -21,7 +23,9 @@ from ..files import read_regular
 from ..state import ConfigState
 from .errors import (
     ConfigError,
+    ConfigRefused,
     ConfigReport,
+    ConfigWarning,
     Findings,
     TableRefused,
     guarded,
@@ -38,6 +42,7 @@ from .models import (
     MetricsFile,
 )
 from .named_files import NamedFiles
+from .positions import Position, key_positions, position_of
 from .rules import METRICS_HINTS, Assembly, read_admin
 from .settings import (
     DEFAULT_COMMAND_BUFFER_SIZE,
@@ -52,6 +57,8 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "check_config",
     "check_config_text",
+    "checked_config",
+    "load_checked",
     "load_config",
     "load_config_text",
 ]
@@ -69,8 +76,8 @@ _SYNTAX_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read, validate and interpret a ``config.toml`` file.
 
-    Raises :class:`ConfigError` for a missing or unreadable file, a TOML syntax error (with
-    ``line`` and ``column``) and the first invalid setting.
+    Raises :class:`ConfigError` for a missing or unreadable file, a TOML syntax error and the
+    first invalid setting (with ``line`` and ``column`` where the text has its table or key).
     """
     source = Path(path)
     return load_config_text(_read_text(source), path=source)
@@ -85,30 +92,90 @@ def load_config_text(
     directory relative paths are resolved against (default: the directory of ``path``, else
     the working directory). Errors from text without a path name it ``<string>``.
     """
-    config, _ = _run(text, path, base_dir, collect=False)
+    try:
+        config, _ = _run(text, path, base_dir, collect=False)
+    except ConfigError as error:
+        if error.line is not None:
+            raise
+        raise _located(key_positions(text), error) from None
     return config
 
 
-def check_config(path: str | os.PathLike[str]) -> ConfigReport:
+def check_config(path: str | os.PathLike[str], *, strict: bool = False) -> ConfigReport:
     """Every error and warning of a ``config.toml`` file (none raised): what
-    :func:`load_config` would refuse, all at once."""
+    :func:`load_config` would refuse, all at once. ``strict`` makes the warnings errors."""
     source = Path(path)
     try:
         text = _read_text(source)
     except ConfigError as error:
         return ConfigReport(source, (error,), ())
-    return check_config_text(text, path=source)
+    return check_config_text(text, path=source, strict=strict)
 
 
 def check_config_text(
-    text: str, *, path: Path | None = None, base_dir: Path | None = None
+    text: str, *, path: Path | None = None, base_dir: Path | None = None, strict: bool = False
 ) -> ConfigReport:
     """Every error and warning of configuration text (arguments as for
-    :func:`load_config_text`)."""
-    _, findings = _run(text, path, base_dir, collect=True)
-    return ConfigReport(
-        findings.source, tuple(findings.errors), tuple(dict.fromkeys(findings.warnings))
-    )
+    :func:`load_config_text` and :func:`check_config`)."""
+    return _checked(text, path, base_dir, strict=strict)[1]
+
+
+def load_checked(path: str | os.PathLike[str], *, strict: bool = False) -> Config:
+    """:func:`load_config`, refusing a file with errors with every one of them: raises
+    :class:`ConfigRefused` (its ``report`` holds them; ``str`` lists them, one a line)."""
+    config, report = checked_config(path, strict=strict)
+    if config is None:
+        raise ConfigRefused(report)
+    return config
+
+
+def checked_config(
+    path: str | os.PathLike[str], *, strict: bool = False
+) -> tuple[Config | None, ConfigReport]:
+    """The file's :class:`ConfigReport`, and its configuration when it has no error (read
+    once: :func:`check_config` and :func:`load_config` together)."""
+    source = Path(path)
+    try:
+        text = _read_text(source)
+    except ConfigError as error:
+        return None, ConfigReport(source, (error,), ())
+    config, report = _checked(text, source, None, strict=strict)
+    return (config if report.ok else None), report
+
+
+def _checked(
+    text: str, path: Path | None, base_dir: Path | None, *, strict: bool
+) -> tuple[Config, ConfigReport]:
+    config, findings = _run(text, path, base_dir, collect=True)
+    # the text is scanned for positions only when there is something to locate
+    positions = key_positions(text) if findings.errors or findings.warnings else {}
+    errors = [_located(positions, error) for error in findings.errors]
+    warnings = tuple(_located(positions, warning) for warning in dict.fromkeys(findings.warnings))
+    if strict:
+        errors.extend(
+            ConfigError(
+                f"{warning.message} (a warning, refused with --strict)",
+                path=warning.path,
+                table=warning.table,
+                key=warning.key,
+                line=warning.line,
+                column=warning.column,
+            )
+            for warning in warnings
+        )
+        warnings = ()
+    return config, ConfigReport(findings.source, tuple(errors), warnings)
+
+
+_Finding = TypeVar("_Finding", ConfigError, ConfigWarning)
+
+
+def _located(positions: dict[str, Position], finding: _Finding) -> _Finding:
+    """``finding`` with the line and column of its table or key, when the text has them."""
+    if finding.line is not None or (finding.table is None and finding.key is None):
+        return finding
+    position = position_of(positions, finding.table, finding.key)
+    return finding if position is None else finding.at(*position)
 
 
 def _read_text(source: Path) -> str:
@@ -226,9 +293,7 @@ def _read_globals(findings: Findings, files: NamedFiles, document: dict[str, Any
             if value != inert or type(value) is not type(inert):
                 findings.warn(None, key, "is not implemented by this proxy and is ignored")
         else:
-            close = difflib.get_close_matches(key, GLOBAL_KEYS, n=1, cutoff=0.75)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            findings.warn(None, key, f"unknown top-level key, ignored{hint}")
+            findings.record(findings.error(None, key, _unknown_global(key)))
     file = validate_table(findings, GlobalsFile, settings, None)
     values = {key: getattr(file, key) for key in file.model_fields_set}
     _interpret_globals(findings, files, values)
@@ -241,6 +306,15 @@ def _read_globals(findings: Findings, files: NamedFiles, document: dict[str, Any
         raise TableRefused(
             validation_errors(findings, error, GlobalsFile, None, settings)
         ) from None
+
+
+def _unknown_global(key: str) -> str:
+    """``unknown top-level key``, with a did-you-mean when a known key is close."""
+    known = [*GLOBAL_KEYS, *IGNORED_GLOBALS, "listeners", "clusters", "metrics", "admin"]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown top-level key; did you mean '{close[0]}'?"
+    return "unknown top-level key (the keys of a table go below its [header])"
 
 
 def _interpret_globals(findings: Findings, files: NamedFiles, values: dict[str, Any]) -> None:

@@ -240,22 +240,37 @@ class Assembly:
         )
 
     def expect_coverage(self, table: str, address: str, hostname: str) -> None:
-        """An HTTPS frontend without its own certificate, on a listener without one: some
-        certificate added to that listener should serve its hostname."""
+        """An HTTPS frontend: some certificate added to its listener (the listener's own, or
+        a frontend's on that address) must serve its hostname."""
         self.uncovered.append(_UncoveredCandidate(table, address, hostname))
 
-    def _warn_uncovered(self) -> None:
+    def _check_coverage(self) -> None:
+        """Every HTTPS hostname covered by a certificate of its listener: an error when the
+        file is checked (``config check``, ``sozu-apply``), a warning when the daemon loads
+        it (a certificate can be added at runtime)."""
         for candidate in self.uncovered:
             hostname = candidate.hostname
             if parse_hostname_rule(hostname).kind in (HostKind.REGEX, HostKind.ANY):
                 continue  # a regex or catch-all rule: which names it serves cannot be checked
-            if not names_cover(self.names_at.get(candidate.address, set()), hostname):
-                self.findings.warn(
-                    candidate.table,
-                    "hostname",
-                    f"no certificate on the https listener at {candidate.address} covers "
-                    f"{hostname!r}: TLS handshakes for it will fail until one is added",
-                )
+            names = self.names_at.get(candidate.address, set())
+            if names_cover(names, hostname):
+                continue
+            listener = self.listeners[candidate.address].describe()
+            if names:
+                listed = sorted(names)
+                more = f" and {len(listed) - 10} more" if len(listed) > 10 else ""
+                served = f"the certificates there cover {', '.join(listed[:10])}{more}"
+            else:
+                served = "it has no certificate"
+            reason = (
+                f"no certificate on {listener} ({candidate.address}) covers {hostname!r}: "
+                f"{served}; add a certificate that covers it (clients would refuse the "
+                "connection)"
+            )
+            if self.findings.collect:  # a check: the file must be complete
+                self.findings.record(self.findings.error(candidate.table, "hostname", reason))
+            else:  # the daemon starts: a certificate can still be added at runtime
+                self.findings.warn(candidate.table, "hostname", reason)
 
     # ------------------------------------------------------------------ the state
 
@@ -291,7 +306,7 @@ class Assembly:
                 if first is not None:
                     reason += f" (declared first in [{first}])"
                 self.findings.record(self.findings.error(table, None, reason))
-        self._warn_uncovered()
+        self._check_coverage()
         return state
 
 

@@ -439,7 +439,7 @@ def _read_http_frontend(
     request = _built(assembly, request_type, {"frontend": fields}, HttpFrontendFile, table, data)
     if certificate is not None:
         assembly.add_certificate(table, address, certificate, assembly.steps)
-    elif https and assembly.listeners[address].certificate is None:
+    if https:
         assembly.expect_coverage(table, address, request.frontend.hostname)
     assembly.steps.append((table, request))
 
