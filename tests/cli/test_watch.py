@@ -1,4 +1,5 @@
-"""``sozu-apply --watch``: follows successive edits of the file, survives a broken one."""
+"""``sozu-apply --watch``: follows successive edits of the file, survives a broken one, and
+follows the certificates the file names when they are renewed in place."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cli_harness import base_config, live_state
+from support import certs
 from support.daemon import DaemonProcess, free_port
 
 WAIT = 20.0  # seconds: bound of every wait for the watcher to act
@@ -92,6 +94,79 @@ def test_watch_follows_three_edits_including_a_broken_one(tmp_path: Path) -> Non
                 desired, header + base_config(port) + extra.format(name="three", port=free_port())
             )
             poll(lambda: clusters() == ["app", "three"], "edit 3 to be applied", watcher)
+
+            watcher.send_signal(signal.SIGINT)
+            assert watcher.wait(10) == 0
+            assert "Traceback" not in stderr_path.read_text()
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
+                watcher.wait(5)
+
+
+def renew_like_certbot(
+    live: Path, archive: Path, number: int, certificate: certs.TestCertificate
+) -> None:
+    """Write the new files in ``archive`` and point the links of ``live`` at them, each link
+    replaced by a rename, as certbot does."""
+    for name, text in (("cert", certificate.cert_pem), ("privkey", certificate.key_pem)):
+        target = archive / f"{name}{number}.pem"
+        target.write_text(text)
+        link = live / f".{name}.pem.new"
+        link.symlink_to(os.path.relpath(target, live))
+        os.replace(link, live / f"{name}.pem")
+
+
+def test_watch_applies_a_certificate_renewed_in_place(tmp_path: Path) -> None:
+    port, tls_port = free_port(), free_port()
+    with DaemonProcess(tmp_path, base_config(port)) as daemon:
+        daemon.start()
+        folder = tmp_path / "watched"
+        live, archive = folder / "live" / "site", folder / "archive" / "site"
+        live.mkdir(parents=True)
+        archive.mkdir(parents=True)
+        first, second, third = (certs.make_certificate("renew.example.com") for _ in range(3))
+        renew_like_certbot(live, archive, 1, first)
+        desired = folder / "config.toml"
+        frontend = (
+            f'{{ address = "127.0.0.1:{tls_port}", hostname = "renew.example.com", '
+            'certificate = "live/site/cert.pem", key = "live/site/privkey.pem" }'
+        )
+        desired.write_text(
+            f'command_socket = "{daemon.socket_path}"\nworker_count = 1\n'
+            f'[[listeners]]\nprotocol = "https"\naddress = "127.0.0.1:{tls_port}"\n'
+            f'[clusters.secure]\nprotocol = "http"\nfrontends = [{frontend}]\n'
+        )
+        stdout_path, stderr_path = tmp_path / "watch.out", tmp_path / "watch.err"
+        command = [sys.executable, "-m", "sozu_cli.apply", str(desired), "--watch"]
+        with stdout_path.open("w") as stdout, stderr_path.open("w") as stderr:
+            watcher = subprocess.Popen(
+                [*command, "--debounce", "100"],
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+        try:
+
+            def served() -> set[str]:
+                certificates = live_state(daemon)[1].certificates
+                return set(certificates.get(f"127.0.0.1:{tls_port}", {}))
+
+            poll(lambda: served() == {first.fingerprint}, "the first certificate", watcher)
+            poll(
+                lambda: "and 4 files it names" in stderr_path.read_text(),
+                "the watch of the certificate and key",
+                watcher,
+            )
+            # certbot: new files in archive/, the links of live/ moved to them
+            renew_like_certbot(live, archive, 2, second)
+            poll(lambda: served() == {second.fingerprint}, "the renewed certificate", watcher)
+            assert "~ replace_certificate" in stdout_path.read_text()
+            # the same path written with new content
+            (archive / "cert2.pem").write_text(third.cert_pem)
+            (archive / "privkey2.pem").write_text(third.key_pem)
+            poll(lambda: served() == {third.fingerprint}, "the rewritten certificate", watcher)
 
             watcher.send_signal(signal.SIGINT)
             assert watcher.wait(10) == 0
