@@ -62,7 +62,8 @@ def test_exit_codes_0_in_sync_2_pending_1_any_error(tmp_path: Path) -> None:
     usage = sozu_apply("--help")
     assert usage.code == 0
     assert "terraform plan -detailed-exitcode" in usage.out
-    assert "2 changes pending" in usage.out
+    assert "  2  changes pending" in usage.out
+    assert "  1  any error" in usage.out
 
 
 # --------------------------------------------------------------------------- saved plans
@@ -118,7 +119,6 @@ def test_a_saved_plan_is_refused_when_the_live_state_moved(tmp_path: Path) -> No
         assert "make a new plan" in refused.err
         assert live_state(daemon) == moved
     # not a plan at all: one clear line
-    plan_file.write_text('{"targets": []}')
     for content in (
         '{"targets": []}',
         "not json",
@@ -128,6 +128,10 @@ def test_a_saved_plan_is_refused_when_the_live_state_moved(tmp_path: Path) -> No
         bad = sozu_apply("--plan", plan_file)
         assert bad.code == 1, bad
         assert "not a" in bad.err and "Traceback" not in bad.err, bad
+    plan_file.write_text('{"format": "sozu-apply plan 1", "targets": []}')
+    empty = sozu_apply("--plan", plan_file)
+    assert empty.code == 1
+    assert "holds no plan" in empty.err
     conflict = sozu_apply("--plan", plan_file, AFTER)
     assert conflict.code == 1
     assert "give one of FILE" in conflict.err

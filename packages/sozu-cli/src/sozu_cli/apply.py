@@ -443,6 +443,8 @@ def _read_saved(path: Path) -> tuple[dict[str, Any], list[tuple[Target, Plan]]]:
             found.append((Target(Path(entry["socket"])), saved_plan(entry)))
         except (PlanError, KeyError, TypeError) as error:
             raise CommandError(f"{path} is not a usable saved plan: {error}") from None
+    if not found:
+        raise CommandError(f"{path} holds no plan (see --out)")
     return document, found
 
 
@@ -662,9 +664,11 @@ def build_parser() -> Parser:
         "batch.",
         epilog="examples:\n"
         + "\n".join(f"  {example}" for example in EXAMPLES)
-        + "\n\nexit codes (as terraform plan -detailed-exitcode): 0 in sync or applied; 2 changes "
-        "pending (--check);\n1 any error: bad arguments or file, unreachable daemon, refused "
-        "batch (an error wins over pending changes)",
+        + "\n\nexit codes (as terraform plan -detailed-exitcode):\n"
+        "  0  in sync, or applied\n"
+        "  2  changes pending (--check; offline: the two states differ)\n"
+        "  1  any error: bad arguments or file, unreachable daemon, refused batch\n"
+        "     (an error wins over changes pending)",
     )
     add_version(parser)
     add_arguments(parser, standalone=True)
