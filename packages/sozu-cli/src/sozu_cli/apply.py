@@ -46,6 +46,7 @@ from sozu_config import (
     plan_states,
 )
 from sozu_config.config import Config, ConfigError, load_config
+from sozu_config.files import read_regular_text
 from sozu_config.live import MUTATION_TIMEOUT, fetch_live_state, mutation_timeout
 from sozu_config.plan import saved_plan
 from sozu_config.responses import BatchResult, BatchResults
@@ -79,6 +80,9 @@ def worst(codes: list[int]) -> int:
         return ApplyExit.ERROR
     return ApplyExit.PENDING if ApplyExit.PENDING in codes else ApplyExit.OK
 
+
+MAX_PLAN_BYTES = 1 << 30
+"""Largest saved plan read (a plan of 10,000 clusters and their certificates is tens of MB)."""
 
 PLAN_FORMAT = "sozu-apply plan 1"
 """The ``format`` of the files ``--out`` writes and ``--plan`` reads."""
@@ -430,7 +434,7 @@ def _save(path: Path, file: Path, desired: Config, targets: list[Target], output
 def _read_saved(path: Path) -> tuple[dict[str, Any], list[tuple[Target, Plan]]]:
     """The saved plan file's document and its targets with their plans."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(read_regular_text(path, MAX_PLAN_BYTES))
     except OSError as error:
         raise CommandError(f"cannot read the plan {path}: {error.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
