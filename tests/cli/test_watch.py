@@ -18,15 +18,24 @@ from support.daemon import DaemonProcess, free_port
 WAIT = 20.0  # seconds: bound of every wait for the watcher to act
 
 
-def poll(predicate: Callable[[], bool], what: str, process: subprocess.Popen[str]) -> None:
+def poll(
+    predicate: Callable[[], bool],
+    what: str,
+    process: subprocess.Popen[str],
+    logs: tuple[Path, ...] = (),
+) -> None:
+    """Wait for ``predicate``; on failure, say what the watcher wrote in ``logs``."""
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         if predicate():
             return
         if process.poll() is not None:
-            raise AssertionError(f"the watcher exited ({process.returncode}) waiting for {what}")
+            break
         time.sleep(0.05)
-    raise AssertionError(f"not within {WAIT} s: {what}")
+    said = "".join(f"\n--- {log.name}\n{log.read_text()}" for log in logs)
+    if process.poll() is not None:
+        raise AssertionError(f"the watcher exited ({process.returncode}) waiting for {what}{said}")
+    raise AssertionError(f"not within {WAIT} s: {what}{said}")
 
 
 def save_like_an_editor(path: Path, text: str) -> None:
@@ -138,6 +147,7 @@ def test_watch_applies_a_certificate_renewed_in_place(tmp_path: Path) -> None:
             f'[clusters.secure]\nprotocol = "http"\nfrontends = [{frontend}]\n'
         )
         stdout_path, stderr_path = tmp_path / "watch.out", tmp_path / "watch.err"
+        logs = (stdout_path, stderr_path)
         command = [sys.executable, "-m", "sozu_cli.apply", str(desired), "--watch"]
         with stdout_path.open("w") as stdout, stderr_path.open("w") as stderr:
             watcher = subprocess.Popen(
@@ -153,20 +163,23 @@ def test_watch_applies_a_certificate_renewed_in_place(tmp_path: Path) -> None:
                 certificates = live_state(daemon)[1].certificates
                 return set(certificates.get(f"127.0.0.1:{tls_port}", {}))
 
-            poll(lambda: served() == {first.fingerprint}, "the first certificate", watcher)
+            poll(lambda: served() == {first.fingerprint}, "the first certificate", watcher, logs)
             poll(
                 lambda: "and 4 files it names" in stderr_path.read_text(),
                 "the watch of the certificate and key",
                 watcher,
+                logs,
             )
             # certbot: new files in archive/, the links of live/ moved to them
             renew_like_certbot(live, archive, 2, second)
-            poll(lambda: served() == {second.fingerprint}, "the renewed certificate", watcher)
+            poll(lambda: served() == {second.fingerprint}, "the renewed certificate", watcher, logs)
             assert "~ replace_certificate" in stdout_path.read_text()
             # the same path written with new content
             (archive / "cert2.pem").write_text(third.cert_pem)
             (archive / "privkey2.pem").write_text(third.key_pem)
-            poll(lambda: served() == {third.fingerprint}, "the rewritten certificate", watcher)
+            poll(
+                lambda: served() == {third.fingerprint}, "the rewritten certificate", watcher, logs
+            )
 
             watcher.send_signal(signal.SIGINT)
             assert watcher.wait(10) == 0

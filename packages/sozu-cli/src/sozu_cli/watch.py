@@ -35,6 +35,10 @@ __all__ = ["named_files", "watch"]
 _FILE_KEYS = frozenset({"certificate", "key", "certificate_chain"})
 _ANSWER_FILE = "file://"
 
+_WAKE_UP = 200
+"""Milliseconds a watch waits at most before it wakes up without a change (the first wake-up
+says it is armed)."""
+
 
 def _stamp() -> str:
     return dt.datetime.now().strftime("%H:%M:%S")
@@ -81,6 +85,11 @@ def named_files(file: Path) -> set[Path]:
     return found
 
 
+def _watched(file: Path) -> set[Path]:
+    """The file and the files it names whose folder exists (the folders are watched)."""
+    return {file} | {path for path in named_files(file) if path.parent.is_dir()}
+
+
 def watch(args: argparse.Namespace, output: Output, apply_once: Callable[[], int]) -> int:
     """Apply ``args.file`` now and after each change of it or of a file it names with
     ``apply_once`` (one plan and apply, its exit code); returns 0 on Ctrl-C."""
@@ -89,8 +98,13 @@ def watch(args: argparse.Namespace, output: Output, apply_once: Callable[[], int
     file = Path(os.path.normpath(Path(args.file).absolute()))
     if not file.parent.is_dir():
         raise UsageError(f"cannot watch {file}: the folder {file.parent} does not exist")
+    watched = _watched(file)
 
-    def once(reason: str) -> set[Path]:
+    def concerns(change: object, path: str) -> bool:
+        return Path(os.path.normpath(path)) in watched
+
+    def once(reason: str) -> None:
+        nonlocal watched
         output.note(f"[{_stamp()}] {reason}: planning")
         code = apply_once()
         outcome = (
@@ -98,36 +112,41 @@ def watch(args: argparse.Namespace, output: Output, apply_once: Callable[[], int
             if code == 0
             else "not applied (see above): proxies left as they were until the next change"
         )
-        watched = {file} | {path for path in named_files(file) if path.parent.is_dir()}
+        watched = _watched(file)
         others = len(watched) - 1
         also = f" and {others} file{'s' if others != 1 else ''} it names" if others else ""
         output.note(f"[{_stamp()}] {outcome}; watching {file}{also} (Ctrl-C stops)")
-        return watched
 
-    watched = {file}
-
-    def concerns(change: object, path: str) -> bool:
-        return Path(os.path.normpath(path)) in watched
-
+    reason = "start"
     try:
-        watched = once("start")
         while True:
             folders = sorted({path.parent for path in watched})
-            # one watch as long as the folders stay the same: changes made while a plan is
-            # applied are kept by the watcher and come in the next group
+            armed = False
+            # One watch as long as the folders stay the same: changes made while a plan is
+            # applied are kept by the watcher and come in the next group. Each watch plans
+            # once as soon as it is armed (its first, empty, wake-up), so that no change made
+            # before it was armed goes unseen.
             for changes in watchfiles.watch(
                 *folders,
                 watch_filter=concerns,
                 # step: quiet time that ends a group of changes; debounce: longest group
                 step=max(args.debounce, 1),
                 debounce=max(1600, 4 * args.debounce),
+                rust_timeout=_WAKE_UP,
+                yield_on_timeout=True,
                 recursive=False,
                 raise_interrupt=True,
             ):
-                names = ", ".join(sorted({Path(path).name for _, path in changes}))
-                watched = once(f"{names} changed")
+                if armed and not changes:
+                    continue
+                if armed:
+                    reason = ", ".join(sorted({Path(path).name for _, path in changes}))
+                    reason += " changed"
+                armed = True
+                once(reason)
                 if sorted({path.parent for path in watched}) != folders:
-                    break  # watch the new set of folders
+                    reason = "the files it names moved"
+                    break  # watch the new set of folders (and plan once it is armed)
             else:
                 break
     except KeyboardInterrupt:
