@@ -188,3 +188,39 @@ def test_watch_applies_a_certificate_renewed_in_place(tmp_path: Path) -> None:
             if watcher.poll() is None:
                 watcher.kill()
                 watcher.wait(5)
+
+
+def test_the_files_a_configuration_names_are_watched(tmp_path: Path) -> None:
+    from sozu_cli.watch import named_files
+
+    (tmp_path / "tls").mkdir()
+    for name in ("cert.pem", "key.pem", "chain.pem", "503.html", "404.html"):
+        (tmp_path / "tls" / name).write_text("x")
+    (tmp_path / "real.pem").write_text("x")
+    (tmp_path / "tls" / "link.pem").symlink_to(tmp_path / "real.pem")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        """
+[[listeners]]
+protocol = "https"
+address = "127.0.0.1:8443"
+certificate = "tls/cert.pem"
+key = "tls/key.pem"
+certificate_chain = "tls/chain.pem"
+answer_503 = "tls/503.html"
+[clusters.app]
+protocol = "http"
+answers = { 404 = "file://tls/404.html", 500 = "HTTP/1.1 500 inline\\r\\n\\r\\n" }
+[[clusters.app.frontends]]
+address = "127.0.0.1:8443"
+hostname = "a"
+certificate = "tls/link.pem"
+key = "/absent/key.pem"
+"""
+    )
+    expected = {tmp_path / "tls" / name for name in ("cert.pem", "key.pem", "chain.pem")}
+    expected |= {tmp_path / "tls" / "503.html", tmp_path / "tls" / "404.html"}
+    expected |= {tmp_path / "tls" / "link.pem", tmp_path / "real.pem", Path("/absent/key.pem")}
+    assert named_files(config) == expected
+    config.write_text("[[listeners]\n")  # unreadable: nothing more than the file itself
+    assert named_files(config) == set()
