@@ -197,28 +197,28 @@ def test_the_file_command_socket_is_the_default_target_and_the_file_is_not_writt
 # --------------------------------------------------------------------------- errors
 
 
-def test_bad_file_exits_2_and_changes_nothing(tmp_path: Path) -> None:
+def test_bad_file_exits_1_and_changes_nothing(tmp_path: Path) -> None:
     with empty_daemon(tmp_path) as daemon:
         daemon.start()
         broken = tmp_path / "broken.toml"
         broken.write_text("[[listeners]]\nprotocol = 'http'\naddress = 'nowhere'\n")
         version = live_state(daemon)[0]
         result = sozu_apply(broken, "--socket", daemon.socket_path)
-        assert result.code == 2, result
+        assert result.code == 1, result
         assert "nowhere" in result.err
         assert "Traceback" not in result.err
         assert live_state(daemon)[0] == version
         missing = sozu_apply(tmp_path / "missing.toml", "--socket", daemon.socket_path)
-        assert missing.code == 2
+        assert missing.code == 1
         assert "cannot read" in missing.err
 
 
-def test_daemon_down_exits_3(tmp_path: Path) -> None:
+def test_daemon_down_exits_1(tmp_path: Path) -> None:
     result = sozu_apply(BEFORE, "--socket", tmp_path / "nobody.sock")
-    assert result.code == 3, result
+    assert result.code == 1, result
     assert "does not exist" in result.err
     check = sozu_apply(BEFORE, "--socket", tmp_path / "nobody.sock", "--check", "--json")
-    assert check.code == 3
+    assert check.code == 1
     assert check.json()["targets"][0]["status"] == "unreachable"
 
 
@@ -411,11 +411,11 @@ def test_a_fleet_of_two_daemons(
     check = sozu_apply(BEFORE, "--socket", one.socket_path, "--socket", two.socket_path, "--check")
     assert check.code == 0, check
 
-    # one target down: the other is still brought in line, the exit code is the worst (3)
+    # one target down: the other is still brought in line, the exit code is an error (1)
     two.send(AddCluster(cluster=Cluster(cluster_id="again")))
     down = tmp_path / "down.sock"
     mixed = sozu_apply(BEFORE, "--socket", down, "--socket", two.socket_path)
-    assert mixed.code == 3, mixed
+    assert mixed.code == 1, mixed
     assert str(down) in mixed.err
     assert live_state(two)[1] == desired
 
@@ -470,10 +470,29 @@ def test_confirm_on_a_terminal_asks_first(tmp_path: Path) -> None:
         assert live_state(daemon)[1] == load_config(BEFORE).state
 
 
-def test_confirm_without_a_terminal_applies(tmp_path: Path) -> None:
-    # --confirm asks only when stdin is a terminal; here stdin is a pipe
+def test_confirm_without_a_terminal_refuses_unless_yes(tmp_path: Path) -> None:
+    # --confirm asks on a terminal; stdin a pipe or /dev/null (CI) cannot answer: refused
     with empty_daemon(tmp_path) as daemon:
         daemon.start()
-        result = sozu_apply(BEFORE, "--socket", daemon.socket_path, "--confirm", stdin="n\n")
-        assert result.code == 0, result
+        before = live_state(daemon)
+        piped = sozu_apply(BEFORE, "--socket", daemon.socket_path, "--confirm", stdin="y\n")
+        assert piped.code == 1, piped
+        assert "--confirm needs a terminal" in piped.err
+        assert "--yes" in piped.err
+        assert "Traceback" not in piped.err
+        command = [sys.executable, "-m", "sozu_cli.apply", str(BEFORE), "--confirm"]
+        with open(os.devnull) as nothing:
+            null = subprocess.run(
+                [*command, "--socket", str(daemon.socket_path)],
+                stdin=nothing,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        assert null.returncode == 1, null.stderr
+        assert "nothing was applied" in null.stderr
+        assert live_state(daemon) == before
+        yes = sozu_apply(BEFORE, "--socket", daemon.socket_path, "--confirm", "--yes", stdin="")
+        assert yes.code == 0, yes
         assert live_state(daemon)[1] == load_config(BEFORE).state

@@ -26,6 +26,7 @@ from sozu_config import (
     plan_states,
 )
 from sozu_config.models import HttpFrontend, PathRule
+from sozu_config.plan import saved_plan
 
 
 def state_of(text: str) -> ConfigState:
@@ -229,3 +230,64 @@ def test_a_plan_is_applied_by_any_sender_and_reads_the_answer_kind() -> None:
     accepted = Recorder(Response(id="1", status=ResponseStatus.OK, message="applied"))
     assert plan.apply(accepted).message == "applied"
     assert accepted.sent == [plan.batch()]
+
+
+def test_a_saved_plan_reads_back_as_it_was_keys_included(tmp_path: Path) -> None:
+    certificate = make_certificate("saved.example.com")
+    (tmp_path / "cert.pem").write_text(certificate.cert_pem)
+    (tmp_path / "cert.key").write_text(certificate.key_pem)
+    desired = load_config_text(
+        HTTP
+        + """
+[[listeners]]
+protocol = "https"
+address = "127.0.0.1:28443"
+[clusters.web]
+protocol = "http"
+load_balancing = "RANDOM"
+[[clusters.web.frontends]]
+address = "127.0.0.1:28443"
+hostname = "saved.example.com"
+certificate = "cert.pem"
+key = "cert.key"
+""",
+        base_dir=tmp_path,
+    ).state
+    plan = plan_states(ConfigState(version=7), desired)
+    saved = json.loads(json.dumps(plan.to_saved()))
+    (added,) = [r for r in saved["requests"] if r["type"] == "add_certificate"]
+    assert added["certificate"]["key"] == certificate.key_pem  # to apply later, keys are needed
+    assert "PRIVATE KEY" not in json.dumps(plan.to_json())  # to show, never
+    again = saved_plan(saved)
+    assert again.version == 7
+    assert again.requests == plan.requests
+    assert again.changes == plan.changes
+    assert again.summary() == plan.summary()
+    assert again.batch() == plan.batch()
+    saved["changes"][0]["requests"] = [99]
+    with pytest.raises(PlanError, match="not a saved plan"):
+        saved_plan(saved)
+    with pytest.raises(PlanError, match="not a saved plan"):
+        saved_plan({"version": "x"})
+
+
+def test_an_addition_lists_the_settings_that_are_not_defaults() -> None:
+    plan = plan_states(
+        ConfigState(),
+        state_of(
+            HTTP
+            + """
+[clusters.web]
+protocol = "http"
+sticky_session = true
+frontends = [{ address = "127.0.0.1:28080", hostname = "w.example.com", tags = { a = "b" } }]
+backends = [{ address = "127.0.0.1:29001", backend_id = "w-1", backup = true }]
+"""
+        ),
+    )
+    attributes = {c.description.split(" ->")[0]: c.attributes for c in plan.changes}
+    assert attributes["add_cluster web"] == {"sticky_session": True}
+    assert attributes["add_http_frontend w.example.com on 127.0.0.1:28080"] == {"tags.a": "b"}
+    assert attributes["add_backend web/w-1 127.0.0.1:29001"] == {"backup": True}
+    assert attributes["add_http_listener 127.0.0.1:28080"] == {}
+    assert all(not c.attributes for c in plan.changes if c.op != "+")

@@ -2,7 +2,8 @@
 
 A plan is shown grouped as it will run (listeners, clusters, certificates, frontends, backends,
 activations, removals), one line per :class:`~sozu_config.plan.Change` — ``+`` added, ``-``
-removed, ``~`` changed, followed by the fields that change — and a summary line. A health
+removed, ``~`` changed, followed by the fields that change (for an addition: its settings that
+are not the defaults, one per line) — and a summary line. A health
 check set or removed as a whole reads as its summary (``GET /health every 10s, timeout 5s,
 …``), not as its JSON.
 """
@@ -47,11 +48,13 @@ def show_field(path: str, value: Any) -> str:
     return show_value(value)
 
 
-def render_plan(output: Output, plan: Plan, *, target: str) -> None:
-    """The plan for one target, then its summary (or that there is nothing to do)."""
-    output.heading(f"{target} (state version {plan.version})")
+def render_plan(output: Output, plan: Plan, *, target: str, offline: bool = False) -> None:
+    """The plan for one target, then its summary (or that there is nothing to do).
+    ``offline``: ``target`` names the two states compared, not a daemon."""
+    output.heading(target if offline else f"{target} (state version {plan.version})")
     if plan.empty:
-        output.print("  nothing to do: the proxy matches the file")
+        same = "the two states are the same" if offline else "the proxy matches the file"
+        output.print(f"  nothing to do: {same}")
         return
     group = None
     for change in plan.changes:
@@ -61,6 +64,8 @@ def render_plan(output: Output, plan: Plan, *, target: str) -> None:
         output.print(f"    {change.op} {change.description}", style=_STYLES[change.op])
         for path, (old, new) in change.fields.items():
             output.print(f"        {path}: {show_field(path, old)} -> {show_field(path, new)}")
+        for path, value in change.attributes.items():
+            output.print(f"        {path}: {show_field(path, value)}")
     output.print(f"  plan: {plan.summary()}", style="bold")
 
 

@@ -2,8 +2,9 @@
 
 A :class:`Plan` holds the ordered requests of ``live.diff(desired)`` (see
 :mod:`sozu_config.diff` for the order) and, for display, one :class:`Change` per line: ``+`` for
-an object added, ``-`` for one removed, ``~`` for one changed, with the fields that change
-computed by deepdiff between the live and the desired object. A frontend that the diff removes
+an object added, with its settings that are not the defaults, ``-`` for one removed, ``~`` for
+one changed, with the fields that change computed by deepdiff between the live and the desired
+object. A frontend that the diff removes
 and adds back (its key stays, something else changed) is one ``~`` line standing for both
 requests; every other line stands for exactly one request, so the lines, read in order, are the
 requests in the order they run.
@@ -15,7 +16,9 @@ it to a client given by the caller and reads the answer. Reading a live state an
 connection with a plan live in :mod:`sozu_config.live`.
 
 Certificates are shown by names and short fingerprints; private keys never appear in
-descriptions, fields or :meth:`Plan.to_json`.
+descriptions, fields or :meth:`Plan.to_json`. :meth:`Plan.to_saved` is the other way: the plan
+whole, keys included, to be applied later exactly as it was reviewed (:func:`saved_plan` reads
+it back).
 
     from sozu_config import ConfigState, load_config, plan_states
 
@@ -30,11 +33,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, assert_never
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from . import requests as rq
 from .models import HttpFrontend
-from .responses import BatchResult, BatchResults, ErrorKind, Response, ResponseStatus
+from .responses import (
+    BatchResult,
+    BatchResults,
+    ErrorKind,
+    Response,
+    ResponseStatus,
+    StateSnapshot,
+)
 from .state import ConfigState
 
 __all__ = [
@@ -46,6 +56,7 @@ __all__ = [
     "Sender",
     "field_changes",
     "plan_states",
+    "saved_plan",
 ]
 
 ChangeOp = Literal["+", "-", "~"]
@@ -83,8 +94,8 @@ class Change:
     """One displayed line of a plan.
 
     Invariants: ``requests`` is not empty and its requests are consecutive in
-    :attr:`Plan.requests`; ``fields`` is empty unless ``op`` is ``~``; no value in ``fields``
-    or ``description`` holds key material.
+    :attr:`Plan.requests`; ``fields`` is empty unless ``op`` is ``~``, ``attributes`` unless
+    it is ``+``; no value in ``fields``, ``attributes`` or ``description`` holds key material.
     """
 
     op: ChangeOp
@@ -103,6 +114,10 @@ class Change:
     (live value, desired value), JSON values, ``None`` for absent, sorted by path."""
     requests: list[rq.StateRequest] = field(default_factory=list)
     """The request(s) this line stands for."""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    """For ``+``: field path → value of every setting of the added object that is not its
+    default and not already in ``description`` (``load_balancing``, ``tags.team``,
+    ``health_check``), JSON values, sorted by path."""
 
     @property
     def group(self) -> str:
@@ -123,6 +138,7 @@ class Change:
             "group": self.group,
             "description": self.description,
             "fields": {path: [old, new] for path, (old, new) in self.fields.items()},
+            "attributes": dict(self.attributes),
             "requests": indexes,
         }
 
@@ -226,6 +242,16 @@ class Plan:
             ],
             "summary": {"add": add, "change": change, "remove": remove, "text": self.summary()},
         }
+
+    def to_saved(self) -> dict[str, Any]:
+        """The plan as JSON data to apply later (:func:`saved_plan`): :meth:`to_json`, but
+        with the ``requests`` whole — private keys included: store it as carefully as the
+        configuration's keys — and the ``live`` and ``desired`` states (without keys)."""
+        data = self.to_json()
+        data["requests"] = [request.model_dump(mode="json") for request in self.requests]
+        data["live"] = self.live.snapshot().model_dump(mode="json")
+        data["desired"] = self.desired.snapshot().model_dump(mode="json")
+        return data
 
     def batch(self) -> rq.Batch:
         """The plan as one batch guarded by the version it was made against."""
@@ -474,6 +500,75 @@ def _change(request: rq.StateRequest, live: ConfigState, desired: ConfigState) -
             assert_never(request)
 
 
+# The object an addition adds (the request's field of that name), and its fields that the
+# request's description already shows or that are key material.
+_ADDED: dict[str, frozenset[str]] = {
+    "listener": frozenset({"address", "active"}),
+    "cluster": frozenset({"cluster_id"}),
+    "certificate": frozenset({"certificate", "certificate_chain", "key", "names"}),
+    "frontend": frozenset({"address", "hostname", "path", "cluster_id"}),
+    "backend": frozenset({"cluster_id", "backend_id", "address"}),
+}
+
+
+def _attributes(request: rq.StateRequest) -> dict[str, Any]:
+    """Field path → value of the settings of what ``request`` adds that are not defaults."""
+    found = [
+        (added, shown)
+        for name, shown in _ADDED.items()
+        if isinstance(added := getattr(request, name, None), BaseModel)
+    ]
+    if not found:
+        return {}
+    added, shown = found[0]
+    model = type(added)
+    data = added.model_dump(mode="json")
+    required = {key: data[key] for key, info in model.model_fields.items() if info.is_required()}
+    try:
+        default = model.model_validate(required)
+    except ValidationError:  # defaults alone do not make a valid object: show nothing extra
+        return {}
+    return {path: new for path, (_, new) in field_changes(default, added, hidden=shown).items()}
+
+
+def saved_plan(data: Any) -> Plan:
+    """The plan of :meth:`Plan.to_saved` data, as it was: its version, states, requests and
+    lines. Its states hold no private keys (its requests do). Raises :class:`PlanError` when
+    the data is not a saved plan."""
+    try:
+        version = int(data["version"])
+        live, desired = (
+            ConfigState.from_snapshot(StateSnapshot.model_validate(data[name]), version=version)
+            for name in ("live", "desired")
+        )
+        requests = [rq.STATE_REQUEST_ADAPTER.validate_python(item) for item in data["requests"]]
+        changes = [_saved_change(item, requests) for item in data["changes"]]
+    except (KeyError, TypeError, ValueError, IndexError) as error:  # ValidationError too
+        raise PlanError(f"not a saved plan: {_first_line(error)}") from None
+    if [request for line in changes for request in line.requests] != requests:
+        raise PlanError("not a saved plan: its lines do not stand for its requests in order")
+    return Plan(desired=desired, live=live, version=version, requests=requests, changes=changes)
+
+
+def _saved_change(data: dict[str, Any], requests: list[rq.StateRequest]) -> Change:
+    op = data["op"]
+    if op not in ("+", "-", "~") or not data["requests"]:
+        raise ValueError(f"a line with op {op!r} and requests {data['requests']!r}")
+    return Change(
+        op,
+        str(data["kind"]),
+        str(data["key"]),
+        str(data["description"]),
+        {path: (old, new) for path, (old, new) in data["fields"].items()},
+        [requests[int(index)] for index in data["requests"]],
+        dict(data["attributes"]),
+    )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 def _json(model: BaseModel | None) -> Any:
     """A field's value in a plan: JSON data, as :func:`field_changes` gives them."""
     return None if model is None else model.model_dump(mode="json")
@@ -534,7 +629,10 @@ def plan_states(live: ConfigState, desired: ConfigState, version: int | None = N
             changes.append(_frontend_pair(request, following))
             index += 2
             continue
-        changes.append(_change(request, live, desired))
+        line = _change(request, live, desired)
+        if line.op == "+":
+            line.attributes = _attributes(request)
+        changes.append(line)
         index += 1
     return Plan(
         desired=desired,
