@@ -151,8 +151,8 @@ def _timeouts(args: argparse.Namespace, milliseconds: int) -> tuple[float | None
     return (None if milliseconds == 0 else milliseconds / 1000), mutation_timeout(milliseconds)
 
 
-def _unreachable_message(error: Exception, socket: Path) -> str:
-    return f"{error}; is the daemon started? (check the file's command_socket or --socket {socket})"
+def _unreachable_message(error: Exception) -> str:
+    return f"{error}; check the file's command_socket, or name another with --socket"
 
 
 def _fetch(target: Target, timeout: float | None) -> ConfigState | None:
@@ -165,7 +165,7 @@ def _fetch(target: Target, timeout: float | None) -> ConfigState | None:
         target.fail("unreachable", ApplyExit.ERROR, f"connecting to {target.socket} timed out")
         return None
     except DaemonUnreachable as error:
-        target.fail("unreachable", ApplyExit.ERROR, _unreachable_message(error, target.socket))
+        target.fail("unreachable", ApplyExit.ERROR, _unreachable_message(error))
         return None
     target.client = client
     try:
@@ -174,7 +174,7 @@ def _fetch(target: Target, timeout: float | None) -> ConfigState | None:
         client.close()
         target.client = None
         if isinstance(error, DaemonUnreachable):
-            target.fail("unreachable", ApplyExit.ERROR, _unreachable_message(error, target.socket))
+            target.fail("unreachable", ApplyExit.ERROR, _unreachable_message(error))
         else:
             target.fail(
                 "failed", ApplyExit.ERROR, f"{target.socket} did not give its state: {error}"
@@ -253,7 +253,7 @@ def apply_target(target: Target, timeout: float | None) -> None:
         )
         return
     except (ClientError, ProtocolError) as error:
-        target.fail("unreachable", ApplyExit.ERROR, _unreachable_message(error, target.socket))
+        target.fail("unreachable", ApplyExit.ERROR, _unreachable_message(error))
         return
     if isinstance(response.content, BatchResults):
         target.results = list(response.content.results)
