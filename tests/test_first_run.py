@@ -171,7 +171,6 @@ def certificate_command() -> list[str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_the_https_example_serves_with_the_certificate_its_command_makes(
     tmp_path: Path, demo_backends: list[int]
 ) -> None:
