@@ -197,6 +197,34 @@ def test_every_error_and_warning_is_reported_with_its_line_and_column(tmp_path: 
     assert (caught.value.key, caught.value.line, caught.value.column) == ("worker_cont", 1, 1)
 
 
+def test_a_refused_cluster_setting_does_not_hide_its_frontends_and_backends_errors(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        """[[listeners]]
+protocol = "http"
+address = "127.0.0.1:8080"
+
+[clusters.api]
+protocol = "http"
+frontends = [{ address = "127.0.0.1:8080", hostname = "api.example" }]
+backends = [{ address = "127.0.0.1:nope" }, { address = "127.0.0.1:9002", weight = 900 }]
+
+[clusters.api.health_check]
+uri = "health"
+""",
+    )
+    report = check_config(path)
+    located = sorted((e.table, e.key, e.line) for e in report.errors)
+    # the health check's error, then each backend's, and nothing made up (the frontend is fine)
+    assert located == [
+        ("clusters.api.backends[0]", "address", 8),
+        ("clusters.api.backends[1]", "weight", 8),
+        ("clusters.api.health_check", "uri", 11),
+    ]
+
+
 def test_load_checked_refuses_a_file_with_every_error_listed(tmp_path: Path) -> None:
     path = write(tmp_path, EVERYTHING_WRONG)
     with pytest.raises(ConfigRefused) as caught:

@@ -263,10 +263,20 @@ def read_cluster(assembly: Assembly, cluster_id: str, data: object) -> None:
         )
     file = validate_table(findings, ClusterFile, data, table, cluster_hints())
     protocol = _cluster_protocol(assembly, table, file.protocol)
-    cluster = _cluster(assembly, cluster_id, table, protocol, file, data)
-    context = _ClusterContext(cluster_id, table, protocol, bool(cluster.authorized_hashes))
+    try:
+        cluster: Cluster | None = _cluster(assembly, cluster_id, table, protocol, file, data)
+    except (ConfigError, TableRefused) as error:
+        # the file is refused; its frontends and backends are still read for their own errors,
+        # against a stand-in cluster (so that they do not fail for want of one)
+        record_refusal(findings, error)
+        try:
+            cluster = Cluster(cluster_id=cluster_id)
+        except ValidationError:  # the id itself is refused
+            cluster = None
+    context = _ClusterContext(cluster_id, table, protocol, bool(file.authorized_hashes))
     cluster_step = len(assembly.steps)
-    assembly.steps.append((table, rq.AddCluster(cluster=cluster)))
+    if cluster is not None:
+        assembly.steps.append((table, rq.AddCluster(cluster=cluster)))
     if protocol is ListenerType.HTTP:
         for index, entry in enumerate(file.frontends):
             try:  # each entry on its own (guarded() inlined: large files have many)
@@ -275,7 +285,7 @@ def read_cluster(assembly: Assembly, cluster_id: str, data: object) -> None:
                 record_refusal(findings, error)
     else:
         proxy_protocol = _read_tcp_frontends(assembly, context, file)
-        if proxy_protocol is not None:
+        if proxy_protocol is not None and cluster is not None:
             # a value of the enumeration computed here: nothing left to validate
             cluster = cluster.model_copy(update={"proxy_protocol": proxy_protocol})
             assembly.steps[cluster_step] = (table, rq.AddCluster(cluster=cluster))
