@@ -67,39 +67,53 @@ def test_a_backend_that_stops_answering_goes_down_once_and_up_when_it_answers(
     with DaemonProcess(tmp_path, text).start() as daemon, EventRecorder(daemon) as events:
         mark = events.mark()
         statuses: list[int] = []
+
+        def traffic(stop: threading.Event) -> list[threading.Thread]:
+            def client() -> None:
+                deadline = time.monotonic() + 30
+                while not stop.is_set() and time.monotonic() < deadline:
+                    statuses.append(get(port, "/", host="slow.example").status)
+
+            threads = [threading.Thread(target=client) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            return threads
+
+        def wait(stop: threading.Event, threads: list[threading.Thread]) -> None:
+            stop.set()
+            for thread in threads:  # a request in flight ends within back_timeout
+                thread.join(15)
+
         stop = threading.Event()
-
-        def client() -> None:
-            deadline = time.monotonic() + 45
-            while not stop.is_set() and time.monotonic() < deadline:
-                statuses.append(get(port, "/", host="slow.example").status)
-
-        threads = [threading.Thread(target=client) for _ in range(4)]
-        for thread in threads:
-            thread.start()
+        threads = traffic(stop)
         try:
             down = events.wait_for(
                 "backend_down", lambda e: e.backend_id == "hung", since=mark, timeout=20
             )
-            assert down.message.startswith("3 failed connections: no answer within 1 s")
-            assert down.worker_id is None  # the main process's decision
-            [hung_status] = [
-                b
-                for b in daemon.send(ListBackends(cluster_id="slow")).content.backends  # type: ignore[union-attr]
-                if b.backend_id == "hung"
-            ]
-            assert hung_status.state is BackendState.DOWN and not hung_status.checked
-            assert "no answer within 1 s" in hung_status.reason
-            # it answers again: real traffic finds it (after its backoff window), once
-            ANSWERING.set()
+        finally:
+            wait(stop, threads)  # no request left waiting on the silent backend
+        assert down.message.startswith("3 failed connections: no answer within 1 s")
+        assert down.worker_id is None  # the main process's decision
+        [hung_status] = [
+            b
+            for b in daemon.send(ListBackends(cluster_id="slow")).content.backends  # type: ignore[union-attr]
+            if b.backend_id == "hung"
+        ]
+        assert hung_status.state is BackendState.DOWN and not hung_status.checked
+        assert "no answer within 1 s" in hung_status.reason
+
+        # it answers again: real traffic finds it (no active check), and says so once
+        ANSWERING.set()
+        stop = threading.Event()
+        threads = traffic(stop)
+        try:
             up = events.wait_for(
                 "backend_up", lambda e: e.backend_id == "hung", since=mark, timeout=25
             )
             assert up.message == "an answer came"
+            time.sleep(1.0)
         finally:
-            stop.set()
-            for thread in threads:
-                thread.join(15)
+            wait(stop, threads)
         seen = [(e.kind, e.message) for e in events.snapshot()[mark:] if e.backend_id == "hung"]
         assert [kind for kind, _ in seen] == ["backend_down", "backend_up"], seen
         assert set(statuses) <= {200, 504}, statuses
