@@ -21,7 +21,7 @@ class ExitCode(IntEnum):
     """The daemon answered with a failure (or the change was not made)."""
     USAGE = 2
     """Bad usage or bad input: wrong arguments, unreadable or invalid files, invalid
-    addresses. (``sozu-apply`` has codes of its own: :class:`sozu_cli.apply.ApplyExit`.)"""
+    addresses. (``sozu-apply`` has codes of its own: :class:`sozu_cli.targets.ApplyExit`.)"""
     UNREACHABLE = 3
     """No daemon answers on the command socket (no socket, refused, connection timed out)."""
 
