@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,21 +28,43 @@ _LIMITED_LAUNCHER = (
 )
 
 
+def _listening_range() -> tuple[int, int]:
+    """Ports for the listeners tests start: below the range the kernel draws the local ports
+    of outgoing connections from (``ip_local_port_range``), so that a port chosen now is not
+    taken by some connection's local end before the daemon binds it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(1024, low - 16384), max(1025, low)
+
+
+_PORTS = random.Random()  # seeded from the system: each test process draws its own ports
+
+
 def free_port() -> int:
-    """An ephemeral TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free right now, for a listener a test starts."""
+    return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct ephemeral TCP ports on 127.0.0.1 that are free right now (all bound
-    at once while they are chosen, so that no two are the same)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """``count`` distinct TCP ports on 127.0.0.1 that are free right now (all bound at once
+    while they are chosen, so that no two are the same), outside the range of the local ports
+    of outgoing connections (see :func:`_listening_range`)."""
+    low, high = _listening_range()
+    sockets: list[socket.socket] = []
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+        for _ in range(10_000):
+            if len(sockets) == count:
+                return [int(sock.getsockname()[1]) for sock in sockets]
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", _PORTS.randrange(low, high)))
+            except OSError:  # taken: draw again
+                sock.close()
+                continue
+            sockets.append(sock)
+        raise RuntimeError(f"no {count} free ports found in {low}-{high}")
     finally:
         for sock in sockets:
             sock.close()
