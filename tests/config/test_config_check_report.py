@@ -373,6 +373,15 @@ def test_the_locator_never_fails_on_any_text(text: str) -> None:
         assert 1 <= column <= len(lines[line - 1]) + 1
 
 
+def test_the_locator_stops_at_an_entry_it_cannot_read() -> None:
+    """An array entry that consumes nothing (``}`` inside an array) once made the scan count
+    entries without end, until memory ran out."""
+    assert key_positions("-=[,.}'.-9") == {"-": (1, 1), "-[0]": (1, 4), "-[1]": (1, 5)}
+    assert key_positions("a = { b = 1 ] }\nc = 2\n") == {"a": (1, 1), "a.b": (1, 7)}
+    (error,) = check_config_text("-=[,.}'.-9").errors
+    assert "TOML syntax error" in str(error)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=TOML_ALPHABET, max_size=200))
 def test_checking_any_text_gives_only_located_config_errors(text: str) -> None:

@@ -156,8 +156,7 @@ class _Scanner:
                 self.value((*parts, index))
                 index += 1
                 self.skip_blanks(newlines=True)
-                if self.peek() == ",":
-                    self.advance()
+                self.separator("]")
         elif char == "{":
             self.advance()
             while True:
@@ -169,10 +168,18 @@ class _Scanner:
                     raise _Stop
                 self.assignment(parts)
                 self.skip_blanks(newlines=True)
-                if self.peek() == ",":
-                    self.advance()
+                self.separator("}")
         else:  # a number, a boolean, a date: up to the next delimiter
             self.skip(_SCALAR)
+
+    def separator(self, closing: str) -> None:
+        """After an entry of an array or inline table: a comma, or its ``closing`` bracket
+        (left for the loop); anything else is text the scanner does not understand (an entry
+        that consumed nothing would otherwise be counted again and again)."""
+        if self.peek() == ",":
+            self.advance()
+        elif self.peek() != closing:
+            raise _Stop
 
     def assignment(self, table: tuple[Part, ...]) -> None:
         """``key = value`` in ``table``."""
