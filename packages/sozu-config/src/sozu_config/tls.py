@@ -49,17 +49,12 @@ DEFAULT_CIPHER_LIST: tuple[str, ...] = (
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
 )
 
-# Only HTTP/1.1 is spoken; "h2" is refused until HTTP/2 exists.
-ALPN_PROTOCOLS = frozenset({"http/1.1"})
+ALPN_PROTOCOLS = frozenset({"h2", "http/1.1"})
 
 
 def check_alpn_protocols(names: list[str]) -> list[str]:
     """``names`` without repeats; ``ValueError`` for a protocol the proxy does not speak."""
     for name in names:
-        if name == "h2":
-            raise ValueError(
-                "HTTP/2 is not supported yet: 'h2' is not supported, use [\"http/1.1\"]"
-            )
         if name not in ALPN_PROTOCOLS:
             raise ValueError(
                 f"unknown ALPN protocol {name!r} (supported: {', '.join(sorted(ALPN_PROTOCOLS))})"

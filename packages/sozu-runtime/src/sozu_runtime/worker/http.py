@@ -165,8 +165,10 @@ class FrontendSession(asyncio.Protocol):
     # ----------------------------------------------------------------- connection events
 
     def connection_made(self, transport: Any) -> None:
-        self.transport = transport
         listener = self.listener
+        if listener.tls_runtime is not None and self._speaks_h2(transport):
+            return
+        self.transport = transport
         # what waits to be sent to this client is bounded: past it, the backend is not read
         transport.set_write_buffer_limits(listener.proxy.write_buffer_limit)
         if self.peer_ip == "":  # not already set from a PROXY protocol header
@@ -179,7 +181,7 @@ class FrontendSession(asyncio.Protocol):
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is not None:
                 self.sni_names = tls.names_for(ssl_object)
-        self.proxy.session_opened(self)
+        self._register()
         now = self.proxy.clock()
         self.started = now
         self.deadline = now + listener.request_timeout
@@ -199,7 +201,37 @@ class FrontendSession(asyncio.Protocol):
         exchange = self.exchange
         if exchange.t_start or exchange.bytes_in or exchange.bytes_out:
             self.end_exchange("cut" if exchange.status else "")
+        self._unregister()
+
+    def _register(self) -> None:
+        """Count the connection (:class:`.h2_stream.StreamSession` is not one)."""
+        self.proxy.session_opened(self)
+
+    def _unregister(self) -> None:
         self.proxy.session_closed(self)
+
+    def _speaks_h2(self, transport: Any) -> bool:
+        """The TLS handshake chose HTTP/2 (ALPN ``h2``): an :class:`.h2_front.H2Session`
+        takes the connection over, in this protocol's place. True when this session is not
+        used: taken over, or dropped (``disable_http11`` and no ``h2``)."""
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if alpn != "h2":
+            if getattr(self.listener.config, "disable_http11", False):
+                transport.abort()
+                return True
+            return False
+        from .h2_front import H2Session
+
+        session = H2Session(self.listener, self.peer_ip, self.peer_port, self.proxy_header)
+        handshakes = self.proxy.handshakes
+        handshake = handshakes.pop(self, None)
+        if handshake is not None:
+            handshakes[session] = handshake
+            handshake.protocol = session
+        transport.set_protocol(session)
+        session.connection_made(transport)
+        return True
 
     def pause_writing(self) -> None:
         # the client reads slower than the backend sends: stop reading the backend

@@ -1,0 +1,574 @@
+"""HTTP/2 on an HTTPS listener: one :class:`H2Session` per client connection that chose
+``h2`` by ALPN.
+
+The framing, HPACK and flow-control bookkeeping are the ``h2`` library's (sans-I/O): this
+protocol feeds it the bytes read, acts on its events and writes what it has to send. Each
+stream is carried by a :class:`~.h2_stream.StreamSession`, the HTTP/1.1 session code with a
+virtual transport (see :mod:`.h2_stream`): an HTTP/2 stream is the same unit as an HTTP/1.1
+request, through the same routing, answers, forwarding, retries, timeouts, logs and metrics.
+
+Protections (each a listener setting with sōzu's name and default, see
+:class:`H2Limits`):
+
+* at most ``h2_max_concurrent_streams`` streams at once: more are refused with
+  RST_STREAM(REFUSED_STREAM), the connection goes on;
+* floods, counted per second on the frames as they arrive (before the library handles
+  them): RST_STREAM from the client (rapid reset, CVE-2023-44487), SETTINGS, PING, empty
+  DATA, WINDOW_UPDATE on the connection, and a header block in too many CONTINUATION frames
+  (CVE-2024-27316) end the connection with GOAWAY(ENHANCE_YOUR_CALM);
+* a decoded header list over ``h2_max_header_list_size`` (an HPACK bomb) ends it the same
+  way (the library's check); a request with more than ``h2_max_header_fields`` fields gets
+  RST_STREAM(PROTOCOL_ERROR);
+* what the library finds malformed (pseudo-fields, connection-specific fields, stream ids)
+  ends the connection with GOAWAY(PROTOCOL_ERROR), or resets the one stream when the
+  library says it is a stream error;
+* memory: a stream's answer waits for window up to the write-buffer limit (then its backend
+  is not read); request bodies are bounded by the windows the proxy grants, granted again
+  only as the backend takes the bytes.
+
+Soft stop (and a worker upgrade) sends GOAWAY: open streams finish, new ones are refused,
+and the connection closes when none is left, or after
+``h2_graceful_shutdown_deadline_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Final
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
+
+from .h2_stream import StreamSession, StreamTransport, request_head
+
+if TYPE_CHECKING:
+    from .listeners import HttpListener
+    from .proxy_protocol import ProxyHeader
+    from .services import ProxyServices
+
+__all__ = ["H2Limits", "H2Session"]
+
+_PREFACE_LENGTH: Final = 24
+# frame types (RFC 9113 §6)
+_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = (
+    0x0,
+    0x1,
+    0x3,
+    0x4,
+    0x6,
+    0x8,
+    0x9,
+)
+_END_STREAM: Final = 0x1
+_ACK: Final = 0x1
+_END_HEADERS: Final = 0x4
+
+
+class H2Limits:
+    """The HTTP/2 settings of a listener (sōzu's ``h2_*`` keys, with sōzu's defaults), read
+    when a connection starts: a live change applies to the next connections."""
+
+    __slots__ = (
+        "concurrent_streams",
+        "continuation_frames",
+        "empty_data_per_second",
+        "graceful_deadline",
+        "header_fields",
+        "header_list_size",
+        "header_table_size",
+        "initial_connection_window",
+        "ping_per_second",
+        "rst_per_second",
+        "settings_per_second",
+        "stream_idle_timeout",
+        "window_update_per_second",
+    )
+
+    def __init__(self, config: Any) -> None:
+        def knob(name: str, default: int) -> int:
+            value = getattr(config, name, None)
+            return default if value is None else int(value)
+
+        self.concurrent_streams = knob("h2_max_concurrent_streams", 100)
+        self.rst_per_second = knob("h2_max_rst_stream_per_window", 100)
+        self.ping_per_second = knob("h2_max_ping_per_window", 100)
+        self.settings_per_second = knob("h2_max_settings_per_window", 50)
+        self.empty_data_per_second = knob("h2_max_empty_data_per_window", 100)
+        self.window_update_per_second = knob("h2_max_window_update_stream0_per_window", 100)
+        self.continuation_frames = knob("h2_max_continuation_frames", 20)
+        self.initial_connection_window = knob("h2_initial_connection_window", 1_048_576)
+        self.header_list_size = knob("h2_max_header_list_size", 65_536)
+        self.header_table_size = knob("h2_max_header_table_size", 65_536)
+        self.header_fields = knob("h2_max_header_fields", 128)
+        self.stream_idle_timeout = float(knob("h2_stream_idle_timeout_seconds", 30))
+        self.graceful_deadline = float(knob("h2_graceful_shutdown_deadline_seconds", 5))
+
+
+class _Connection(h2.connection.H2Connection):
+    """The library's connection, with the limit of concurrent streams left to
+    :class:`H2Session` (the library would end the whole connection; a refused stream is
+    enough)."""
+
+    @property
+    def open_inbound_streams(self) -> int:
+        super().open_inbound_streams  # noqa: B018 - the property forgets closed streams
+        return 0
+
+
+class _FloodCounter:
+    """Frames of each kind counted over the current second, before the library sees them."""
+
+    __slots__ = (
+        "continuations",
+        "empty_data",
+        "header",
+        "pings",
+        "resets",
+        "settings",
+        "skip",
+        "start",
+        "window_updates",
+    )
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.resets = self.pings = self.settings = self.empty_data = self.window_updates = 0
+        self.continuations = 0  # CONTINUATION frames of the header block in progress
+        self.skip = _PREFACE_LENGTH  # bytes until the next frame header
+        self.header = b""  # a frame header split between reads
+
+
+class H2Session(asyncio.Protocol):
+    """One client connection speaking HTTP/2 (see the module's doc)."""
+
+    __slots__ = (
+        "_closed",
+        "_flood",
+        "_goaway_at",
+        "conn",
+        "idle_deadline",
+        "limits",
+        "listener",
+        "peer_ip",
+        "peer_port",
+        "proxy",
+        "proxy_header",
+        "streams",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(
+        self,
+        listener: HttpListener,
+        peer_ip: str,
+        peer_port: int,
+        proxy_header: ProxyHeader | None,
+    ) -> None:
+        self.listener = listener
+        self.proxy: ProxyServices = listener.proxy
+        self.peer_ip = peer_ip
+        self.peer_port = peer_port
+        self.proxy_header = proxy_header
+        self.transport: Any = None
+        self.limits = H2Limits(listener.config)
+        self.streams: dict[int, StreamTransport] = {}
+        self.idle_deadline = 0.0
+        self.write_paused = False
+        self._goaway_at = 0.0  # when GOAWAY was sent on a soft stop (0: not sent)
+        self._closed = False
+        self._flood = _FloodCounter()
+        limits = self.limits
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_outbound_headers=False
+        )
+        conn = self.conn = _Connection(config)
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.header_list_size,
+                h2.settings.SettingCodes.HEADER_TABLE_SIZE: limits.header_table_size,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
+        conn.decoder.max_header_list_size = limits.header_list_size
+        conn.decoder.max_allowed_table_size = limits.header_table_size
+
+    # ------------------------------------------------------------------ connection events
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        proxy = self.proxy
+        transport.set_write_buffer_limits(proxy.write_buffer_limit)
+        conn = self.conn
+        conn.initiate_connection()
+        extra = self.limits.initial_connection_window - 65_535
+        if extra > 0:
+            conn.increment_flow_control_window(extra)
+        self._send()
+        proxy.session_opened(self)
+        self.idle_deadline = proxy.clock() + self.listener.request_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for stream in list(self.streams.values()):
+            stream.ended = True
+            session = stream.session
+            if session is not None:
+                session.connection_lost(exc)
+        self.streams.clear()
+        self.proxy.session_closed(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for stream in self.streams.values():
+            if stream.session is not None:
+                stream.session.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            if stream.session is not None:
+                stream.session.resume_writing()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    # ------------------------------------------------------------------ reading
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        calm = self._count_frames(data)
+        if calm:
+            self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, calm)
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as error:
+            self._send()  # the library prepared a GOAWAY with the error's code
+            self._end_connection(str(error))
+            return
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self._request(event)
+            elif isinstance(event, h2.events.DataReceived):
+                self._data(event)
+            elif isinstance(event, h2.events.StreamEnded):
+                self._stream_ended(event.stream_id)
+            elif isinstance(event, h2.events.TrailersReceived):
+                self._trailers(event)
+            elif isinstance(event, h2.events.StreamReset):
+                self._reset_by_client(event.stream_id)
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._flush_streams(event.stream_id)
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                self._flush_streams(0)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self._send()
+                self._end_connection("the client sent GOAWAY")
+                return
+        self._send()
+
+    # Complexity: per-read hot path: frame headers walked in one loop.
+    def _count_frames(self, data: bytes) -> str:  # noqa: C901, PLR0911, PLR0912
+        """Count the frames that start in ``data``; the flood found, or ""."""
+        flood = self._flood
+        limits = self.limits
+        now = self.proxy.clock()
+        if now - flood.start >= 1.0:
+            flood.start = now
+            flood.resets = flood.pings = flood.settings = flood.empty_data = 0
+            flood.window_updates = 0
+        pos = 0
+        end = len(data)
+        while pos < end:
+            skip = flood.skip
+            if skip:
+                if end - pos <= skip:
+                    flood.skip = skip - (end - pos)
+                    return ""
+                pos += skip
+                flood.skip = 0
+            need = 9 - len(flood.header)
+            if end - pos < need:
+                flood.header += data[pos:end]
+                return ""
+            header = flood.header + data[pos : pos + need] if flood.header else data[pos : pos + 9]
+            flood.header = b""
+            pos += need
+            length = int.from_bytes(header[:3], "big")
+            kind = header[3]
+            flags = header[4]
+            stream_id = int.from_bytes(header[5:9], "big") & 0x7FFF_FFFF
+            flood.skip = length
+            if kind == _DATA:
+                if length == 0 and not flags & _END_STREAM:
+                    flood.empty_data += 1
+                    if flood.empty_data > limits.empty_data_per_second:
+                        return "empty DATA flood"
+            elif kind == _HEADERS:
+                flood.continuations = 0
+            elif kind == _CONTINUATION:
+                flood.continuations += 1
+                if flood.continuations > limits.continuation_frames:
+                    return "CONTINUATION flood"
+            elif kind == _RST_STREAM:
+                flood.resets += 1
+                if flood.resets > limits.rst_per_second:
+                    return "RST_STREAM flood (rapid reset)"
+            elif kind == _SETTINGS:
+                if not flags & _ACK:
+                    flood.settings += 1
+                    if flood.settings > limits.settings_per_second:
+                        return "SETTINGS flood"
+            elif kind == _PING:
+                if not flags & _ACK:
+                    flood.pings += 1
+                    if flood.pings > limits.ping_per_second:
+                        return "PING flood"
+            elif kind == _WINDOW_UPDATE and stream_id == 0:
+                flood.window_updates += 1
+                if flood.window_updates > limits.window_update_per_second:
+                    return "WINDOW_UPDATE flood"
+        return ""
+
+    def _request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        conn = self.conn
+        headers: list[tuple[bytes, bytes]] = event.headers
+        if self._goaway_at or len(self.streams) >= self.limits.concurrent_streams:
+            conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if len(headers) > self.limits.header_fields:
+            conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
+        ended = event.stream_ended is not None
+        chunked = not ended and not any(name == b"content-length" for name, _ in headers)
+        built = request_head(headers, chunked)
+        method = built[1] if isinstance(built, tuple) else b"GET"
+        stream = StreamTransport(self, stream_id, method)
+        session = StreamSession(self.listener, self)
+        stream.session = session
+        self.streams[stream_id] = stream
+        session.connection_made(stream)
+        self.idle_deadline = 0.0
+        if isinstance(built, str):
+            session.answer(400, message=built)
+            return
+        stream.chunked = chunked
+        session.data_received(built[0])
+
+    def _data(self, event: h2.events.DataReceived) -> None:
+        stream_id = event.stream_id
+        size = event.flow_controlled_length
+        stream = self.streams.get(stream_id)
+        data: bytes = event.data
+        if stream is None or stream.session is None or stream.ended:
+            if size:
+                self.conn.acknowledge_received_data(size, stream_id)
+            return
+        if data:
+            stream.session.data_received(
+                b"%x\r\n%b\r\n" % (len(data), data) if stream.chunked else data
+            )
+        if not size:
+            return
+        if stream.reading_paused:
+            stream.unacked += size
+        else:
+            self.conn.acknowledge_received_data(size, stream_id)
+
+    def _trailers(self, event: h2.events.TrailersReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is not None:
+            stream.request_trailers = event.headers
+
+    def _stream_ended(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.session is None or not stream.chunked:
+            return
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in stream.request_trailers)
+        stream.session.data_received(b"0\r\n" + lines + b"\r\n")
+
+    def _reset_by_client(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        stream.ended = True
+        stream.pending.clear()
+        session = stream.session
+        stream.session = None
+        if session is not None:
+            session.connection_lost(None)
+        self._maybe_idle()
+
+    # ------------------------------------------------------------------ writing
+
+    def send_headers(self, stream_id: int, fields: list[tuple[bytes, bytes]], end: bool) -> None:
+        try:
+            self.conn.send_headers(stream_id, fields, end_stream=end)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, KeyError):
+            return
+        self._send()
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, end: bool) -> int:
+        """Send what the windows allow of ``data`` (all of it and the end when ``end``);
+        the number of bytes sent."""
+        conn = self.conn
+        try:
+            if not data:
+                conn.send_data(stream_id, b"", end_stream=end)
+                self._send()
+                return 0
+            window = conn.local_flow_control_window(stream_id)
+            size = min(len(data), window)
+            if size <= 0:
+                return 0
+            frame = conn.max_outbound_frame_size
+            sent = 0
+            while sent < size:
+                piece = min(frame, size - sent)
+                conn.send_data(
+                    stream_id,
+                    bytes(data[sent : sent + piece]),
+                    end_stream=end and sent + piece == len(data),
+                )
+                sent += piece
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, KeyError):
+            return len(data)  # the stream is gone: what is left is dropped
+        self._send()
+        return sent
+
+    def reset_stream(self, stream_id: int) -> None:
+        try:
+            self.conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, KeyError):
+            return
+        self._send()
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        try:
+            self.conn.acknowledge_received_data(size, stream_id)
+        except (h2.exceptions.ProtocolError, ValueError):
+            return
+        self._send()
+
+    def _send(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self._closed:
+            self.transport.write(data)
+
+    def _flush_streams(self, stream_id: int) -> None:
+        if stream_id:
+            stream = self.streams.get(stream_id)
+            if stream is not None and stream.pending:
+                stream.flush()
+            return
+        for stream in list(self.streams.values()):
+            if stream.pending:
+                stream.flush()
+
+    # ------------------------------------------------------------------ the end of streams
+
+    def stream_finished(self, stream: StreamTransport) -> None:
+        """``stream`` ended (answered, or reset): its session goes, its slot is free."""
+        if self.streams.get(stream.stream_id) is not stream:
+            return
+        del self.streams[stream.stream_id]
+        session = stream.session
+        stream.session = None
+        if session is not None:
+            session.connection_lost(None)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if self.streams:
+            return
+        if self._goaway_at:
+            self.close()
+            return
+        self.idle_deadline = self.proxy.clock() + self.listener.front_timeout
+
+    def _goaway(self, code: ErrorCodes, reason: str) -> None:
+        """End the connection for misbehaviour: GOAWAY(``code``), every stream cut."""
+        try:
+            self.conn.close_connection(error_code=code)
+        except h2.exceptions.ProtocolError:
+            pass
+        self._send()
+        self._end_connection(reason)
+
+    def _end_connection(self, reason: str) -> None:
+        for stream in list(self.streams.values()):
+            stream.ended = True
+            session = stream.session
+            stream.session = None
+            if session is not None:
+                session.connection_lost(None)
+        self.streams.clear()
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+
+    # ------------------------------------------------------------------ the worker's calls
+
+    @property
+    def deadline(self) -> float:
+        """The earliest deadline of the connection and its streams (for the sweeper)."""
+        earliest = self.idle_deadline or float("inf")
+        if self._goaway_at:
+            graceful = self.limits.graceful_deadline
+            if graceful:
+                earliest = min(earliest, self._goaway_at + graceful)
+        for stream in self.streams.values():
+            session = stream.session
+            if session is not None and session.deadline < earliest:
+                earliest = session.deadline
+        return earliest
+
+    def check_deadline(self, now: float) -> None:
+        graceful = self.limits.graceful_deadline
+        if self._goaway_at and graceful and now >= self._goaway_at + graceful:
+            self.abort()
+            return
+        if self.idle_deadline and now >= self.idle_deadline and not self.streams:
+            self.close()
+            return
+        for stream in list(self.streams.values()):
+            session = stream.session
+            if session is not None and session.deadline < now:
+                session.check_deadline(now)
+
+    def soft_stop(self) -> None:
+        """GOAWAY: the streams open finish, new ones are refused; closed when none is left
+        (or after the graceful deadline)."""
+        if self._goaway_at or self._closed:
+            return
+        self._goaway_at = self.proxy.clock()
+        self._send()
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self.conn.highest_inbound_stream_id
+        frame.error_code = ErrorCodes.NO_ERROR
+        if self.transport is not None:
+            self.transport.write(frame.serialize())
+        if not self.streams:
+            self.close()
+
+    def close(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+
+    def abort(self) -> None:
+        transport = self.transport
+        if transport is not None:
+            transport.abort()

@@ -1,0 +1,303 @@
+"""One HTTP/2 stream of a client connection, carried by the HTTP/1.1 session code.
+
+Each stream of an :class:`~.h2_front.H2Session` gets its own :class:`StreamSession`: a
+:class:`~.http.FrontendSession` (so routing, the proxy's answers, forwarding headers,
+redirects, rewrites, authentication, stickiness, retries, timeouts, access logs and metrics are
+the very code HTTP/1.1 requests run through) whose transport is a :class:`StreamTransport`:
+
+* the request is handed to the session as the HTTP/1.1 message it stands for (built by
+  :func:`request_head` from the HEADERS frame; DATA frames as its body, chunked when the
+  client gave no ``content-length``; trailers as chunked trailers);
+* what the session writes (an HTTP/1.1 answer) is read back by a
+  :class:`~.h1_decode.MessageReader` into HEADERS and DATA frames for the stream, within the
+  stream's and the connection's flow-control windows. What waits for window is counted; past
+  the write-buffer limit the session is told to pause (its backend is no longer read), as a
+  full socket buffer would.
+
+A stream session carries exactly one exchange: when its answer is complete it closes, which
+ends the stream.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from . import h1
+from .h1 import HttpError
+from .h1_decode import MessageReader
+from .http import FrontendSession
+
+if TYPE_CHECKING:
+    from .h2_front import H2Session
+    from .listeners import HttpListener
+
+__all__ = ["StreamSession", "StreamTransport", "request_head"]
+
+# Fields that do not cross from HTTP/1.1 to HTTP/2 (RFC 9113 §8.2.2).
+_CONNECTION_FIELDS: Final = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+)
+
+
+# Complexity: one pass over the header list, each field where it goes.
+def request_head(  # noqa: C901
+    headers: list[tuple[bytes, bytes]], chunked: bool
+) -> tuple[bytes, bytes] | str:
+    """(the HTTP/1.1 head, the method) that an HTTP/2 request's header list stands for, or
+    the reason it is malformed (answered 400).
+
+    ``:authority`` becomes ``Host`` (a ``host`` field naming another authority is refused);
+    ``cookie`` fields are joined with ``; `` (RFC 9113 §8.2.3); ``chunked``: the body comes
+    without a declared length and is sent chunked. The library (``h2``) already refused
+    connection-specific fields, uppercase names and misplaced pseudo-fields."""
+    method = path = authority = b""
+    host = b""
+    cookies: list[bytes] = []
+    fields: list[bytes] = []
+    for name, value in headers:
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            continue
+        if name == b"cookie":
+            cookies.append(value)
+            continue
+        if name == b"host":
+            host = value
+            continue
+        if name == b"te" or name in _CONNECTION_FIELDS:
+            continue
+        if chunked and name == b"content-length":
+            continue
+        fields += (name, b": ", value, b"\r\n")
+    if not method or not path:
+        return "missing :method or :path"
+    if authority and host and authority.lower() != host.lower():
+        return ":authority and Host name different hosts"
+    authority = authority or host
+    if not authority:
+        return "missing :authority and Host"
+    if b"\r" in authority or b"\n" in authority or b" " in authority:
+        return "invalid :authority"
+    if cookies:
+        fields += (b"cookie: ", b"; ".join(cookies), b"\r\n")
+    if chunked:
+        fields.append(b"transfer-encoding: chunked\r\n")
+    return (
+        b"".join(
+            (method, b" ", path, b" HTTP/1.1\r\nhost: ", authority, b"\r\n", *fields, b"\r\n")
+        ),
+        method,
+    )
+
+
+class StreamTransport:
+    """The transport of a :class:`StreamSession`: its writes become the stream's frames.
+
+    ``pending`` holds the body bytes (and the end) that wait for flow-control window;
+    ``paused``: the session asked not to be read (request DATA is then not acknowledged, so
+    the client's window closes)."""
+
+    __slots__ = (
+        "_closing",
+        "_high",
+        "_session_paused",
+        "chunked",
+        "connection",
+        "ended",
+        "pending",
+        "pending_size",
+        "reader",
+        "reading_paused",
+        "request_trailers",
+        "session",
+        "stream_id",
+        "trailers",
+        "unacked",
+    )
+
+    def __init__(self, connection: H2Session, stream_id: int, method: bytes) -> None:
+        self.connection = connection
+        self.stream_id = stream_id
+        self.session: StreamSession | None = None
+        self.reader = MessageReader(
+            self, request=False, max_head=connection.listener.max_head, method=method
+        )
+        self.pending: list[bytes | memoryview | None] = []  # None: the end of the stream
+        self.pending_size = 0
+        self.ended = False  # END_STREAM (or RST_STREAM) sent: nothing more goes out
+        self.reading_paused = False
+        self.chunked = False  # the request body is sent chunked (no content-length given)
+        self.request_trailers: list[tuple[bytes, bytes]] = []
+        self.unacked = 0  # request bytes received while paused, acknowledged on resume
+        self.trailers: list[tuple[bytes, bytes]] = []  # sent at the end, after what waits
+        self._high = 1 << 16
+        self._session_paused = False
+        self._closing = False
+
+    # ------------------------------------------------------------------ transport interface
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.ended:
+            return
+        try:
+            self.reader.feed(data)
+        except HttpError:
+            self.abort()
+
+    def writelines(self, pieces: Any) -> None:
+        for piece in pieces:
+            self.write(piece)
+
+    def close(self) -> None:
+        """The session is done: the stream ends once what waits is sent (cut short when the
+        answer is incomplete)."""
+        if self._closing:
+            return
+        self._closing = True
+        if not self.ended and not self.reader.done:
+            if self.reader.close():
+                pass  # a close-delimited body: complete
+            else:
+                self.abort()
+                return
+        if not self.pending:
+            self.connection.stream_finished(self)
+
+    def abort(self) -> None:
+        """Cut the stream: RST_STREAM, unless it already ended."""
+        self._closing = True
+        self.pending.clear()
+        self.pending_size = 0
+        if not self.ended:
+            self.ended = True
+            self.connection.reset_stream(self.stream_id)
+        self.connection.stream_finished(self)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            if self.unacked:
+                unacked, self.unacked = self.unacked, 0
+                self.connection.acknowledge(self.stream_id, unacked)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        transport = self.connection.transport
+        return transport.get_extra_info(name, default) if transport is not None else default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is not None:
+            self._high = high
+
+    def get_write_buffer_size(self) -> int:
+        return self.pending_size
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:  # pragma: no cover - no tunnel on a stream
+        self.abort()
+
+    # ------------------------------------------------------------------ the answer read back
+
+    def message_head(self, head: h1.RequestHead | h1.ResponseHead) -> None:
+        assert isinstance(head, h1.ResponseHead)
+        fields: list[tuple[bytes, bytes]] = [(b":status", b"%d" % head.status)]
+        for name, value in head.headers:
+            lower = name.lower()
+            if lower in _CONNECTION_FIELDS:
+                continue
+            fields.append((lower, value))
+        self.connection.send_headers(self.stream_id, fields, False)
+
+    def message_data(self, data: bytes | memoryview) -> None:
+        if self.pending:
+            self.pending.append(data)
+            self.pending_size += len(data)
+        else:
+            sent = self.connection.send_data(self.stream_id, data, False)
+            if sent < len(data):
+                rest = memoryview(data)[sent:]
+                self.pending.append(rest)
+                self.pending_size += len(rest)
+        if self.pending_size > self._high and not self._session_paused:
+            session = self.session
+            if session is not None:
+                self._session_paused = True
+                session.pause_writing()
+
+    def message_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.trailers = [(name.lower(), value) for name, value in trailers]
+        if self.pending:
+            self.pending.append(None)
+            return
+        self._end()
+
+    def _end(self) -> None:
+        self.ended = True
+        if self.trailers:
+            self.connection.send_headers(self.stream_id, self.trailers, True)
+        else:
+            self.connection.send_data(self.stream_id, b"", True)
+
+    def flush(self) -> None:
+        """Send what waits, as far as the windows allow (they grew)."""
+        pending = self.pending
+        connection = self.connection
+        while pending:
+            piece = pending[0]
+            if piece is None:
+                pending.clear()
+                self._end()
+                break
+            sent = connection.send_data(self.stream_id, piece, False)
+            self.pending_size -= sent
+            if sent < len(piece):
+                pending[0] = memoryview(piece)[sent:]
+                return
+            pending.pop(0)
+        if self._session_paused and self.pending_size <= self._high // 4:
+            self._session_paused = False
+            session = self.session
+            if session is not None:
+                session.resume_writing()
+        if not pending and self._closing:
+            connection.stream_finished(self)
+
+
+class StreamSession(FrontendSession):
+    """The HTTP/1.1 session code carrying one HTTP/2 stream (see the module's doc)."""
+
+    __slots__ = ()
+
+    def __init__(self, listener: HttpListener, connection: H2Session) -> None:
+        super().__init__(listener)
+        self.peer_ip = connection.peer_ip
+        self.peer_port = connection.peer_port
+        self.proxy_header = connection.proxy_header
+
+    def _speaks_h2(self, transport: Any) -> bool:
+        return False  # it is HTTP/2 already
+
+    def _register(self) -> None:
+        """A stream is not a connection: the H2 connection is counted, and sweeps it."""
+
+    def _unregister(self) -> None:
+        pass
+
+    def response_done(self) -> None:
+        self.keep_alive = False  # one exchange per stream: its end closes the stream
+        super().response_done()
+
+    def soft_stop(self) -> None:
+        """The connection sends GOAWAY; this stream finishes its exchange."""
