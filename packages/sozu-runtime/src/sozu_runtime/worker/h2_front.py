@@ -47,11 +47,12 @@ from hyperframe.frame import GoAwayFrame
 from .h2_stream import StreamSession, StreamTransport, request_head
 
 if TYPE_CHECKING:
+    from .http import FrontendSession
     from .listeners import HttpListener
     from .proxy_protocol import ProxyHeader
     from .services import ProxyServices
 
-__all__ = ["H2Limits", "H2Session"]
+__all__ = ["H2Limits", "H2Session", "take_over_h2"]
 
 _PREFACE_LENGTH: Final = 24
 # frame types (RFC 9113 §6)
@@ -67,6 +68,22 @@ _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 
 _END_STREAM: Final = 0x1
 _ACK: Final = 0x1
 _END_HEADERS: Final = 0x4
+
+
+def take_over_h2(session: FrontendSession, transport: Any) -> None:
+    """An HTTPS connection whose handshake chose ``h2``: an :class:`H2Session` replaces
+    ``session`` (the HTTP/1.1 protocol made for it) as the protocol of ``transport``, counted
+    in its place."""
+    h2_session = H2Session(
+        session.listener, session.peer_ip, session.peer_port, session.proxy_header
+    )
+    handshakes = session.proxy.handshakes
+    handshake = handshakes.pop(session, None)
+    if handshake is not None:
+        handshakes[h2_session] = handshake
+        handshake.protocol = h2_session
+    transport.set_protocol(h2_session)
+    h2_session.connection_made(transport)
 
 
 class H2Limits:
@@ -212,6 +229,7 @@ class H2Session(asyncio.Protocol):
         if extra > 0:
             conn.increment_flow_control_window(extra)
         self._send()
+        proxy.metrics.h2_connections += 1
         proxy.session_opened(self)
         self.idle_deadline = proxy.clock() + self.listener.request_timeout
 
@@ -254,6 +272,10 @@ class H2Session(asyncio.Protocol):
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as error:
+            if isinstance(error, h2.exceptions.DenialOfServiceError):
+                self.proxy.metrics.h2_floods += 1
+            else:
+                self.proxy.metrics.h2_protocol_errors += 1
             self._send()  # the library prepared a GOAWAY with the error's code
             self._end_connection(str(error))
             return
@@ -345,7 +367,10 @@ class H2Session(asyncio.Protocol):
         stream_id = event.stream_id
         conn = self.conn
         headers: list[tuple[bytes, bytes]] = event.headers
+        metrics = self.proxy.metrics
+        metrics.h2_streams += 1
         if self._goaway_at or len(self.streams) >= self.limits.concurrent_streams:
+            metrics.h2_refused_streams += 1
             conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         if len(headers) > self.limits.header_fields:
@@ -365,6 +390,8 @@ class H2Session(asyncio.Protocol):
             session.answer(400, message=built)
             return
         stream.chunked = chunked
+        if not ended:  # the body follows: the stream must not stay silent too long
+            stream.idle_deadline = self.proxy.clock() + self.limits.stream_idle_timeout
         session.data_received(built[0])
 
     def _data(self, event: h2.events.DataReceived) -> None:
@@ -376,6 +403,8 @@ class H2Session(asyncio.Protocol):
             if size:
                 self.conn.acknowledge_received_data(size, stream_id)
             return
+        if stream.idle_deadline:
+            stream.idle_deadline = self.proxy.clock() + self.limits.stream_idle_timeout
         if data:
             stream.session.data_received(
                 b"%x\r\n%b\r\n" % (len(data), data) if stream.chunked else data
@@ -394,7 +423,10 @@ class H2Session(asyncio.Protocol):
 
     def _stream_ended(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
-        if stream is None or stream.session is None or not stream.chunked:
+        if stream is None or stream.session is None:
+            return
+        stream.idle_deadline = 0.0  # the request is complete
+        if not stream.chunked:
             return
         lines = b"".join(name + b": " + value + b"\r\n" for name, value in stream.request_trailers)
         stream.session.data_received(b"0\r\n" + lines + b"\r\n")
@@ -500,6 +532,7 @@ class H2Session(asyncio.Protocol):
 
     def _goaway(self, code: ErrorCodes, reason: str) -> None:
         """End the connection for misbehaviour: GOAWAY(``code``), every stream cut."""
+        self.proxy.metrics.h2_floods += 1
         try:
             self.conn.close_connection(error_code=code)
         except h2.exceptions.ProtocolError:
@@ -533,6 +566,8 @@ class H2Session(asyncio.Protocol):
             session = stream.session
             if session is not None and session.deadline < earliest:
                 earliest = session.deadline
+            if stream.idle_deadline and stream.idle_deadline < earliest:
+                earliest = stream.idle_deadline
         return earliest
 
     def check_deadline(self, now: float) -> None:
@@ -545,7 +580,16 @@ class H2Session(asyncio.Protocol):
             return
         for stream in list(self.streams.values()):
             session = stream.session
-            if session is not None and session.deadline < now:
+            if session is None:
+                continue
+            if stream.idle_deadline and stream.idle_deadline <= now:
+                # h2_stream_idle_timeout_seconds: the client left its request unfinished
+                stream.idle_deadline = 0.0
+                if session.exchange.response_started:
+                    stream.abort()
+                else:
+                    session.answer(408, message="HTTP/2 stream idle")
+            elif session.deadline < now:
                 session.check_deadline(now)
 
     def soft_stop(self) -> None:

@@ -20,7 +20,7 @@ ends the stream.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import h1
 from .h1 import HttpError
@@ -28,10 +28,12 @@ from .h1_decode import MessageReader
 from .http import FrontendSession
 
 if TYPE_CHECKING:
-    from .h2_front import H2Session
+    from .access_log import AccessEntry
     from .listeners import HttpListener
+    from .metrics import Sample
+    from .proxy_protocol import ProxyHeader
 
-__all__ = ["StreamSession", "StreamTransport", "request_head"]
+__all__ = ["StreamConnection", "StreamSession", "StreamTransport", "request_head"]
 
 # Fields that do not cross from HTTP/1.1 to HTTP/2 (RFC 9113 §8.2.2).
 _CONNECTION_FIELDS: Final = frozenset(
@@ -95,6 +97,28 @@ def request_head(  # noqa: C901
     )
 
 
+class StreamConnection(Protocol):
+    """What a stream needs of its connection (:class:`.h2_front.H2Session`)."""
+
+    listener: HttpListener
+    transport: Any
+    peer_ip: str
+    peer_port: int
+    proxy_header: ProxyHeader | None
+
+    def send_headers(
+        self, stream_id: int, fields: list[tuple[bytes, bytes]], end: bool
+    ) -> None: ...
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, end: bool) -> int: ...
+
+    def reset_stream(self, stream_id: int) -> None: ...
+
+    def acknowledge(self, stream_id: int, size: int) -> None: ...
+
+    def stream_finished(self, stream: StreamTransport) -> None: ...
+
+
 class StreamTransport:
     """The transport of a :class:`StreamSession`: its writes become the stream's frames.
 
@@ -109,6 +133,7 @@ class StreamTransport:
         "chunked",
         "connection",
         "ended",
+        "idle_deadline",
         "pending",
         "pending_size",
         "reader",
@@ -120,7 +145,7 @@ class StreamTransport:
         "unacked",
     )
 
-    def __init__(self, connection: H2Session, stream_id: int, method: bytes) -> None:
+    def __init__(self, connection: StreamConnection, stream_id: int, method: bytes) -> None:
         self.connection = connection
         self.stream_id = stream_id
         self.session: StreamSession | None = None
@@ -131,6 +156,7 @@ class StreamTransport:
         self.pending_size = 0
         self.ended = False  # END_STREAM (or RST_STREAM) sent: nothing more goes out
         self.reading_paused = False
+        self.idle_deadline = 0.0  # while the request's body is awaited: its idle timeout
         self.chunked = False  # the request body is sent chunked (no content-length given)
         self.request_trailers: list[tuple[bytes, bytes]] = []
         self.unacked = 0  # request bytes received while paused, acknowledged on resume
@@ -280,7 +306,7 @@ class StreamSession(FrontendSession):
 
     __slots__ = ()
 
-    def __init__(self, listener: HttpListener, connection: H2Session) -> None:
+    def __init__(self, listener: HttpListener, connection: StreamConnection) -> None:
         super().__init__(listener)
         self.peer_ip = connection.peer_ip
         self.peer_port = connection.peer_port
@@ -301,3 +327,8 @@ class StreamSession(FrontendSession):
 
     def soft_stop(self) -> None:
         """The connection sends GOAWAY; this stream finishes its exchange."""
+
+    def _access_entry(self, sample: Sample, message: str) -> AccessEntry:
+        entry = super()._access_entry(sample, message)
+        entry.protocol = "HTTP2"
+        return entry

@@ -221,16 +221,10 @@ class FrontendSession(asyncio.Protocol):
                 transport.abort()
                 return True
             return False
-        from .h2_front import H2Session
-
-        session = H2Session(self.listener, self.peer_ip, self.peer_port, self.proxy_header)
-        handshakes = self.proxy.handshakes
-        handshake = handshakes.pop(self, None)
-        if handshake is not None:
-            handshakes[session] = handshake
-            handshake.protocol = session
-        transport.set_protocol(session)
-        session.connection_made(transport)
+        take_over = self.listener.take_over_h2
+        if take_over is None:
+            return False
+        take_over(self, transport)
         return True
 
     def pause_writing(self) -> None:
