@@ -450,7 +450,6 @@ class H2Session(asyncio.Protocol):
             self.conn.send_headers(stream_id, fields, end_stream=end)
         except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, KeyError):
             return
-        self._send()
 
     def send_data(self, stream_id: int, data: bytes | memoryview, end: bool) -> int:
         """Send what the windows allow of ``data`` (all of it and the end when ``end``);
@@ -459,7 +458,6 @@ class H2Session(asyncio.Protocol):
         try:
             if not data:
                 conn.send_data(stream_id, b"", end_stream=end)
-                self._send()
                 return 0
             window = conn.local_flow_control_window(stream_id)
             size = min(len(data), window)
@@ -477,7 +475,6 @@ class H2Session(asyncio.Protocol):
                 sent += piece
         except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, KeyError):
             return len(data)  # the stream is gone: what is left is dropped
-        self._send()
         return sent
 
     def reset_stream(self, stream_id: int) -> None:
@@ -485,13 +482,15 @@ class H2Session(asyncio.Protocol):
             self.conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
         except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, KeyError):
             return
-        self._send()
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         try:
             self.conn.acknowledge_received_data(size, stream_id)
         except (h2.exceptions.ProtocolError, ValueError):
             return
+
+    def flush_output(self) -> None:
+        """Write what the library has to send (once per batch of frames)."""
         self._send()
 
     def _send(self) -> None:
@@ -519,7 +518,8 @@ class H2Session(asyncio.Protocol):
         session = stream.session
         stream.session = None
         if session is not None:
-            session.connection_lost(None)
+            # after the session's own call returns, as a transport's connection_lost comes
+            self.proxy.loop.call_soon(session.connection_lost, None)
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:

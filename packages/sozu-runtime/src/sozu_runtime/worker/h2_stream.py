@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from . import h1
-from .h1 import HttpError
+from .h1 import BODY_NONE, HttpError
 from .h1_decode import MessageReader
 from .http import FrontendSession
 
@@ -110,6 +110,8 @@ class StreamConnection(Protocol):
         self, stream_id: int, fields: list[tuple[bytes, bytes]], end: bool
     ) -> None: ...
 
+    def flush_output(self) -> None: ...
+
     def send_data(self, stream_id: int, data: bytes | memoryview, end: bool) -> int: ...
 
     def reset_stream(self, stream_id: int) -> None: ...
@@ -174,10 +176,19 @@ class StreamTransport:
             self.reader.feed(data)
         except HttpError:
             self.abort()
+            return
+        self.connection.flush_output()
 
     def writelines(self, pieces: Any) -> None:
-        for piece in pieces:
-            self.write(piece)
+        if self.ended:
+            return
+        try:
+            for piece in pieces:
+                self.reader.feed(piece)
+        except HttpError:
+            self.abort()
+            return
+        self.connection.flush_output()
 
     def close(self) -> None:
         """The session is done: the stream ends once what waits is sent (cut short when the
@@ -193,6 +204,7 @@ class StreamTransport:
                 return
         if not self.pending:
             self.connection.stream_finished(self)
+        self.connection.flush_output()
 
     def abort(self) -> None:
         """Cut the stream: RST_STREAM, unless it already ended."""
@@ -203,6 +215,7 @@ class StreamTransport:
             self.ended = True
             self.connection.reset_stream(self.stream_id)
         self.connection.stream_finished(self)
+        self.connection.flush_output()
 
     def is_closing(self) -> bool:
         return self._closing
@@ -216,6 +229,7 @@ class StreamTransport:
             if self.unacked:
                 unacked, self.unacked = self.unacked, 0
                 self.connection.acknowledge(self.stream_id, unacked)
+                self.connection.flush_output()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         transport = self.connection.transport
@@ -244,7 +258,11 @@ class StreamTransport:
             if lower in _CONNECTION_FIELDS:
                 continue
             fields.append((lower, value))
-        self.connection.send_headers(self.stream_id, fields, False)
+        # an answer without a body ends with its head
+        end = head.status >= 200 and self.reader.kind == BODY_NONE
+        if end:
+            self.ended = True
+        self.connection.send_headers(self.stream_id, fields, end)
 
     def message_data(self, data: bytes | memoryview) -> None:
         if self.pending:
@@ -263,6 +281,8 @@ class StreamTransport:
                 session.pause_writing()
 
     def message_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        if self.ended:
+            return
         self.trailers = [(name.lower(), value) for name, value in trailers]
         if self.pending:
             self.pending.append(None)
