@@ -7,21 +7,19 @@ stream is carried by a :class:`~.h2_stream.StreamSession`, the HTTP/1.1 session 
 virtual transport (see :mod:`.h2_stream`): an HTTP/2 stream is the same unit as an HTTP/1.1
 request, through the same routing, answers, forwarding, retries, timeouts, logs and metrics.
 
-Protections (each a listener setting with sōzu's name and default, see
-:class:`H2Limits`):
+Protections (each a listener setting with sōzu's name and default, see :mod:`.h2_guard`):
 
 * at most ``h2_max_concurrent_streams`` streams at once: more are refused with
   RST_STREAM(REFUSED_STREAM), the connection goes on;
-* floods, counted per second on the frames as they arrive (before the library handles
-  them): RST_STREAM from the client (rapid reset, CVE-2023-44487), SETTINGS, PING, empty
-  DATA, WINDOW_UPDATE on the connection, and a header block in too many CONTINUATION frames
-  (CVE-2024-27316) end the connection with GOAWAY(ENHANCE_YOUR_CALM);
+* floods (counted by :class:`~.h2_guard.Guard` on the frames as they arrive, before the
+  library handles them) end the connection with GOAWAY(ENHANCE_YOUR_CALM);
 * a decoded header list over ``h2_max_header_list_size`` (an HPACK bomb) ends it the same
   way (the library's check); a request with more than ``h2_max_header_fields`` fields gets
   RST_STREAM(PROTOCOL_ERROR);
 * what the library finds malformed (pseudo-fields, connection-specific fields, stream ids)
   ends the connection with GOAWAY(PROTOCOL_ERROR), or resets the one stream when the
   library says it is a stream error;
+* a request left unfinished longer than ``h2_stream_idle_timeout_seconds`` is answered 408;
 * memory: a stream's answer waits for window up to the write-buffer limit (then its backend
   is not read); request bodies are bounded by the windows the proxy grants, granted again
   only as the backend takes the bytes.
@@ -34,7 +32,7 @@ and the connection closes when none is left, or after
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import h2.config
 import h2.connection
@@ -44,6 +42,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
+from .h2_guard import Guard, H2Limits
 from .h2_stream import StreamSession, StreamTransport, request_head
 
 if TYPE_CHECKING:
@@ -52,22 +51,7 @@ if TYPE_CHECKING:
     from .proxy_protocol import ProxyHeader
     from .services import ProxyServices
 
-__all__ = ["H2Limits", "H2Session", "take_over_h2"]
-
-_PREFACE_LENGTH: Final = 24
-# frame types (RFC 9113 §6)
-_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = (
-    0x0,
-    0x1,
-    0x3,
-    0x4,
-    0x6,
-    0x8,
-    0x9,
-)
-_END_STREAM: Final = 0x1
-_ACK: Final = 0x1
-_END_HEADERS: Final = 0x4
+__all__ = ["H2Session", "take_over_h2"]
 
 
 def take_over_h2(session: FrontendSession, transport: Any) -> None:
@@ -86,46 +70,6 @@ def take_over_h2(session: FrontendSession, transport: Any) -> None:
     h2_session.connection_made(transport)
 
 
-class H2Limits:
-    """The HTTP/2 settings of a listener (sōzu's ``h2_*`` keys, with sōzu's defaults), read
-    when a connection starts: a live change applies to the next connections."""
-
-    __slots__ = (
-        "concurrent_streams",
-        "continuation_frames",
-        "empty_data_per_second",
-        "graceful_deadline",
-        "header_fields",
-        "header_list_size",
-        "header_table_size",
-        "initial_connection_window",
-        "ping_per_second",
-        "rst_per_second",
-        "settings_per_second",
-        "stream_idle_timeout",
-        "window_update_per_second",
-    )
-
-    def __init__(self, config: Any) -> None:
-        def knob(name: str, default: int) -> int:
-            value = getattr(config, name, None)
-            return default if value is None else int(value)
-
-        self.concurrent_streams = knob("h2_max_concurrent_streams", 100)
-        self.rst_per_second = knob("h2_max_rst_stream_per_window", 100)
-        self.ping_per_second = knob("h2_max_ping_per_window", 100)
-        self.settings_per_second = knob("h2_max_settings_per_window", 50)
-        self.empty_data_per_second = knob("h2_max_empty_data_per_window", 100)
-        self.window_update_per_second = knob("h2_max_window_update_stream0_per_window", 100)
-        self.continuation_frames = knob("h2_max_continuation_frames", 20)
-        self.initial_connection_window = knob("h2_initial_connection_window", 1_048_576)
-        self.header_list_size = knob("h2_max_header_list_size", 65_536)
-        self.header_table_size = knob("h2_max_header_table_size", 65_536)
-        self.header_fields = knob("h2_max_header_fields", 128)
-        self.stream_idle_timeout = float(knob("h2_stream_idle_timeout_seconds", 30))
-        self.graceful_deadline = float(knob("h2_graceful_shutdown_deadline_seconds", 5))
-
-
 class _Connection(h2.connection.H2Connection):
     """The library's connection, with the limit of concurrent streams left to
     :class:`H2Session` (the library would end the whole connection; a refused stream is
@@ -137,36 +81,13 @@ class _Connection(h2.connection.H2Connection):
         return 0
 
 
-class _FloodCounter:
-    """Frames of each kind counted over the current second, before the library sees them."""
-
-    __slots__ = (
-        "continuations",
-        "empty_data",
-        "header",
-        "pings",
-        "resets",
-        "settings",
-        "skip",
-        "start",
-        "window_updates",
-    )
-
-    def __init__(self) -> None:
-        self.start = 0.0
-        self.resets = self.pings = self.settings = self.empty_data = self.window_updates = 0
-        self.continuations = 0  # CONTINUATION frames of the header block in progress
-        self.skip = _PREFACE_LENGTH  # bytes until the next frame header
-        self.header = b""  # a frame header split between reads
-
-
 class H2Session(asyncio.Protocol):
     """One client connection speaking HTTP/2 (see the module's doc)."""
 
     __slots__ = (
         "_closed",
-        "_flood",
         "_goaway_at",
+        "_guard",
         "conn",
         "idle_deadline",
         "limits",
@@ -199,10 +120,15 @@ class H2Session(asyncio.Protocol):
         self.write_paused = False
         self._goaway_at = 0.0  # when GOAWAY was sent on a soft stop (0: not sent)
         self._closed = False
-        self._flood = _FloodCounter()
+        self._guard = Guard(self.limits)
         limits = self.limits
         config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_outbound_headers=False
+            client_side=False,
+            header_encoding=None,
+            # what goes out was built here from a checked head: lowercase names, no
+            # connection-specific fields
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         conn = self.conn = _Connection(config)
         conn.local_settings = h2.settings.Settings(
@@ -265,7 +191,7 @@ class H2Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
-        calm = self._count_frames(data)
+        calm = self._guard.frames(data, self.proxy.clock())
         if calm:
             self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, calm)
             return
@@ -300,81 +226,17 @@ class H2Session(asyncio.Protocol):
                 return
         self._send()
 
-    # Complexity: per-read hot path: frame headers walked in one loop.
-    def _count_frames(self, data: bytes) -> str:  # noqa: C901, PLR0911, PLR0912
-        """Count the frames that start in ``data``; the flood found, or ""."""
-        flood = self._flood
-        limits = self.limits
-        now = self.proxy.clock()
-        if now - flood.start >= 1.0:
-            flood.start = now
-            flood.resets = flood.pings = flood.settings = flood.empty_data = 0
-            flood.window_updates = 0
-        pos = 0
-        end = len(data)
-        while pos < end:
-            skip = flood.skip
-            if skip:
-                if end - pos <= skip:
-                    flood.skip = skip - (end - pos)
-                    return ""
-                pos += skip
-                flood.skip = 0
-            need = 9 - len(flood.header)
-            if end - pos < need:
-                flood.header += data[pos:end]
-                return ""
-            header = flood.header + data[pos : pos + need] if flood.header else data[pos : pos + 9]
-            flood.header = b""
-            pos += need
-            length = int.from_bytes(header[:3], "big")
-            kind = header[3]
-            flags = header[4]
-            stream_id = int.from_bytes(header[5:9], "big") & 0x7FFF_FFFF
-            flood.skip = length
-            if kind == _DATA:
-                if length == 0 and not flags & _END_STREAM:
-                    flood.empty_data += 1
-                    if flood.empty_data > limits.empty_data_per_second:
-                        return "empty DATA flood"
-            elif kind == _HEADERS:
-                flood.continuations = 0
-            elif kind == _CONTINUATION:
-                flood.continuations += 1
-                if flood.continuations > limits.continuation_frames:
-                    return "CONTINUATION flood"
-            elif kind == _RST_STREAM:
-                flood.resets += 1
-                if flood.resets > limits.rst_per_second:
-                    return "RST_STREAM flood (rapid reset)"
-            elif kind == _SETTINGS:
-                if not flags & _ACK:
-                    flood.settings += 1
-                    if flood.settings > limits.settings_per_second:
-                        return "SETTINGS flood"
-            elif kind == _PING:
-                if not flags & _ACK:
-                    flood.pings += 1
-                    if flood.pings > limits.ping_per_second:
-                        return "PING flood"
-            elif kind == _WINDOW_UPDATE and stream_id == 0:
-                flood.window_updates += 1
-                if flood.window_updates > limits.window_update_per_second:
-                    return "WINDOW_UPDATE flood"
-        return ""
-
     def _request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
-        conn = self.conn
         headers: list[tuple[bytes, bytes]] = event.headers
         metrics = self.proxy.metrics
         metrics.h2_streams += 1
         if self._goaway_at or len(self.streams) >= self.limits.concurrent_streams:
             metrics.h2_refused_streams += 1
-            conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._refuse(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         if len(headers) > self.limits.header_fields:
-            conn.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            self._refuse(stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
         ended = event.stream_ended is not None
         chunked = not ended and not any(name == b"content-length" for name, _ in headers)
@@ -387,6 +249,7 @@ class H2Session(asyncio.Protocol):
         session.connection_made(stream)
         self.idle_deadline = 0.0
         if isinstance(built, str):
+            self._calm(self._guard.glitch())
             session.answer(400, message=built)
             return
         stream.chunked = chunked
@@ -435,9 +298,15 @@ class H2Session(asyncio.Protocol):
         stream = self.streams.pop(stream_id, None)
         if stream is None:
             return
+        session = stream.session
+        if session is not None and not session.exchange.response_started:
+            calm = self._guard.reset_unanswered()
+            if calm:
+                self.streams[stream_id] = stream  # cut with the others
+                self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, calm)
+                return
         stream.ended = True
         stream.pending.clear()
-        session = stream.session
         stream.session = None
         if session is not None:
             session.connection_lost(None)
@@ -478,10 +347,22 @@ class H2Session(asyncio.Protocol):
         return sent
 
     def reset_stream(self, stream_id: int) -> None:
+        """Cut a stream whose answer cannot be completed: RST_STREAM(INTERNAL_ERROR)."""
         try:
             self.conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
         except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, KeyError):
             return
+        self._calm(self._guard.reset_sent())
+
+    def _refuse(self, stream_id: int, code: ErrorCodes) -> None:
+        """A stream the proxy does not serve: RST_STREAM(``code``), a glitch of the client."""
+        self.conn.reset_stream(stream_id, code)
+        self._calm(self._guard.reset_sent() or self._guard.glitch())
+
+    def _calm(self, flood: str) -> None:
+        """End the connection when the guard found a flood."""
+        if flood and not self._closed:
+            self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, flood)
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         try:
