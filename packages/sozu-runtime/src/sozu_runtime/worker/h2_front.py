@@ -253,6 +253,7 @@ class H2Session(asyncio.Protocol):
             session.answer(400, message=built)
             return
         stream.chunked = chunked
+        stream.request_ended = ended
         if not ended:  # the body follows: the stream must not stay silent too long
             stream.idle_deadline = self.proxy.clock() + self.limits.stream_idle_timeout
         session.data_received(built[0])
@@ -289,6 +290,7 @@ class H2Session(asyncio.Protocol):
         if stream is None or stream.session is None:
             return
         stream.idle_deadline = 0.0  # the request is complete
+        stream.request_ended = True
         if not stream.chunked:
             return
         lines = b"".join(name + b": " + value + b"\r\n" for name, value in stream.request_trailers)
@@ -396,6 +398,12 @@ class H2Session(asyncio.Protocol):
         if self.streams.get(stream.stream_id) is not stream:
             return
         del self.streams[stream.stream_id]
+        if not stream.request_ended and not stream.aborted:
+            # answered before the request was complete: the client may stop sending
+            try:
+                self.conn.reset_stream(stream.stream_id, ErrorCodes.NO_ERROR)
+            except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, KeyError):
+                pass
         session = stream.session
         stream.session = None
         if session is not None:

@@ -132,6 +132,7 @@ class StreamTransport:
         "_closing",
         "_high",
         "_session_paused",
+        "aborted",
         "chunked",
         "connection",
         "ended",
@@ -140,6 +141,7 @@ class StreamTransport:
         "pending_size",
         "reader",
         "reading_paused",
+        "request_ended",
         "request_trailers",
         "session",
         "stream_id",
@@ -159,6 +161,8 @@ class StreamTransport:
         self.ended = False  # END_STREAM (or RST_STREAM) sent: nothing more goes out
         self.reading_paused = False
         self.idle_deadline = 0.0  # while the request's body is awaited: its idle timeout
+        self.request_ended = True  # the client sent all of its request (END_STREAM)
+        self.aborted = False  # cut with RST_STREAM
         self.chunked = False  # the request body is sent chunked (no content-length given)
         self.request_trailers: list[tuple[bytes, bytes]] = []
         self.unacked = 0  # request bytes received while paused, acknowledged on resume
@@ -209,6 +213,7 @@ class StreamTransport:
     def abort(self) -> None:
         """Cut the stream: RST_STREAM, unless it already ended."""
         self._closing = True
+        self.aborted = True
         self.pending.clear()
         self.pending_size = 0
         if not self.ended:
