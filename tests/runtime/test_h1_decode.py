@@ -8,7 +8,7 @@ import pytest
 from sozu_runtime.worker import h1
 from sozu_runtime.worker.h1 import HttpError
 from sozu_runtime.worker.h1_decode import MessageReader
-from sozu_runtime.worker.h2_stream import request_head
+from sozu_runtime.worker.h2_stream import Refused, request_head
 
 
 class Sink:
@@ -126,6 +126,8 @@ def test_a_chunked_request_is_read_too() -> None:
 
 # ------------------------------------------------------------------ HTTP/2 request heads
 
+GET = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/")]
+
 
 def test_an_h2_request_becomes_the_http11_head_it_stands_for() -> None:
     built = request_head(
@@ -139,44 +141,55 @@ def test_an_h2_request_becomes_the_http11_head_it_stands_for() -> None:
             (b"cookie", b"b=2"),
             (b"te", b"trailers"),
         ],
-        chunked=False,
+        ended=True,
     )
-    assert isinstance(built, tuple)
-    head = h1.parse_request_head(built[0], 8192)
-    assert head is not None
+    assert not isinstance(built, Refused)
+    raw, method, chunked = built
+    head = h1.parse_request_head(raw, 8192)
+    assert head is not None and method == b"GET" and not chunked
     assert (head.method, head.target, head.host) == (b"GET", b"/a?b", b"example.com")
     assert (b"cookie", b"a=1; b=2") in head.headers
     assert all(name != b"te" for name, _ in head.headers)
     assert head.content_length == -1 and not head.chunked
 
 
-def test_a_body_without_length_is_sent_chunked() -> None:
-    built = request_head(
-        [(b":method", b"POST"), (b":authority", b"a"), (b":path", b"/"), (b"content-length", b"5")],
-        chunked=True,
-    )
-    assert isinstance(built, tuple)
+def test_a_body_without_length_is_sent_chunked_and_one_with_a_length_as_is() -> None:
+    built = request_head([*GET, (b":authority", b"a")], ended=False)
+    assert not isinstance(built, Refused)
     head = h1.parse_request_head(built[0], 8192)
-    assert head is not None and head.chunked and head.content_length == -1
+    assert head is not None and head.chunked and built[2]
+    built = request_head([*GET, (b":authority", b"a"), (b"content-length", b"5")], ended=False)
+    assert not isinstance(built, Refused)
+    head = h1.parse_request_head(built[0], 8192)
+    assert head is not None and head.content_length == 5 and not built[2]
 
 
 @pytest.mark.parametrize(
-    ("headers", "reason"),
+    ("headers", "ended", "status"),
     [
-        ([(b":method", b"GET"), (b":authority", b"a")], "missing :method or :path"),
-        ([(b":method", b"GET"), (b":path", b"/")], "missing :authority and Host"),
-        (
-            [(b":method", b"GET"), (b":path", b"/"), (b":authority", b"a"), (b"host", b"b")],
-            ":authority and Host name different hosts",
-        ),
+        ([(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a")], True, 0),
+        ([*GET, (b":authority", b"a"), (b"host", b"b")], True, 0),
+        ([(b":method", b"GET"), (b":scheme", b"javascript"), (b":path", b"/")], True, 0),
+        ([(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"rel")], True, 0),
+        ([*GET, (b":authority", b"a"), (b"content-length", b"10")], True, 0),
+        (GET, True, 400),
     ],
+    ids=["no path", "host differs", "scheme", "path not origin-form", "length denied", "no host"],
 )
-def test_malformed_h2_requests_are_named(headers: list[tuple[bytes, bytes]], reason: str) -> None:
-    assert request_head(headers, chunked=False) == reason
+def test_malformed_h2_requests_are_refused(
+    headers: list[tuple[bytes, bytes]], ended: bool, status: int
+) -> None:
+    refused = request_head(headers, ended)
+    assert isinstance(refused, Refused)
+    assert refused.status == status and refused.reason
 
 
-def test_host_stands_for_a_missing_authority() -> None:
-    built = request_head([(b":method", b"GET"), (b":path", b"/"), (b"host", b"h.test")], False)
-    assert isinstance(built, tuple)
+def test_host_stands_for_a_missing_authority_and_options_may_ask_for_star() -> None:
+    built = request_head([*GET, (b"host", b"h.test")], ended=True)
+    assert not isinstance(built, Refused)
     head = h1.parse_request_head(built[0], 8192)
     assert head is not None and head.host == b"h.test"
+    options = [(b":method", b"OPTIONS"), (b":scheme", b"https"), (b":path", b"*")]
+    assert not isinstance(request_head([*options, (b":authority", b"a")], True), Refused)
+    zero = [*GET, (b":authority", b"a"), (b"content-length", b"0")]
+    assert not isinstance(request_head(zero, True), Refused)

@@ -16,7 +16,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from sozu_runtime.worker.h2_guard import Guard, H2Limits
+from sozu_runtime.worker.h2_guard import ENHANCE_YOUR_CALM, FRAME_SIZE_ERROR, Guard, H2Limits
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -128,3 +128,16 @@ def test_lifetime_counts_of_resets_and_glitches() -> None:
     assert g.reset_sent() == "too many streams reset by the proxy"
     assert g.glitch() == g.glitch() == ""
     assert g.glitch() == "too many faulty streams"
+
+
+def test_settings_and_ping_frames_of_a_wrong_size_are_frame_size_errors() -> None:
+    g = guard()
+    assert g.frames(PREFACE + SettingsFrame(0, settings={4: 65535}).serialize(), 1.0) == ""
+    assert g.code == ENHANCE_YOUR_CALM
+    ack_with_payload = b"\x00\x00\x06\x04\x01\x00\x00\x00\x00" + b"\x00\x04\x00\x00\xff\xff"
+    assert g.frames(ack_with_payload, 1.0) == "SETTINGS frame of a wrong size"
+    assert g.code == FRAME_SIZE_ERROR
+    g = guard()
+    short_ping = b"\x00\x00\x04\x06\x00\x00\x00\x00\x00" + b"abcd"
+    assert g.frames(PREFACE + short_ping, 1.0) == "PING frame of a wrong size"
+    assert g.code == FRAME_SIZE_ERROR

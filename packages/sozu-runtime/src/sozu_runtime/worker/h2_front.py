@@ -43,7 +43,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from .h2_guard import Guard, H2Limits
-from .h2_stream import StreamSession, StreamTransport, request_head
+from .h2_stream import Refused, StreamSession, StreamTransport, request_head
 
 if TYPE_CHECKING:
     from .http import FrontendSession
@@ -191,9 +191,10 @@ class H2Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
-        calm = self._guard.frames(data, self.proxy.clock())
+        guard = self._guard
+        calm = guard.frames(data, self.proxy.clock())
         if calm:
-            self._goaway(ErrorCodes.ENHANCE_YOUR_CALM, calm)
+            self._goaway(ErrorCodes(guard.code), calm)
             return
         try:
             events = self.conn.receive_data(data)
@@ -239,24 +240,26 @@ class H2Session(asyncio.Protocol):
             self._refuse(stream_id, ErrorCodes.PROTOCOL_ERROR)
             return
         ended = event.stream_ended is not None
-        chunked = not ended and not any(name == b"content-length" for name, _ in headers)
-        built = request_head(headers, chunked)
-        method = built[1] if isinstance(built, tuple) else b"GET"
+        built = request_head(headers, ended)
+        if isinstance(built, Refused) and not built.status:
+            self._refuse(stream_id, ErrorCodes.PROTOCOL_ERROR)  # malformed: a stream error
+            return
+        method = b"GET" if isinstance(built, Refused) else built[1]
         stream = StreamTransport(self, stream_id, method)
         session = StreamSession(self.listener, self)
         stream.session = session
         self.streams[stream_id] = stream
         session.connection_made(stream)
         self.idle_deadline = 0.0
-        if isinstance(built, str):
-            self._calm(self._guard.glitch())
-            session.answer(400, message=built)
-            return
-        stream.chunked = chunked
         stream.request_ended = ended
+        if isinstance(built, Refused):
+            self._calm(self._guard.glitch())
+            session.answer(built.status, message=built.reason)
+            return
+        head, _, stream.chunked = built
         if not ended:  # the body follows: the stream must not stay silent too long
             stream.idle_deadline = self.proxy.clock() + self.limits.stream_idle_timeout
-        session.data_received(built[0])
+        session.data_received(head)
 
     def _data(self, event: h2.events.DataReceived) -> None:
         stream_id = event.stream_id
@@ -421,7 +424,11 @@ class H2Session(asyncio.Protocol):
 
     def _goaway(self, code: ErrorCodes, reason: str) -> None:
         """End the connection for misbehaviour: GOAWAY(``code``), every stream cut."""
-        self.proxy.metrics.h2_floods += 1
+        metrics = self.proxy.metrics
+        if code == ErrorCodes.ENHANCE_YOUR_CALM:
+            metrics.h2_floods += 1
+        else:
+            metrics.h2_protocol_errors += 1
         try:
             self.conn.close_connection(error_code=code)
         except h2.exceptions.ProtocolError:

@@ -8,14 +8,16 @@ empty DATA without END_STREAM, WINDOW_UPDATE on the connection, and the CONTINUA
 of one header block (CVE-2024-27316). Over the connection's life it counts the RST_STREAM
 received, those that cancel a stream before its answer began, those the proxy sent, and the
 client's stream-level faults ("glitches"). Each count past its limit names the flood; the
-connection then ends with GOAWAY(ENHANCE_YOUR_CALM).
+connection then ends with GOAWAY(ENHANCE_YOUR_CALM). A SETTINGS or PING frame of the wrong
+size is found on the way (GOAWAY(FRAME_SIZE_ERROR), RFC 9113 §6.5, §6.7), which the library
+would report as a mere protocol error.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["Guard", "H2Limits"]
+__all__ = ["ENHANCE_YOUR_CALM", "FRAME_SIZE_ERROR", "Guard", "H2Limits"]
 
 _PREFACE_LENGTH: Final = 24
 # frame types (RFC 9113 §6)
@@ -28,6 +30,8 @@ _WINDOW_UPDATE: Final = 0x8
 _CONTINUATION: Final = 0x9
 _END_STREAM: Final = 0x1
 _ACK: Final = 0x1
+ENHANCE_YOUR_CALM: Final = 0xB
+FRAME_SIZE_ERROR: Final = 0x6
 
 
 class H2Limits:
@@ -82,7 +86,7 @@ class H2Limits:
 
 class Guard:
     """The counts of one connection (see the module's doc). Each method returns the flood
-    found, or ""."""
+    found, or ""; ``code`` is then the error code of the GOAWAY it calls for."""
 
     __slots__ = (
         "_abusive_resets",
@@ -98,11 +102,13 @@ class Guard:
         "_skip",
         "_start",
         "_window_updates",
+        "code",
         "limits",
     )
 
     def __init__(self, limits: H2Limits) -> None:
         self.limits = limits
+        self.code = ENHANCE_YOUR_CALM
         self._start = 0.0  # the current second
         self._resets = self._pings = self._settings = self._empty_data = 0
         self._window_updates = 0
@@ -159,11 +165,17 @@ class Guard:
                 if self._resets_total > limits.rst_lifetime:
                     return "too many RST_STREAM over the connection's life"
             elif kind == _SETTINGS:
+                if self._skip if flags & _ACK else self._skip % 6:
+                    self.code = FRAME_SIZE_ERROR
+                    return "SETTINGS frame of a wrong size"
                 if not flags & _ACK:
                     self._settings += 1
                     if self._settings > limits.settings_per_second:
                         return "SETTINGS flood"
             elif kind == _PING:
+                if self._skip != 8:
+                    self.code = FRAME_SIZE_ERROR
+                    return "PING frame of a wrong size"
                 if not flags & _ACK:
                     self._pings += 1
                     if self._pings > limits.ping_per_second:

@@ -20,7 +20,7 @@ ends the stream.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from . import h1
 from .h1 import BODY_NONE, HttpError
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .metrics import Sample
     from .proxy_protocol import ProxyHeader
 
-__all__ = ["StreamConnection", "StreamSession", "StreamTransport", "request_head"]
+__all__ = ["Refused", "StreamConnection", "StreamSession", "StreamTransport", "request_head"]
 
 # Fields that do not cross from HTTP/1.1 to HTTP/2 (RFC 9113 §8.2.2).
 _CONNECTION_FIELDS: Final = frozenset(
@@ -41,19 +41,33 @@ _CONNECTION_FIELDS: Final = frozenset(
 )
 
 
-# Complexity: one pass over the header list, each field where it goes.
-def request_head(  # noqa: C901
-    headers: list[tuple[bytes, bytes]], chunked: bool
-) -> tuple[bytes, bytes] | str:
-    """(the HTTP/1.1 head, the method) that an HTTP/2 request's header list stands for, or
-    the reason it is malformed (answered 400).
+class Refused(NamedTuple):
+    """An HTTP/2 request that is not forwarded: ``status`` 400 is answered; 0 means it is
+    malformed (RFC 9113 §8.1.1), a stream error: RST_STREAM(PROTOCOL_ERROR)."""
 
-    ``:authority`` becomes ``Host`` (a ``host`` field naming another authority is refused);
-    ``cookie`` fields are joined with ``; `` (RFC 9113 §8.2.3); ``chunked``: the body comes
-    without a declared length and is sent chunked. The library (``h2``) already refused
-    connection-specific fields, uppercase names and misplaced pseudo-fields."""
-    method = path = authority = b""
+    status: int
+    reason: str
+
+
+_SCHEMES: Final = frozenset({b"http", b"https"})
+
+
+# Complexity: one pass over the header list, each field where it goes.
+def request_head(  # noqa: C901, PLR0912
+    headers: list[tuple[bytes, bytes]], ended: bool
+) -> tuple[bytes, bytes, bool] | Refused:
+    """(the HTTP/1.1 head, the method, whether the body is sent chunked) that an HTTP/2
+    request's header list stands for; ``ended``: the HEADERS frame ended the stream (no body).
+
+    ``:authority`` becomes ``Host``; ``cookie`` fields are joined with ``; `` (RFC 9113
+    §8.2.3); a body without ``content-length`` is sent chunked. The library (``h2``) already
+    refused connection-specific fields, uppercase names, misplaced or missing pseudo-fields
+    and a ``host`` that differs from ``:authority``; here, what it lets through: a ``:path``
+    that is not origin-form, a ``:scheme`` other than http(s), a ``content-length`` that
+    END_STREAM contradicts."""
+    method = path = authority = scheme = b""
     host = b""
+    length = b""
     cookies: list[bytes] = []
     fields: list[bytes] = []
     for name, value in headers:
@@ -64,6 +78,8 @@ def request_head(  # noqa: C901
                 path = value
             elif name == b":authority":
                 authority = value
+            elif name == b":scheme":
+                scheme = value
             continue
         if name == b"cookie":
             cookies.append(value)
@@ -73,28 +89,29 @@ def request_head(  # noqa: C901
             continue
         if name == b"te" or name in _CONNECTION_FIELDS:
             continue
-        if chunked and name == b"content-length":
-            continue
+        if name == b"content-length":
+            length = value
         fields += (name, b": ", value, b"\r\n")
-    if not method or not path:
-        return "missing :method or :path"
+    if not method or not path or scheme.lower() not in _SCHEMES:
+        return Refused(0, "missing or invalid :method, :scheme or :path")
+    if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
+        return Refused(0, ":path is not origin-form")
+    if ended and length and length.strip() != b"0":
+        return Refused(0, "content-length announces a body that END_STREAM denies")
     if authority and host and authority.lower() != host.lower():
-        return ":authority and Host name different hosts"
+        return Refused(0, ":authority and Host name different hosts")
     authority = authority or host
     if not authority:
-        return "missing :authority and Host"
-    if b"\r" in authority or b"\n" in authority or b" " in authority:
-        return "invalid :authority"
+        return Refused(400, "missing :authority and Host")
+    chunked = not ended and not length
     if cookies:
         fields += (b"cookie: ", b"; ".join(cookies), b"\r\n")
     if chunked:
         fields.append(b"transfer-encoding: chunked\r\n")
-    return (
-        b"".join(
-            (method, b" ", path, b" HTTP/1.1\r\nhost: ", authority, b"\r\n", *fields, b"\r\n")
-        ),
-        method,
+    head = b"".join(
+        (method, b" ", path, b" HTTP/1.1\r\nhost: ", authority, b"\r\n", *fields, b"\r\n")
     )
+    return head, method, chunked
 
 
 class StreamConnection(Protocol):
