@@ -47,8 +47,6 @@ from .h2_stream import Refused, StreamSession, StreamTransport, request_head
 
 if TYPE_CHECKING:
     from .http import FrontendSession
-    from .listeners import HttpListener
-    from .proxy_protocol import ProxyHeader
     from .services import ProxyServices
 
 __all__ = ["H2Session", "take_over_h2"]
@@ -58,9 +56,7 @@ def take_over_h2(session: FrontendSession, transport: Any) -> None:
     """An HTTPS connection whose handshake chose ``h2``: an :class:`H2Session` replaces
     ``session`` (the HTTP/1.1 protocol made for it) as the protocol of ``transport``, counted
     in its place."""
-    h2_session = H2Session(
-        session.listener, session.peer_ip, session.peer_port, session.proxy_header
-    )
+    h2_session = H2Session(session)
     handshakes = session.proxy.handshakes
     handshake = handshakes.pop(session, None)
     if handshake is not None:
@@ -89,30 +85,28 @@ class H2Session(asyncio.Protocol):
         "_goaway_at",
         "_guard",
         "conn",
+        "fwd_static",
         "idle_deadline",
         "limits",
         "listener",
-        "peer_ip",
-        "peer_port",
+        "peer",
         "proxy",
         "proxy_header",
+        "sni_names",
         "streams",
         "transport",
         "write_paused",
     )
 
-    def __init__(
-        self,
-        listener: HttpListener,
-        peer_ip: str,
-        peer_port: int,
-        proxy_header: ProxyHeader | None,
-    ) -> None:
-        self.listener = listener
+    def __init__(self, session: FrontendSession) -> None:
+        """Take over the connection of ``session``, whose handshake chose ``h2``."""
+        listener = self.listener = session.listener
+        # what the streams' sessions need of the connection, learnt once by ``session``
+        self.peer = (session.peer_ip, session.peer_port)
+        self.proxy_header = session.proxy_header
+        self.fwd_static = session.fwd_static
+        self.sni_names = session.sni_names
         self.proxy: ProxyServices = listener.proxy
-        self.peer_ip = peer_ip
-        self.peer_port = peer_port
-        self.proxy_header = proxy_header
         self.transport: Any = None
         self.limits = H2Limits(listener.config)
         self.streams: dict[int, StreamTransport] = {}

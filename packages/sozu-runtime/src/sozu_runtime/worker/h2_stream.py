@@ -119,9 +119,10 @@ class StreamConnection(Protocol):
 
     listener: HttpListener
     transport: Any
-    peer_ip: str
-    peer_port: int
+    peer: tuple[str, int]
     proxy_header: ProxyHeader | None
+    fwd_static: bytes  # the forwarding headers of this client (headers.for_peer)
+    sni_names: tuple[str, ...] | None
 
     def send_headers(
         self, stream_id: int, fields: list[tuple[bytes, bytes]], end: bool
@@ -350,9 +351,14 @@ class StreamSession(FrontendSession):
 
     def __init__(self, listener: HttpListener, connection: StreamConnection) -> None:
         super().__init__(listener)
-        self.peer_ip = connection.peer_ip
-        self.peer_port = connection.peer_port
         self.proxy_header = connection.proxy_header
+
+    def _learn_peer(self, transport: Any) -> None:
+        """The facts of the connection, learnt once by it."""
+        connection = transport.connection
+        self.peer_ip, self.peer_port = connection.peer
+        self.fwd_static = connection.fwd_static
+        self.sni_names = connection.sni_names
 
     def _speaks_h2(self, transport: Any) -> bool:
         return False  # it is HTTP/2 already
