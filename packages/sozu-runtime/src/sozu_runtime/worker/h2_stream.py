@@ -148,6 +148,7 @@ class StreamTransport:
 
     __slots__ = (
         "_closing",
+        "_held",
         "_high",
         "_session_paused",
         "aborted",
@@ -185,6 +186,7 @@ class StreamTransport:
         self.request_trailers: list[tuple[bytes, bytes]] = []
         self.unacked = 0  # request bytes received while paused, acknowledged on resume
         self.trailers: list[tuple[bytes, bytes]] = []  # sent at the end, after what waits
+        self._held: bytes | memoryview | None = None  # see message_data
         self._high = 1 << 16
         self._session_paused = False
         self._closing = False
@@ -199,6 +201,8 @@ class StreamTransport:
         except HttpError:
             self.abort()
             return
+        if self._held is not None:
+            self._release_held()
         self.connection.flush_output()
 
     def writelines(self, pieces: Any) -> None:
@@ -210,6 +214,8 @@ class StreamTransport:
         except HttpError:
             self.abort()
             return
+        if self._held is not None:
+            self._release_held()
         self.connection.flush_output()
 
     def close(self) -> None:
@@ -232,6 +238,7 @@ class StreamTransport:
         """Cut the stream: RST_STREAM, unless it already ended."""
         self._closing = True
         self.aborted = True
+        self._held = None
         self.pending.clear()
         self.pending_size = 0
         if not self.ended:
@@ -288,29 +295,56 @@ class StreamTransport:
         self.connection.send_headers(self.stream_id, fields, end)
 
     def message_data(self, data: bytes | memoryview) -> None:
-        if self.pending:
-            self.pending.append(data)
-            self.pending_size += len(data)
-        else:
-            sent = self.connection.send_data(self.stream_id, data, False)
-            if sent < len(data):
-                rest = memoryview(data)[sent:]
-                self.pending.append(rest)
-                self.pending_size += len(rest)
-        if self.pending_size > self._high and not self._session_paused:
-            session = self.session
-            if session is not None:
-                self._session_paused = True
-                session.pause_writing()
+        # the last piece read is held until the next one, the end of the write, or the end
+        # of the answer, so that a body's last DATA frame carries END_STREAM
+        held = self._held
+        self._held = data
+        if held is not None:
+            self._emit(held, False)
 
     def message_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
         if self.ended:
             return
         self.trailers = [(name.lower(), value) for name, value in trailers]
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self.trailers:
+                self._emit(held, True)
+                return
+            self._emit(held, False)
         if self.pending:
             self.pending.append(None)
             return
         self._end()
+
+    def _release_held(self) -> None:
+        """The end of a write: the piece held goes out (more may come with the next)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._emit(held, False)
+
+    def _emit(self, data: bytes | memoryview, end: bool) -> None:
+        """Send ``data`` (and the end of the stream) as far as the windows allow; the rest
+        waits in ``pending``."""
+        pending = self.pending
+        if not pending:
+            sent = self.connection.send_data(self.stream_id, data, end)
+            if sent == len(data):
+                if end:
+                    self.ended = True
+                return
+            data = memoryview(data)[sent:]
+        pending.append(data)
+        self.pending_size += len(data)
+        if end:
+            pending.append(None)
+        if self.pending_size > self._high and not self._session_paused:
+            session = self.session
+            if session is not None:
+                self._session_paused = True
+                session.pause_writing()
 
     def _end(self) -> None:
         self.ended = True
