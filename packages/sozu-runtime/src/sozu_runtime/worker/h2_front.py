@@ -165,17 +165,16 @@ class H2Session(asyncio.Protocol):
         self.streams.clear()
         self.proxy.session_closed(self)
 
+    # flow control: the client reads slower than the answers come: their backends wait
     def pause_writing(self) -> None:
         self.write_paused = True
-        for stream in self.streams.values():
-            if stream.session is not None:
-                stream.session.pause_writing()
+        for stream in list(self.streams.values()):
+            stream.update_pause()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         for stream in list(self.streams.values()):
-            if stream.session is not None:
-                stream.session.resume_writing()
+            stream.update_pause()
 
     def eof_received(self) -> bool | None:
         return None

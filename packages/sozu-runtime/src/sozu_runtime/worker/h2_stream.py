@@ -130,6 +130,9 @@ class StreamConnection(Protocol):
 
     def flush_output(self) -> None: ...
 
+    @property
+    def write_paused(self) -> bool: ...
+
     def send_data(self, stream_id: int, data: bytes | memoryview, end: bool) -> int: ...
 
     def reset_stream(self, stream_id: int) -> None: ...
@@ -203,7 +206,10 @@ class StreamTransport:
             return
         if self._held is not None:
             self._release_held()
-        self.connection.flush_output()
+        connection = self.connection
+        if connection.write_paused and not self._session_paused:
+            self.update_pause()
+        connection.flush_output()
 
     def writelines(self, pieces: Any) -> None:
         if self.ended:
@@ -216,7 +222,10 @@ class StreamTransport:
             return
         if self._held is not None:
             self._release_held()
-        self.connection.flush_output()
+        connection = self.connection
+        if connection.write_paused and not self._session_paused:
+            self.update_pause()
+        connection.flush_output()
 
     def close(self) -> None:
         """The session is done: the stream ends once what waits is sent (cut short when the
@@ -341,10 +350,7 @@ class StreamTransport:
         if end:
             pending.append(None)
         if self.pending_size > self._high and not self._session_paused:
-            session = self.session
-            if session is not None:
-                self._session_paused = True
-                session.pause_writing()
+            self.update_pause()
 
     def _end(self) -> None:
         self.ended = True
@@ -367,15 +373,27 @@ class StreamTransport:
             self.pending_size -= sent
             if sent < len(piece):
                 pending[0] = memoryview(piece)[sent:]
-                return
+                break
             pending.pop(0)
-        if self._session_paused and self.pending_size <= self._high // 4:
-            self._session_paused = False
-            session = self.session
-            if session is not None:
-                session.resume_writing()
+        if self._session_paused:
+            self.update_pause()
         if not pending and self._closing:
             connection.stream_finished(self)
+
+    def update_pause(self) -> None:
+        """Pause the session (its backend is not read) while the answer waits for window
+        past the write-buffer limit, or the connection's socket buffer is full; resume it
+        when both have room again."""
+        session = self.session
+        if session is None:
+            return
+        if self._session_paused:
+            if not self.connection.write_paused and self.pending_size <= self._high // 4:
+                self._session_paused = False
+                session.resume_writing()
+        elif self.connection.write_paused or self.pending_size > self._high:
+            self._session_paused = True
+            session.pause_writing()
 
 
 class StreamSession(FrontendSession):
