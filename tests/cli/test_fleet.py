@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import base_config, live_state, sozu_apply
+from cli_harness import REPOSITORY, base_config, live_state, sozu_apply
 from support import certs
 from support.daemon import DaemonProcess, free_port
 from support.etcd import EtcdServer
@@ -253,3 +254,27 @@ def test_bad_sources_and_unreachable_etcd_are_clear_errors(tmp_path: Path) -> No
         assert result.code == 1, (arguments, result)
         assert message in result.err, (arguments, result)
         assert "Traceback" not in result.err, result
+
+
+def test_the_library_example_of_the_fleet_guide_applies_what_is_published(
+    tmp_path: Path, etcd: EtcdServer, daemon: DaemonProcess
+) -> None:
+    guide = (REPOSITORY / "docs" / "fleet.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", guide[guide.index("\n## Library\n") :], re.S)
+    source = etcd.source(PREFIX)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        base_config(daemon.port)  # type: ignore[attr-defined]
+        + '\n[clusters.published]\nprotocol = "http"\n'
+    )
+    assert sozu_apply("--publish", source, config).code == 0
+    code = example.replace("etcd://127.0.0.1:2379/sozu/prod", source).replace(
+        "/run/sozu/sozu.sock", str(daemon.socket_path)
+    )
+    run = [sys.executable, "-c", code]
+    result = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].endswith("to remove"), result.stdout
+    assert "published" in live_state(daemon)[1].clusters
+    again = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False)
+    assert again.stdout.strip() == "0 to add, 0 to change, 0 to remove", again.stdout
