@@ -241,7 +241,8 @@ def test_bad_sources_and_unreachable_etcd_are_clear_errors(tmp_path: Path) -> No
     cases = [
         (("--source", "http://127.0.0.1:2379/p", "--socket", "x"), "is not an etcd source"),
         (("--source", "etcd://127.0.0.1:2379/", "--socket", "x"), "names no usable key prefix"),
-        (("--fleet-status", "etcd://127.0.0.1:99999/p"), "the port is not a number"),
+        (("--fleet-status", "etcd://127.0.0.1:99999/p"), "is not a number in 1-65535"),
+        (("--fleet-status", "etcd://a:1,/p"), "'' is not HOST:PORT"),
         (("--publish", "etcd://127.0.0.1:2379/p"), "--publish needs FILE"),
         (("--source", "etcd://127.0.0.1:2379/p", config), "give FILE or --source, not both"),
         ((config, "--node", "a"), "--node and --lease-ttl go with --watch --source"),
@@ -278,3 +279,20 @@ def test_the_library_example_of_the_fleet_guide_applies_what_is_published(
     assert "published" in live_state(daemon)[1].clusters
     again = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False)
     assert again.stdout.strip() == "0 to add, 0 to change, 0 to remove", again.stdout
+
+
+def test_a_source_names_several_members_and_uses_the_one_that_answers(
+    tmp_path: Path, etcd: EtcdServer
+) -> None:
+    # the first member named is down: every command goes on to the next one
+    down = free_port()
+    source = f"etcd://127.0.0.1:{down},{etcd.address}/{PREFIX}"
+    config = tmp_path / "config.toml"
+    config.write_text(base_config(free_port()))
+    published = sozu_apply("--publish", source, config)
+    assert published.code == 0, published
+    assert f"to {source} as revision" in published.out
+    status = sozu_apply("--fleet-status", source, "--json")
+    assert status.code == 0, status
+    assert status.json()["revision"] > 0
+    assert load_fleet(source).state == load_checked(config).state

@@ -403,3 +403,21 @@ def test_a_killed_node_disappears_from_the_fleet_status_after_its_lease(fleet: F
     # the node that stayed still follows the fleet
     fleet.publish("v5")
     fleet.wait_serving("v5", ("node-a",))
+
+
+def test_watchers_notice_a_silent_etcd_and_catch_up_when_it_answers(fleet: Fleet) -> None:
+    # etcd stopped with SIGSTOP: the connections stay open, nothing answers (a cut network)
+    assert fleet.etcd.process is not None
+    pid = fleet.etcd.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        fleet.wait(
+            lambda: all("no answer" in w.output() for w in fleet.watchers.values()),
+            "every watcher noticing etcd is silent",
+        )
+        assert fleet.serving("v1"), "the proxies keep their configuration"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    fleet.publish("v7")
+    fleet.wait_serving("v7")
+    fleet.wait(lambda: fleet.status()[0] == 0, "every node in sync after the silence")

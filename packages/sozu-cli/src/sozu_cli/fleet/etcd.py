@@ -43,7 +43,13 @@ class EtcdError(Exception):
 
 
 class EtcdUnreachable(EtcdError):
-    """No etcd answers at the endpoint (refused, reset, timed out), or a watch stream ended."""
+    """No etcd answers at the endpoint (refused, reset, timed out), or a watch stream ended.
+    ``sent``: whether the request may have reached etcd (false when the connection could not
+    even be made: then it is safe to send it to another endpoint)."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class EtcdCompacted(EtcdError):
@@ -93,12 +99,25 @@ class WatchEvent:
 
 
 class EtcdClient:
-    """One etcd endpoint (``http://HOST:PORT``); use as ``async with``."""
+    """A client of the members of one etcd cluster (``http://HOST:PORT`` each), using one at a
+    time and the next one when it cannot be reached; use as ``async with``."""
 
-    def __init__(self, endpoint: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
-        self.endpoint = endpoint.rstrip("/")
+    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = REQUEST_TIMEOUT) -> None:
+        given = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.endpoints = [endpoint.rstrip("/") for endpoint in given]
+        if not self.endpoints:
+            raise ValueError("EtcdClient needs at least one endpoint")
         self.timeout = timeout
+        self._current = 0
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The member in use."""
+        return self.endpoints[self._current]
+
+    def _next_endpoint(self) -> None:
+        self._current = (self._current + 1) % len(self.endpoints)
 
     async def __aenter__(self) -> EtcdClient:
         self._session = aiohttp.ClientSession()
@@ -122,6 +141,7 @@ class EtcdClient:
 
     def _unreachable(self, error: BaseException) -> EtcdUnreachable:
         reason = str(error) or type(error).__name__
+        sent = not isinstance(error, aiohttp.ClientConnectorError)
         if isinstance(error, TimeoutError):
             reason = f"no answer within {self.timeout:g} s"
         elif isinstance(error, aiohttp.ClientConnectorError):
@@ -129,10 +149,23 @@ class EtcdClient:
             reason = os.strerror(number) if number else reason
         elif isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
             reason = "the connection was closed"
-        return EtcdUnreachable(f"etcd at {self.endpoint} is unreachable: {reason}")
+        return EtcdUnreachable(f"etcd at {self.endpoint} is unreachable: {reason}", sent=sent)
 
     async def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST one request to the gateway and return its answer."""
+        """POST one request to the gateway and return its answer. A request that could not be
+        sent is sent to the next member (each tried once); one that may have been received is
+        not sent again (a transaction must not run twice), but the next request goes to the
+        next member."""
+        for attempt in range(len(self.endpoints)):
+            try:
+                return await self._call_once(path, body)
+            except EtcdUnreachable as error:
+                self._next_endpoint()
+                if error.sent or attempt == len(self.endpoints) - 1:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _call_once(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
             async with self.session.post(
                 f"{self.endpoint}{path}",
@@ -145,13 +178,15 @@ class EtcdClient:
         try:
             answer = json.loads(text)
         except json.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
             raise EtcdError(
-                f"etcd at {self.endpoint} answered {path} with something that is not JSON "
-                f"(HTTP {response.status}): {text[:200]!r}"
-            ) from None
-        if response.status != 200 or not isinstance(answer, dict) or "error" in answer:
+                f"etcd at {self.endpoint} answered {path} with something that is not a JSON "
+                f"object (HTTP {response.status}): {text[:200]!r}"
+            )
+        if response.status != 200 or "error" in answer:
             message = answer.get("message") or answer.get("error") or text[:200]
-            raise EtcdError(f"etcd refused {path}: {message}")
+            raise EtcdError(f"etcd at {self.endpoint} refused {path}: {message}")
         return answer
 
     # ------------------------------------------------------------------ keys
@@ -229,8 +264,12 @@ class EtcdClient:
                             if events:
                                 yield events
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
-            raise self._unreachable(error) from None
-        raise EtcdUnreachable(f"etcd at {self.endpoint} is unreachable: the watch stream ended")
+            unreachable = self._unreachable(error)
+            self._next_endpoint()  # the watch is made again on the next member
+            raise unreachable from None
+        ended = EtcdUnreachable(f"etcd at {self.endpoint} is unreachable: the watch stream ended")
+        self._next_endpoint()
+        raise ended
 
     def _watch_answer(self, line: bytes) -> list[WatchEvent]:
         try:

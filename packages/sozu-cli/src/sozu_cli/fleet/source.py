@@ -48,6 +48,8 @@ CONFIG_KEY = "config.toml"
 FILES = "files/"
 STATUS = "status/"
 SCHEME = "etcd://"
+DEFAULT_PORT = 2379
+EXAMPLE = "etcd://127.0.0.1:2379/sozu/prod"
 _PREFIX = re.compile(r"^[A-Za-z0-9._~@+=,-]+(/[A-Za-z0-9._~@+=,-]+)*$")
 
 
@@ -60,47 +62,59 @@ class FleetError(Exception):
         self.message = message
 
 
+def _member(url: str, part: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` (``[V6]:PORT`` for IPv6) of one member named in ``url``."""
+    parts = urlsplit(f"//{part}")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise FleetError(f"{url!r}: the port of {part!r} is not a number in 1-65535") from None
+    if not parts.hostname or parts.username or parts.password:
+        raise FleetError(f"{url!r}: {part!r} is not HOST:PORT; write it as {EXAMPLE}")
+    return parts.hostname, port
+
+
 @dataclass(frozen=True, slots=True)
 class FleetSource:
-    """``etcd://HOST:PORT/PREFIX``: where a fleet's configuration lives."""
+    """``etcd://HOST:PORT[,HOST:PORT…]/PREFIX``: where a fleet's configuration lives (the
+    members of one etcd cluster, tried in turn, and the key prefix)."""
 
-    host: str
-    port: int
+    members: tuple[tuple[str, int], ...]
     prefix: str
     """The key prefix, with a leading ``/`` and no trailing one: ``/sozu/prod``."""
 
     @classmethod
     def parse(cls, url: str) -> FleetSource:
         """Read a source URL, or raise :class:`FleetError` saying what is wrong with it."""
-        example = "etcd://127.0.0.1:2379/sozu/prod"
         if not url.startswith(SCHEME):
-            raise FleetError(f"{url!r} is not an etcd source: write it as {example}")
-        parts = urlsplit(url)
-        try:
-            port = parts.port or 2379
-        except ValueError:
-            raise FleetError(f"{url!r}: the port is not a number in 1-65535") from None
-        if not parts.hostname:
-            raise FleetError(f"{url!r} names no host: write it as {example}")
-        prefix = parts.path.strip("/")
+            raise FleetError(f"{url!r} is not an etcd source: write it as {EXAMPLE}")
+        location, _, path = url.removeprefix(SCHEME).partition("/")
+        if "?" in path or "#" in path:
+            raise FleetError(f"{url!r}: an etcd source has no '?' or '#' part")
+        if not location:
+            raise FleetError(f"{url!r} names no host: write it as {EXAMPLE}")
+        members = tuple(_member(url, part) for part in location.split(","))
+        prefix = path.strip("/")
         if not prefix or not _PREFIX.match(prefix) or ".." in prefix.split("/"):
             raise FleetError(
                 f"{url!r} names no usable key prefix (letters, digits, '.', '-', '_', "
-                f"separated by '/'): write it as {example}"
+                f"separated by '/'): write it as {EXAMPLE}"
             )
-        if parts.query or parts.fragment:
-            raise FleetError(f"{url!r}: an etcd source has no '?' or '#' part")
-        return cls(parts.hostname, port, "/" + prefix)
+        return cls(members, "/" + prefix)
+
+    @staticmethod
+    def _address(host: str, port: int) -> str:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     @property
-    def endpoint(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+    def endpoints(self) -> list[str]:
+        """The members' client URLs."""
+        return [f"http://{self._address(host, port)}" for host, port in self.members]
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{SCHEME}{host}:{self.port}{self.prefix}"
+        location = ",".join(self._address(host, port) for host, port in self.members)
+        return f"{SCHEME}{location}{self.prefix}"
 
     @property
     def root(self) -> str:
@@ -130,7 +144,7 @@ class FleetSource:
         return key == self.config_key or key.startswith(self.files_prefix)
 
     def client(self) -> EtcdClient:
-        return EtcdClient(self.endpoint)
+        return EtcdClient(self.endpoints)
 
 
 @dataclass(frozen=True)

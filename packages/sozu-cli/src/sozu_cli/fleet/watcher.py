@@ -80,6 +80,8 @@ class FleetWatcher:
         self.status_written = False
         self.lock = asyncio.Lock()
         self.etcd_lost = False
+        self.stream: asyncio.Task[None] | None = None
+        """The task following the watch stream."""
 
     def note(self, message: str) -> None:
         self.output.note(f"[{_stamp()}] {message}")
@@ -124,13 +126,10 @@ class FleetWatcher:
             try:
                 await self._catch_up()
                 if self.etcd_lost:
-                    self.note(f"etcd at {self.source.endpoint} answers again")
+                    self.note(f"etcd at {self.etcd.endpoint} answers again")
                     self.etcd_lost = False
                 failures = 0
-                async for events in self.etcd.watch(self.source.root, start_revision=self.seen + 1):
-                    self.seen = max([self.seen, *(event.revision for event in events)])
-                    if any(self.source.concerns_configuration(event.key) for event in events):
-                        await self._catch_up()
+                await self._stream()
             except EtcdCompacted as error:
                 self.note(error.message)
             except EtcdError as error:
@@ -141,6 +140,28 @@ class FleetWatcher:
                     self.etcd_lost = isinstance(error, EtcdUnreachable)
                 await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
                 failures += 1
+
+    async def _stream(self) -> None:
+        """Follow the watch stream until it breaks, or until etcd stops answering the lease's
+        keep-alives (:meth:`_keep_alive` then cancels it: a stream to a member that is cut off
+        may stay open and silent)."""
+
+        async def follow() -> None:
+            async for events in self.etcd.watch(self.source.root, start_revision=self.seen + 1):
+                self.seen = max([self.seen, *(event.revision for event in events)])
+                if any(self.source.concerns_configuration(event.key) for event in events):
+                    await self._catch_up()
+
+        self.stream = asyncio.create_task(follow())
+        try:
+            await asyncio.wait([self.stream])
+        finally:
+            self.stream.cancel()
+        if self.stream.cancelled():
+            raise EtcdUnreachable(
+                f"etcd at {self.etcd.endpoint} is unreachable: no answer to the lease's keep-alive"
+            )
+        self.stream.result()  # its error, if it ended on one
 
     async def _catch_up(self) -> None:
         """Read the configuration as it is now; apply it if it is a revision not tried yet."""
@@ -246,6 +267,10 @@ class FleetWatcher:
             try:
                 alive = await self.etcd.keep_alive(self.lease)
             except EtcdUnreachable:
+                # the watch stream may be open to a member that no longer answers: start it
+                # again (elsewhere, with several members) unless a revision is being applied
+                if self.stream is not None and not self.lock.locked():
+                    self.stream.cancel()
                 continue
             except EtcdError:
                 alive = 0
