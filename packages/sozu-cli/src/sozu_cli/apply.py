@@ -21,8 +21,13 @@ Exit codes, as ``terraform plan -detailed-exitcode``: 0 in sync or applied, 2 ch
 (``--check``), 1 any error (bad arguments or file, unreachable daemon, refused batch); an
 error wins over changes pending. The file is only read, never written.
 
+A fleet fed from etcd (:mod:`.fleet`): ``--source etcd://HOST:PORT/PREFIX`` reads the desired
+state from etcd instead of FILE (once, or with ``--watch``), ``--publish URL FILE`` writes a
+checked file there, ``--fleet-status URL`` shows what every node runs.
+
 This module is the command (its arguments, its modes, one pass over the targets); the targets
-themselves are :mod:`.targets`, saved plans :mod:`.saved_plans`, offline plans :mod:`.offline`.
+themselves are :mod:`.targets`, saved plans :mod:`.saved_plans`, offline plans :mod:`.offline`,
+the fleet modes :mod:`.fleet.command`.
 """
 
 from __future__ import annotations
@@ -188,7 +193,7 @@ ARGUMENTS: tuple[Argument, ...] = (
                 ("--watch",),
                 action="store_true",
                 help="apply again after every change of the file or of the certificates, keys "
-                "and answer templates it names",
+                "and answer templates it names (with --source: after every new revision in etcd)",
             ),
         )
     ),
@@ -301,7 +306,8 @@ def build_parser() -> Parser:
         + "\n".join(f"  {example}" for example in EXAMPLES)
         + "\n\nexit codes (as terraform plan -detailed-exitcode):\n"
         "  0  in sync, or applied\n"
-        "  2  changes pending (--check; offline: the two states differ)\n"
+        "  2  changes pending (--check; offline: the two states differ;\n"
+        "     --fleet-status: a node is not in sync)\n"
         "  1  any error: bad arguments or file, unreachable daemon, refused batch\n"
         "     (an error wins over changes pending)",
     )

@@ -254,6 +254,8 @@ def load_snapshot(snapshot: Snapshot) -> Loaded:
 
         errors = [named(str(error)) for error in report.errors]
         warnings = tuple(named(str(warning)) for warning in report.warnings)
+    if config is not None:  # not the temporary copy, gone by now: the key it was read from
+        config = config.model_copy(update={"path": Path(source.config_key)})
     return Loaded(config, tuple(errors), warnings, _socket_named(snapshot.text))
 
 
