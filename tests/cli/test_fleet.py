@@ -246,6 +246,7 @@ def test_bad_sources_and_unreachable_etcd_are_clear_errors(tmp_path: Path) -> No
         (("--publish", "etcd://127.0.0.1:2379/p"), "--publish needs FILE"),
         (("--source", "etcd://127.0.0.1:2379/p", config), "give FILE or --source, not both"),
         ((config, "--node", "a"), "--node and --lease-ttl go with --watch --source"),
+        (("--watch", "--source", "etcd://a/p", "--node", "a/b"), "has no '/'"),
         (("--fleet-status", "etcd://127.0.0.1:1/p", "--check"), "only talk to etcd"),
         (("--fleet-status", "etcd://127.0.0.1:1/p"), "etcd at http://127.0.0.1:1 is unreachable"),
         (("--publish", "etcd://127.0.0.1:1/p", config), "is unreachable: Connection refused"),

@@ -23,6 +23,10 @@ def test_a_source_url_gives_members_and_keys() -> None:
     assert SOURCE.status_key("web-1") == "/sozu/prod/status/web-1"
     assert SOURCE.concerns_configuration("/sozu/prod/files/certs/a.pem")
     assert not SOURCE.concerns_configuration("/sozu/prod/status/web-1")
+    first, end = SOURCE.configuration_range
+    for key in ("/sozu/prod/config.toml", "/sozu/prod/files/a.pem", "/sozu/prod/files/z/z"):
+        assert first <= key < end
+    assert not first <= "/sozu/prod/status/web-1" < end
     several = FleetSource.parse("etcd://a,b:2380,[::1]:2381/p/")
     assert several.members == (("a", 2379), ("b", 2380), ("::1", 2381))
     assert several.url == "etcd://a:2379,b:2380,[::1]:2381/p"

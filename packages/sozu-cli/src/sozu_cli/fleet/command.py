@@ -183,6 +183,10 @@ def validate_fleet(args: argparse.Namespace) -> None:
             "--node and --lease-ttl go with --watch --source",
         ),
         (
+            args.node is not None and (not args.node or "/" in args.node),
+            f"--node {args.node!r}: a node's name is not empty and has no '/'",
+        ),
+        (
             args.base_revision is not None and not args.publish,
             "--base-revision goes with --publish",
         ),

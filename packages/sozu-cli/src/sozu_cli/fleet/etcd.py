@@ -235,14 +235,16 @@ class EtcdClient:
 
     # ------------------------------------------------------------------ watch
 
-    async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
-        """The changes of the keys under ``prefix`` from ``start_revision`` on, one list per
-        answer of etcd, until the stream breaks (:class:`EtcdUnreachable`) or the revision is
-        compacted (:class:`EtcdCompacted`)."""
+    async def watch(
+        self, key: str, range_end: str, *, start_revision: int
+    ) -> AsyncIterator[list[WatchEvent]]:
+        """The changes of the keys from ``key`` to ``range_end`` (excluded) from
+        ``start_revision`` on, one list per answer of etcd, until the stream breaks
+        (:class:`EtcdUnreachable`) or the revision is compacted (:class:`EtcdCompacted`)."""
         request = {
             "create_request": {
-                "key": encode(prefix),
-                "range_end": encode(prefix_end(prefix)),
+                "key": encode(key),
+                "range_end": encode(range_end),
                 "start_revision": str(start_revision),
             }
         }

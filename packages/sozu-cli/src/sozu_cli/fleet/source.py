@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from sozu_config.config import Config, checked_config
 
 from ..watch import raw_paths
-from .etcd import EtcdClient
+from .etcd import EtcdClient, prefix_end
 
 __all__ = [
     "CONFIG_KEY",
@@ -138,6 +138,12 @@ class FleetSource:
 
     def status_key(self, node: str) -> str:
         return self.status_prefix + node
+
+    @property
+    def configuration_range(self) -> tuple[str, str]:
+        """The keys a watcher watches: from the document to the last file (``config.toml`` <
+        ``files/`` < ``status/``: the statuses the nodes write wake no watcher)."""
+        return self.config_key, prefix_end(self.files_prefix)
 
     def concerns_configuration(self, key: str) -> bool:
         """Whether a change of ``key`` changes the configuration (not a node's status)."""

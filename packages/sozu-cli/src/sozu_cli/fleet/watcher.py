@@ -147,7 +147,8 @@ class FleetWatcher:
         may stay open and silent)."""
 
         async def follow() -> None:
-            async for events in self.etcd.watch(self.source.root, start_revision=self.seen + 1):
+            key, end = self.source.configuration_range
+            async for events in self.etcd.watch(key, end, start_revision=self.seen + 1):
                 self.seen = max([self.seen, *(event.revision for event in events)])
                 if any(self.source.concerns_configuration(event.key) for event in events):
                     await self._catch_up()
@@ -173,7 +174,9 @@ class FleetWatcher:
                 self.output.error(error.message)
                 await self._write_status()
                 return
-            self.seen = max(self.seen, snapshot.store_revision)
+            # the revision read, not the highest seen: an etcd restored from a backup may be
+            # behind what this watcher saw, and a watch from a revision to come would miss all
+            self.seen = snapshot.store_revision
             if snapshot.revision != self.attempted:
                 self.snapshot = snapshot
                 await self._attempt(snapshot)
