@@ -142,7 +142,10 @@ def _validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, output: Output) -> int:
     """``sozu-apply`` with parsed arguments: one pass, a saved plan, an offline plan, or
     ``--watch``."""
-    fleet_options = (args.source, args.publish, args.fleet_status, args.node, args.lease_ttl)
+    fleet_options = (
+        *(args.source, args.publish, args.fleet_status, args.node, args.lease_ttl),
+        *(args.etcd_ca, args.etcd_cert, args.etcd_key),
+    )
     if any(fleet_options) or args.base_revision is not None:
         from .fleet.command import run_fleet
 
@@ -232,7 +235,8 @@ ARGUMENTS: tuple[Argument, ...] = (
         ("--source",),
         metavar="URL",
         help="read the desired state from etcd instead of FILE: etcd://HOST:PORT/PREFIX "
-        "(PREFIX/config.toml and the files it names under PREFIX/files/)",
+        "(etcds:// over TLS; members: HOST:PORT,HOST:PORT), that is PREFIX/config.toml and the "
+        "files it names under PREFIX/files/",
     ),
     Arg(
         ("--publish",),
@@ -265,6 +269,24 @@ ARGUMENTS: tuple[Argument, ...] = (
         metavar="SECONDS",
         help="--watch --source: a node whose watcher stops disappears from the fleet status "
         "after that long (default 10)",
+    ),
+    Arg(
+        ("--etcd-ca",),
+        metavar="FILE",
+        completer=Completer.FILE,
+        help="etcds:// sources: the CA that signed etcd's certificate (default: the system's)",
+    ),
+    Arg(
+        ("--etcd-cert",),
+        metavar="FILE",
+        completer=Completer.FILE,
+        help="etcds:// sources: this client's certificate, when etcd asks for one",
+    ),
+    Arg(
+        ("--etcd-key",),
+        metavar="FILE",
+        completer=Completer.FILE,
+        help="etcds:// sources: the key of --etcd-cert (default: in the same file)",
     ),
     Arg(
         ("--debounce",),

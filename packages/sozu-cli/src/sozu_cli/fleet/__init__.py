@@ -10,13 +10,22 @@ The library face: :func:`load_fleet` reads a fleet's configuration into the obje
 
 from .etcd import EtcdClient, EtcdError, EtcdUnreachable
 from .publish import Published, publish
-from .source import FleetError, FleetSource, Snapshot, load_fleet, load_snapshot, read_snapshot
+from .source import (
+    EtcdTls,
+    FleetError,
+    FleetSource,
+    Snapshot,
+    load_fleet,
+    load_snapshot,
+    read_snapshot,
+)
 from .status import FleetStatus, NodeStatus, read_fleet_status
 from .watcher import FleetWatcher
 
 __all__ = [
     "EtcdClient",
     "EtcdError",
+    "EtcdTls",
     "EtcdUnreachable",
     "FleetError",
     "FleetSource",

@@ -16,7 +16,7 @@ from ..output import Output, plural
 from ..targets import ApplyExit, given_sockets, mode_of, run_pass, worst
 from .etcd import EtcdError
 from .publish import publish
-from .source import FleetError, FleetSource, load_snapshot, read_snapshot
+from .source import EtcdTls, FleetError, FleetSource, load_snapshot, read_snapshot
 from .status import read_fleet_status, show_fleet_status
 from .watcher import FleetWatcher
 
@@ -26,15 +26,22 @@ DEFAULT_LEASE_TTL = 10
 """Seconds a node stays in the fleet's status after its watcher stops renewing its lease."""
 
 
-def _source(url: str) -> FleetSource:
+def _tls(args: argparse.Namespace) -> EtcdTls | None:
+    files = (args.etcd_ca, args.etcd_cert, args.etcd_key)
+    if not any(files):
+        return None
+    return EtcdTls(*(None if file is None else Path(file) for file in files))
+
+
+def _source(args: argparse.Namespace, url: str) -> FleetSource:
     try:
-        return FleetSource.parse(url)
+        return FleetSource.parse(url, _tls(args))
     except FleetError as error:
         raise CommandError(error.message) from None
 
 
 def _publish(args: argparse.Namespace, output: Output) -> int:
-    source = _source(args.publish)
+    source = _source(args, args.publish)
     file = Path(args.file)
     published = asyncio.run(publish(source, file, base_revision=args.base_revision))
     for warning in published.warnings:
@@ -61,7 +68,7 @@ def _publish(args: argparse.Namespace, output: Output) -> int:
 
 
 def _fleet_status(args: argparse.Namespace, output: Output) -> int:
-    source = _source(args.fleet_status)
+    source = _source(args, args.fleet_status)
 
     async def read() -> Any:
         async with source.client() as client:
@@ -83,7 +90,7 @@ def _targets_of(args: argparse.Namespace, config: Config, socket_named: bool) ->
 
 def _apply_source(args: argparse.Namespace, output: Output) -> int:
     """One pass against the configuration in etcd, as a file would be applied."""
-    source = _source(args.source)
+    source = _source(args, args.source)
 
     async def read() -> Any:
         async with source.client() as client:
@@ -123,7 +130,7 @@ def _apply_source(args: argparse.Namespace, output: Output) -> int:
 
 
 def _watch_source(args: argparse.Namespace, output: Output, retries: int) -> int:
-    source = _source(args.source)
+    source = _source(args, args.source)
 
     def apply_once(config: Config, sockets: list[Path]) -> tuple[int, list[str]]:
         targets = run_pass(args, output, config, sockets, retries=retries)
@@ -186,6 +193,12 @@ def validate_fleet(args: argparse.Namespace) -> None:
             args.node is not None and (not args.node or "/" in args.node),
             f"--node {args.node!r}: a node's name is not empty and has no '/'",
         ),
+        (
+            bool(args.etcd_ca or args.etcd_cert or args.etcd_key) and not fleet_modes,
+            "--etcd-ca, --etcd-cert and --etcd-key go with an etcds:// --source, --publish or "
+            "--fleet-status",
+        ),
+        (args.etcd_key and not args.etcd_cert, "--etcd-key goes with --etcd-cert"),
         (
             args.base_revision is not None and not args.publish,
             "--base-revision goes with --publish",

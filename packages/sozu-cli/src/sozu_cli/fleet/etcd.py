@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -98,12 +99,37 @@ class WatchEvent:
     revision: int
 
 
+_CLIENT_CERTIFICATE_REFUSED = frozenset(
+    {"SSLV3_ALERT_BAD_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED", "TLSV1_ALERT_UNKNOWN_CA"}
+)
+
+
+def _tls_error(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a connection error, if one is."""
+    seen: BaseException | None = error
+    for _ in range(4):  # the error, what it wraps, and so on: a short chain
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = getattr(seen, "os_error", None) or seen.__cause__ or seen.__context__
+    return None
+
+
 class EtcdClient:
     """A client of the members of one etcd cluster (``http://HOST:PORT`` each), using one at a
     time and the next one when it cannot be reached; use as ``async with``."""
 
-    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout: float = REQUEST_TIMEOUT,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         given = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self.tls: ssl.SSLContext | bool = True if tls is None else tls
+        """The context of ``https://`` endpoints (aiohttp's default: the system's CAs)."""
         self.endpoints = [endpoint.rstrip("/") for endpoint in given]
         if not self.endpoints:
             raise ValueError("EtcdClient needs at least one endpoint")
@@ -144,6 +170,15 @@ class EtcdClient:
         sent = not isinstance(error, aiohttp.ClientConnectorError)
         if isinstance(error, TimeoutError):
             reason = f"no answer within {self.timeout:g} s"
+        elif isinstance(error, aiohttp.ClientConnectorCertificateError):
+            reason = (
+                f"its certificate is refused: {error.certificate_error} (--etcd-ca names the CA "
+                "that signed it)"
+            )
+        elif (refused := _tls_error(error)) is not None:
+            reason = f"the TLS handshake failed: {refused.reason or refused}"
+            if refused.reason in _CLIENT_CERTIFICATE_REFUSED:
+                reason += " (etcd refused this client's certificate, or wants one: --etcd-cert)"
         elif isinstance(error, aiohttp.ClientConnectorError):
             number = error.os_error.errno
             reason = os.strerror(number) if number else reason
@@ -170,6 +205,7 @@ class EtcdClient:
             async with self.session.post(
                 f"{self.endpoint}{path}",
                 json=body,
+                ssl=self.tls,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as response:
                 text = await response.text()
@@ -252,6 +288,7 @@ class EtcdClient:
             async with self.session.post(
                 f"{self.endpoint}/v3/watch",
                 json=request,
+                ssl=self.tls,
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout),
             ) as response:
                 if response.status != 200:

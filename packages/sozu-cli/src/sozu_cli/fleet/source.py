@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import ssl
 import tempfile
 import tomllib
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from .etcd import EtcdClient, prefix_end
 
 __all__ = [
     "CONFIG_KEY",
+    "EtcdTls",
     "FleetError",
     "FleetSource",
     "Loaded",
@@ -48,6 +50,7 @@ CONFIG_KEY = "config.toml"
 FILES = "files/"
 STATUS = "status/"
 SCHEME = "etcd://"
+TLS_SCHEME = "etcds://"
 DEFAULT_PORT = 2379
 EXAMPLE = "etcd://127.0.0.1:2379/sozu/prod"
 _PREFIX = re.compile(r"^[A-Za-z0-9._~@+=,-]+(/[A-Za-z0-9._~@+=,-]+)*$")
@@ -75,20 +78,62 @@ def _member(url: str, part: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
+class EtcdTls:
+    """The files of a TLS connection to etcd (``etcds://``): the CA that signed etcd's
+    certificate (default: the system's), and this client's certificate and key when etcd asks
+    for one (``--client-cert-auth``)."""
+
+    ca: Path | None = None
+    certificate: Path | None = None
+    key: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """The context to connect with, or :class:`FleetError` naming the file that is not
+        usable."""
+        try:
+            context = ssl.create_default_context(cafile=None if self.ca is None else str(self.ca))
+        except (OSError, ssl.SSLError) as error:
+            raise FleetError(f"the CA file {self.ca} is not usable: {_reason(error)}") from None
+        if self.certificate is not None:
+            try:
+                context.load_cert_chain(
+                    str(self.certificate), None if self.key is None else str(self.key)
+                )
+            except (OSError, ssl.SSLError) as error:
+                raise FleetError(
+                    f"the client certificate {self.certificate} (key "
+                    f"{self.key or 'in the same file'}) is not usable: {_reason(error)}"
+                ) from None
+        return context
+
+
+def _reason(error: OSError | ssl.SSLError) -> str:
+    return str(getattr(error, "reason", None) or error.strerror or error)
+
+
+@dataclass(frozen=True, slots=True)
 class FleetSource:
-    """``etcd://HOST:PORT[,HOST:PORT…]/PREFIX``: where a fleet's configuration lives (the
-    members of one etcd cluster, tried in turn, and the key prefix)."""
+    """``etcd://HOST:PORT[,HOST:PORT…]/PREFIX`` (``etcds://`` over TLS): where a fleet's
+    configuration lives (the members of one etcd cluster, tried in turn, and the key prefix)."""
 
     members: tuple[tuple[str, int], ...]
     prefix: str
     """The key prefix, with a leading ``/`` and no trailing one: ``/sozu/prod``."""
+    tls: EtcdTls | None = None
+    """How to connect over TLS; None: plain HTTP (``etcd://``)."""
 
     @classmethod
-    def parse(cls, url: str) -> FleetSource:
-        """Read a source URL, or raise :class:`FleetError` saying what is wrong with it."""
-        if not url.startswith(SCHEME):
-            raise FleetError(f"{url!r} is not an etcd source: write it as {EXAMPLE}")
-        location, _, path = url.removeprefix(SCHEME).partition("/")
+    def parse(cls, url: str, tls: EtcdTls | None = None) -> FleetSource:
+        """Read a source URL, or raise :class:`FleetError` saying what is wrong with it.
+        ``tls``: the files of an ``etcds://`` source (refused with ``etcd://``)."""
+        scheme = next((s for s in (SCHEME, TLS_SCHEME) if url.startswith(s)), None)
+        if scheme is None:
+            raise FleetError(
+                f"{url!r} is not an etcd source: write it as {EXAMPLE} (etcds:// over TLS)"
+            )
+        if scheme == SCHEME and tls is not None:
+            raise FleetError(f"{url!r}: TLS files are for an etcds:// source")
+        location, _, path = url.removeprefix(scheme).partition("/")
         if "?" in path or "#" in path:
             raise FleetError(f"{url!r}: an etcd source has no '?' or '#' part")
         if not location:
@@ -100,7 +145,9 @@ class FleetSource:
                 f"{url!r} names no usable key prefix (letters, digits, '.', '-', '_', "
                 f"separated by '/'): write it as {EXAMPLE}"
             )
-        return cls(members, "/" + prefix)
+        if scheme == TLS_SCHEME and tls is None:
+            tls = EtcdTls()
+        return cls(members, "/" + prefix, tls)
 
     @staticmethod
     def _address(host: str, port: int) -> str:
@@ -109,12 +156,13 @@ class FleetSource:
     @property
     def endpoints(self) -> list[str]:
         """The members' client URLs."""
-        return [f"http://{self._address(host, port)}" for host, port in self.members]
+        scheme = "http" if self.tls is None else "https"
+        return [f"{scheme}://{self._address(host, port)}" for host, port in self.members]
 
     @property
     def url(self) -> str:
         location = ",".join(self._address(host, port) for host, port in self.members)
-        return f"{SCHEME}{location}{self.prefix}"
+        return f"{SCHEME if self.tls is None else TLS_SCHEME}{location}{self.prefix}"
 
     @property
     def root(self) -> str:
@@ -150,7 +198,7 @@ class FleetSource:
         return key == self.config_key or key.startswith(self.files_prefix)
 
     def client(self) -> EtcdClient:
-        return EtcdClient(self.endpoints)
+        return EtcdClient(self.endpoints, tls=None if self.tls is None else self.tls.context())
 
 
 @dataclass(frozen=True)
@@ -270,12 +318,13 @@ async def _read(source: FleetSource) -> Snapshot:
         return await read_snapshot(client, source)
 
 
-def load_fleet(url: str) -> Config:
+def load_fleet(url: str, *, tls: EtcdTls | None = None) -> Config:
     """The desired configuration published at ``url`` (``etcd://HOST:PORT/PREFIX``), checked
     as :func:`sozu_config.config.load_checked` checks a file: the same object, to plan and
     apply with :mod:`sozu_config`. Raises :class:`FleetError` (every error in its message) or
-    :class:`~sozu_cli.fleet.etcd.EtcdError` (etcd unreachable or refusing)."""
-    source = FleetSource.parse(url)
+    :class:`~sozu_cli.fleet.etcd.EtcdError` (etcd unreachable or refusing). ``tls``: the CA,
+    certificate and key of an ``etcds://`` source."""
+    source = FleetSource.parse(url, tls)
     loaded = load_snapshot(asyncio.run(_read(source)))
     if loaded.config is None:
         raise FleetError("\n".join(loaded.errors))
