@@ -15,7 +15,6 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -47,28 +46,7 @@ _LOOPBACK_UP = (
 )
 
 
-def _namespaces_usable() -> bool:
-    if not (shutil.which("unshare") and shutil.which("nsenter") and shutil.which("curl")):
-        return False
-    try:
-        return (
-            subprocess.run(
-                ["unshare", "-rn", "true"], capture_output=True, timeout=10, check=False
-            ).returncode
-            == 0
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not _namespaces_usable(),
-        reason="needs unshare -rn (user and network namespaces), nsenter and curl to run three "
-        "proxies on one address",
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 
 class NodeDaemon(DaemonProcess):
