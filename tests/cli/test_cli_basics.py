@@ -148,7 +148,7 @@ def test_bash_completion_completes_subcommands_options_and_files(tmp_path: Path)
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["start", "status", "shutdown"]
     assert "apply" in lines[0].split()
-    assert lines[1].split() == ["list", "add", "remove", "health-check"]
+    assert lines[1].split() == ["list", "add", "remove", "h2", "health-check"]
     assert lines[2] == "frontend"
     assert lines[3] == "--hostname"
     assert lines[4].split() == ["error", "warn", "info", "debug", "trace"]
@@ -200,7 +200,7 @@ def test_zsh_and_fish_completion_scripts() -> None:
         if any("_using cluster;" in c for c in entry.get("-n", []))
         for word in entry.get("-a", [])
     ]
-    assert cluster_verbs == ["list", "add", "remove", "health-check"]
+    assert cluster_verbs == ["list", "add", "remove", "h2", "health-check"]
     (policy,) = [e for e in entries if e.get("-l") == ["load-balancing-policy"]]
     assert any(flag.startswith("-x") for flag in policy)  # takes a value
     certificate = [e for e in entries if e.get("-l") == ["certificate"]]

@@ -61,6 +61,7 @@ def test_parsed_values_of_representative_commands() -> None:
         "send_proxy": False,
         "expect_proxy": False,
         "www_authenticate": None,
+        "http2": False,
         "max_connections_per_ip": None,
         "retry_after": None,
         "authorized_hash": None,
@@ -91,6 +92,30 @@ def test_parsed_values_of_representative_commands() -> None:
     assert update["hsts_preload"] is None
     assert update["expect_proxy"] is None
     assert update["timeout"] == 5
+    assert update["disable_http11"] is None
+    assert update["h2_max_concurrent_streams"] is None
+    http2 = parse(
+        "listener",
+        "https",
+        "update",
+        "-a",
+        "127.0.0.1:8443",
+        "--disable-http11",
+        "--h2-max-concurrent-streams",
+        "20",
+        "--h2-graceful-shutdown-deadline-seconds",
+        "0",
+    )
+    assert http2["disable_http11"] is True
+    assert http2["alpn_protocols"] is None  # chosen by the handler: h2 alone
+    assert (http2["h2_max_concurrent_streams"], http2["h2_graceful_shutdown_deadline_seconds"]) == (
+        20,
+        0,
+    )
+    assert parse("listener", "https", "update", "-a", "127.0.0.1:8443", "--reset-alpn")[
+        "alpn_protocols"
+    ] == ["h2", "http/1.1"]
+    assert parse("cluster", "h2", "disable", "-i", "api")["h2_switch"] == "disable"
     frontend = parse(
         "frontend", "http", "remove", "-a", "0.0.0.0:80", "--hostname", "a.example", "-i", "web"
     )

@@ -278,9 +278,14 @@ def test_public_address_and_expect_proxy_exclude_each_other() -> None:
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
-        ({"alpn_protocols": ["h2"]}, "'h2' is not supported"),
-        ({"alpn_protocols": ["http/1.1", "h2"]}, "'h2' is not supported"),
-        ({"alpn_protocols": ["spdy/3"]}, "unknown ALPN protocol 'spdy/3'"),
+        ({"alpn_protocols": ["spdy/3"]}, "'spdy/3' (supported: h2, http/1.1)"),
+        ({"disable_http11": True}, "alpn_protocols offers 'http/1.1'"),
+        ({"disable_http11": True, "alpn_protocols": []}, "must offer 'h2'"),
+        ({"h2_max_concurrent_streams": 0}, "h2_max_concurrent_streams"),
+        ({"h2_initial_connection_window": 65_534}, "h2_initial_connection_window"),
+        ({"h2_initial_connection_window": 2**31}, "h2_initial_connection_window"),
+        ({"h2_graceful_shutdown_deadline_seconds": -1}, "h2_graceful_shutdown_deadline_seconds"),
+        ({"h2_stream_idle_timeout_seconds": 0}, "h2_stream_idle_timeout_seconds"),
         ({"cipher_list": ["TLS_RSA_WITH_RC4_128_MD5"]}, "unknown cipher suite"),
         ({"cipher_list": []}, "at least one cipher suite"),
         ({"tls_versions": []}, "at least one version"),
@@ -310,7 +315,21 @@ def test_good_https_listener_settings() -> None:
     )
     assert listener.tls_versions == [TlsVersion.TLS_V13]
     assert listener.default_sni == "example.com"
-    assert listener.alpn_protocols == ["http/1.1"]
+    assert listener.alpn_protocols == ["h2", "http/1.1"]
+    http2_only = HttpsListenerConfig(
+        address="127.0.0.1:443", alpn_protocols=["h2", "h2"], disable_http11=True
+    )
+    assert http2_only.alpn_protocols == ["h2"]
+    preferring_http11 = HttpsListenerConfig(
+        address="127.0.0.1:443", alpn_protocols=["http/1.1", "h2", "http/1.1"]
+    )
+    assert preferring_http11.alpn_protocols == ["http/1.1", "h2"]
+    zero = HttpsListenerConfig(
+        address="127.0.0.1:443",
+        h2_graceful_shutdown_deadline_seconds=0,
+        h2_max_header_table_size=0,
+    )
+    assert (zero.h2_graceful_shutdown_deadline_seconds, zero.h2_max_header_table_size) == (0, 0)
 
 
 # --------------------------------------------------------------------------- other models
@@ -428,7 +447,8 @@ def test_defaults_are_the_ones_sozu_documents() -> None:
     https = HttpsListenerConfig(address="127.0.0.1:443")
     assert https.sticky_name == "SOZUBALANCEID"
     assert https.tls_versions == [TlsVersion.TLS_V12, TlsVersion.TLS_V13]
-    assert https.alpn_protocols == ["http/1.1"]
+    assert https.alpn_protocols == ["h2", "http/1.1"]
+    assert https.disable_http11 is False
     assert https.cipher_list[0] == "TLS13_AES_256_GCM_SHA384"
     assert len(https.cipher_list) == 9
     cluster = Cluster(cluster_id="c")
@@ -436,6 +456,7 @@ def test_defaults_are_the_ones_sozu_documents() -> None:
     assert cluster.sticky_session is False
     assert cluster.https_redirect is False
     assert cluster.proxy_protocol is None
+    assert cluster.http2 is False
     assert PathRule().kind is PathRuleKind.PREFIX
     assert PathRule().value == ""
 

@@ -541,12 +541,6 @@ def test_unknown_top_level_key_is_an_error_with_a_did_you_mean(tmp_path: Path) -
         ("slab_entries_per_connection = 8\n", None, "slab_entries_per_connection"),
         ('access_logs_format = "protobuf"\n', None, "access_logs_format"),
         (
-            '[[listeners]]\nprotocol = "https"\naddress = "127.0.0.1:8443"\n'
-            "h2_max_concurrent_streams = 50\n",
-            "listeners[0]",
-            "h2_max_concurrent_streams",
-        ),
-        (
             '[[listeners]]\nprotocol = "http"\naddress = "127.0.0.1:8080"\n'
             "h2_max_glitch_count = 500\n",
             "listeners[0]",

@@ -186,6 +186,7 @@ def one_of_each_request() -> dict[type, Any]:
                 load_metric="requests",
                 answers={503: "HTTP/1.1 503 Busy\r\n\r\n"},
                 authorized_hashes=["admin:" + "0f" * 32],
+                http2=True,
             )
         ),
         rq.RemoveCluster(cluster_id="c1"),
@@ -200,11 +201,26 @@ def one_of_each_request() -> dict[type, Any]:
             listener=HttpListenerConfig(address=HTTP, answers={404: "x"}, active=True)
         ),
         rq.AddHttpsListener(
-            listener=HttpsListenerConfig(address=HTTPS, tls_versions=["tls_v13"], default_sni="a.b")
+            listener=HttpsListenerConfig(
+                address=HTTPS,
+                tls_versions=["tls_v13"],
+                default_sni="a.b",
+                alpn_protocols=["h2"],
+                disable_http11=True,
+                h2_max_concurrent_streams=10,
+                h2_graceful_shutdown_deadline_seconds=0,
+            )
         ),
         rq.AddTcpListener(listener=TcpListenerConfig(address=TCP, expect_proxy=True)),
         rq.UpdateHttpListener(address=HTTP, front_timeout=5, answers={503: "y"}),
-        rq.UpdateHttpsListener(address=HTTPS, alpn_protocols=["http/1.1"], default_sni=""),
+        rq.UpdateHttpsListener(
+            address=HTTPS,
+            alpn_protocols=["h2"],
+            default_sni="",
+            disable_http11=True,
+            h2_max_rst_stream_per_window=7,
+            h2_max_header_table_size=0,
+        ),
         rq.UpdateTcpListener(address=TCP, public_address="", connect_timeout=2),
         rq.RemoveListener(address=TCP, proxy="tcp"),
         rq.ActivateListener(address=HTTP, proxy="http", from_scm=True),

@@ -192,7 +192,7 @@ def test_update_listener_changes_only_the_given_fields() -> None:
     https = state.https_listeners[HTTPS]
     assert https.strict_sni_binding is False
     assert https.default_sni == "a.test"  # validated and normalised like at creation
-    assert https.alpn_protocols == ["http/1.1"]
+    assert https.alpn_protocols == ["h2", "http/1.1"]
 
     state.apply(rq.UpdateTcpListener(address=TCP, public_address="10.1.1.1:9000"))
     assert state.tcp_listeners[TCP].public_address == "10.1.1.1:9000"
@@ -226,13 +226,13 @@ def test_update_listener_without_fields_changes_nothing() -> None:
         (rq.UpdateHttpListener(address=HTTP, sticky_name="bad name"), "sticky_name"),
         (rq.UpdateHttpListener(address=HTTP, sozu_id_header=""), "sozu_id_header"),
         (rq.UpdateHttpListener(address=HTTP, answers={999: "x"}), "999"),
-        (rq.UpdateHttpsListener(address=HTTPS, alpn_protocols=["h2"]), "h2"),
+        (rq.UpdateHttpsListener(address=HTTPS, alpn_protocols=["h3"]), "h3"),
         (rq.UpdateHttpsListener(address=HTTPS, cipher_list=["RC4-MD5"]), "RC4-MD5"),
         (rq.UpdateHttpsListener(address=HTTPS, tls_versions=[]), "tls_versions"),
         (rq.UpdateHttpsListener(address=HTTPS, send_tls13_tickets=99), "send_tls13_tickets"),
         (rq.UpdateHttpsListener(address=HTTPS, default_sni="not a name"), "default_sni"),
     ],
-    ids=["sticky", "id-header", "answer-status", "alpn-h2", "cipher", "versions", "tickets", "sni"],
+    ids=["sticky", "id-header", "answer-status", "alpn-h3", "cipher", "versions", "tickets", "sni"],
 )
 def test_update_listener_validation_error_leaves_the_state_unchanged(
     request_: rq.Request, match: str
@@ -1378,7 +1378,7 @@ def test_a_listener_field_change_is_one_update_with_only_the_changed_fields() ->
     source = populated()
     target = populated()
     target.apply(
-        rq.UpdateHttpsListener(address=HTTPS, front_timeout=7, alpn_protocols=["http/1.1"])
+        rq.UpdateHttpsListener(address=HTTPS, front_timeout=7, alpn_protocols=["h2", "http/1.1"])
     )
     target.apply(rq.UpdateHttpsListener(address=HTTPS, strict_sni_binding=False))
     target.apply(rq.UpdateTcpListener(address=TCP, expect_proxy=True))

@@ -50,6 +50,7 @@ from .live import (
     mutation_timeout,
 )
 from .models import (
+    H2_LISTENER_FIELDS,
     Backend,
     Cluster,
     HeaderEdit,
@@ -198,8 +199,11 @@ from .statefile import (
     read_state_file,
     write_state_file,
 )
+from .tls import DEFAULT_ALPN_PROTOCOLS
 
 __all__ = [
+    "DEFAULT_ALPN_PROTOCOLS",
+    "H2_LISTENER_FIELDS",
     "MUTATING_TYPES",
     "MUTATION_TIMEOUT",
     "PLAN_GROUPS",

@@ -20,8 +20,9 @@ Rules (reference §B, with this project's decisions):
   (sōzu ignores those), and keys of listener, cluster, frontend, backend, ``[metrics]`` and
   ``[admin]`` tables;
 * keys this project does not implement are accepted with a warning when ignoring them is
-  harmless (HTTP/2 tuning, CPU affinity, …) and refused when ignoring them would change what
-  the proxy does (``h2`` ALPN, UDP);
+  harmless (CPU affinity, …) and refused when ignoring them would change what the proxy does
+  (UDP); the ``h2_*`` settings of an http listener are ignored with a warning (HTTP/2 is
+  offered on HTTPS listeners only, by ALPN);
 * ``[metrics]`` becomes :class:`MetricsSettings` (``Config.metrics``): the statsd export's
   address, format, prefix and ``detail`` level (default ``cluster``);
 * the models carry content, never paths: certificates, keys and answer templates are read

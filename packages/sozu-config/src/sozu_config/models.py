@@ -28,9 +28,15 @@ from .grammar import (
     normalize_hostname_rule,
     parse_authority,
 )
-from .tls import DEFAULT_CIPHER_LIST, check_alpn_protocols, check_cipher_list
+from .tls import (
+    DEFAULT_ALPN_PROTOCOLS,
+    DEFAULT_CIPHER_LIST,
+    check_alpn_protocols,
+    check_cipher_list,
+)
 
 __all__ = [
+    "H2_LISTENER_FIELDS",
     "Backend",
     "Cluster",
     "HeaderEdit",
@@ -53,6 +59,7 @@ __all__ = [
     "TcpFrontend",
     "TcpListenerConfig",
     "TlsVersion",
+    "check_http2_only",
     "normalize_hostname_rule",
 ]
 
@@ -177,6 +184,18 @@ Answers = Annotated[dict[int, str], AfterValidator(_answers)]
 Timeout = Annotated[int, Field(ge=1, le=86_400 * 7)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
+H2Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
+"""An HTTP/2 limit: a number of frames, streams, fields or bytes, at least 1."""
+H2Size = Annotated[int, Field(ge=0, le=2**31 - 1)]
+"""An HTTP/2 size where 0 means none (the HPACK dynamic table)."""
+H2Window = Annotated[int, Field(ge=65_535, le=2**31 - 1)]
+"""An HTTP/2 flow-control window: at least the protocol's initial 65 535 bytes (RFC 9113
+§6.9.2), at most 2^31-1."""
+H2Ratio = Annotated[int, Field(ge=2, le=1_000)]
+"""A ratio of the HTTP/2 stream table (sōzu: at least 2)."""
+H2Deadline = Annotated[int, Field(ge=0, le=86_400 * 7)]
+"""Seconds, 0 meaning no limit."""
+
 
 # --------------------------------------------------------------------------- HSTS
 
@@ -257,7 +276,12 @@ class HttpsListenerConfig(HttpListenerConfig):
         default_factory=lambda: [TlsVersion.TLS_V12, TlsVersion.TLS_V13]
     )
     cipher_list: list[str] = Field(default_factory=lambda: list(DEFAULT_CIPHER_LIST))
-    alpn_protocols: list[str] = Field(default_factory=lambda: ["http/1.1"])
+    alpn_protocols: list[str] = Field(default_factory=lambda: list(DEFAULT_ALPN_PROTOCOLS))
+    """Protocols offered by ALPN, in the server's order of preference: ``h2`` and
+    ``http/1.1``."""
+    disable_http11: bool = False
+    """Serve HTTP/2 only: clients that do not negotiate ``h2`` (those sending no ALPN
+    included) are dropped. Needs ``h2``, and not ``http/1.1``, in ``alpn_protocols``."""
     strict_sni_binding: bool = True
     """Answer 421 when the request's Host is not covered by the certificate served."""
     send_tls13_tickets: Annotated[int, Field(ge=0, le=16)] = 4
@@ -266,6 +290,103 @@ class HttpsListenerConfig(HttpListenerConfig):
     covers. ``None``: such handshakes fail (the connection is closed during the handshake)."""
     hsts: Hsts | None = None
     """Strict-Transport-Security added to the answers of this listener (see :class:`Hsts`)."""
+
+    # HTTP/2 (reference §B.3): sōzu's names and defaults. A "window" is one second.
+    h2_max_rst_stream_per_window: H2Count = Field(
+        100,
+        description="RST_STREAM frames a client may send per second before the connection is "
+        "closed with GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).",
+    )
+    h2_max_ping_per_window: H2Count = Field(
+        100,
+        description="PING frames a client may send per second before GOAWAY "
+        "ENHANCE_YOUR_CALM (ping flood).",
+    )
+    h2_max_settings_per_window: H2Count = Field(
+        50,
+        description="SETTINGS frames a client may send per second before GOAWAY "
+        "ENHANCE_YOUR_CALM (settings flood).",
+    )
+    h2_max_empty_data_per_window: H2Count = Field(
+        100,
+        description="DATA frames without payload nor END_STREAM a client may send per second "
+        "before GOAWAY ENHANCE_YOUR_CALM.",
+    )
+    h2_max_window_update_stream0_per_window: H2Count = Field(
+        100,
+        description="WINDOW_UPDATE frames on the connection (stream 0) a client may send per "
+        "second before GOAWAY ENHANCE_YOUR_CALM.",
+    )
+    h2_max_continuation_frames: H2Count = Field(
+        20,
+        description="CONTINUATION frames one header block may have; more is a flood "
+        "(CVE-2024-27316) answered with GOAWAY ENHANCE_YOUR_CALM.",
+    )
+    h2_max_glitch_count: H2Count = Field(
+        100,
+        description="Protocol misbehaviours (refused or malformed frames and streams) a "
+        "connection may accumulate in a second (the count halves each second) before GOAWAY "
+        "ENHANCE_YOUR_CALM.",
+    )
+    h2_initial_connection_window: H2Window = Field(
+        1_048_576,
+        description="Bytes the connection's receive window is opened to (flow control), "
+        "65 535 to 2^31-1.",
+    )
+    h2_max_concurrent_streams: H2Count = Field(
+        100,
+        description="Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); "
+        "extra ones are reset with REFUSED_STREAM.",
+    )
+    h2_stream_shrink_ratio: H2Ratio = Field(
+        2,
+        description="A connection's stream table gives its memory back when its capacity "
+        "exceeds this many times the streams open (at least 2).",
+    )
+    h2_max_rst_stream_lifetime: H2Count = Field(
+        10_000,
+        description="RST_STREAM frames a client may send over a connection's life before "
+        "GOAWAY ENHANCE_YOUR_CALM.",
+    )
+    h2_max_rst_stream_abusive_lifetime: H2Count = Field(
+        50,
+        description="Streams a client may reset before their answer starts, over a "
+        "connection's life, before GOAWAY ENHANCE_YOUR_CALM.",
+    )
+    h2_max_rst_stream_emitted_lifetime: H2Count = Field(
+        500,
+        description="RST_STREAM frames the proxy may send on a connection over its life "
+        "before closing it with GOAWAY ENHANCE_YOUR_CALM.",
+    )
+    h2_max_header_list_size: H2Count = Field(
+        65_536,
+        description="Bytes of a decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger "
+        "one is refused (HPACK bomb).",
+    )
+    h2_max_header_table_size: H2Size = Field(
+        65_536,
+        description="Bytes of the HPACK dynamic table kept for a client's headers "
+        "(SETTINGS_HEADER_TABLE_SIZE; 0: none).",
+    )
+    h2_max_header_fields: H2Count = Field(
+        128,
+        description="Header fields one header block may carry; more is refused.",
+    )
+    h2_stream_idle_timeout_seconds: Timeout = Field(
+        30,
+        description="Seconds a stream may stay without activity before it is reset.",
+    )
+    h2_graceful_shutdown_deadline_seconds: H2Deadline = Field(
+        5,
+        description="Seconds a soft stop or an upgrade lets open streams finish after GOAWAY "
+        "(0: wait for them without limit).",
+    )
+
+    @model_validator(mode="after")
+    def _http11(self) -> HttpsListenerConfig:
+        if self.disable_http11:
+            check_http2_only(self.alpn_protocols)
+        return self
 
     @field_validator("tls_versions")
     @classmethod
@@ -289,6 +410,26 @@ class HttpsListenerConfig(HttpListenerConfig):
     @classmethod
     def _default_sni(cls, value: str | None) -> str | None:
         return None if value is None else normalize_hostname(value)
+
+
+H2_LISTENER_FIELDS: tuple[str, ...] = tuple(
+    name for name in HttpsListenerConfig.model_fields if name.startswith("h2_")
+)
+"""The HTTP/2 settings of an HTTPS listener, in sōzu's order."""
+
+
+def check_http2_only(alpn_protocols: list[str]) -> None:
+    """``ValueError`` when ``alpn_protocols`` does not fit ``disable_http11 = true``."""
+    if "http/1.1" in alpn_protocols:
+        raise ValueError(
+            "disable_http11 = true drops the clients that do not negotiate h2, but "
+            "alpn_protocols offers 'http/1.1': offer h2 alone (alpn_protocols = [\"h2\"])"
+        )
+    if "h2" not in alpn_protocols:
+        raise ValueError(
+            "disable_http11 = true serves HTTP/2 only: alpn_protocols must offer 'h2' "
+            '(alpn_protocols = ["h2"])'
+        )
 
 
 class TcpListenerConfig(ListenerBase):
@@ -377,6 +518,10 @@ class Cluster(Model):
     health_check: HealthCheck | None = None
     """Active checks of the backends (see :class:`HealthCheck`); None: passive detection
     only (connection failures on real traffic)."""
+    http2: bool = False
+    """HTTP clusters: speak HTTP/2 to the backends, in clear text with prior knowledge (h2c);
+    the requests share backend connections as streams, up to each backend's
+    MAX_CONCURRENT_STREAMS."""
 
     @field_validator("authorized_hashes")
     @classmethod

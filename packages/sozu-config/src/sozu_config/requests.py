@@ -30,6 +30,11 @@ from .certificates import CertificateAndKey
 from .models import (
     Backend,
     Cluster,
+    H2Count,
+    H2Deadline,
+    H2Ratio,
+    H2Size,
+    H2Window,
     HealthCheck,
     Hsts,
     HttpFrontend,
@@ -176,6 +181,27 @@ class UpdateHttpsListener(_HttpListenerPatch):
     """Name served to clients without (known) SNI; "" clears it."""
     hsts: Hsts | Literal[""] | None = None
     """HSTS of the listener's answers; "" clears it."""
+    disable_http11: bool | None = None
+    """HTTP/2 only; ``true`` needs ``alpn_protocols`` without ``http/1.1`` (in the same
+    request when the listener's list has it)."""
+    h2_max_rst_stream_per_window: H2Count | None = None
+    h2_max_ping_per_window: H2Count | None = None
+    h2_max_settings_per_window: H2Count | None = None
+    h2_max_empty_data_per_window: H2Count | None = None
+    h2_max_window_update_stream0_per_window: H2Count | None = None
+    h2_max_continuation_frames: H2Count | None = None
+    h2_max_glitch_count: H2Count | None = None
+    h2_initial_connection_window: H2Window | None = None
+    h2_max_concurrent_streams: H2Count | None = None
+    h2_stream_shrink_ratio: H2Ratio | None = None
+    h2_max_rst_stream_lifetime: H2Count | None = None
+    h2_max_rst_stream_abusive_lifetime: H2Count | None = None
+    h2_max_rst_stream_emitted_lifetime: H2Count | None = None
+    h2_max_header_list_size: H2Count | None = None
+    h2_max_header_table_size: H2Size | None = None
+    h2_max_header_fields: H2Count | None = None
+    h2_stream_idle_timeout_seconds: Timeout | None = None
+    h2_graceful_shutdown_deadline_seconds: H2Deadline | None = None
 
 
 class RemoveListener(_Request):

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ALPN_PROTOCOLS",
     "CIPHER_SUITES",
+    "DEFAULT_ALPN_PROTOCOLS",
     "DEFAULT_CIPHER_LIST",
     "TLS13_SUITES",
     "check_alpn_protocols",
@@ -49,15 +50,18 @@ DEFAULT_CIPHER_LIST: tuple[str, ...] = (
     "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
 )
 
-ALPN_PROTOCOLS = frozenset({"h2", "http/1.1"})
+# The protocols the proxy speaks over TLS, in sōzu's default order (= server preference).
+ALPN_PROTOCOLS: tuple[str, ...] = ("h2", "http/1.1")
+DEFAULT_ALPN_PROTOCOLS = ALPN_PROTOCOLS
 
 
 def check_alpn_protocols(names: list[str]) -> list[str]:
-    """``names`` without repeats; ``ValueError`` for a protocol the proxy does not speak."""
+    """``names`` without repeats (the first place of each kept: the order is the server's
+    preference); ``ValueError`` for a protocol the proxy does not speak."""
     for name in names:
         if name not in ALPN_PROTOCOLS:
             raise ValueError(
-                f"unknown ALPN protocol {name!r} (supported: {', '.join(sorted(ALPN_PROTOCOLS))})"
+                f"unknown ALPN protocol {name!r} (supported: {', '.join(ALPN_PROTOCOLS)})"
             )
     return list(dict.fromkeys(names))
 

@@ -40,6 +40,7 @@ from sozu_config.responses import (
 from ..arguments import address, answer, given, port
 from ..context import Context, content_of
 from ..declarations import Arg, Command, Completer, OneOf, listing
+from ..errors import UsageError
 from ..health_view import STATE_STYLES, backends_summary, check_summary
 from ..output import Output, Styled
 from .health import BACKEND_LIST, HEALTH_CHECK
@@ -66,6 +67,7 @@ def show_cluster(
                     cluster.proxy_protocol.value if cluster.proxy_protocol else None,
                 ),
                 ("answers", sorted(cluster.answers)),
+                ("http2 to backends", cluster.http2),
                 ("www-authenticate", cluster.www_authenticate),
                 ("authorized users", [h.partition(":")[0] for h in cluster.authorized_hashes]),
                 (
@@ -216,9 +218,29 @@ def cluster_add(ctx: Context) -> int:
         https_redirect=args.https_redirect,
         answers=dict(args.answer or []),
         authorized_hashes=args.authorized_hash or [],
+        http2=args.http2,
         **settings,
     )
     return ctx.run(AddCluster(cluster=cluster))
+
+
+def cluster_h2(ctx: Context) -> int:
+    """``cluster h2 enable|disable``: the cluster's settings as the daemon has them, with
+    ``http2`` switched, sent back as an ``add_cluster`` (an upsert)."""
+    args = ctx.args
+    response = ctx.send(QueryClusterById(cluster_id=args.id))
+    if not response.ok:
+        return ctx.finish(response)
+    found = [c for c in content_of(response, ClustersContent).clusters if c.cluster]
+    if not found or found[0].cluster is None:
+        return ctx.finish(Response.failure(f"no cluster {args.id!r}", kind=ErrorKind.NOT_FOUND))
+    info, cluster = found[0], found[0].cluster
+    if info.tcp_frontends or cluster.proxy_protocol is not None:
+        raise UsageError(
+            f"cluster {args.id!r} is a tcp cluster: HTTP/2 to the backends is for http clusters"
+        )
+    wanted = args.h2_switch == "enable"
+    return ctx.run(AddCluster(cluster=cluster.model_copy(update={"http2": wanted})))
 
 
 def cluster_remove(ctx: Context) -> int:
@@ -298,6 +320,11 @@ _CLUSTER_ADD_ARGS = (
     ),
     Arg(("--www-authenticate",), metavar="REALM", help="realm of the 401 answers"),
     Arg(
+        ("--http2",),
+        action="store_true",
+        help="speak HTTP/2 to the backends (h2c, prior knowledge)",
+    ),
+    Arg(
         ("--max-connections-per-ip",),
         type=int,
         metavar="N",
@@ -334,6 +361,7 @@ CLUSTER = Command(
         "sozu -c config.toml cluster add -i api --load-balancing-policy round_robin",
         "sozu -c config.toml cluster remove -i api",
         "sozu -c config.toml cluster health-check set -i api -u /health",
+        "sozu -c config.toml cluster h2 enable -i api",
     ],
     subcommands=[
         Command(
@@ -364,6 +392,28 @@ CLUSTER = Command(
             examples=["sozu -c config.toml cluster remove -i api"],
             args=[_CLUSTER_ID],
             handler=cluster_remove,
+        ),
+        Command(
+            "h2",
+            help="speak HTTP/2 (h2c) or HTTP/1.1 to a cluster's backends",
+            examples=[
+                "sozu -c config.toml cluster h2 enable -i api",
+                "sozu -c config.toml cluster h2 disable -i api",
+            ],
+            dest="h2_switch",
+            subcommands=[
+                Command(
+                    verb,
+                    help=text,
+                    examples=[f"sozu -c config.toml cluster h2 {verb} -i api"],
+                    args=[_CLUSTER_ID],
+                    handler=cluster_h2,
+                )
+                for verb, text in (
+                    ("enable", "speak HTTP/2 to the backends (h2c, prior knowledge)"),
+                    ("disable", "speak HTTP/1.1 to the backends"),
+                )
+            ],
         ),
         HEALTH_CHECK,
     ],

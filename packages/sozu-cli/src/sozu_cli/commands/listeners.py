@@ -10,6 +10,8 @@ import argparse
 from typing import Any
 
 from sozu_config import (
+    DEFAULT_ALPN_PROTOCOLS,
+    H2_LISTENER_FIELDS,
     ActivateListener,
     AddHttpListener,
     AddHttpsListener,
@@ -30,7 +32,7 @@ from sozu_config.responses import ListenersList
 
 from ..arguments import address, answer, given, positive, template_file
 from ..context import Context, content_of
-from ..declarations import Arg, Argument, Command, Completer, listing
+from ..declarations import Arg, Argument, Command, Completer, OneOf, listing
 from ..errors import UsageError
 from .hsts import hsts_args, hsts_of
 
@@ -59,6 +61,8 @@ _TLS_FIELDS = (
     "strict_sni_binding",
     "send_tls13_tickets",
     "default_sni",
+    "disable_http11",
+    *H2_LISTENER_FIELDS,
 )
 _PROTOCOL_FIELDS = {
     "http": _LISTENER_FIELDS + _HTTP_FIELDS,
@@ -73,6 +77,7 @@ def _listener_settings(args: argparse.Namespace) -> dict[str, Any]:
         hsts = hsts_of(args)
         if hsts is not None:
             settings["hsts"] = hsts if hsts.enabled else ""
+        _alpn_of_http11_switch(settings)
     if args.protocol != "tcp":
         answers = dict(getattr(args, "answer", None) or [])
         for status in (404, 503):
@@ -82,6 +87,14 @@ def _listener_settings(args: argparse.Namespace) -> dict[str, Any]:
         if answers:
             settings["answers"] = answers
     return settings
+
+
+def _alpn_of_http11_switch(settings: dict[str, Any]) -> None:
+    """``--disable-http11`` offers h2 alone, ``--enable-http11`` h2 and http/1.1, unless
+    ``--alpn-protocols`` says otherwise (as ``disable_http11`` in ``config.toml``)."""
+    disabled = settings.get("disable_http11")
+    if disabled is not None and "alpn_protocols" not in settings:
+        settings["alpn_protocols"] = ["h2"] if disabled else list(DEFAULT_ALPN_PROTOCOLS)
 
 
 def listener_add(ctx: Context) -> int:
@@ -261,8 +274,9 @@ def _tls_listener_args(*, update: bool) -> list[Argument]:
         Arg(
             ("--alpn-protocols",),
             nargs="+",
+            choices=DEFAULT_ALPN_PROTOCOLS,
             metavar="PROTOCOL",
-            help="ALPN protocols (http/1.1)",
+            help="ALPN protocols offered, preferred first: h2, http/1.1 (default: both)",
         ),
         Arg(
             ("--strict-sni-binding",),
@@ -278,8 +292,45 @@ def _tls_listener_args(*, update: bool) -> list[Argument]:
         ),
         Arg(("--default-sni",), metavar="NAME", help="name served to clients without SNI"),
         *hsts_args(off="no HSTS on this listener"),
+        OneOf(
+            (
+                Arg(
+                    ("--disable-http11",),
+                    dest="disable_http11",
+                    action="store_const",
+                    const=True,
+                    help="serve HTTP/2 only: drop clients that do not negotiate h2 (ALPN: h2, "
+                    "unless --alpn-protocols)",
+                ),
+                Arg(
+                    ("--enable-http11",),
+                    dest="disable_http11",
+                    action="store_const",
+                    const=False,
+                    help="serve HTTP/1.1 too (ALPN: h2 http/1.1, unless --alpn-protocols)",
+                ),
+            )
+        ),
+        *(
+            Arg(
+                ("--" + name.replace("_", "-"),),
+                type=int,
+                metavar="SECONDS" if name.endswith("_seconds") else "N",
+                help=_H2_HELP[name],
+            )
+            for name in H2_LISTENER_FIELDS
+        ),
     ]
     if update:
+        found.append(
+            Arg(
+                ("--reset-alpn",),
+                dest="alpn_protocols",
+                action="store_const",
+                const=list(DEFAULT_ALPN_PROTOCOLS),
+                help="offer the default ALPN protocols again: h2 http/1.1",
+            )
+        )
         found.append(
             Arg(
                 ("--no-default-sni",),
@@ -291,6 +342,33 @@ def _tls_listener_args(*, update: bool) -> list[Argument]:
         )
     return found
 
+
+_H2_HELP = {
+    "h2_max_rst_stream_per_window": "HTTP/2: RST_STREAM frames a client may send per second",
+    "h2_max_ping_per_window": "HTTP/2: PING frames a client may send per second",
+    "h2_max_settings_per_window": "HTTP/2: SETTINGS frames a client may send per second",
+    "h2_max_empty_data_per_window": "HTTP/2: empty DATA frames a client may send per second",
+    "h2_max_window_update_stream0_per_window": "HTTP/2: connection WINDOW_UPDATE frames a "
+    "client may send per second",
+    "h2_max_continuation_frames": "HTTP/2: CONTINUATION frames of one header block",
+    "h2_max_glitch_count": "HTTP/2: protocol misbehaviours a connection may accumulate",
+    "h2_initial_connection_window": "HTTP/2: bytes of the connection's receive window",
+    "h2_max_concurrent_streams": "HTTP/2: streams a client may have open at once",
+    "h2_stream_shrink_ratio": "HTTP/2: capacity/open streams ratio over which the stream "
+    "table shrinks",
+    "h2_max_rst_stream_lifetime": "HTTP/2: RST_STREAM frames a client may send per connection",
+    "h2_max_rst_stream_abusive_lifetime": "HTTP/2: streams a client may reset before their "
+    "answer, per connection",
+    "h2_max_rst_stream_emitted_lifetime": "HTTP/2: RST_STREAM frames the proxy may send per "
+    "connection",
+    "h2_max_header_list_size": "HTTP/2: bytes of a decoded header list",
+    "h2_max_header_table_size": "HTTP/2: bytes of the HPACK dynamic table (0: none)",
+    "h2_max_header_fields": "HTTP/2: header fields of one header block",
+    "h2_stream_idle_timeout_seconds": "HTTP/2: seconds a stream may stay idle",
+    "h2_graceful_shutdown_deadline_seconds": "HTTP/2: seconds open streams get to finish on "
+    "soft stop (0: no limit)",
+}
+"""One line of ``--help`` for each HTTP/2 setting (the documentation says more)."""
 
 _DEFAULT_PORTS = {ListenerType.HTTP: "80", ListenerType.HTTPS: "443", ListenerType.TCP: "5432"}
 

@@ -310,7 +310,7 @@ def validation_reason(item: Any) -> str:
 
 def unknown_key_reason(key: str, known: Collection[str]) -> str:
     """``unknown key (known keys: ...)``, with a did-you-mean when one is close."""
-    # the HTTP/2 knobs of listeners are accepted (and ignored): not worth listing
+    # the HTTP/2 settings of HTTPS listeners are many: not listed (did-you-mean finds them)
     listed = sorted(k for k in known if not k.startswith("h2_"))
     reason = f"unknown key (known keys: {', '.join(listed)})"
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)

@@ -27,6 +27,7 @@ from ..addresses import SocketAddress, normalize_address
 from ..models import (
     HeaderPosition,
     Hsts,
+    HttpsListenerConfig,
     ListenerType,
     LoadBalancingAlgorithm,
     LoadMetric,
@@ -140,15 +141,6 @@ def _refused(reason: str) -> AfterValidator:
     return AfterValidator(refuse)
 
 
-def _refused_if_true(reason: str) -> AfterValidator:
-    def refuse(value: bool) -> bool:
-        if value:
-            raise ValueError(reason)
-        return value
-
-    return AfterValidator(refuse)
-
-
 def _tables(value: object) -> object:
     if type(value) is not list:
         raise ValueError(f"expected an array of tables, found {show(value)}")
@@ -159,8 +151,6 @@ Tables = Annotated[list[Any], BeforeValidator(_tables)]
 """An array of tables; each entry is read with its own model (which depends on its context)."""
 Answers = dict[str, Any]
 """``answers``: HTTP status → template text or ``file://<path>`` (checked when read)."""
-Unchecked = Any
-"""A value this proxy ignores (with a warning): any TOML value is accepted."""
 LegacyAnswerFile = Annotated[
     str | None,
     Field(
@@ -169,16 +159,6 @@ LegacyAnswerFile = Annotated[
     ),
 ]
 """A per-status answer file of sōzu's HTTP listeners."""
-Http2Knob = Annotated[
-    Unchecked,
-    Field(
-        description="sōzu's HTTP/2 tuning: accepted and ignored with a warning (this proxy "
-        "does not speak HTTP/2)."
-    ),
-]
-"""An HTTP/2 setting of sōzu's listeners."""
-
-
 # --------------------------------------------------------------------------- [[listeners]]
 
 
@@ -227,35 +207,42 @@ class _LegacyAnswerFiles(FileModel):
     answer_507: LegacyAnswerFile = None
 
 
-class _Http2Tuning(FileModel):
-    """HTTP/2 tuning of sōzu's listeners (reference §B.3): accepted, and ignored with a
-    warning, since this proxy does not speak HTTP/2."""
+def _h2(name: str) -> Any:
+    """A field of :class:`_Http2Tuning`: the default and meaning of the listener's setting
+    (whose bounds are checked when the listener is built)."""
+    info = HttpsListenerConfig.model_fields[name]
+    return Field(info.default, description=info.description)
 
-    h2_max_rst_stream_per_window: Http2Knob = None
-    h2_max_ping_per_window: Http2Knob = None
-    h2_max_settings_per_window: Http2Knob = None
-    h2_max_empty_data_per_window: Http2Knob = None
-    h2_max_window_update_stream0_per_window: Http2Knob = None
-    h2_max_continuation_frames: Http2Knob = None
-    h2_max_glitch_count: Http2Knob = None
-    h2_initial_connection_window: Http2Knob = None
-    h2_max_concurrent_streams: Http2Knob = None
-    h2_stream_shrink_ratio: Http2Knob = None
-    h2_max_rst_stream_lifetime: Http2Knob = None
-    h2_max_rst_stream_abusive_lifetime: Http2Knob = None
-    h2_max_rst_stream_emitted_lifetime: Http2Knob = None
-    h2_max_header_list_size: Http2Knob = None
-    h2_max_header_table_size: Http2Knob = None
-    h2_max_header_fields: Http2Knob = None
-    h2_stream_idle_timeout_seconds: Http2Knob = None
-    h2_graceful_shutdown_deadline_seconds: Http2Knob = None
+
+class _Http2Tuning(FileModel):
+    """HTTP/2 settings of HTTPS listeners (reference §B.3): sōzu's names and defaults; a
+    "window" is one second. An http listener accepts them with a warning and ignores them."""
+
+    h2_max_rst_stream_per_window: int = _h2("h2_max_rst_stream_per_window")
+    h2_max_ping_per_window: int = _h2("h2_max_ping_per_window")
+    h2_max_settings_per_window: int = _h2("h2_max_settings_per_window")
+    h2_max_empty_data_per_window: int = _h2("h2_max_empty_data_per_window")
+    h2_max_window_update_stream0_per_window: int = _h2("h2_max_window_update_stream0_per_window")
+    h2_max_continuation_frames: int = _h2("h2_max_continuation_frames")
+    h2_max_glitch_count: int = _h2("h2_max_glitch_count")
+    h2_initial_connection_window: int = _h2("h2_initial_connection_window")
+    h2_max_concurrent_streams: int = _h2("h2_max_concurrent_streams")
+    h2_stream_shrink_ratio: int = _h2("h2_stream_shrink_ratio")
+    h2_max_rst_stream_lifetime: int = _h2("h2_max_rst_stream_lifetime")
+    h2_max_rst_stream_abusive_lifetime: int = _h2("h2_max_rst_stream_abusive_lifetime")
+    h2_max_rst_stream_emitted_lifetime: int = _h2("h2_max_rst_stream_emitted_lifetime")
+    h2_max_header_list_size: int = _h2("h2_max_header_list_size")
+    h2_max_header_table_size: int = _h2("h2_max_header_table_size")
+    h2_max_header_fields: int = _h2("h2_max_header_fields")
+    h2_stream_idle_timeout_seconds: int = _h2("h2_stream_idle_timeout_seconds")
+    h2_graceful_shutdown_deadline_seconds: int = _h2("h2_graceful_shutdown_deadline_seconds")
 
 
 LEGACY_ANSWER_KEYS = tuple(_LegacyAnswerFiles.model_fields)
 HTTP2_KEYS = frozenset(_Http2Tuning.model_fields)
 
 
-class HttpListenerFile(TcpListenerFile, _LegacyAnswerFiles, _Http2Tuning):
+class HttpListenerFile(TcpListenerFile, _LegacyAnswerFiles):
     """``[[listeners]]`` with ``protocol = "http"``."""
 
     sticky_name: str | None = None
@@ -278,7 +265,7 @@ class HttpListenerFile(TcpListenerFile, _LegacyAnswerFiles, _Http2Tuning):
     with a message saying so."""
 
 
-class HttpsListenerFile(HttpListenerFile):
+class HttpsListenerFile(HttpListenerFile, _Http2Tuning):
     """``[[listeners]]`` with ``protocol = "https"``: TLS settings and an optional certificate
     (added to the listener, and its default when ``default_sni`` is not given)."""
 
@@ -301,17 +288,14 @@ class HttpsListenerFile(HttpListenerFile):
     send_tls13_tickets: int | None = None
     """TLS 1.3 session tickets sent after a handshake, 0 to 16 (default: 4)."""
     alpn_protocols: Annotated[list[str], AfterValidator(check_alpn_protocols)] | None = None
-    """ALPN protocols offered (default: ``["http/1.1"]``; HTTP/2 is not offered)."""
+    """ALPN protocols offered, in the server's order of preference: ``h2`` and ``http/1.1``
+    (default: ``["h2", "http/1.1"]``, or ``["h2"]`` with ``disable_http11 = true``)."""
     strict_sni_binding: bool | None = None
     """Answer 421 when the request's Host is not covered by the certificate served (default:
     true)."""
-    disable_http11: Annotated[
-        bool,
-        _refused_if_true(
-            "HTTP/2 is not supported yet: disable_http11 = true would refuse every client"
-        ),
-    ] = False
-    """sōzu's switch to HTTP/2 only: ``true`` is refused (no HTTP/2 here)."""
+    disable_http11: bool = False
+    """Serve HTTP/2 only: clients that do not negotiate ``h2`` (those sending no ALPN included)
+    are dropped. ``alpn_protocols`` must then offer ``h2`` and not ``http/1.1``."""
     default_sni: str | None = None
     """The name whose certificate is served when the client sends no SNI, or a name no certificate
     covers (default: the listener's ``certificate``; without either such handshakes fail)."""
@@ -415,10 +399,10 @@ class ClusterFile(FileModel):
     retry_after: int | None = None
     """``Retry-After`` seconds of this cluster's 429 (0: no header; default: the top-level
     setting)."""
-    http2: Annotated[
-        bool, _refused_if_true("HTTP/2 to the backends (h2c) is not supported yet")
-    ] = False
-    """HTTP/2 to the backends: ``true`` is refused (not supported yet)."""
+    http2: bool | None = None
+    """HTTP clusters: speak HTTP/2 to the backends, in clear text with prior knowledge (h2c),
+    requests sharing connections as streams (default: false, HTTP/1.1). Refused on tcp
+    clusters."""
     health_check: HealthCheckFile | None = None
     """Active checks of the backends (see its table below); without it, passive detection
     only."""

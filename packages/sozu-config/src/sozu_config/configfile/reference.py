@@ -287,8 +287,9 @@ def render() -> str:
     parts.append(
         "\n## sōzu keys accepted and ignored\n\n"
         f"Top-level keys of sōzu that this proxy does not implement: {ignored}. Each is accepted "
-        "with a warning (none when it holds the value that asks for nothing). The `h2_*` keys of "
-        "listeners are accepted and ignored the same way (listed above).\n"
+        "with a warning (none when it holds the value that asks for nothing). The `h2_*` keys "
+        "of HTTPS listeners are accepted on http listeners with a warning and ignored there: "
+        "HTTP/2 is offered on HTTPS listeners only (ALPN).\n"
     )
     return "".join(parts)
 

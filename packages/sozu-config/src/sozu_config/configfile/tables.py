@@ -26,6 +26,7 @@ from ..models import (
     PathRule,
     PathRuleKind,
     ProxyProtocolConfig,
+    check_http2_only,
     normalize_hostname_rule,
 )
 from .errors import (
@@ -106,6 +107,8 @@ def read_listener(assembly: Assembly, index: int, data: object) -> None:
             None, "listeners", f"expected an array of [[listeners]] tables, found {show(data)}"
         )
     protocol = _listener_protocol(assembly, table, data)
+    if protocol is ListenerType.HTTP and not HTTP2_KEYS.isdisjoint(data):
+        data = _without_http2_keys(assembly, table, data)
     file_model = listener_file_model(protocol)
     file = validate_table(findings, file_model, data, table, listener_hints(protocol))
     assembly.check_address_free(table, file.address)
@@ -150,6 +153,18 @@ def _listener_protocol(assembly: Assembly, table: str, data: dict[str, Any]) -> 
         ) from None
 
 
+def _without_http2_keys(assembly: Assembly, table: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An http listener's table without sōzu's ``h2_*`` keys, each ignored with a warning."""
+    for key in sorted(HTTP2_KEYS.intersection(data)):
+        assembly.findings.warn(
+            table,
+            key,
+            "HTTP/2 is offered on HTTPS listeners only (ALPN): this setting is ignored on an "
+            "http listener",
+        )
+    return {key: value for key, value in data.items() if key not in HTTP2_KEYS}
+
+
 def _http_settings(
     assembly: Assembly,
     table: str,
@@ -179,8 +194,6 @@ def _http_settings(
                 "over plain HTTP)",
             )
         fields["hsts"] = file.hsts
-    for key in sorted(HTTP2_KEYS & given):
-        assembly.findings.warn(table, key, "HTTP/2 is not implemented; this setting is ignored")
 
 
 def _tls_settings(
@@ -201,9 +214,13 @@ def _tls_settings(
         "strict_sni_binding",
         "send_tls13_tickets",
         "default_sni",
+        "disable_http11",
+        *sorted(HTTP2_KEYS),
     ):
         if key in given:
             fields[key] = getattr(file, key)
+    if file.disable_http11:
+        _http2_only(assembly, table, file, fields)
     if "groups_list" in given:
         assembly.findings.warn(
             table,
@@ -223,6 +240,19 @@ def _tls_settings(
                 f"({', '.join(certificate.names)}), so it cannot be the default (default_sni)",
             )
     return certificate
+
+
+def _http2_only(
+    assembly: Assembly, table: str, file: HttpsListenerFile, fields: dict[str, Any]
+) -> None:
+    """``disable_http11 = true``: ALPN offers ``h2`` alone when the table does not say."""
+    if file.alpn_protocols is None:
+        fields["alpn_protocols"] = ["h2"]
+        return
+    try:
+        check_http2_only(file.alpn_protocols)
+    except ValueError as error:
+        raise assembly.findings.error(table, "alpn_protocols", str(error)) from None
 
 
 def _first_exact_name(names: Iterable[str]) -> str | None:
@@ -329,9 +359,17 @@ def _cluster(
         "www_authenticate",
         "max_connections_per_ip",
         "retry_after",
+        "http2",
     ):
         if key in given:
             fields[key] = getattr(file, key)
+    if protocol is ListenerType.TCP and file.http2:
+        raise assembly.findings.error(
+            table,
+            "http2",
+            "HTTP/2 to the backends is for http clusters: a tcp cluster relays bytes (remove "
+            'http2, or use protocol = "http")',
+        )
     if protocol is ListenerType.TCP:
         for key in HTTP_ONLY_CLUSTER_KEYS:
             if getattr(file, key):
