@@ -192,7 +192,8 @@ def tls_config(
         configs.https_listener(ports["fallback"], certificate=multi_cert, key=multi_key),
         configs.https_listener(ports["lenient"], strict_sni_binding=False),
         configs.https_listener(ports["v12"], tls_versions=["TLS_V12"]),
-        configs.https_listener(ports["v13"], tls_versions=["TLS_V13"]),
+        # (this one offers HTTP/1.1 only by ALPN)
+        configs.https_listener(ports["v13"], tls_versions=["TLS_V13"], alpn_protocols=["http/1.1"]),
         configs.https_listener(
             ports["cipher"],
             tls_versions=["TLS_V12"],
@@ -736,20 +737,22 @@ cipher_list = ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_RC4_128_MD
 
 
 def test_alpn_http11_negotiated(proxy: TlsProxy) -> None:
-    """sōzu ``test_alpn_http11_only_listener``: a client offering ``h2`` and ``http/1.1``
-    gets ``http/1.1`` and is served HTTP/1.1."""
-    port = proxy.ports["sni"]
+    """sōzu ``test_alpn_http11_only_listener``: on a listener offering only ``http/1.1``, a
+    client offering ``h2`` and ``http/1.1`` gets ``http/1.1`` and is served HTTP/1.1; on a
+    listener with the default list it gets ``h2``."""
     context = tls_client_context(alpn=["h2", "http/1.1"])
+    assert tls_handshake(proxy.ports["sni"], "rsa.tls.test", context=context).alpn == "h2"
+    port = proxy.ports["v13"]
     assert tls_handshake(port, "rsa.tls.test", context=context).alpn == "http/1.1"
     answer = https_get(port, "rsa.tls.test", "/alpn", context=context)
     assert (answer.status, answer.body) == (200, b"alpha /alpn")
 
 
 def test_tls_alpn_mismatch_recovery(proxy: TlsProxy) -> None:
-    """sōzu ``test_tls_alpn_mismatch_recovery``: a client offering only ``h2`` (not spoken
-    here) is served without ALPN — the handshake completes with no protocol selected and an
-    HTTP/1.1 request is answered; nothing hangs."""
-    port = proxy.ports["sni"]
+    """sōzu ``test_tls_alpn_mismatch_recovery``: a client offering only ``h2`` to a listener
+    that offers only ``http/1.1`` is served without ALPN — the handshake completes with no
+    protocol selected and an HTTP/1.1 request is answered; nothing hangs."""
+    port = proxy.ports["v13"]
     context = tls_client_context(alpn=["h2"])
     started = time.monotonic()
     session = tls_handshake(port, "rsa.tls.test", context=context)

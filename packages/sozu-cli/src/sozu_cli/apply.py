@@ -21,8 +21,13 @@ Exit codes, as ``terraform plan -detailed-exitcode``: 0 in sync or applied, 2 ch
 (``--check``), 1 any error (bad arguments or file, unreachable daemon, refused batch); an
 error wins over changes pending. The file is only read, never written.
 
+A fleet fed from etcd (:mod:`.fleet`): ``--source etcd://HOST:PORT/PREFIX`` reads the desired
+state from etcd instead of FILE (once, or with ``--watch``), ``--publish URL FILE`` writes a
+checked file there, ``--fleet-status URL`` shows what every node runs.
+
 This module is the command (its arguments, its modes, one pass over the targets); the targets
-themselves are :mod:`.targets`, saved plans :mod:`.saved_plans`, offline plans :mod:`.offline`.
+themselves are :mod:`.targets`, saved plans :mod:`.saved_plans`, offline plans :mod:`.offline`,
+the fleet modes :mod:`.fleet.command`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from pathlib import Path
 from sozu_config.config import Config
 from sozu_config.live import MUTATION_TIMEOUT
 
-from .arguments import Parser, add_version, non_negative
+from .arguments import Parser, add_version, non_negative, positive
 from .declarations import Arg, Argument, Completer, OneOf
 from .declarations import add_arguments as add_declared
 from .errors import CommandError
@@ -43,16 +48,10 @@ from .output import Output
 from .saved_plans import apply_saved, save_plan
 from .targets import (
     ApplyExit,
-    Target,
-    apply_all,
-    apply_target,
-    check_all,
-    close_all,
+    given_sockets,
     load_desired,
-    plan_target,
-    report,
-    show,
-    timeouts,
+    mode_of,
+    run_pass,
     worst,
 )
 
@@ -72,21 +71,15 @@ EXAMPLES = [
     "sozu-apply config.toml --watch",
     "sozu-apply config.toml --socket /run/sozu-a.sock --socket /run/sozu-b.sock",
     "sozu-apply config.toml --dry-run --json | jq '.targets[].summary'",
+    "sozu-apply --publish etcd://127.0.0.1:2379/sozu/prod config.toml",
+    "sozu-apply --source etcd://127.0.0.1:2379/sozu/prod --socket /run/sozu.sock --dry-run",
+    "sozu-apply --watch --source etcd://127.0.0.1:2379/sozu/prod --socket /run/sozu.sock",
+    "sozu-apply --fleet-status etcd://127.0.0.1:2379/sozu/prod",
 ]
 
 
-def _mode(args: argparse.Namespace) -> str:
-    if args.check:
-        return "check"
-    if args.dry_run or getattr(args, "out", None):
-        return "dry_run"
-    return "apply"
-
-
 def _sockets(args: argparse.Namespace, config: Config) -> list[Path]:
-    given = [getattr(args, "socket", None), *(getattr(args, "sockets", None) or [])]
-    sockets = [Path(s) for s in given if s]
-    return list(dict.fromkeys(sockets)) or [config.command_socket]
+    return given_sockets(args) or [config.command_socket]
 
 
 def apply_file(
@@ -96,7 +89,7 @@ def apply_file(
     exit code (:func:`worst` of the targets'). ``retries``: times to plan again after a version
     mismatch (used by ``--watch``)."""
     file = Path(args.file)
-    mode = _mode(args)
+    mode = mode_of(args)
     desired = load_desired(file, output)
     if desired is None:
         output.json(
@@ -104,28 +97,7 @@ def apply_file(
             compact=compact,
         )
         return ApplyExit.ERROR
-    query_timeout, batch_timeout = timeouts(args, desired.ctl_command_timeout)
-    targets = [Target(socket) for socket in _sockets(args, desired)]
-    try:
-        for target in targets:
-            plan_target(target, desired, query_timeout)
-            show(output, target)
-        if mode == "check":
-            check_all(output, targets)
-        elif mode == "apply":
-            apply_all(args, output, targets, batch_timeout)
-            for target in targets:
-                for _ in range(retries):
-                    if target.status != "version_mismatch":
-                        break
-                    output.note(f"{target.socket}: the state moved meanwhile; planning again")
-                    target.reset()
-                    plan_target(target, desired, query_timeout)
-                    show(output, target)
-                    apply_target(target, batch_timeout)
-                report(output, target)
-    finally:
-        close_all(targets)
+    targets = run_pass(args, output, desired, _sockets(args, desired), retries=retries)
     if getattr(args, "out", None) and not any(t.code == ApplyExit.ERROR for t in targets):
         save_plan(Path(args.out), file, desired, targets, output)
     output.json(
@@ -170,6 +142,16 @@ def _validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, output: Output) -> int:
     """``sozu-apply`` with parsed arguments: one pass, a saved plan, an offline plan, or
     ``--watch``."""
+    fleet_options = (
+        *(args.source, args.publish, args.fleet_status, args.node, args.lease_ttl),
+        *(args.etcd_ca, args.etcd_cert, args.etcd_key),
+    )
+    if any(fleet_options) or args.base_revision is not None:
+        from .fleet.command import run_fleet
+
+        code = run_fleet(args, output, retries=VERSION_RETRIES)
+        if code is not None:
+            return code
     _validate(args)
     if args.diff or args.against:
         return plan_offline(args, output)
@@ -214,7 +196,7 @@ ARGUMENTS: tuple[Argument, ...] = (
                 ("--watch",),
                 action="store_true",
                 help="apply again after every change of the file or of the certificates, keys "
-                "and answer templates it names",
+                "and answer templates it names (with --source: after every new revision in etcd)",
             ),
         )
     ),
@@ -248,6 +230,63 @@ ARGUMENTS: tuple[Argument, ...] = (
         metavar="STATE_FILE",
         completer=Completer.FILE,
         help="offline: the plan from a state file (sozu state save) to FILE, no daemon needed",
+    ),
+    Arg(
+        ("--source",),
+        metavar="URL",
+        help="read the desired state from etcd instead of FILE: etcd://HOST:PORT/PREFIX "
+        "(etcds:// over TLS; members: HOST:PORT,HOST:PORT), that is PREFIX/config.toml and the "
+        "files it names under PREFIX/files/",
+    ),
+    Arg(
+        ("--publish",),
+        metavar="URL",
+        help="check FILE and write it, with the files it names, to etcd://HOST:PORT/PREFIX in "
+        "one transaction (refused if the configuration there changed since the base revision)",
+    ),
+    Arg(
+        ("--base-revision",),
+        type=non_negative,
+        metavar="N",
+        help="--publish: the revision the change was made from (default: the one read just "
+        "before writing; 0: nothing published yet)",
+    ),
+    Arg(
+        ("--fleet-status",),
+        metavar="URL",
+        help="show every node following etcd://HOST:PORT/PREFIX, the revision it runs and "
+        "whether it is in sync (exit 2 when one is not)",
+    ),
+    Arg(
+        ("--node",),
+        metavar="NAME",
+        help="--watch --source: the name this proxy reports its status under (default: the "
+        "host name)",
+    ),
+    Arg(
+        ("--lease-ttl",),
+        type=positive,
+        metavar="SECONDS",
+        help="--watch --source: a node whose watcher stops disappears from the fleet status "
+        "after that long (default 10)",
+    ),
+    Arg(
+        ("--etcd-ca",),
+        metavar="FILE",
+        completer=Completer.FILE,
+        help="etcds:// sources: the CA that signed etcd's certificate (default: the system's)",
+    ),
+    Arg(
+        ("--etcd-cert",),
+        metavar="FILE",
+        completer=Completer.FILE,
+        help="etcds:// sources: this client's certificate, when etcd asks for one",
+    ),
+    Arg(
+        ("--etcd-key",),
+        metavar="FILE",
+        completer=Completer.FILE,
+        help="etcds:// sources: the key of --etcd-cert (default: in the same file)",
     ),
     Arg(
         ("--debounce",),
@@ -289,7 +328,8 @@ def build_parser() -> Parser:
         + "\n".join(f"  {example}" for example in EXAMPLES)
         + "\n\nexit codes (as terraform plan -detailed-exitcode):\n"
         "  0  in sync, or applied\n"
-        "  2  changes pending (--check; offline: the two states differ)\n"
+        "  2  changes pending (--check; offline: the two states differ;\n"
+        "     --fleet-status: a node is not in sync)\n"
         "  1  any error: bad arguments or file, unreachable daemon, refused batch\n"
         "     (an error wins over changes pending)",
     )

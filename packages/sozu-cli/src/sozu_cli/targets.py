@@ -38,10 +38,13 @@ __all__ = [
     "apply_target",
     "check_all",
     "close_all",
+    "given_sockets",
     "load_desired",
+    "mode_of",
     "plan_saved_target",
     "plan_target",
     "report",
+    "run_pass",
     "show",
     "timeouts",
     "worst",
@@ -308,3 +311,55 @@ def report(output: Output, target: Target) -> None:
         render_results(output, target.results)
     elif target.status == "unreachable" and target.plan is not None:
         output.error(target.message)
+
+
+def mode_of(args: argparse.Namespace) -> str:
+    """``check``, ``dry_run`` (also with ``--out``) or ``apply``."""
+    if args.check:
+        return "check"
+    if args.dry_run or getattr(args, "out", None):
+        return "dry_run"
+    return "apply"
+
+
+def run_pass(
+    args: argparse.Namespace,
+    output: Output,
+    desired: Config,
+    sockets: list[Path],
+    *,
+    retries: int = 0,
+) -> list[Target]:
+    """Plan every target against ``desired``, show the plans, then check or apply them (as
+    the mode says); ``retries``: times to plan again after a version mismatch (``--watch``).
+    Returns the targets, each with its outcome."""
+    mode = mode_of(args)
+    query_timeout, batch_timeout = timeouts(args, desired.ctl_command_timeout)
+    targets = [Target(socket) for socket in sockets]
+    try:
+        for target in targets:
+            plan_target(target, desired, query_timeout)
+            show(output, target)
+        if mode == "check":
+            check_all(output, targets)
+        elif mode == "apply":
+            apply_all(args, output, targets, batch_timeout)
+            for target in targets:
+                for _ in range(retries):
+                    if target.status != "version_mismatch":
+                        break
+                    output.note(f"{target.socket}: the state moved meanwhile; planning again")
+                    target.reset()
+                    plan_target(target, desired, query_timeout)
+                    show(output, target)
+                    apply_target(target, batch_timeout)
+                report(output, target)
+    finally:
+        close_all(targets)
+    return targets
+
+
+def given_sockets(args: argparse.Namespace) -> list[Path]:
+    """The sockets named on the command line (``--socket``, repeatable), in order, once each."""
+    given = [getattr(args, "socket", None), *(getattr(args, "sockets", None) or [])]
+    return list(dict.fromkeys(Path(s) for s in given if s))

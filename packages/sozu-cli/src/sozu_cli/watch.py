@@ -28,7 +28,7 @@ from typing import Any
 from .errors import UsageError
 from .output import Output
 
-__all__ = ["named_files", "watch"]
+__all__ = ["named_files", "raw_paths", "watch"]
 
 # Keys whose value is the path of a file the configuration reads (certificates, keys, chains,
 # and answer templates: ``answer_503 = "path"`` or, in an ``answers`` table, "file://path").
@@ -44,7 +44,7 @@ def _stamp() -> str:
     return dt.datetime.now().strftime("%H:%M:%S")
 
 
-def _raw_paths(document: Any, key: str = "") -> Iterator[str]:
+def raw_paths(document: Any, key: str = "") -> Iterator[str]:
     """Every file path named in a parsed TOML document, as written."""
     if isinstance(document, dict):
         for name, value in document.items():
@@ -53,10 +53,10 @@ def _raw_paths(document: Any, key: str = "") -> Iterator[str]:
                     if isinstance(template, str) and template.startswith(_ANSWER_FILE):
                         yield template.removeprefix(_ANSWER_FILE)
             else:
-                yield from _raw_paths(value, name)
+                yield from raw_paths(value, name)
     elif isinstance(document, list):
         for item in document:
-            yield from _raw_paths(item, key)
+            yield from raw_paths(item, key)
     elif (
         isinstance(document, str) and document and (key in _FILE_KEYS or key.startswith("answer_"))
     ):
@@ -73,7 +73,7 @@ def named_files(file: Path) -> set[Path]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return set()
     found: set[Path] = set()
-    for raw in _raw_paths(document):
+    for raw in raw_paths(document):
         given = Path(raw)
         bases = [file.parent, Path.cwd()] if not given.is_absolute() else [Path("/")]
         candidates = [Path(os.path.normpath(base / given)) for base in bases]

@@ -180,6 +180,29 @@ CATALOGUE: Final[dict[str, MetricInfo]] = {
         ),
         MetricInfo("tls.handshake_failures", Kind.COUNTER, _P, "TLS handshakes that failed"),
         MetricInfo("proxy_protocol.errors", Kind.COUNTER, _P, "malformed PROXY protocol headers"),
+        MetricInfo(
+            "http2.connections", Kind.COUNTER, _P, "client connections that chose HTTP/2 (ALPN h2)"
+        ),
+        MetricInfo("http2.streams", Kind.COUNTER, _P, "HTTP/2 streams opened by clients"),
+        MetricInfo("http2.active_streams", Kind.GAUGE, _P, "HTTP/2 streams open"),
+        MetricInfo(
+            "http2.refused_streams",
+            Kind.COUNTER,
+            _P,
+            "HTTP/2 streams refused (too many at once, or after GOAWAY)",
+        ),
+        MetricInfo(
+            "http2.flood_goaways",
+            Kind.COUNTER,
+            _P,
+            "HTTP/2 connections ended for a flood (GOAWAY ENHANCE_YOUR_CALM)",
+        ),
+        MetricInfo(
+            "http2.protocol_errors",
+            Kind.COUNTER,
+            _P,
+            "HTTP/2 connections ended for a protocol error of the client",
+        ),
         # ------------------------------------------------------------ the main process
         MetricInfo("workers", Kind.GAUGE, _M, "worker processes"),
         MetricInfo("configuration.clusters", Kind.GAUGE, _M, "clusters in the state"),

@@ -104,7 +104,6 @@ class FrontendSession(asyncio.Protocol):
 
     __slots__ = (
         "_closed",
-        "_fwd_static",
         "_paused_for_pipeline",
         "backend",
         "backend_paused",
@@ -112,6 +111,7 @@ class FrontendSession(asyncio.Protocol):
         "deadline",
         "deadline_status",
         "exchange",
+        "fwd_static",
         "ip_slot",
         "keep_alive",
         "listener",
@@ -155,7 +155,7 @@ class FrontendSession(asyncio.Protocol):
         self.proxy_header: ProxyHeader | None = (
             None  # the PROXY protocol header, on expect_proxy listeners
         )
-        self._fwd_static = b""  # the forwarding headers of this client (headers.for_peer)
+        self.fwd_static = b""  # the forwarding headers of this client (headers.for_peer)
         self._closed = False
         # this session paused the reading of its backend (a full client write buffer); the
         # backend connection resumes it when the answer is complete
@@ -165,21 +165,14 @@ class FrontendSession(asyncio.Protocol):
     # ----------------------------------------------------------------- connection events
 
     def connection_made(self, transport: Any) -> None:
-        self.transport = transport
         listener = self.listener
+        self._learn_peer(transport)
+        if listener.tls_runtime is not None and self._speaks_h2(transport):
+            return
+        self.transport = transport
         # what waits to be sent to this client is bounded: past it, the backend is not read
         transport.set_write_buffer_limits(listener.proxy.write_buffer_limit)
-        if self.peer_ip == "":  # not already set from a PROXY protocol header
-            peer = transport.get_extra_info("peername")
-            if peer:
-                self.peer_ip, self.peer_port = peer[0], peer[1]
-        self._fwd_static = listener.forwarding.for_peer(self.peer_ip, self.peer_port)
-        tls = listener.tls_runtime
-        if tls is not None:
-            ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None:
-                self.sni_names = tls.names_for(ssl_object)
-        self.proxy.session_opened(self)
+        self._register()
         now = self.proxy.clock()
         self.started = now
         self.deadline = now + listener.request_timeout
@@ -199,7 +192,46 @@ class FrontendSession(asyncio.Protocol):
         exchange = self.exchange
         if exchange.t_start or exchange.bytes_in or exchange.bytes_out:
             self.end_exchange("cut" if exchange.status else "")
+        self._unregister()
+
+    def _learn_peer(self, transport: Any) -> None:
+        """The facts of the connection its requests need: the client's address, its
+        forwarding headers, the names of the certificate served."""
+        listener = self.listener
+        if self.peer_ip == "":  # not already set from a PROXY protocol header
+            peer = transport.get_extra_info("peername")
+            if peer:
+                self.peer_ip, self.peer_port = peer[0], peer[1]
+        self.fwd_static = listener.forwarding.for_peer(self.peer_ip, self.peer_port)
+        tls = listener.tls_runtime
+        if tls is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                self.sni_names = tls.names_for(ssl_object)
+
+    def _register(self) -> None:
+        """Count the connection (:class:`.h2_stream.StreamSession` is not one)."""
+        self.proxy.session_opened(self)
+
+    def _unregister(self) -> None:
         self.proxy.session_closed(self)
+
+    def _speaks_h2(self, transport: Any) -> bool:
+        """The TLS handshake chose HTTP/2 (ALPN ``h2``): an :class:`.h2_front.H2Session`
+        takes the connection over, in this protocol's place. True when this session is not
+        used: taken over, or dropped (``disable_http11`` and no ``h2``)."""
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if alpn != "h2":
+            if getattr(self.listener.config, "disable_http11", False):
+                transport.abort()
+                return True
+            return False
+        take_over = self.listener.take_over_h2
+        if take_over is None:
+            return False
+        take_over(self, transport)
+        return True
 
     def pause_writing(self) -> None:
         # the client reads slower than the backend sends: stop reading the backend
@@ -323,7 +355,7 @@ class FrontendSession(asyncio.Protocol):
         exchange.cluster = cluster
         self.keep_alive = keep_alive
         request = listener.forwarding.simple_request(
-            data, end, cut_start, cut_end, self._fwd_static, rid
+            data, end, cut_start, cut_end, self.fwd_static, rid
         )
         exchange.replay = request
         pool = proxy.pool
@@ -415,7 +447,7 @@ class FrontendSession(asyncio.Protocol):
         forwarded = listener.forwarding.request_head(
             head,
             route,
-            self._fwd_static,
+            self.fwd_static,
             self.peer_ip,
             self.peer_port,
             exchange.request_id,

@@ -146,9 +146,12 @@ class HttpListener(Listener):
         proxy: ProxyServices,
         config: HttpListenerConfig | HttpsListenerConfig,
         session_class: Callable[[HttpListener], asyncio.Protocol],
+        take_over_h2: Callable[[Any, Any], None] | None = None,
     ) -> None:
         # the protocol of this listener's connections (given by the proxy, which knows them)
         self.session_class = session_class
+        # (session, transport): an HTTPS connection that chose h2 changes protocol
+        self.take_over_h2 = take_over_h2
         self.router: Router[Route] = Router()
         # (Host, target, method) → route (or None): the lookups of the fast path, cleared
         # whenever a frontend of this listener is added or removed

@@ -255,6 +255,11 @@ class Metrics:
         "enabled",
         "evicted_connections",
         "frontend_parse_errors",
+        "h2_connections",
+        "h2_floods",
+        "h2_protocol_errors",
+        "h2_refused_streams",
+        "h2_streams",
         "own",
         "per_ip_refusals",
         "proxy_protocol_errors",
@@ -280,6 +285,8 @@ class Metrics:
         self.evicted_connections = 0
         self.per_ip_refusals = 0
         self.proxy_protocol_errors = 0
+        self.h2_connections = self.h2_streams = self.h2_refused_streams = 0
+        self.h2_floods = self.h2_protocol_errors = 0
         for cluster in self.clusters.values():
             cluster.own.reset()
             for counters in cluster.backends.values():
@@ -374,6 +381,11 @@ class Metrics:
                 "tls.handshakes": dict(sorted(self.tls_handshakes.items())),
                 "tls.handshake_failures": self.tls_handshake_failures,
                 "proxy_protocol.errors": self.proxy_protocol_errors,
+                "http2.connections": self.h2_connections,
+                "http2.streams": self.h2_streams,
+                "http2.refused_streams": self.h2_refused_streams,
+                "http2.flood_goaways": self.h2_floods,
+                "http2.protocol_errors": self.h2_protocol_errors,
             }
         )
         return scope

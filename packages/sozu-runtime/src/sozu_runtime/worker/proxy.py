@@ -33,6 +33,7 @@ from sozu_config.state import ConfigState
 from .accepting import Handshake
 from .access_log import AccessEntry, AccessLogWriter
 from .admission import Admission, Connection
+from .h2_front import H2Session, take_over_h2
 from .http import FrontendSession
 from .listeners import HttpListener, Listener, TcpListener
 from .metrics import Metrics
@@ -146,6 +147,9 @@ class Proxy:
         gauges = {
             "client.connections": len(self.sessions),
             "tcp.active_sessions": sum(isinstance(s, TcpSession) for s in self.sessions),
+            "http2.active_streams": sum(
+                len(s.streams) for s in self.sessions if isinstance(s, H2Session)
+            ),
         }
         names = request.metric_names
         proxying = self.metrics.proxy_snapshot((scope for _, scope, _ in every), gauges)
@@ -303,7 +307,7 @@ class Proxy:
         if isinstance(config, TcpListenerConfig):
             self.listeners[config.address] = TcpListener(self, config, TcpSession)
         else:
-            listener = HttpListener(self, config, FrontendSession)
+            listener = HttpListener(self, config, FrontendSession, take_over_h2)
             for cluster in self.clusters.values():
                 if cluster.config.answers:
                     listener.answers.set_cluster(cluster.cluster_id, cluster.config.answers)
