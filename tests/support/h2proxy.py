@@ -1,0 +1,153 @@
+"""A daemon serving HTTP/2: one HTTPS listener offering ``h2`` (and ``http/1.1``) with the
+certificate of ``app.example``, cluster ``app`` for that name on an HTTP/1.1 backend.
+
+:func:`h2_proxy` starts it (a context manager; everything stops on exit). Listener settings
+(the ``h2_*`` knobs, ``alpn_protocols``, ``disable_http11``, timeouts…) are keyword
+arguments; more clusters or listeners are given as ready parts (see :mod:`support.configs`)
+with ``extra``, and top-level settings with ``top``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from support import configs
+from support.backends import Handler, HttpBackend
+from support.certs import TestCertificate, cached_certificate
+from support.daemon import DaemonProcess, free_port
+
+from sozu_config import QueryMetrics
+from sozu_config.responses import MetricsContent
+
+HOST = "app.example"
+CURL_TIMEOUT = 20.0
+
+
+@dataclass
+class H2Proxy:
+    daemon: DaemonProcess
+    port: int
+    backend: HttpBackend
+    certificate: TestCertificate
+    cert_path: Path
+    directory: Path
+
+    def proxying(self) -> dict[str, Any]:
+        """The proxy-wide metrics (the workers' summed), by name."""
+        response = self.daemon.send(QueryMetrics())
+        assert response.ok and isinstance(response.content, MetricsContent), response.message
+        return response.content.proxying
+
+    def curl(self, *args: str, host: str = HOST, http2: bool = True) -> Curl:
+        return curl(self.port, self.cert_path, *args, host=host, http2=http2)
+
+
+def write_certificate(directory: Path, certificate: TestCertificate, stem: str) -> Path:
+    cert_path = directory / f"{stem}.pem"
+    cert_path.write_text(certificate.cert_pem)
+    (directory / f"{stem}.key").write_text(certificate.key_pem)
+    return cert_path
+
+
+@contextlib.contextmanager
+def h2_proxy(
+    directory: Path,
+    handler: Handler | None = None,
+    *,
+    extra: Sequence[configs.ClusterTable | configs.ListenerTable | str] = (),
+    cluster_settings: Mapping[str, Any] | None = None,
+    backend: HttpBackend | None = None,
+    top: Mapping[str, Any] | None = None,
+    **listener_settings: Any,
+) -> Iterator[H2Proxy]:
+    """The daemon of the module's doc (one worker unless ``top`` says otherwise)."""
+    certificate = cached_certificate(HOST, "other.example", "*.wild.example")
+    cert_path = write_certificate(directory, certificate, "app")
+    with contextlib.ExitStack() as stack:
+        if backend is None:
+            backend = stack.enter_context(HttpBackend("app", handler))
+        port = free_port()
+        settings = {"certificate": cert_path, "key": directory / "app.key", **listener_settings}
+        text = configs.document(
+            configs.https_listener(port, **settings),
+            configs.http_cluster("app", port, HOST, [backend.address], **(cluster_settings or {})),
+            *extra,
+            **{"worker_count": 1, **(top or {})},
+        )
+        daemon = stack.enter_context(DaemonProcess(directory, text).start())
+        yield H2Proxy(daemon, port, backend, certificate, cert_path, directory)
+
+
+# ---------------------------------------------------------------------------- curl
+
+
+@dataclass
+class Curl:
+    """What ``curl`` got: exit code, HTTP version, status, headers (names lowercase), body."""
+
+    returncode: int
+    version: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    stderr: str
+
+    def header(self, name: str) -> str | None:
+        values = [v for n, v in self.headers if n == name.lower()]
+        return ", ".join(values) if values else None
+
+
+_STATUS_LINE = re.compile(rb"^HTTP/([0-9.]+) (\d{3})", re.MULTILINE)
+
+
+def curl(port: int, cert_path: Path, *args: str, host: str = HOST, http2: bool = True) -> Curl:
+    """``curl https://<host>:<port><args>`` (the last argument is the path), trusting only
+    ``cert_path``; ``--http2`` (ALPN ``h2``, HTTP/1.1 if refused) or ``--http1.1``."""
+    assert shutil.which("curl"), "curl is needed by the HTTP/2 end-to-end tests"
+    *options, path = args
+    command = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "15",
+        "--cacert",
+        str(cert_path),
+        "--resolve",
+        f"{host}:{port}:127.0.0.1",
+        "--http2" if http2 else "--http1.1",
+        "-D",
+        "-",
+        "-o",
+        "-",
+        *options,
+        f"https://{host}:{port}{path}",
+    ]
+    done = subprocess.run(command, capture_output=True, timeout=CURL_TIMEOUT, check=False)
+    out = done.stdout
+    version, status, headers, body = "", 0, [], out
+    # the heads (1xx ones included) come first, each ended by an empty line
+    while (match := _STATUS_LINE.match(out)) is not None:
+        end = out.find(b"\r\n\r\n")
+        if end < 0:
+            break
+        version, status = match.group(1).decode(), int(match.group(2))
+        headers = [
+            (name.strip().lower(), value.strip())
+            for line in out[:end].decode("latin-1").split("\r\n")[1:]
+            if ":" in line
+            for name, value in [line.split(":", 1)]
+        ]
+        out = out[end + 4 :]
+        body = out
+        if not 100 <= status < 200:
+            break
+    return Curl(
+        done.returncode, version, status, headers, body, done.stderr.decode(errors="replace")
+    )
