@@ -242,7 +242,7 @@ class H2Client:
             self.frames.append(frame)
             self._handle(frame)
 
-    def _handle(self, frame: Frame) -> None:  # noqa: C901 - one branch per frame type
+    def _handle(self, frame: Frame) -> None:
         if isinstance(frame, SettingsFrame):
             if "ACK" not in frame.flags:
                 self.server_settings.update(frame.settings)

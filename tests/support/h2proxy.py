@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sozu_config import QueryMetrics
+from sozu_config.responses import MetricsContent
 from support import configs
 from support.backends import Handler, HttpBackend
 from support.certs import TestCertificate, cached_certificate
 from support.daemon import DaemonProcess, free_port
-
-from sozu_config import QueryMetrics
-from sozu_config.responses import MetricsContent
 
 HOST = "app.example"
 CURL_TIMEOUT = 20.0
