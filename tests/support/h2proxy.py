@@ -13,7 +13,7 @@ import contextlib
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from sozu_config.responses import MetricsContent
 from support import configs
 from support.backends import Handler, HttpBackend
 from support.certs import TestCertificate, cached_certificate
-from support.daemon import DaemonProcess, free_port
+from support.daemon import DaemonProcess, free_ports
 
 HOST = "app.example"
 CURL_TIMEOUT = 20.0
@@ -33,6 +33,7 @@ CURL_TIMEOUT = 20.0
 class H2Proxy:
     daemon: DaemonProcess
     port: int
+    ports: dict[str, int]
     backend: HttpBackend
     certificate: TestCertificate
     cert_path: Path
@@ -44,8 +45,10 @@ class H2Proxy:
         assert response.ok and isinstance(response.content, MetricsContent), response.message
         return response.content.proxying
 
-    def curl(self, *args: str, host: str = HOST, http2: bool = True) -> Curl:
-        return curl(self.port, self.cert_path, *args, host=host, http2=http2)
+    def curl(
+        self, *args: str, host: str = HOST, http2: bool = True, listener: str = "main"
+    ) -> Curl:
+        return curl(self.ports[listener], self.cert_path, *args, host=host, http2=http2)
 
 
 def write_certificate(directory: Path, certificate: TestCertificate, stem: str) -> Path:
@@ -60,28 +63,48 @@ def h2_proxy(
     directory: Path,
     handler: Handler | None = None,
     *,
-    extra: Sequence[configs.ClusterTable | configs.ListenerTable | str] = (),
+    listeners: Mapping[str, Mapping[str, Any]] | None = None,
+    frontends: Sequence[Mapping[str, Any]] = (),
+    extra: Callable[[dict[str, int], str], Sequence[configs.ClusterTable | str]] | None = None,
     cluster_settings: Mapping[str, Any] | None = None,
-    backend: HttpBackend | None = None,
     top: Mapping[str, Any] | None = None,
     **listener_settings: Any,
 ) -> Iterator[H2Proxy]:
-    """The daemon of the module's doc (one worker unless ``top`` says otherwise)."""
-    certificate = cached_certificate(HOST, "other.example", "*.wild.example")
+    """The daemon of the module's doc (one worker unless ``top`` says otherwise).
+
+    ``listeners`` names more HTTPS listeners (their settings; same certificate), whose ports
+    are in :attr:`H2Proxy.ports` (the first one's name is ``"main"``); cluster ``app`` has a
+    frontend for ``app.example`` on each, and on each the ``frontends`` given (``hostname``
+    and frontend settings). ``extra(ports, backend_address)`` gives more parts of the file."""
+    certificate = cached_certificate(HOST, "other.example", "*.wild.example", "localhost")
     cert_path = write_certificate(directory, certificate, "app")
+    key_path = directory / "app.key"
+    every = {"main": listener_settings, **(listeners or {})}
     with contextlib.ExitStack() as stack:
-        if backend is None:
-            backend = stack.enter_context(HttpBackend("app", handler))
-        port = free_port()
-        settings = {"certificate": cert_path, "key": directory / "app.key", **listener_settings}
-        text = configs.document(
-            configs.https_listener(port, **settings),
-            configs.http_cluster("app", port, HOST, [backend.address], **(cluster_settings or {})),
-            *extra,
-            **{"worker_count": 1, **(top or {})},
+        backend = stack.enter_context(HttpBackend("app", handler))
+        ports = dict(zip(every, free_ports(len(every)), strict=True))
+        parts: list[configs.ClusterTable | configs.ListenerTable | str] = [
+            configs.https_listener(ports[name], certificate=cert_path, key=key_path, **settings)
+            for name, settings in every.items()
+        ]
+        tables = [
+            configs.frontend(port, **{"hostname": HOST, **table})
+            for port in ports.values()
+            for table in ({}, *frontends)
+        ]
+        parts.append(
+            configs.cluster(
+                "app",
+                frontends=tables,
+                backends=[configs.backend(backend.address)],
+                **(cluster_settings or {}),
+            )
         )
+        if extra is not None:
+            parts += extra(ports, backend.address)
+        text = configs.document(*parts, **{"worker_count": 1, **(top or {})})
         daemon = stack.enter_context(DaemonProcess(directory, text).start())
-        yield H2Proxy(daemon, port, backend, certificate, cert_path, directory)
+        yield H2Proxy(daemon, ports["main"], ports, backend, certificate, cert_path, directory)
 
 
 # ---------------------------------------------------------------------------- curl
@@ -121,8 +144,7 @@ def curl(port: int, cert_path: Path, *args: str, host: str = HOST, http2: bool =
         "--resolve",
         f"{host}:{port}:127.0.0.1",
         "--http2" if http2 else "--http1.1",
-        "-D",
-        "-",
+        *(() if "-I" in options else ("-D", "-")),  # (-I writes the head as the output)
         "-o",
         "-",
         *options,
