@@ -125,6 +125,7 @@ class H2Client:
         self.decoder.max_header_list_size = 1 << 20
         self.streams: dict[int, StreamState] = {}
         self.frames: list[Frame] = []  # every frame received, in order
+        self.frame_headers: list[bytes] = []  # their 9-byte headers as sent (reserved bit too)
         self.goaway: GoAwayFrame | None = None
         self.closed = False
         self.server_settings: dict[int, int] = {}
@@ -238,6 +239,7 @@ class H2Client:
             if len(self._buffer) < 9 + length:
                 return
             frame.parse_body(memoryview(self._buffer[9 : 9 + length]))
+            self.frame_headers.append(self._buffer[:9])
             self._buffer = self._buffer[9 + length :]
             self.frames.append(frame)
             self._handle(frame)
