@@ -319,6 +319,20 @@ class H2Client:
     def get(self, path: str = "/", timeout: float = DEFAULT_TIMEOUT, **kwargs: Any) -> StreamState:
         return self.response(self.request(path, **kwargs), timeout)
 
+    def outcome(self, stream_id: int, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, int | None]:
+        """How the server dealt with ``stream_id``: ``("status", <status>)`` when answered,
+        ``("reset", <code>)`` for RST_STREAM, ``("goaway", <code>)`` when the connection
+        ended, ``("closed", None)`` when it closed without GOAWAY, ``("nothing", None)``."""
+        state = self.stream(stream_id)
+        self.read_until(lambda: state.done or self.goaway is not None or self.closed, timeout)
+        if state.reset is not None:
+            return ("reset", state.reset)
+        if state.status is not None and state.done:
+            return ("status", state.status)
+        if self.goaway is not None:
+            return ("goaway", self.goaway_code)
+        return ("closed", None) if self.closed else ("nothing", None)
+
     @property
     def goaway_code(self) -> int | None:
         return None if self.goaway is None else int(self.goaway.error_code)
