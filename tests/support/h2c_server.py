@@ -15,6 +15,9 @@ What it answers depends on the request's path:
 * ``/garbage``: bytes that are no HTTP/2 frame the client accepts (a connection error);
 * anything else: 200 with ``<name> <method> <path> <body length> <body sha256>``.
 
+A client that does not start with the HTTP/2 preface is answered in HTTP/1.1 instead (requests
+without a body only): 200 with ``h1 <name> <method> <path>``, its targets kept in ``h1_seen``.
+
 Every request is recorded (:class:`Seen`): its header list, body size and digest, connection
 number and stream id; ``max_concurrent`` is the most streams seen open at once on one
 connection.
@@ -83,11 +86,16 @@ class _Origin(asyncio.Protocol):
         self.conn = h2.connection.H2Connection(config)
         self.streams: dict[int, _Stream] = {}
         self.open = 0
+        self.h1: bytes | None = None  # HTTP/1.1 spoken: bytes of the next head
+        self.h2 = False  # the preface came
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.server.connections += 1
         self.server.transports.add(transport)
+
+    def start_h2(self) -> None:
+        self.h2 = True
         settings: dict[int, int] = {}
         if self.server.max_streams is not None:
             settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self.server.max_streams
@@ -104,6 +112,12 @@ class _Origin(asyncio.Protocol):
             self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
+        if not self.h2:
+            if self.h1 is None and data.startswith(b"PRI * HTTP/2.0"[: len(data)]):
+                self.start_h2()
+            else:
+                self.h1_received(data)
+                return
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError:
@@ -113,6 +127,18 @@ class _Origin(asyncio.Protocol):
         for event in events:
             self.event(event)
         self.flush()
+
+    def h1_received(self, data: bytes) -> None:
+        buffer = (self.h1 or b"") + data
+        while (end := buffer.find(b"\r\n\r\n")) >= 0:
+            method, target = buffer[:end].split(b" ", 2)[:2]
+            buffer = buffer[end + 4 :]
+            self.server.h1_seen.append(target.decode())
+            body = b"h1 %s %s %s" % (self.server.name.encode(), method, target)
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+        self.h1 = buffer
 
     def event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
@@ -247,6 +273,7 @@ class H2cServer:
         self.max_streams = max_streams
         self.port = 0
         self.seen: list[Seen] = []
+        self.h1_seen: list[str] = []
         self.connections = 0
         self.max_concurrent = 0
         self.done: set[str] = set()
