@@ -114,7 +114,7 @@ class H2Session(asyncio.Protocol):
         self.write_paused = False
         self._goaway_at = 0.0  # when GOAWAY was sent on a soft stop (0: not sent)
         self._closed = False
-        self._guard = Guard(self.limits)
+        self._guard = Guard(self.limits, self._closed_stream)
         limits = self.limits
         config = h2.config.H2Configuration(
             client_side=False,
@@ -180,6 +180,14 @@ class H2Session(asyncio.Protocol):
         return None
 
     # ------------------------------------------------------------------ reading
+
+    def _closed_stream(self, stream_id: int) -> bool:
+        """``stream_id`` names a stream of the client that was opened and is closed now."""
+        return bool(
+            stream_id & 1
+            and stream_id <= self.conn.highest_inbound_stream_id
+            and stream_id not in self.streams
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._closed:

@@ -29,6 +29,7 @@ from .http import FrontendSession
 
 if TYPE_CHECKING:
     from .access_log import AccessEntry
+    from .h2_guard import H2Limits
     from .listeners import HttpListener
     from .metrics import Sample
     from .proxy_protocol import ProxyHeader
@@ -123,6 +124,7 @@ class StreamConnection(Protocol):
     proxy_header: ProxyHeader | None
     fwd_static: bytes  # the forwarding headers of this client (headers.for_peer)
     sni_names: tuple[str, ...] | None
+    limits: H2Limits
 
     def send_headers(
         self, stream_id: int, fields: list[tuple[bytes, bytes]], end: bool
@@ -414,6 +416,11 @@ class StreamSession(FrontendSession):
 
     def _speaks_h2(self, transport: Any) -> bool:
         return False  # it is HTTP/2 already
+
+    def _max_header_fields(self) -> int:
+        """The connection's ``h2_max_header_fields``, checked on the HEADERS frame already."""
+        connection: StreamConnection = self.transport.connection
+        return connection.limits.header_fields
 
     def _register(self) -> None:
         """A stream is not a connection: the H2 connection is counted, and sweeps it."""
