@@ -15,7 +15,7 @@ from support.h2c_server import H2cServer
 from sozu_config import requests as rq
 from sozu_config.models import Backend, Cluster, HttpFrontend, HttpListenerConfig
 from sozu_runtime.worker.h1 import parse_request_head
-from sozu_runtime.worker.h2_backend import STREAM_WINDOW
+from sozu_runtime.worker.h2_backend import CONNECTION_WINDOW, STREAM_WINDOW
 from sozu_runtime.worker.h2_backend_stream import request_fields, response_head
 from sozu_runtime.worker.http import FrontendSession
 from sozu_runtime.worker.listeners import HttpListener
@@ -386,5 +386,43 @@ def test_an_answer_is_acknowledged_only_as_the_client_takes_it() -> None:
             client.resume_writing()
             await wait(lambda: answered(transport), "the whole answer")
             assert body_of(transport) == bytes(range(256)) * (size // 256)
+
+    run(test)
+
+
+def test_clients_that_do_not_read_hold_only_their_own_streams() -> None:
+    async def test(proxy: Proxy) -> None:
+        with H2cServer("origin") as origin:
+            await setup(proxy, origin)
+            size = 1 << 20  # more than a stream's window
+            # together, their windows are more than the connection's
+            count = CONNECTION_WINDOW // STREAM_WINDOW + 4
+            slow = [session(proxy) for _ in range(count)]
+            for n, (client, transport) in enumerate(slow):
+                client.data_received(
+                    b"GET /big/%d?%d HTTP/1.1\r\nHost: example.com\r\n\r\n" % (size, n)
+                )
+                await wait(lambda t=transport: len(t.written) > 0, "a slow client's answer")  # type: ignore[misc]
+                client.pause_writing()
+            fast = await get(proxy, f"/big/{4 * size}?fast")  # the same connection, read at once
+            assert len(body_of(fast)) == 4 * size
+            assert origin.connections == 1
+            assert all(len(t.written) < size for _, t in slow)
+            for client, transport in slow:
+                client.resume_writing()
+                await wait(lambda t=transport: answered(t), "a slow client's whole answer")  # type: ignore[misc]
+                assert len(body_of(transport)) == size
+
+    run(test)
+
+
+def test_a_backend_that_allows_no_stream_gets_no_request() -> None:
+    async def test(proxy: Proxy) -> None:
+        with H2cServer("origin", max_streams=0) as origin:
+            await setup(proxy, origin)
+            transport = await get(proxy, "/none")
+            assert status_of(transport) == 503
+            assert origin.seen == []
+            assert origin.connections <= 3  # one per attempt at most, not one after another
 
     run(test)
