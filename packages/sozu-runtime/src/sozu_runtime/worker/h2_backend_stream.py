@@ -394,7 +394,6 @@ class H2BackendStream(BackendConnection):
         self.session = None
         self.backend.active_requests -= 1
         self.release_or_close(False)
-        self.services.metrics.backend_parse_errors += status == 502
         session.response_failed(status, reason)
 
     def reset(self, refused: bool, reason: str) -> None:
