@@ -230,7 +230,7 @@ class H2BackendConnection(asyncio.Protocol):
         stream_id = conn.get_next_available_stream_id()
         try:
             conn.send_headers(stream_id, fields, end_stream=end)
-        except h2.exceptions.TooManyStreamsError:
+        except h2.exceptions.ProtocolError:  # (TooManyStreamsError among them)
             return 0
         self.streams[stream_id] = stream
         return stream_id
@@ -239,19 +239,18 @@ class H2BackendConnection(asyncio.Protocol):
         """Send what the windows allow of ``data`` on a stream; how many bytes went."""
         conn = self.conn
         try:
-            window = conn.local_flow_control_window(stream_id)
-        except h2.exceptions.StreamClosedError:
+            size = min(conn.local_flow_control_window(stream_id), len(data))
+            if size <= 0:
+                return 0
+            frame = conn.max_outbound_frame_size
+            view = memoryview(data)
+            sent = 0
+            while sent < size:
+                step = min(frame, size - sent)
+                conn.send_data(stream_id, view[sent : sent + step])
+                sent += step
+        except h2.exceptions.ProtocolError:  # (StreamClosedError among them)
             return len(data)  # the backend is done with the stream: nothing more is wanted
-        size = min(window, len(data))
-        if size <= 0:
-            return 0
-        frame = conn.max_outbound_frame_size
-        view = memoryview(data)
-        sent = 0
-        while sent < size:
-            step = min(frame, size - sent)
-            conn.send_data(stream_id, view[sent : sent + step])
-            sent += step
         return sent
 
     def end_stream(self, stream_id: int, trailers: list[tuple[bytes, bytes]]) -> None:
@@ -261,7 +260,7 @@ class H2BackendConnection(asyncio.Protocol):
                 conn.send_headers(stream_id, trailers, end_stream=True)
             else:
                 conn.end_stream(stream_id)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # the backend is done with the stream
             pass
         self.flush_output()
 
@@ -280,7 +279,7 @@ class H2BackendConnection(asyncio.Protocol):
             return
         try:
             self.conn.increment_flow_control_window(size, stream_id=stream_id)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:
             pass  # the backend ended the stream: no more comes
 
     def cancel(self, stream_id: int) -> None:
@@ -289,7 +288,7 @@ class H2BackendConnection(asyncio.Protocol):
             return
         try:
             self.conn.reset_stream(stream_id, ErrorCodes.CANCEL)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # already closed
             pass
 
     def stream_done(self, stream: H2BackendStream) -> None:
@@ -327,7 +326,10 @@ class H2BackendConnection(asyncio.Protocol):
         """A connection error: GOAWAY, then every stream fails."""
         self.goaway = True
         if not self.closed:
-            self.conn.close_connection(code)
+            try:
+                self.conn.close_connection(code)
+            except h2.exceptions.ProtocolError:
+                pass  # the library's connection is closed already: nothing to say
             self.flush_output()
         for stream in list(self.slots):
             stream.reset(False, reason)

@@ -209,6 +209,9 @@ class H2BackendStream(BackendConnection):
             self, request=True, max_head=_MAX_FORWARDED_HEAD, method=session.exchange.method
         )
         session.exchange.back_out += len(request)
+        if self.closed:  # the connection went away since this slot was given: another one
+            self.carrier.later(self.reset, True, "the backend connection closed")
+            return
         self.write(request)
 
     def write(self, data: bytes | memoryview) -> None:
@@ -243,6 +246,8 @@ class H2BackendStream(BackendConnection):
         self.services.metrics.h2_backend_streams += 1
 
     def message_data(self, data: bytes | memoryview) -> None:
+        if not self.stream_id:  # not opened: the request goes elsewhere (see message_head)
+            return
         if self.out or self.carrier.write_paused:
             self._queue(data)
             return
@@ -251,7 +256,7 @@ class H2BackendStream(BackendConnection):
             self._queue(memoryview(data)[sent:] if sent else data)
 
     def message_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        if self.request_ended:
+        if self.request_ended or not self.stream_id:
             return
         self.trailers = [(name.lower(), value) for name, value in trailers]
         self.out.append(None)  # the end waits behind the body
