@@ -151,6 +151,10 @@ def test_get_head_204_and_trailers(setup: Setup, front: str, back: str) -> None:
     trailers = curl(setup, host, "/trailers", front, "-H", "TE: trailers")
     assert trailers.status == 200
     assert f"x-checksum: {empty}" in trailers.headers  # the trailer reached the client
+    if back == "h2":  # TE: trailers is said to an HTTP/2 backend (hop-by-hop for HTTP/1.1)
+        assert setup.h2.seen[-1].headers.get("te") == "trailers"
+    else:
+        assert setup.h1.requests[-1].header("te") is None
 
 
 @pytest.mark.parametrize("back", list(BACKS))

@@ -14,8 +14,9 @@ from support.h2c_server import H2cServer
 
 from sozu_config import requests as rq
 from sozu_config.models import Backend, Cluster, HttpFrontend, HttpListenerConfig
+from sozu_config.responses import Event, EventKind
 from sozu_runtime.worker.h1 import parse_request_head
-from sozu_runtime.worker.h2_backend import STREAM_WINDOW
+from sozu_runtime.worker.h2_backend import CONNECTION_WINDOW, STREAM_WINDOW
 from sozu_runtime.worker.h2_backend_stream import request_fields, response_head
 from sozu_runtime.worker.http import FrontendSession
 from sozu_runtime.worker.listeners import HttpListener
@@ -34,9 +35,17 @@ class ClientTransport:
         self.aborted = False
         self.reading = True
         self.paused_once = False
+        # a socket buffer that fills: past ``high_water`` bytes written, the protocol is told
+        # to stop writing (as a real transport does), once
+        self.high_water: int | None = None
+        self.protocol: FrontendSession | None = None
 
     def write(self, data: bytes) -> None:
         self.written += data
+        if self.high_water is not None and len(self.written) > self.high_water:
+            self.high_water = None
+            assert self.protocol is not None
+            self.protocol.pause_writing()
 
     def writelines(self, parts: Any) -> None:
         for part in parts:
@@ -68,9 +77,9 @@ class ClientTransport:
         self.reading = True
 
 
-def run(test: Callable[[Proxy], Awaitable[None]]) -> None:
+def run(test: Callable[[Proxy], Awaitable[None]], events: list[Event] | None = None) -> None:
     async def main() -> None:
-        proxy = Proxy(worker_id=0)
+        proxy = Proxy(worker_id=0, emit_event=(events if events is not None else []).append)
         try:
             await asyncio.wait_for(test(proxy), 60)
         finally:
@@ -93,6 +102,7 @@ def session(proxy: Proxy) -> tuple[FrontendSession, ClientTransport]:
     assert isinstance(listener, HttpListener)
     client = FrontendSession(listener)
     transport = ClientTransport()
+    transport.protocol = client
     client.connection_made(transport)
     return client, transport
 
@@ -386,5 +396,76 @@ def test_an_answer_is_acknowledged_only_as_the_client_takes_it() -> None:
             client.resume_writing()
             await wait(lambda: answered(transport), "the whole answer")
             assert body_of(transport) == bytes(range(256)) * (size // 256)
+
+    run(test)
+
+
+def test_clients_that_do_not_read_hold_only_their_own_streams() -> None:
+    async def test(proxy: Proxy) -> None:
+        with H2cServer("origin") as origin:
+            await setup(proxy, origin)
+            size = 1 << 20  # more than a stream's window
+            # together, their windows are more than the connection's
+            count = CONNECTION_WINDOW // STREAM_WINDOW + 4
+            slow = [session(proxy) for _ in range(count)]
+            for n, (client, transport) in enumerate(slow):
+                transport.high_water = 1  # full from the first byte on
+                client.data_received(
+                    b"GET /big/%d?%d HTTP/1.1\r\nHost: example.com\r\n\r\n" % (size, n)
+                )
+            for _, transport in slow:
+                await wait(lambda t=transport: t.high_water is None, "a slow client's answer")  # type: ignore[misc]
+            fast = await get(proxy, f"/big/{4 * size}?fast")  # the same connection, read at once
+            assert len(body_of(fast)) == 4 * size
+            assert origin.connections == 1
+            assert all(len(t.written) < size for _, t in slow)
+            for client, transport in slow:
+                client.resume_writing()
+                await wait(lambda t=transport: answered(t), "a slow client's whole answer")  # type: ignore[misc]
+                assert len(body_of(transport)) == size
+
+    run(test)
+
+
+def test_a_backend_that_allows_no_stream_gets_no_request() -> None:
+    async def test(proxy: Proxy) -> None:
+        with H2cServer("origin", max_streams=0) as origin:
+            await setup(proxy, origin)
+            transport = await get(proxy, "/none")
+            assert status_of(transport) == 503
+            assert origin.seen == []
+            assert origin.connections <= 3  # one per attempt at most, not one after another
+
+    run(test)
+
+
+def test_a_removed_backend_loses_its_idle_connection_and_is_forgotten() -> None:
+    events: list[Event] = []
+
+    async def test(proxy: Proxy) -> None:
+        with H2cServer("origin") as origin:
+            await setup(proxy, origin)
+            assert status_of(await get(proxy, "/")) == 200
+            assert gauges(proxy)["http2.backend_connections"] == 1
+            await proxy.apply(
+                rq.RemoveBackend(cluster_id="app", backend_id="b1", address=origin.address), []
+            )
+            await wait(lambda: gauges(proxy)["http2.backend_connections"] == 0, "closed")
+            kinds = [event.kind for event in events]
+            assert EventKind.REMOVED_BACKEND_HAS_NO_CONNECTIONS in kinds
+
+    run(test, events)
+
+
+def test_switching_http2_off_closes_the_idle_h2c_connections() -> None:
+    async def test(proxy: Proxy) -> None:
+        with H2cServer("origin") as origin:
+            await setup(proxy, origin)
+            assert status_of(await get(proxy, "/")) == 200
+            await proxy.apply(rq.AddCluster(cluster=Cluster(cluster_id="app", http2=False)), [])
+            await wait(lambda: gauges(proxy)["http2.backend_connections"] == 0, "closed")
+            transport = await get(proxy, "/then")
+            assert body_of(transport) == b"h1 origin GET /then"  # HTTP/1.1 from now on
+            assert origin.h1_seen == ["/then"]
 
     run(test)

@@ -14,8 +14,11 @@ side): this protocol feeds it the bytes read, hands each stream's events to its
   else the client's connection (or stream) is cut. A protocol error of the backend ends the
   connection with GOAWAY(PROTOCOL_ERROR) and fails every stream on it the same way.
 * Flow control: request bodies are sent within the backend's windows (what waits is bounded:
-  past the write-buffer limit the client is not read); what the backend sends is acknowledged
-  as the client takes it. A full socket buffer towards the backend stops every stream's body.
+  past the write-buffer limit the client is not read); what the backend sends on a stream is
+  acknowledged as the client takes it, so a stream holds at most its window
+  (:data:`STREAM_WINDOW`) of answer the client has not taken. The connection's window is given
+  back as the bytes arrive: a client that stops reading does not stop the other streams. A
+  full socket buffer towards the backend stops every stream's body.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class H2BackendConnection(asyncio.Protocol):
         "slots",
         "streams",
         "transport",
+        "unacked",
         "waiting",
         "write_paused",
     )
@@ -92,6 +96,7 @@ class H2BackendConnection(asyncio.Protocol):
         self.goaway = False  # no new stream: GOAWAY received (or sent)
         self.closed = False
         self.write_paused = False
+        self.unacked = 0  # DATA bytes received, not given back to the connection's window yet
         config = h2.config.H2Configuration(
             client_side=True,
             header_encoding=None,
@@ -153,12 +158,11 @@ class H2BackendConnection(asyncio.Protocol):
     # Complexity: one dispatch over the library's events.
     def _event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.DataReceived):
-            stream = self.streams.get(event.stream_id or 0)
             size = event.flow_controlled_length or 0
+            self._consumed(size)
+            stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
                 stream.answer_data(event.data or b"", size)
-            elif size:  # a stream given up: its bytes still count on the connection
-                self.acknowledge(event.stream_id or 0, size)
         elif isinstance(event, h2.events.ResponseReceived):
             self._head(event.stream_id, event.headers, event.stream_ended is not None)
         elif isinstance(event, h2.events.InformationalResponseReceived):
@@ -226,7 +230,7 @@ class H2BackendConnection(asyncio.Protocol):
         stream_id = conn.get_next_available_stream_id()
         try:
             conn.send_headers(stream_id, fields, end_stream=end)
-        except h2.exceptions.TooManyStreamsError:
+        except h2.exceptions.ProtocolError:  # (TooManyStreamsError among them)
             return 0
         self.streams[stream_id] = stream
         return stream_id
@@ -235,19 +239,18 @@ class H2BackendConnection(asyncio.Protocol):
         """Send what the windows allow of ``data`` on a stream; how many bytes went."""
         conn = self.conn
         try:
-            window = conn.local_flow_control_window(stream_id)
-        except h2.exceptions.StreamClosedError:
+            size = min(conn.local_flow_control_window(stream_id), len(data))
+            if size <= 0:
+                return 0
+            frame = conn.max_outbound_frame_size
+            view = memoryview(data)
+            sent = 0
+            while sent < size:
+                step = min(frame, size - sent)
+                conn.send_data(stream_id, view[sent : sent + step])
+                sent += step
+        except h2.exceptions.ProtocolError:  # (StreamClosedError among them)
             return len(data)  # the backend is done with the stream: nothing more is wanted
-        size = min(window, len(data))
-        if size <= 0:
-            return 0
-        frame = conn.max_outbound_frame_size
-        view = memoryview(data)
-        sent = 0
-        while sent < size:
-            step = min(frame, size - sent)
-            conn.send_data(stream_id, view[sent : sent + step])
-            sent += step
         return sent
 
     def end_stream(self, stream_id: int, trailers: list[tuple[bytes, bytes]]) -> None:
@@ -257,13 +260,27 @@ class H2BackendConnection(asyncio.Protocol):
                 conn.send_headers(stream_id, trailers, end_stream=True)
             else:
                 conn.end_stream(stream_id)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # the backend is done with the stream
             pass
         self.flush_output()
 
+    def _consumed(self, size: int) -> None:
+        """``size`` bytes of DATA arrived: the connection's window is given back at once (in
+        steps), so that a stream whose client does not read holds only its own window."""
+        unacked = self.unacked + size
+        if unacked < CONNECTION_WINDOW // 4:
+            self.unacked = unacked
+            return
+        self.unacked = 0
+        self.conn.increment_flow_control_window(unacked)
+
     def acknowledge(self, stream_id: int, size: int) -> None:
-        if not self.closed:
-            self.conn.acknowledge_received_data(size, stream_id)
+        if self.closed:
+            return
+        try:
+            self.conn.increment_flow_control_window(size, stream_id=stream_id)
+        except h2.exceptions.ProtocolError:
+            pass  # the backend ended the stream: no more comes
 
     def cancel(self, stream_id: int) -> None:
         """RST_STREAM(CANCEL): the request is given up."""
@@ -271,7 +288,7 @@ class H2BackendConnection(asyncio.Protocol):
             return
         try:
             self.conn.reset_stream(stream_id, ErrorCodes.CANCEL)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # already closed
             pass
 
     def stream_done(self, stream: H2BackendStream) -> None:
@@ -309,7 +326,10 @@ class H2BackendConnection(asyncio.Protocol):
         """A connection error: GOAWAY, then every stream fails."""
         self.goaway = True
         if not self.closed:
-            self.conn.close_connection(code)
+            try:
+                self.conn.close_connection(code)
+            except h2.exceptions.ProtocolError:
+                pass  # the library's connection is closed already: nothing to say
             self.flush_output()
         for stream in list(self.slots):
             stream.reset(False, reason)

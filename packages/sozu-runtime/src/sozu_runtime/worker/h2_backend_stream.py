@@ -40,6 +40,7 @@ _CONNECTION_FIELDS: Final = frozenset(
 )
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _MAX_FORWARDED_HEAD: Final = 1 << 20  # the session checked the head against its own limit
+ACK_STEP: Final = 1 << 15  # response bytes taken by the client before WINDOW_UPDATE says so
 
 
 class StreamCarrier(Protocol):
@@ -55,7 +56,8 @@ class StreamCarrier(Protocol):
 
     def end_stream(self, stream_id: int, trailers: list[tuple[bytes, bytes]]) -> None: ...
 
-    def acknowledge(self, stream_id: int, size: int) -> None: ...
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """Give ``size`` bytes of window back to the stream (not to the connection)."""
 
     def cancel(self, stream_id: int) -> None: ...
 
@@ -193,7 +195,7 @@ class H2BackendStream(BackendConnection):
         self.request_ended = False  # END_STREAM sent (with the head, the body or trailers)
         self.chunked_answer = False
         self.ack_paused = False
-        self.unacked = 0  # response bytes read while paused, acknowledged on resume
+        self.unacked = 0  # response bytes read and not acknowledged yet (while paused, or few)
 
     # ------------------------------------------------------------------ the request
 
@@ -207,6 +209,9 @@ class H2BackendStream(BackendConnection):
             self, request=True, max_head=_MAX_FORWARDED_HEAD, method=session.exchange.method
         )
         session.exchange.back_out += len(request)
+        if self.closed:  # the connection went away since this slot was given: another one
+            self.carrier.later(self.reset, True, "the backend connection closed")
+            return
         self.write(request)
 
     def write(self, data: bytes | memoryview) -> None:
@@ -241,6 +246,8 @@ class H2BackendStream(BackendConnection):
         self.services.metrics.h2_backend_streams += 1
 
     def message_data(self, data: bytes | memoryview) -> None:
+        if not self.stream_id:  # not opened: the request goes elsewhere (see message_head)
+            return
         if self.out or self.carrier.write_paused:
             self._queue(data)
             return
@@ -249,7 +256,7 @@ class H2BackendStream(BackendConnection):
             self._queue(memoryview(data)[sent:] if sent else data)
 
     def message_end(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        if self.request_ended:
+        if self.request_ended or not self.stream_id:
             return
         self.trailers = [(name.lower(), value) for name, value in trailers]
         self.out.append(None)  # the end waits behind the body
@@ -291,7 +298,7 @@ class H2BackendStream(BackendConnection):
     def resume_reading(self) -> None:
         if self.ack_paused:
             self.ack_paused = False
-            if self.unacked and self.stream_id:
+            if self.unacked and not self.closed:
                 unacked, self.unacked = self.unacked, 0
                 self.carrier.acknowledge(self.stream_id, unacked)
                 self.carrier.flush_output()
@@ -336,10 +343,14 @@ class H2BackendStream(BackendConnection):
                 self.data_received(b"%x\r\n%b\r\n" % (len(data), data))
             else:
                 self.data_received(data)
-        if self.ack_paused:
-            self.unacked += size
+        # the stream's window is given back in steps, and only while the client takes the
+        # bytes (the connection's is given back at once, see H2BackendConnection)
+        unacked = self.unacked + size
+        if self.ack_paused or self.closed or unacked < ACK_STEP:
+            self.unacked = unacked
         else:
-            self.carrier.acknowledge(self.stream_id, size)
+            self.unacked = 0
+            self.carrier.acknowledge(self.stream_id, unacked)
 
     def answer_trailers(self, fields: list[tuple[bytes, bytes]]) -> None:
         if self.session is not None and self.chunked_answer:
@@ -363,9 +374,7 @@ class H2BackendStream(BackendConnection):
             self.closed = True
             if self.stream_id and not self.request_ended:
                 self.carrier.cancel(self.stream_id)  # an answer came before the whole request
-            if self.unacked:
-                self.carrier.acknowledge(self.stream_id, self.unacked)
-                self.unacked = 0
+            self.unacked = 0  # (the stream ends: its window does not matter any more)
             self.carrier.stream_done(self)
             self.carrier.flush_output()
 
@@ -390,7 +399,6 @@ class H2BackendStream(BackendConnection):
         self.session = None
         self.backend.active_requests -= 1
         self.release_or_close(False)
-        self.services.metrics.backend_parse_errors += status == 502
         session.response_failed(status, reason)
 
     def reset(self, refused: bool, reason: str) -> None:

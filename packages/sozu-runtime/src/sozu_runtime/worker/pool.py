@@ -307,6 +307,8 @@ class BackendPool:
                 stream = connection.new_stream(self)
                 stream.connect_ns = elapsed
                 session.connected(stream, request, complete)
+            elif connection.capacity == 0:  # it takes no stream at all: not another connection
+                session.connect_failed(backend)
             else:  # the backend allows fewer streams: another connection
                 backend.active_connections += 1
                 self._connect_h2(backend, session, request, complete, timeout)
