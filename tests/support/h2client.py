@@ -226,8 +226,8 @@ class H2Client:
             return True
         except (OSError, ssl.SSLError):
             data = b""
-        if not data:
-            self.closed = True
+        if not data:  # closed by the server: closed here too, as a client does
+            self.close()
             return False
         self._buffer += data
         self._parse()

@@ -473,6 +473,12 @@ class H2Session(asyncio.Protocol):
             self.abort()
             return
         if self.idle_deadline and now >= self.idle_deadline and not self.streams:
+            # idle (front_timeout): GOAWAY(NO_ERROR) first (RFC 9113 §9.1), then the close
+            try:
+                self.conn.close_connection(error_code=ErrorCodes.NO_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
+            self._send()
             self.close()
             return
         for stream in list(self.streams.values()):
