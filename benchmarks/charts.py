@@ -91,10 +91,16 @@ def _round_values(results: Mapping[str, Any], load: str, target: str, key: str) 
     runs = [
         run
         for run in results["runs"]
-        if run["load"] == load and run["target"] == target and run["wrk"] is not None
+        if run["load"] == load and run["target"] == target and _measured(run) is not None
     ]
     clean = [run for run in runs if run["status"] == "ok"]
-    return [float(run["wrk"][key]) for run in clean or runs]
+    return [float(_measured(run)[key]) for run in clean or runs]
+
+
+def _measured(run: Mapping[str, Any]) -> Any:
+    """What wrk or h2load measured in a run (results files older than h2load have no
+    ``h2load`` key)."""
+    return run["wrk"] if run["wrk"] is not None else run.get("h2load")
 
 
 def _targets_of(results: Mapping[str, Any], load: str, targets: Sequence[str]) -> list[str]:

@@ -8,6 +8,9 @@ The report gives, per load and target, the median requests/s, p50 and p99 latenc
 rounds and the median of the per-round ratios to HAProxy; it is printed, written to
 ``<out>/latest.json`` with charts beside it, and copied into ``docs/benchmarks.md``.
 
+The HTTP/2 loads (``h2-*``) are measured the same way with h2load instead of wrk
+(``loadbench/http2.py``), and get a table of their own on the page.
+
 Two more variants of sōzu show the cost of observability: ``sozu-quiet`` (metrics disabled, no
 access logs) and ``sozu-observed`` (metrics, statsd export, admin endpoint, JSON access logs).
 They run on ``--observability-loads`` only (by default ``small-50``, or every load given with
@@ -45,6 +48,7 @@ from typing import Any
 
 import memory
 import reconfig
+from loadbench import http2
 from loadbench.certificates import write_self_signed
 from loadbench.loads import HOSTNAME, LOADS, LOADS_BY_NAME, Load
 from loadbench.machine import choose_cpus, describe_machine, ensure_tools
@@ -92,7 +96,7 @@ WARMUP_S = 1
 # What a run costs beyond wrk's own duration (process start, connection set-up, teardown).
 RUN_OVERHEAD_S = 0.1
 # The budget of a default run; the estimate printed at start is checked against it.
-DEFAULT_BUDGET_S = 12 * 60.0
+DEFAULT_BUDGET_S = 13.5 * 60.0
 # The loads the variants of sozu that show the cost of observability run on, unless told: the
 # full run would exceed its budget with them on every load.
 DEFAULT_OBSERVABILITY_LOADS = ("small-50",)
@@ -226,9 +230,19 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Settings:
 # --- the benchmark proper -------------------------------------------------------------------
 
 
+def not_applicable(load: Load, target: Target | type[Target]) -> str | None:
+    """Why ``load`` is not measured on ``target`` (``None``: it is). TLS loads need a TLS
+    listener; the load with an h2c backend needs a proxy that speaks h2c to backends."""
+    if load.tls and not target.serves_tls:
+        return "no TLS listener"
+    if load.backend == "h2c" and not target.speaks_h2c:
+        return "speaks no h2c to backends"
+    return None
+
+
 def load_applies(load: Load, target: Target | type[Target]) -> bool:
-    """Whether ``load`` is measured on ``target`` (TLS loads need a TLS listener)."""
-    return not load.tls or target.serves_tls
+    """Whether ``load`` is measured on ``target`` (see ``not_applicable``)."""
+    return not_applicable(load, target) is None
 
 
 def in_plan(settings: Settings, load: Load, target: Target | type[Target]) -> bool:
@@ -298,6 +312,11 @@ class Benchmark:
         skipped = self._skipped(round_index, load, target)
         if skipped is not None:
             return skipped
+        if load.http2:
+            settings = self.settings
+            return http2.measure_h2(
+                round_index, load, target, settings.warmup_s, settings.duration_s, self.client_cpu
+            )
         self._wrk(target, load, self.settings.warmup_s)
         result, output = self._wrk(target, load, self.settings.duration_s)
         return RunRecord.from_wrk(round_index, load.name, target.name, result, output)
@@ -309,8 +328,9 @@ class Benchmark:
         def record(status: str, detail: str) -> RunRecord:
             return RunRecord(round_index, load.name, target.name, status, None, detail)
 
-        if not load_applies(load, target):
-            return record("n/a", "no TLS listener")
+        reason = not_applicable(load, target)
+        if reason is not None:
+            return record("n/a", reason)
         if not readiness.available:
             return record("failed", f"did not start: {readiness.detail}")
         code = target.exit_code()
@@ -530,7 +550,8 @@ def describe_run(settings: Settings, machine: dict[str, Any]) -> str:
         f"{kind}: {settings.rounds} round(s) x {settings.duration_s:g} s per run after a "
         f"{settings.warmup_s:g} s warm-up; {machine['date']}; {machine['cpu_model']}, "
         f"{machine['cpu_count']} CPUs; {machine['kernel']}; Python {machine['python']}; "
-        f"{tools['wrk']}; {tools['nginx']}; {tools['haproxy']}."
+        f"{tools['wrk']}; {tools.get('h2load') or 'no h2load'}; {tools['nginx']}; "
+        f"{tools['haproxy']}."
     )
 
 
@@ -602,13 +623,33 @@ def write_reports(
     print("charts: " + ", ".join(str(path) for path in chart_paths))
     if settings.docs_page is not None:
         if settings.docs_page.exists():
-            page = settings.docs_page.read_text(encoding="utf-8")
-            report = markdown_report(settings, payload["machine"], summaries, readiness, costs)
-            settings.docs_page.write_text(replace_between_markers(page, report), encoding="utf-8")
-            print(f"table rewritten in {settings.docs_page}")
+            rewrite_tables(settings, payload["machine"], summaries, readiness, costs)
             rewrite_extra_sections(settings, payload, chart_paths)
         else:
             print(f"warning: {settings.docs_page} not found; table not written", file=sys.stderr)
+
+
+def rewrite_tables(
+    settings: Settings,
+    machine: dict[str, Any],
+    summaries: Sequence[CellSummary],
+    readiness: dict[str, Readiness],
+    costs: Sequence[ObservabilityCost],
+) -> None:
+    """Rewrite the results table of the HTTP/1.1 loads and the one of the HTTP/2 loads, each
+    only when some of its loads ran."""
+    assert settings.docs_page is not None
+    http1_cells, http2_cells = http2.split_summaries(summaries, settings.loads)
+    if http1_cells:
+        page = settings.docs_page.read_text(encoding="utf-8")
+        report = markdown_report(settings, machine, http1_cells, readiness, costs)
+        settings.docs_page.write_text(replace_between_markers(page, report), encoding="utf-8")
+        print(f"table rewritten in {settings.docs_page}")
+    if http2_cells:
+        notes = failure_notes(http2_cells, target_problems(readiness))
+        section = http2.markdown_section(describe_run(settings, machine), http2_cells, notes)
+        if memory.rewrite_docs_region(settings.docs_page, http2.DOCS_REGION, section):
+            print(f"HTTP/2 table rewritten in {settings.docs_page}")
 
 
 def rewrite_extra_sections(

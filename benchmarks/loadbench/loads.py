@@ -3,6 +3,11 @@
 Every load is one wrk configuration: which path, how many concurrent connections, plain HTTP
 or TLS, and whether connections are kept alive or closed after each answer. All requests carry
 ``Host: bench.local`` so that the proxies route them the way a real deployment would.
+
+The HTTP/2 loads (``streams`` above zero) are h2load configurations instead: TLS with ALPN
+``h2`` to the proxy, ``streams`` concurrent streams on each connection, and the backend the
+proxy forwards to either the HTTP/1.1 origin or, with ``backend = "h2c"``, the origin's h2c
+listener (HTTP/2 in clear text with prior knowledge).
 """
 
 from __future__ import annotations
@@ -27,6 +32,15 @@ class Load:
     tls: bool
     keep_alive: bool
     description: str
+    # Concurrent streams per connection (h2load's ``-m``); 0 for the HTTP/1.1 loads of wrk.
+    streams: int = 0
+    # What the proxy speaks to the origin: ``h1`` (HTTP/1.1) or ``h2c``.
+    backend: str = "h1"
+
+    @property
+    def http2(self) -> bool:
+        """Whether the client speaks HTTP/2 (the load is run by h2load, not wrk)."""
+        return self.streams > 0
 
     def headers(self) -> tuple[str, ...]:
         """The request headers wrk adds for this load."""
@@ -42,6 +56,25 @@ LOADS: tuple[Load, ...] = (
     Load("newconn", "/", 50, False, False, "GET /, a new TCP connection per request, 50 conns"),
     Load("tls-handshake", "/", 50, True, False, "HTTPS GET /, a new TLS handshake per request"),
     Load("tls-keepalive", "/", 50, True, True, "HTTPS GET /, keep-alive, 50 connections"),
+    Load(
+        "h2-small-10",
+        "/",
+        10,
+        True,
+        True,
+        "HTTP/2 over TLS GET /, 10 connections x 10 streams, HTTP/1.1 to the origin",
+        streams=10,
+    ),
+    Load(
+        "h2-h2c-small-10",
+        "/h2c",
+        10,
+        True,
+        True,
+        "HTTP/2 over TLS GET /h2c, 10 connections x 10 streams, h2c to the origin",
+        streams=10,
+        backend="h2c",
+    ),
 )
 
 LOADS_BY_NAME = {load.name: load for load in LOADS}

@@ -17,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REQUIRED_TOOLS = ("wrk", "nginx", "haproxy", "taskset")
-INSTALL_COMMAND = ("apt-get", "install", "-y", "wrk", "haproxy", "nginx-light")
+REQUIRED_TOOLS = ("wrk", "h2load", "nginx", "haproxy", "taskset")
+INSTALL_COMMAND = ("apt-get", "install", "-y", "wrk", "nghttp2-client", "haproxy", "nginx-light")
 
 
 def _first_output_line(command: list[str]) -> str | None:
@@ -79,6 +79,7 @@ def describe_machine(repository: Path) -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "tools": {
             "wrk": _tool_version(["wrk", "-v"], r"^wrk (\S+)", "wrk"),
+            "h2load": _tool_version(["h2load", "--version"], r"nghttp2/(\S+)", "h2load"),
             "nginx": _tool_version(["nginx", "-v"], r"nginx/(\S+)", "nginx"),
             "haproxy": _tool_version(["haproxy", "-v"], r"HAProxy version (\S+)", "HAProxy"),
             "taskset": _tool_version(["taskset", "--version"], r"util-linux (\S+)", "taskset"),
@@ -97,7 +98,7 @@ def missing_tools() -> list[str]:
 
 
 def ensure_tools() -> None:
-    """Make sure wrk, nginx, HAProxy and taskset are there, installing them when root.
+    """Make sure wrk, h2load, nginx, HAProxy and taskset are there, installing them when root.
 
     Raises ``SystemExit`` with the command to run when they are missing and this process may
     not install them.

@@ -1,9 +1,11 @@
-"""From individual wrk runs to medians, ratios to HAProxy, tables and the results file.
+"""From individual wrk and h2load runs to medians, ratios to HAProxy, tables and the results file.
 
 Every (round, load, target) slot of a benchmark has exactly one ``RunRecord``. A run is
 ``ok`` (wrk reported no error), ``flagged`` (wrk counted socket errors or error statuses, or
 served nothing), ``failed`` (no wrk report: the target was down or wrk could not run) or
-``n/a`` (the load does not apply to the target, e.g. TLS on the naive proxy).
+``n/a`` (the load does not apply to the target, e.g. TLS on the naive proxy). The HTTP/2 loads
+are run by h2load instead, classified the same way (``loadbench.h2load.classify``): a run in
+which no request succeeded, or which did not speak HTTP/2, is ``failed``.
 
 Medians are taken over the ``ok`` runs of a cell. Flagged runs are never mixed in silently:
 they are left out when at least one clean run exists, and when none does, the cell shows the
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from loadbench.h2load import H2loadResult, classify
 from loadbench.targets import Readiness
 from loadbench.wrk import WrkResult
 
@@ -44,7 +47,7 @@ class RunRecord:
     load: str
     target: str
     status: str
-    result: WrkResult | None = None
+    result: WrkResult | H2loadResult | None = None
     detail: str = ""
 
     @classmethod
@@ -65,15 +68,38 @@ class RunRecord:
             return cls(round_index, load, target, "flagged", result, detail)
         return cls(round_index, load, target, "ok", result)
 
+    @classmethod
+    def from_h2load(
+        cls,
+        round_index: int,
+        load: str,
+        target: str,
+        result: H2loadResult | None,
+        output: str,
+        protocol: str,
+    ) -> RunRecord:
+        """Classify an h2load run that asked for ``protocol`` (``h2`` or ``h2c``) from its
+        parsed report (``None`` if h2load printed none); a failed run keeps no numbers."""
+        if result is None:
+            lines = [line for line in output.strip().splitlines() if line.strip()]
+            last_line = lines[-1] if lines else "no output"
+            return cls(round_index, load, target, "failed", None, f"h2load: {last_line}")
+        status, detail = classify(result, protocol)
+        return cls(
+            round_index, load, target, status, None if status == "failed" else result, detail
+        )
+
     def to_json(self) -> dict[str, object]:
-        """The record as plain JSON data (the wrk result flattened into its fields)."""
+        """The record as plain JSON data (the result flattened into its fields, under the name
+        of the tool that measured it: ``wrk`` or ``h2load``; the other is ``None``)."""
         return {
             "round": self.round,
             "load": self.load,
             "target": self.target,
             "status": self.status,
             "detail": self.detail,
-            "wrk": asdict(self.result) if self.result else None,
+            "wrk": asdict(self.result) if isinstance(self.result, WrkResult) else None,
+            "h2load": asdict(self.result) if isinstance(self.result, H2loadResult) else None,
         }
 
 

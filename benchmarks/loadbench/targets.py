@@ -5,6 +5,10 @@ that answers ``Host: bench.local`` requests with the origin's content: the origi
 (``direct``), sōzu, HAProxy, nginx or the naive aiohttp proxy. Each proxy is a small class that
 writes its configuration and knows its command line; starting, probing and stopping are shared.
 
+The HTTPS ports also speak HTTP/2 (ALPN ``h2``). Requests for ``/h2c`` go to the origin's h2c
+listener (HTTP/2 in clear text, prior knowledge) through the proxies that can speak h2c to a
+backend (``speaks_h2c``), for the HTTP/2 load that measures that path.
+
 Placement: the origin and wrk share the client CPU, every proxy runs alone on the proxy CPU, so
 a proxy's throughput is bounded by one core and never competes with the load generator.
 """
@@ -181,6 +185,11 @@ class Server(ABC):
             return f"https://{LOOPBACK}:{self.https_port}{load.path}"
         return f"http://{LOOPBACK}:{self.http_port}{load.path}"
 
+    def h2_endpoint(self, load: Load) -> tuple[str, str]:
+        """(the URL, where to connect) h2load uses for the HTTP/2 ``load``: the URL names
+        ``bench.local``, so that it is the SNI and the ``:authority``, as for a real client."""
+        return f"https://{HOSTNAME}:{self.https_port}{load.path}", f"{LOOPBACK}:{self.https_port}"
+
     def answers(self) -> bool:
         """One readiness probe: does ``GET /`` answer 200 over plain HTTP?"""
         try:
@@ -228,16 +237,24 @@ class Origin(Server):
     """nginx serving the benchmark's content, on the client CPU.
 
     ``/`` answers the 12-byte ``hello world\\n``; ``/64k`` and ``/1m`` are static files. It also
-    has a TLS listener so that the ``direct`` target has a TLS baseline.
+    has a TLS listener (HTTP/1.1 and h2) so that the ``direct`` target has a TLS baseline, and
+    an h2c listener (``h2c_port``) where ``/h2c`` answers the same 12 bytes.
     """
 
     name = "origin"
 
     def __init__(
-        self, directory: Path, cpu: int, http_port: int, https_port: int, tls: TlsMaterial
+        self,
+        directory: Path,
+        cpu: int,
+        http_port: int,
+        https_port: int,
+        tls: TlsMaterial,
+        h2c_port: int,
     ) -> None:
         super().__init__(directory, cpu, http_port, https_port)
         self.tls = tls
+        self.h2c_port = h2c_port
 
     def command(self) -> list[str]:
         """Write the document root and ``nginx.conf``; return the nginx command line."""
@@ -257,6 +274,7 @@ class Origin(Server):
                 "address": LOOPBACK,
                 "http_port": self.http_port,
                 "https_port": self.https_port,
+                "h2c_port": self.h2c_port,
                 "certificate": str(self.tls.certificate_path),
                 "key": str(self.tls.key_path),
                 "document_root": str(document_root),
@@ -273,10 +291,12 @@ def _nginx_command(prefix: Path, config: Path) -> list[str]:
 class Target(Server):
     """A server wrk is pointed at, forwarding to the origin.
 
-    ``serves_tls`` false means the TLS loads do not apply (reported as ``n/a``).
+    ``serves_tls`` false means the TLS loads do not apply (reported as ``n/a``);
+    ``speaks_h2c`` false, that the load with an h2c backend does not.
     """
 
     serves_tls: ClassVar[bool] = True
+    speaks_h2c: ClassVar[bool] = True
     description: ClassVar[str]
     # A variant of sozu that exists to show the cost of observability: measured only on the
     # loads chosen for that (``--observability-loads``), not on every load.
@@ -342,6 +362,13 @@ class DirectTarget(Target):
         """The origin's output."""
         return self.origin.output_head(lines)
 
+    def h2_endpoint(self, load: Load) -> tuple[str, str]:
+        """The origin's TLS port, or its h2c listener for the load with an h2c backend."""
+        if load.backend == "h2c":
+            port = self.origin.h2c_port
+            return f"http://{HOSTNAME}:{port}{load.path}", f"{LOOPBACK}:{port}"
+        return super().h2_endpoint(load)
+
 
 def sozu_executable() -> Path:
     """The ``sozu`` script installed next to the Python interpreter running the benchmark."""
@@ -369,6 +396,7 @@ class SozuTarget(Target):
         """The values ``template`` is filled in with."""
         return {
             **self.common_values(),
+            "origin_h2c_port": self.origin.h2c_port,
             "command_socket": str(self.command_socket),
             "certificate": str(self.tls.certificate_path),
             "key": str(self.tls.key_path),
@@ -467,16 +495,22 @@ class HaproxyTarget(Target):
         config = write_config(
             "haproxy.cfg",
             self.directory / "haproxy.cfg",
-            {**self.common_values(), "bundle": str(self.tls.bundle_path)},
+            {
+                **self.common_values(),
+                "origin_h2c_port": self.origin.h2c_port,
+                "bundle": str(self.tls.bundle_path),
+            },
         )
         return ["haproxy", "-db", "-f", str(config)]
 
 
 class NginxTarget(Target):
-    """nginx as a reverse proxy, one worker, keep-alive upstream pool of 64."""
+    """nginx as a reverse proxy, one worker, keep-alive upstream pool of 64. Its proxy module
+    speaks HTTP/1.x only to upstreams: no h2c backend."""
 
     name = "nginx"
     description = "nginx reverse proxy, 1 worker, upstream keepalive 64"
+    speaks_h2c = False
 
     def command(self) -> list[str]:
         """Write ``nginx.conf`` and return the nginx command line."""
@@ -535,13 +569,16 @@ def build_servers(
     """Create (without starting) the origin and the named targets, in ``TARGET_NAMES`` order.
 
     Each server gets its own subdirectory of ``workspace`` and two ports (plus the extra ports
-    its class asks for), all allocated at once so that no two servers are given the same port.
+    its class asks for, and the origin's h2c port), all allocated at once so that no two
+    servers are given the same port.
     """
     chosen = [cls for cls in TARGET_CLASSES if cls.name in names]
     proxies = [cls for cls in chosen if cls is not DirectTarget]
-    count = 2 + sum(2 + cls.extra_port_count for cls in proxies)
+    count = 3 + sum(2 + cls.extra_port_count for cls in proxies)
     ports = iter(allocate_ports(count))
-    origin = Origin(workspace / "origin", client_cpu, next(ports), next(ports), tls)
+    origin = Origin(
+        workspace / "origin", client_cpu, next(ports), next(ports), tls, h2c_port=next(ports)
+    )
     targets: list[Target] = []
     for cls in chosen:
         if cls is DirectTarget:

@@ -88,8 +88,8 @@ def request_head(  # noqa: C901, PLR0912
         if name == b"host":
             host = value
             continue
-        if name == b"te" or name in _CONNECTION_FIELDS:
-            continue
+        if name in _CONNECTION_FIELDS or (name == b"te" and value.lower() != b"trailers"):
+            continue  # (TE: trailers stays for an HTTP/2 backend, see .h2_backend_stream)
         if name == b"content-length":
             length = value
         fields += (name, b": ", value, b"\r\n")
