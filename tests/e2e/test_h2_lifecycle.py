@@ -8,17 +8,19 @@ after ``s`` seconds.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hyperframe.frame import DataFrame
+from hyperframe.frame import DataFrame, WindowUpdateFrame
 from support.backends import Answer, HttpBackend, Received, wait_for
 from support.certs import make_certificate
 from support.clients import tls_client_context, tls_handshake
 from support.daemon import serving_process
-from support.h2client import NO_ERROR, REFUSED_STREAM, H2Client
+from support.h2client import INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Client
 from support.h2proxy import HOST, H2Proxy, h2_proxy
 
 from sozu_config import (
@@ -39,7 +41,17 @@ from sozu_config.responses import WorkersContent
 pytestmark = pytest.mark.e2e
 
 
+async def trickle() -> AsyncIterator[bytes]:
+    for _ in range(6):
+        await asyncio.sleep(0.4)
+        yield b"tick "
+
+
 def handle(request: Received) -> Answer:
+    if request.target == "/big-answer":
+        return Answer(body=b"x" * 300_000)
+    if request.target == "/trickle":
+        return Answer(body=trickle)
     if request.target.startswith("/slow/"):
         delay = float(request.target.split("/")[2])
         return Answer(body=b"slow " + request.target.encode(), delay=delay)
@@ -193,6 +205,41 @@ def test_front_idle_timeout_closes_with_goaway(tmp_path: Path) -> None:
         assert client.wait_closed(6)
         assert 0.8 < time.monotonic() - started < 5
         assert client.goaway_code == NO_ERROR
+
+
+@pytest.mark.parametrize("drip", [False, True], ids=["silent", "window drip"])
+def test_a_stream_stalled_on_window_is_reaped(tmp_path: Path, drip: bool) -> None:
+    """sōzu ``test_h2_window_stall_silent_reaped``, ``test_h2_window_stall_wu_drip_reaped``,
+    ``test_h2_window_stall_response_reaped``: a client that gives no window (or one byte at
+    a time) holds its answer, and its backend is no longer read: after ``back_timeout``
+    (2 s) of that the stream is reset (RST_STREAM(INTERNAL_ERROR)), the connection goes on."""
+    with h2_proxy(tmp_path, handle, back_timeout=2) as proxy:
+        with H2Client(proxy.port, window=65_535, credit=False) as client:
+            stream = client.request("/big-answer")
+            state = client.stream(stream)
+            started = time.monotonic()
+            while not state.done and time.monotonic() - started < 8:
+                client.read_until(lambda: state.done, 0.5)
+                if drip:
+                    client.send_frame(
+                        WindowUpdateFrame(0, window_increment=1),
+                        WindowUpdateFrame(stream, window_increment=1),
+                    )
+            assert state.reset == INTERNAL_ERROR and not state.ended
+            assert 1.5 < time.monotonic() - started < 5
+            assert 65_535 <= len(state.body) < 300_000
+            assert client.get("/still-open").status == 200
+        assert wait_for(lambda: proxy.proxying()["http2.active_streams"] == 0)
+
+
+def test_a_slow_answer_is_not_cut_by_the_stream_idle_timeout(tmp_path: Path) -> None:
+    """sōzu ``test_h2_slow_backend_idle_timeout_cancels``: ``h2_stream_idle_timeout_seconds``
+    is about the client's request; a backend trickling its answer (a chunk each 0.4 s for
+    2.4 s, with a 1 s stream idle timeout) is forwarded whole."""
+    with h2_proxy(tmp_path, handle, h2_stream_idle_timeout_seconds=1) as proxy:
+        with H2Client(proxy.port) as client:
+            state = client.get("/trickle", timeout=10)
+        assert (state.status, bytes(state.body)) == (200, b"tick " * 6)
 
 
 # --------------------------------------------------------------------------- live changes

@@ -187,6 +187,32 @@ def test_expect_100_continue(proxy: H2Proxy) -> None:
         assert bytes(state.body) == b"hello"
 
 
+def test_a_get_with_a_body_is_one_request(proxy: H2Proxy) -> None:
+    """sōzu ``test_h2_to_h1_body_with_get``: a GET with DATA reaches the backend as one
+    request whose body is framed (chunked), not as a second request hidden in the body."""
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: app.example\r\n\r\n"
+    with H2Client(proxy.port) as client:
+        stream = client.new_stream_id()
+        fields = [(":method", "GET"), (":scheme", "https"), (":authority", HOST)]
+        client.send_headers(stream, [*fields, (":path", "/echo/get-body")], end_stream=False)
+        client.send_data(stream, smuggled)
+        state = client.response(stream)
+    assert (state.status, bytes(state.body)) == (200, smuggled)
+    (request,) = [r for r in proxy.backend.requests if r.target == "/echo/get-body"]
+    assert request.method == "GET" and request.body == smuggled
+    assert not [r for r in proxy.backend.requests if r.target == "/smuggled"]
+
+
+def test_many_large_header_fields(proxy: H2Proxy) -> None:
+    """sōzu ``test_h2_to_h1_large_headers``: 20 fields of 200 bytes each arrive intact."""
+    fields = [(f"x-large-{n}", chr(ord("a") + n) * 200) for n in range(20)]
+    with H2Client(proxy.port) as client:
+        assert client.get("/large-headers", headers=fields).status == 200
+    (request,) = [r for r in proxy.backend.requests if r.target == "/large-headers"]
+    for name, value in fields:
+        assert request.header_values(name) == [value]
+
+
 # --------------------------------------------------------------------------- flow control
 
 
