@@ -75,9 +75,10 @@ def soft_stop_in_background(proxy: H2Proxy) -> threading.Thread:
 
 
 def test_soft_stop_sends_goaway_and_lets_open_streams_finish(tmp_path: Path) -> None:
-    """sōzu ``test_h2_goaway_graceful_drain``, ``test_h2_graceful_shutdown_waits_for_
-    inflight_request``: GOAWAY(NO_ERROR) naming the last stream, the open stream answered in
-    full, a new stream refused, then the connection closed and the daemon gone."""
+    """sōzu ``test_h2_goaway_graceful_drain``,
+    ``test_h2_graceful_shutdown_waits_for_inflight_request``: GOAWAY(NO_ERROR) naming the last
+    stream, the open stream answered in full, a new stream refused, then the connection closed and
+    the daemon gone."""
     with h2_proxy(tmp_path, handle, h2_graceful_shutdown_deadline_seconds=10) as proxy:
         client = H2Client(proxy.port)
         assert client.get("/warm").status == 200
@@ -171,10 +172,11 @@ def test_worker_upgrade_with_streams_open(tmp_path: Path) -> None:
 
 
 def test_stream_idle_timeout_answers_408(tmp_path: Path) -> None:
-    """sōzu ``test_h2_idle_stream_no_data_cancelled``, ``test_h2_idle_stream_timeout_frees_
-    slot``, ``test_h2_active_upload_survives_idle_timeout``: a request body silent for
-    ``h2_stream_idle_timeout_seconds`` (1) is answered 408 and its slot freed; a body that
-    keeps coming, slower than that in total, is forwarded."""
+    """sōzu ``test_h2_idle_stream_no_data_cancelled``, ``test_h2_idle_stream_timeout_frees_slot``,
+    ``test_h2_active_upload_survives_idle_timeout``, ``e2e_h2_flow_per_stream_idle_timeout``:
+    a request body silent for
+    ``h2_stream_idle_timeout_seconds`` (1) is answered 408 and its slot freed; a body that keeps
+    coming, slower than that in total, is forwarded."""
     settings = {"h2_stream_idle_timeout_seconds": 1, "h2_max_concurrent_streams": 1}
     with h2_proxy(tmp_path, handle, **settings) as proxy, H2Client(proxy.port) as client:
         silent = client.new_stream_id()

@@ -96,8 +96,8 @@ def floods_counted(proxy: H2Proxy, before: int) -> None:
 
 
 def test_rapid_reset_is_calmed(proxy: H2Proxy, bystander: H2Client) -> None:
-    """sōzu ``test_h2_rapid_reset_triggers_goaway``, ``e2e_h2_flood_rapid_reset_abusive_
-    lifetime`` (CVE-2023-44487): streams opened and reset before their answer, in a burst."""
+    """sōzu ``test_h2_rapid_reset_triggers_goaway``, ``e2e_h2_flood_rapid_reset_abusive_lifetime``
+    (CVE-2023-44487): streams opened and reset before their answer, in a burst."""
     floods = proxy.proxying()["http2.flood_goaways"]
     with H2Client(proxy.port) as attacker:
         burst = []
@@ -305,11 +305,11 @@ def test_streams_beyond_the_default_limit_are_refused(proxy: H2Proxy) -> None:
 
 
 def test_abandoned_uploads_leave_nothing_behind(proxy: H2Proxy) -> None:
-    """sōzu ``test_h2_client_disconnect_mid_upload``, ``test_h2_session_teardown_clean_with_
-    active_backends``, ``test_h2_upstream_close_with_many_streams``: 10 connections each
-    open 40 uploads, send part of each body and vanish. Every stream is dropped (no active
-    stream left, the backend connections closed) and the worker does not grow without bound
-    (loosely: less than 64 MB for the lot)."""
+    """sōzu ``test_h2_client_disconnect_mid_upload``,
+    ``test_h2_session_teardown_clean_with_active_backends``,
+    ``test_h2_upstream_close_with_many_streams``: 10 connections each open 40 uploads, send part of
+    each body and vanish. Every stream is dropped (no active stream left, the backend connections
+    closed) and the worker does not grow without bound (loosely: less than 64 MB for the lot)."""
     (worker,) = proxy.daemon.worker_pids()
 
     def rss() -> int:

@@ -58,6 +58,10 @@ def handle(request: Received) -> Answer:
         return Answer(
             raw=b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", close=True
         )
+    if kind == "status":  # a status line that is not one
+        return Answer(
+            raw=b"HTTP/1.1 %s OK\r\nContent-Length: 2\r\n\r\nhi" % arg.encode(), close=True
+        )
     if kind == "big":
         return Answer(body=payload(int(arg)))
     if kind == "echo":
@@ -127,8 +131,8 @@ def test_a_slow_stream_does_not_hold_a_fast_one(proxy: H2Proxy) -> None:
 
 @pytest.mark.parametrize("kind", ["chunked", "close", "big"])
 def test_large_answers_of_every_framing(proxy: H2Proxy, kind: str) -> None:
-    """sōzu ``test_h2_large_h1_response_chunked``, ``…_close_delimited``,
-    ``…_content_length``, ``test_h2_close_delimited_large_response``,
+    """sōzu ``test_h2_large_h1_response_chunked``, ``test_h2_large_h1_response_close_delimited``,
+    ``test_h2_large_h1_response_content_length``, ``test_h2_close_delimited_large_response``,
     ``test_h2_concurrent_large_transfers``: three 3 MB answers at once on one connection,
     byte for byte, each ended by END_STREAM."""
     size = 3_000_000
@@ -213,13 +217,48 @@ def test_many_large_header_fields(proxy: H2Proxy) -> None:
         assert request.header_values(name) == [value]
 
 
+@pytest.mark.parametrize("status", ["abc", "20", "+200", "00200", "2000"])
+def test_an_invalid_backend_status_is_a_502(proxy: H2Proxy, status: str) -> None:
+    """sōzu ``test_h2_invalid_status_rejected``: a backend status line that is not three
+    digits never reaches the client as a status: 502, and the connection serves on."""
+    with H2Client(proxy.port) as client:
+        state = client.get(f"/status/{status}")
+        assert (state.status, state.ended) == (502, True)
+        assert client.get("/after-status").status == 200
+
+
 # --------------------------------------------------------------------------- flow control
 
 
+def test_data_of_refused_streams_is_credited(proxy: H2Proxy) -> None:
+    """sōzu ``test_h2_flow_control_on_orphaned_data``: DATA already sent on streams the
+    proxy refused (1.2 MB, more than the 1 MiB connection window) is given back to the
+    connection's window: an upload after it is served."""
+    with H2Client(proxy.port) as client:
+        fields = [(":method", "POST"), (":authority", HOST), (":path", "/orphan")]
+        for _ in range(20):
+            stream = client.new_stream_id()
+            client.send_headers(stream, [*fields, (":scheme", "ftp")], end_stream=False)
+            client.send_data(stream, b"z" * 60_000)
+        stream = client.new_stream_id()
+        client.send_headers(stream, [*fields[:2], (":scheme", "https"), (":path", "/echo/orphan")],
+                            end_stream=False)  # fmt: skip
+        client.send_data(stream, b"y" * 60_000)
+        state = client.response(stream)
+        assert (state.status, len(state.body)) == (200, 60_000)
+        credited = sum(
+            f.window_increment
+            for f in client.frames
+            if isinstance(f, WindowUpdateFrame) and f.stream_id == 0
+        )
+        assert credited >= 20 * 60_000
+        assert client.goaway is None
+
+
 def test_connection_window_exhaustion_and_recovery(proxy: H2Proxy) -> None:
-    """sōzu ``test_h2_connection_window_exhaustion_recovery``, ``test_h2_large_response_flow_
-    control_pressure``: a client that gives no window gets 65,535 bytes and no more; its
-    WINDOW_UPDATEs bring the rest, byte for byte."""
+    """sōzu ``test_h2_connection_window_exhaustion_recovery``,
+    ``test_h2_large_response_flow_control_pressure``: a client that gives no window gets 65,535
+    bytes and no more; its WINDOW_UPDATEs bring the rest, byte for byte."""
     size = 300_000
     with H2Client(proxy.port, window=65_535, credit=False) as client:
         stream = client.request(f"/big/{size}")
@@ -260,8 +299,9 @@ def test_settings_changed_mid_connection(proxy: H2Proxy) -> None:
 
 @pytest.mark.parametrize("during", [False, True], ids=["idle", "during an answer"])
 def test_client_goaway_closes_the_connection(proxy: H2Proxy, during: bool) -> None:
-    """sōzu ``test_h2_peer_goaway_no_error_clean_close``, ``test_h2_peer_goaway_during_
-    response_body``: the proxy closes the connection; the worker serves others."""
+    """sōzu ``test_h2_peer_goaway_no_error_clean_close``,
+    ``test_h2_peer_goaway_during_response_body``: the proxy closes the connection; the worker serves
+    others."""
     with H2Client(proxy.port, window=65_535, credit=False) as client:
         if during:
             stream = client.request("/big/1000000")
