@@ -116,18 +116,20 @@ def test_a_stream_opened_after_goaway_is_refused(tmp_path: Path) -> None:
         assert not any(r.target == "/late" for r in proxy.backend.requests)
 
 
-@pytest.mark.parametrize(("deadline", "cut"), [(1, True), (0, False)])
-def test_graceful_shutdown_deadline(tmp_path: Path, deadline: int, cut: bool) -> None:
+@pytest.mark.parametrize(("deadline", "delay", "cut"), [(1, 3, True), (0, 3, False), (8, 6, False)])
+def test_graceful_shutdown_deadline(tmp_path: Path, deadline: int, delay: int, cut: bool) -> None:
     """sōzu ``test_h2_graceful_shutdown_deadline_configurable_short``,
-    ``test_h2_graceful_shutdown_timeout_forces_close``: with a deadline of 1 s a stream still
-    waiting after it is cut (the connection closes, no answer); 0 means no deadline (§B.3):
-    the stream is answered whenever it ends."""
+    ``test_h2_graceful_shutdown_timeout_forces_close``,
+    ``test_h2_graceful_shutdown_deadline_configurable_long``: with a deadline of 1 s a stream
+    still waiting after it is cut (the connection closes, no answer); 0 means no deadline
+    (§B.3): the stream is answered whenever it ends; 8 s lets a 6 s stream (longer than the
+    default 5 s) finish."""
     with (
         h2_proxy(tmp_path, handle, h2_graceful_shutdown_deadline_seconds=deadline) as proxy,
         H2Client(proxy.port) as client,
     ):
-        slow = client.request("/slow/3")
-        wait_for(lambda: any(r.target == "/slow/3" for r in proxy.backend.requests))
+        slow = client.request(f"/slow/{delay}")
+        wait_for(lambda: any(r.target == f"/slow/{delay}" for r in proxy.backend.requests))
         started = time.monotonic()
         assert proxy.daemon.send(SoftStop(), timeout=60).ok
         state = client.stream(slow)
@@ -138,10 +140,10 @@ def test_graceful_shutdown_deadline(tmp_path: Path, deadline: int, cut: bool) ->
         stopped_after = time.monotonic() - started
         if cut:
             assert state.status is None and client.closed
-            assert stopped_after < 2.8, stopped_after
+            assert stopped_after < delay - 0.2, stopped_after
         else:
-            assert (state.status, bytes(state.body)) == (200, b"slow /slow/3")
-            assert stopped_after >= 2.5, stopped_after
+            assert (state.status, bytes(state.body)) == (200, f"slow /slow/{delay}".encode())
+            assert stopped_after >= delay - 0.5, stopped_after
 
 
 def test_worker_upgrade_with_streams_open(tmp_path: Path) -> None:

@@ -235,6 +235,17 @@ def test_continuation_on_another_stream_ends_the_connection(proxy: H2Proxy) -> N
     served(proxy)
 
 
+def test_the_last_stream_id_is_served(proxy: H2Proxy) -> None:
+    """sōzu ``e2e_session_stream_id_exhaustion_graceful``: a client jumping to the highest
+    stream id (2^31-1) is served on it; a stream id cannot go past it."""
+    with H2Client(proxy.port) as client:
+        last = 0x7FFF_FFFF
+        state = client.response(client.request("/last-id", stream_id=last))
+        assert (state.status, bytes(state.body)) == (200, b"ok /last-id")
+        assert client.goaway is None
+    served(proxy)
+
+
 # --------------------------------------------------------------------------- frames
 
 FRAME_ERRORS: dict[str, tuple[bytes, int]] = {

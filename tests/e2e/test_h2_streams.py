@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import random
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -22,7 +23,7 @@ from hyperframe.frame import GoAwayFrame, RstStreamFrame, SettingsFrame, WindowU
 from support import configs
 from support.backends import Answer, Received, ScriptedBackend, wait_for
 from support.clients import proxy_v2_header
-from support.h2client import NO_ERROR, H2Client
+from support.h2client import NO_ERROR, PROTOCOL_ERROR, H2Client
 from support.h2proxy import HOST, H2Proxy, h2_proxy
 
 pytestmark = pytest.mark.e2e
@@ -297,18 +298,26 @@ def test_settings_changed_mid_connection(proxy: H2Proxy) -> None:
 # --------------------------------------------------------------------------- the client goes
 
 
-@pytest.mark.parametrize("during", [False, True], ids=["idle", "during an answer"])
-def test_client_goaway_closes_the_connection(proxy: H2Proxy, during: bool) -> None:
+@pytest.mark.parametrize(
+    ("during", "code"),
+    [(False, NO_ERROR), (True, NO_ERROR), (True, PROTOCOL_ERROR)],
+    ids=["idle", "during an answer", "PROTOCOL_ERROR then reset"],
+)
+def test_client_goaway_closes_the_connection(proxy: H2Proxy, during: bool, code: int) -> None:
     """sōzu ``test_h2_peer_goaway_no_error_clean_close``,
-    ``test_h2_peer_goaway_during_response_body``: the proxy closes the connection; the worker serves
+    ``test_h2_peer_goaway_during_response_body``,
+    ``test_h2_peer_goaway_protocol_error_then_rst_clean_drain``: the proxy closes the
+    connection (or the client resets it at once); no stream is left and the worker serves
     others."""
     with H2Client(proxy.port, window=65_535, credit=False) as client:
         if during:
             stream = client.request("/big/1000000")
             client.read_until(lambda: len(client.stream(stream).body) >= 65_535)
-        frame = GoAwayFrame(0, last_stream_id=0, error_code=NO_ERROR)
-        client.send_frame(frame)
-        assert client.wait_closed()
+        client.send_frame(GoAwayFrame(0, last_stream_id=0, error_code=code))
+        if code == NO_ERROR:
+            assert client.wait_closed()
+        else:  # and a TCP reset straight after
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with H2Client(proxy.port) as other:
         assert other.get("/after-goaway").status == 200
     assert wait_for(lambda: proxy.proxying()["http2.active_streams"] == 0)
