@@ -79,17 +79,15 @@ def test_soft_stop_sends_goaway_and_lets_open_streams_finish(tmp_path: Path) -> 
     ``test_h2_graceful_shutdown_waits_for_inflight_request``: GOAWAY(NO_ERROR) naming the last
     stream, the open stream answered in full, a new stream refused, then the connection closed and
     the daemon gone."""
-    with h2_proxy(tmp_path, handle, h2_graceful_shutdown_deadline_seconds=10) as proxy:
-        client = H2Client(proxy.port)
+    with (
+        h2_proxy(tmp_path, handle, h2_graceful_shutdown_deadline_seconds=10) as proxy,
+        H2Client(proxy.port) as client,
+    ):
         assert client.get("/warm").status == 200
         slow = client.request("/slow/1.5")
         wait_for(lambda: any(r.target == "/slow/1.5" for r in proxy.backend.requests))
         stopped = proxy.daemon.send(SoftStop(), timeout=60)
         assert stopped.ok, stopped.message
-        assert proxy.daemon.process is not None
-        assert proxy.daemon.process.wait(30) == 0
-    # (the daemon is gone: what it sent waits in the client's socket)
-    with client:
         assert client.wait_goaway() == NO_ERROR
         assert client.goaway is not None and client.goaway.last_stream_id == slow
         state = client.response(slow)
@@ -97,6 +95,8 @@ def test_soft_stop_sends_goaway_and_lets_open_streams_finish(tmp_path: Path) -> 
         assert client.wait_closed()
         goaway_at = client.frames.index(client.goaway)
         assert goaway_at < max(i for i, f in enumerate(client.frames) if isinstance(f, DataFrame))
+        assert proxy.daemon.process is not None
+        assert proxy.daemon.process.wait(30) == 0
 
 
 def test_a_stream_opened_after_goaway_is_refused(tmp_path: Path) -> None:
