@@ -145,6 +145,16 @@ def test_large_answers_of_every_framing(proxy: H2Proxy, kind: str) -> None:
             assert hashlib.sha256(state.body).digest() == hashlib.sha256(payload(size)).digest()
 
 
+def test_an_8mb_chunked_answer_over_curl(proxy: H2Proxy) -> None:
+    """sōzu ``test_h2_large_chunked_7mb_drains_fully``,
+    ``test_h2_large_response_8mb_window_update_race`` (byte identity; the time bound is
+    curl's 15 s): 8 MB sent by the backend in 50 KB chunks, received whole by curl."""
+    size = 8_000_000
+    answer = proxy.curl(f"/chunked/{size}")
+    assert (answer.returncode, answer.version, answer.status) == (0, "2", 200), answer.stderr
+    assert hashlib.sha256(answer.body).digest() == hashlib.sha256(payload(size)).digest()
+
+
 @pytest.mark.parametrize("target", ["/cut/length", "/cut/chunked"])
 def test_an_answer_cut_by_its_backend_resets_the_stream(proxy: H2Proxy, target: str) -> None:
     """sōzu ``test_h2_rst_stream_on_backend_disconnect``, ``test_h2_content_length_mismatch``,
