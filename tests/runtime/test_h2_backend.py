@@ -469,3 +469,17 @@ def test_switching_http2_off_closes_the_idle_h2c_connections() -> None:
             assert origin.h1_seen == ["/then"]
 
     run(test)
+
+
+def test_a_connection_that_closes_once_ready_is_not_counted() -> None:
+    async def test(proxy: Proxy) -> None:
+        with H2cServer("origin", close_after_settings=True) as origin:
+            await setup(proxy, origin)
+            transport = await get(proxy, "/")
+            assert status_of(transport) in (502, 503)
+            assert origin.seen == []
+            await wait(lambda: gauges(proxy)["http2.backend_connections"] == 0, "none counted")
+            (backend,) = proxy.clusters["app"].balancer.backends()
+            await wait(lambda: backend.active_connections == 0, "the backend's count at 0")
+
+    run(test)

@@ -101,6 +101,11 @@ class _Origin(asyncio.Protocol):
             settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self.server.max_streams
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values=settings)
         self.conn.initiate_connection()
+        if self.server.close_after_settings:  # SETTINGS and GOAWAY in one write
+            self.conn.close_connection(ErrorCodes.NO_ERROR)
+            self.flush()
+            self.transport.close()
+            return
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -266,11 +271,19 @@ class _Origin(asyncio.Protocol):
 
 class H2cServer:
     """The h2c origin (see the module's doc) on 127.0.0.1, in its own thread.
-    ``max_streams``: its MAX_CONCURRENT_STREAMS (None: not said)."""
+    ``max_streams``: its MAX_CONCURRENT_STREAMS (None: not said); ``close_after_settings``:
+    each connection says GOAWAY with its SETTINGS, and closes."""
 
-    def __init__(self, name: str = "h2c", *, max_streams: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "h2c",
+        *,
+        max_streams: int | None = None,
+        close_after_settings: bool = False,
+    ) -> None:
         self.name = name
         self.max_streams = max_streams
+        self.close_after_settings = close_after_settings
         self.port = 0
         self.seen: list[Seen] = []
         self.h1_seen: list[str] = []
