@@ -11,6 +11,7 @@ that requires basic authentication; cluster ``api`` serves ``app.example/api``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from support import configs
-from support.backends import Answer, Received, wait_for
+from support.backends import Answer, Received, ScriptedBackend, wait_for
 from support.clients import ConnectionClosed, HttpConnection, tls_client_context, tls_handshake
 from support.h2client import H2Client
 from support.h2proxy import HOST, H2Proxy, h2_proxy
@@ -55,19 +56,34 @@ def handle(request: Received) -> Answer:
     return Answer(body=f"app {request.method} {target}".encode())
 
 
-def extra_clusters(ports: dict[str, int], backend: str) -> list[configs.ClusterTable]:
-    return [
-        configs.cluster(
-            "api",
-            frontends=[configs.frontend(ports["main"], HOST, path="/api")],
-            backends=[configs.backend(backend)],
-        )
-    ]
+async def trailers_script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads one chunked request to its trailers' end, answers 200 ``ok``."""
+    await reader.readuntil(b"\r\n0\r\n")
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await writer.drain()
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[H2Proxy]:
+def recorder() -> Iterator[ScriptedBackend]:
+    with ScriptedBackend(trailers_script) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory, recorder: ScriptedBackend) -> Iterator[H2Proxy]:
     directory = tmp_path_factory.mktemp("h2-frontend")
+
+    def extra_clusters(ports: dict[str, int], backend: str) -> list[configs.ClusterTable]:
+        return [
+            configs.cluster(
+                "api",
+                frontends=[configs.frontend(ports["main"], HOST, path="/api")],
+                backends=[configs.backend(backend)],
+            ),
+            configs.http_cluster("raw", ports["main"], "raw.wild.example", [recorder.address]),
+        ]
+
     with h2_proxy(
         directory,
         handle,
@@ -161,6 +177,23 @@ def test_response_trailers_from_a_chunked_backend(proxy: H2Proxy) -> None:
     assert (state.status, bytes(state.body)) == (200, b"hello world")
     assert state.trailers == [(b"x-checksum", b"c0ffee")]
     assert state.header("transfer-encoding") is None
+
+
+def test_request_trailers_reach_the_backend(proxy: H2Proxy, recorder: ScriptedBackend) -> None:
+    """sōzu ``test_h2_to_h1_trailer_mapping``: a body without ``content-length`` then a
+    trailing HEADERS frame reach the HTTP/1.1 backend as a chunked body and its trailers."""
+    with H2Client(proxy.port) as client:
+        stream = client.new_stream_id()
+        fields = [(":method", "POST"), (":scheme", "https"), (":authority", "raw.wild.example")]
+        client.send_headers(stream, [*fields, (":path", "/up")], end_stream=False)
+        client.send_data(stream, b"payload", end_stream=False)
+        client.send_headers(stream, [("x-digest", "abc")], end_stream=True)
+        state = client.response(stream)
+    assert (state.status, bytes(state.body)) == (200, b"ok")
+    sent = bytes(wait_for(lambda: [r for r in recorder.received if b"POST /up" in r])[0])
+    head, _, body = sent.partition(b"\r\n\r\n")
+    assert b"\r\ntransfer-encoding: chunked" in head.lower()
+    assert body == b"7\r\npayload\r\n0\r\nx-digest: abc\r\n\r\n"
 
 
 # --------------------------------------------------------------------------- ALPN

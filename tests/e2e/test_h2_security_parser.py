@@ -167,24 +167,19 @@ def test_te_trailers_and_zero_content_length_are_accepted(proxy: H2Proxy) -> Non
     assert reached(proxy, "/te-trailers")
 
 
-def test_body_shorter_than_its_content_length(proxy: H2Proxy) -> None:
-    """A body ending before its ``content-length``: the stream is refused, not forwarded
-    with a body of another length (``test_h2_content_length_format_fuzzing``)."""
+@pytest.mark.parametrize("body", [b"12345", b"123456789012"], ids=["shorter", "longer"])
+def test_body_other_than_its_content_length(proxy: H2Proxy, body: bytes) -> None:
+    """``test_h2_content_length_format_fuzzing``, ``test_h2_content_length_mismatch``
+    (client side): a body shorter or longer than its ``content-length`` (10) ends the
+    connection with GOAWAY(PROTOCOL_ERROR); nothing of it is forwarded."""
     with H2Client(proxy.port) as client:
         stream = client.new_stream_id()
-        client.send_headers(
-            stream,
-            [
-                *request(
-                    "/short-body",
-                ),
-                ("content-length", "10"),
-            ],
-            end_stream=False,
-        )
-        client.send_data(stream, b"12345")
-        kind, code = client.outcome(stream)
-        assert (kind, code) in {("reset", PROTOCOL_ERROR), ("goaway", PROTOCOL_ERROR)}
+        fields = [*request("/length-mismatch"), ("content-length", "10")]
+        fields[0] = (":method", "POST")
+        client.send_headers(stream, fields, end_stream=False)
+        client.send_data(stream, body)
+        assert client.outcome(stream) == ("goaway", PROTOCOL_ERROR)
+    assert not reached(proxy, "/length-mismatch")
     served(proxy)
 
 

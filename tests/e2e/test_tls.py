@@ -20,8 +20,10 @@ Certificates are checked by the fingerprint of what the server presents
 installed, by real verification against the expected certificate. Where a tool is missing the
 same check is made with Python's ``ssl``.
 
-Documented behaviour: a client that offers only ``h2`` in ALPN (HTTP/2 is not implemented) is
-served HTTP/1.1 without ALPN (the server selects no protocol), not refused.
+ALPN: listeners with the default list choose ``h2`` for a client that offers it (HTTP/2 itself
+is tested in ``test_h2_*.py``); a client that offers only ``h2`` to the listener offering only
+``http/1.1`` (``v13``) is served HTTP/1.1 without ALPN (the server selects no protocol), not
+refused.
 """
 
 from __future__ import annotations

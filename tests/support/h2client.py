@@ -8,8 +8,9 @@ the library would refuse to build: a reserved bit, a wrong length, an unknown ty
 
 What the server sends is read frame by frame (:meth:`H2Client.read_until`, always within a
 deadline): SETTINGS and PING are acknowledged, DATA is credited back with WINDOW_UPDATE (so
-that large answers flow), and everything is recorded: each stream's status, headers, body,
-trailers and RST_STREAM code, the GOAWAY received and whether the server closed.
+that large answers flow; ``credit=False`` leaves that to the test), and everything is
+recorded: each stream's status, headers, body, trailers and RST_STREAM code, the GOAWAY
+received and whether the server closed.
 """
 
 from __future__ import annotations
@@ -110,10 +111,14 @@ class H2Client:
         preface: bool = True,
         connect_timeout: float = DEFAULT_TIMEOUT,
         window: int = 16 * 1024 * 1024,
+        credit: bool = True,
+        proxy_header: bytes = b"",
     ) -> None:
         context = tls_client_context(alpn=["h2"])
         raw = socket.create_connection(("127.0.0.1", port), timeout=connect_timeout)
         try:
+            if proxy_header:  # a PROXY protocol header before the TLS handshake
+                raw.sendall(proxy_header)
             self.sock = context.wrap_socket(raw, server_hostname=server_name)
         except Exception:
             raw.close()
@@ -130,6 +135,9 @@ class H2Client:
         self.closed = False
         self.server_settings: dict[int, int] = {}
         self.next_stream_id = 1
+        self.credit = credit  # DATA received is credited back with WINDOW_UPDATE
+        self._uncredited: dict[int, int] = {}  # by stream id (0: the connection)
+        self.stream_window = 65_535  # SETTINGS_INITIAL_WINDOW_SIZE the client sent
         self._buffer = b""
         self._block: tuple[int, bytearray, bool] | None = None  # header block in progress
         if preface:
@@ -147,6 +155,9 @@ class H2Client:
             self.closed = True
 
     def send_frame(self, *frames: Frame) -> None:
+        for frame in frames:  # the stream window the client grants, for :meth:`_credit`
+            if isinstance(frame, SettingsFrame) and 0x4 in frame.settings:
+                self.stream_window = frame.settings[0x4]
         self.send_raw(b"".join(frame.serialize() for frame in frames))
 
     def header_block(self, headers: Headers) -> bytes:
@@ -263,15 +274,10 @@ class H2Client:
         elif isinstance(frame, DataFrame):
             state = self.stream(frame.stream_id)
             state.body += frame.data
-            if frame.flow_controlled_length:
-                self.send_frame(
-                    WindowUpdateFrame(0, window_increment=frame.flow_controlled_length),
-                    WindowUpdateFrame(
-                        frame.stream_id, window_increment=frame.flow_controlled_length
-                    ),
-                )
             if "END_STREAM" in frame.flags:
                 state.ended = True
+            if frame.flow_controlled_length and self.credit:
+                self._credit(frame.stream_id, frame.flow_controlled_length, state.ended)
         elif isinstance(frame, HeadersFrame):
             self._block = (frame.stream_id, bytearray(frame.data), "END_STREAM" in frame.flags)
             if "END_HEADERS" in frame.flags:
@@ -280,6 +286,22 @@ class H2Client:
             self._block[1].extend(frame.data)
             if "END_HEADERS" in frame.flags:
                 self._end_block()
+
+    def _credit(self, stream_id: int, size: int, ended: bool) -> None:
+        """Give window back as a browser does: in batches (half the stream's window,
+        1 MiB of the connection's), not a WINDOW_UPDATE per DATA frame (which the proxy
+        counts as a flood past 100 a second)."""
+        self._uncredited[0] = self._uncredited.get(0, 0) + size
+        updates = []
+        if self._uncredited[0] >= 1 << 20:
+            updates.append(WindowUpdateFrame(0, window_increment=self._uncredited.pop(0)))
+        if not ended:
+            self._uncredited[stream_id] = self._uncredited.get(stream_id, 0) + size
+            if self._uncredited[stream_id] >= self.stream_window // 2:
+                increment = self._uncredited.pop(stream_id)
+                updates.append(WindowUpdateFrame(stream_id, window_increment=increment))
+        if updates:
+            self.send_frame(*updates)
 
     def _end_block(self) -> None:
         assert self._block is not None
