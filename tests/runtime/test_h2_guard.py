@@ -141,3 +141,22 @@ def test_settings_and_ping_frames_of_a_wrong_size_are_frame_size_errors() -> Non
     short_ping = b"\x00\x00\x04\x06\x00\x00\x00\x00\x00" + b"abcd"
     assert g.frames(PREFACE + short_ping, 1.0) == "PING frame of a wrong size"
     assert g.code == FRAME_SIZE_ERROR
+
+
+def test_a_settings_frame_of_more_than_64_entries_is_a_frame_size_error() -> None:
+    g = guard()
+    assert feed(g, PREFACE + SettingsFrame(0, settings={3: 100}).serialize() * 2) == ""
+    many = b"\0\x03\0\0\0\x64" * 65
+    assert feed(g, len(many).to_bytes(3, "big") + b"\x04\0\0\0\0\0" + many) != ""
+    assert g.code == FRAME_SIZE_ERROR
+
+
+def test_window_updates_on_closed_streams_are_glitches() -> None:
+    g = Guard(H2Limits(SimpleNamespace(h2_max_glitch_count=3)), lambda stream_id: stream_id == 1)
+    feed(g, PREFACE)
+    open_stream = WindowUpdateFrame(3, window_increment=1).serialize()
+    assert feed(g, open_stream * 10) == ""  # an open stream: not a fault
+    closed = WindowUpdateFrame(1, window_increment=1).serialize()
+    assert feed(g, closed * 3) == ""
+    assert feed(g, closed) == "too many faulty streams"
+    assert g.code == ENHANCE_YOUR_CALM

@@ -203,6 +203,18 @@ CATALOGUE: Final[dict[str, MetricInfo]] = {
             _P,
             "HTTP/2 connections ended for a protocol error of the client",
         ),
+        MetricInfo(
+            "http2.backend_connections",
+            Kind.GAUGE,
+            _P,
+            "HTTP/2 (h2c) connections to backends open",
+        ),
+        MetricInfo(
+            "http2.backend_streams",
+            Kind.COUNTER,
+            _P,
+            "HTTP/2 streams opened to backends (one per request to an http2 cluster)",
+        ),
         # ------------------------------------------------------------ the main process
         MetricInfo("workers", Kind.GAUGE, _M, "worker processes"),
         MetricInfo("configuration.clusters", Kind.GAUGE, _M, "clusters in the state"),

@@ -401,8 +401,9 @@ class ClusterFile(FileModel):
     setting)."""
     http2: bool | None = None
     """HTTP clusters: speak HTTP/2 to the backends, in clear text with prior knowledge (h2c),
-    requests sharing connections as streams (default: false, HTTP/1.1). Refused on tcp
-    clusters."""
+    requests sharing connections as streams (default: false, HTTP/1.1). Upgrade requests
+    (WebSocket) to such a cluster are answered 502; active health checks stay HTTP/1.1.
+    Refused on tcp clusters."""
     health_check: HealthCheckFile | None = None
     """Active checks of the backends (see its table below); without it, passive detection
     only."""

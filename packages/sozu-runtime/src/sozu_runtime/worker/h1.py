@@ -792,7 +792,9 @@ def simple_response(data: bytes, end: int) -> tuple[int, int, bool, int, int, in
 
 
 # Complexity: per-request hot path: the head checked in one frame, one branch per rule.
-def parse_request_head(buf: bytes | bytearray, max_head: int) -> RequestHead | None:  # noqa: C901, PLR0912
+def parse_request_head(  # noqa: C901, PLR0912
+    buf: bytes | bytearray, max_head: int, max_fields: int = MAX_HEADER_FIELDS
+) -> RequestHead | None:
     """Parse the request head at the start of ``buf``.
 
     Returns None when ``buf`` holds no complete head yet and ``len(buf) < max_head`` (the
@@ -801,7 +803,7 @@ def parse_request_head(buf: bytes | bytearray, max_head: int) -> RequestHead | N
 
     Raises HttpError: 414 when the request line alone is longer than ``max_head`` or
     MAX_REQUEST_LINE bytes; 431 when the head (with leading empty lines) is longer than
-    ``max_head`` or has more than MAX_HEADER_FIELDS fields; 400 for everything malformed.
+    ``max_head`` or has more than ``max_fields`` fields; 400 for everything malformed.
     """
     start = 0
     if buf[:1] in b"\r\n":  # also true for an empty buffer, which _skip_empty_lines passes
@@ -835,7 +837,7 @@ def parse_request_head(buf: bytes | bytearray, max_head: int) -> RequestHead | N
 
     head = _feed_request(raw, method)
     headers = head.headers
-    if len(headers) > MAX_HEADER_FIELDS:
+    if len(headers) > max_fields:
         raise HttpError(431, "too many header fields")
     try:
         hosts, host_index, upgrade, expect_continue = head._settle(version, True, False)

@@ -116,7 +116,7 @@ class H2Session(asyncio.Protocol):
         self._goaway_at = 0.0  # when GOAWAY was sent on a soft stop (0: not sent)
         self._closed = False
         self._flush_due = False  # a write of what the streams prepared is scheduled
-        self._guard = Guard(self.limits)
+        self._guard = Guard(self.limits, self._closed_stream)
         limits = self.limits
         config = h2.config.H2Configuration(
             client_side=False,
@@ -182,6 +182,14 @@ class H2Session(asyncio.Protocol):
         return None
 
     # ------------------------------------------------------------------ reading
+
+    def _closed_stream(self, stream_id: int) -> bool:
+        """``stream_id`` names a stream of the client that was opened and is closed now."""
+        return bool(
+            stream_id & 1
+            and stream_id <= self.conn.highest_inbound_stream_id
+            and stream_id not in self.streams
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -475,6 +483,12 @@ class H2Session(asyncio.Protocol):
             self.abort()
             return
         if self.idle_deadline and now >= self.idle_deadline and not self.streams:
+            # idle (front_timeout): GOAWAY(NO_ERROR) first (RFC 9113 §9.1), then the close
+            try:
+                self.conn.close_connection(error_code=ErrorCodes.NO_ERROR)
+            except h2.exceptions.ProtocolError:
+                pass
+            self._send()
             self.close()
             return
         for stream in list(self.streams.values()):

@@ -7,14 +7,16 @@ the frames that floods are made of: RST_STREAM (rapid reset, CVE-2023-44487), SE
 empty DATA without END_STREAM, WINDOW_UPDATE on the connection, and the CONTINUATION frames
 of one header block (CVE-2024-27316). Over the connection's life it counts the RST_STREAM
 received, those that cancel a stream before its answer began, those the proxy sent, and the
-client's stream-level faults ("glitches"). Each count past its limit names the flood; the
-connection then ends with GOAWAY(ENHANCE_YOUR_CALM). A SETTINGS or PING frame of the wrong
-size is found on the way (GOAWAY(FRAME_SIZE_ERROR), RFC 9113 §6.5, §6.7), which the library
-would report as a mere protocol error.
+client's stream-level faults ("glitches"; a WINDOW_UPDATE on a closed stream is one). Each
+count past its limit names the flood; the connection then ends with
+GOAWAY(ENHANCE_YOUR_CALM). A SETTINGS or PING frame of the wrong size is found on the way
+(GOAWAY(FRAME_SIZE_ERROR), RFC 9113 §6.5, §6.7), which the library would report as a mere
+protocol error, and so is a SETTINGS frame of more than 64 entries (sōzu's cap).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 __all__ = ["ENHANCE_YOUR_CALM", "FRAME_SIZE_ERROR", "Guard", "H2Limits"]
@@ -32,6 +34,7 @@ _END_STREAM: Final = 0x1
 _ACK: Final = 0x1
 ENHANCE_YOUR_CALM: Final = 0xB
 FRAME_SIZE_ERROR: Final = 0x6
+_MAX_SETTINGS_ENTRIES: Final = 64  # sōzu's cap on the entries of one SETTINGS frame
 
 
 class H2Limits:
@@ -102,12 +105,14 @@ class Guard:
         "_skip",
         "_start",
         "_window_updates",
+        "closed",
         "code",
         "limits",
     )
 
-    def __init__(self, limits: H2Limits) -> None:
+    def __init__(self, limits: H2Limits, closed: Callable[[int], bool] | None = None) -> None:
         self.limits = limits
+        self.closed = closed  # whether a stream id names a stream that was closed
         self.code = ENHANCE_YOUR_CALM
         self._start = 0.0  # the current second
         self._resets = self._pings = self._settings = self._empty_data = 0
@@ -168,6 +173,9 @@ class Guard:
                 if self._skip if flags & _ACK else self._skip % 6:
                     self.code = FRAME_SIZE_ERROR
                     return "SETTINGS frame of a wrong size"
+                if self._skip > 6 * _MAX_SETTINGS_ENTRIES:
+                    self.code = FRAME_SIZE_ERROR
+                    return "SETTINGS frame of too many entries"
                 if not flags & _ACK:
                     self._settings += 1
                     if self._settings > limits.settings_per_second:
@@ -180,10 +188,20 @@ class Guard:
                     self._pings += 1
                     if self._pings > limits.ping_per_second:
                         return "PING flood"
-            elif kind == _WINDOW_UPDATE and not int.from_bytes(header[5:9], "big") & 0x7FFF_FFFF:
-                self._window_updates += 1
-                if self._window_updates > limits.window_update_per_second:
-                    return "WINDOW_UPDATE flood"
+            elif kind == _WINDOW_UPDATE:
+                flood = self._window_update(int.from_bytes(header[5:9], "big") & 0x7FFF_FFFF)
+                if flood:
+                    return flood
+        return ""
+
+    def _window_update(self, stream_id: int) -> str:
+        """A WINDOW_UPDATE: counted on the connection, a glitch on a closed stream."""
+        if not stream_id:
+            self._window_updates += 1
+            if self._window_updates > self.limits.window_update_per_second:
+                return "WINDOW_UPDATE flood"
+        elif self.closed is not None and self.closed(stream_id):
+            return self.glitch()
         return ""
 
     def reset_unanswered(self) -> str:

@@ -31,6 +31,7 @@ from .http import FrontendSession
 
 if TYPE_CHECKING:
     from .access_log import AccessEntry
+    from .h2_guard import H2Limits
     from .listeners import HttpListener
     from .metrics import Sample
     from .proxy_protocol import ProxyHeader
@@ -92,8 +93,8 @@ def request_head(  # noqa: C901, PLR0912
         if name == b"host":
             host = value
             continue
-        if name == b"te" or name in _CONNECTION_FIELDS:
-            continue
+        if name in _CONNECTION_FIELDS or (name == b"te" and value.lower() != b"trailers"):
+            continue  # (TE: trailers stays for an HTTP/2 backend, see .h2_backend_stream)
         if name == b"content-length":
             length = value
         fields += (name, b": ", value, b"\r\n")
@@ -128,6 +129,7 @@ class StreamConnection(Protocol):
     proxy_header: ProxyHeader | None
     fwd_static: bytes  # the forwarding headers of this client (headers.for_peer)
     sni_names: tuple[str, ...] | None
+    limits: H2Limits
 
     def send_headers(
         self, stream_id: int, fields: list[tuple[bytes, bytes]], end: bool
@@ -422,6 +424,11 @@ class StreamSession(FrontendSession):
 
     def _speaks_h2(self, transport: Any) -> bool:
         return False  # it is HTTP/2 already
+
+    def _max_header_fields(self) -> int:
+        """The connection's ``h2_max_header_fields``, checked on the HEADERS frame already."""
+        connection: StreamConnection = self.transport.connection
+        return connection.limits.header_fields
 
     def _register(self) -> None:
         """A stream is not a connection: the H2 connection is counted, and sweeps it."""

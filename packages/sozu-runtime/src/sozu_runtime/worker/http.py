@@ -216,6 +216,10 @@ class FrontendSession(asyncio.Protocol):
     def _unregister(self) -> None:
         self.proxy.session_closed(self)
 
+    def _max_header_fields(self) -> int:
+        """How many fields a request head may have (431 beyond)."""
+        return h1.MAX_HEADER_FIELDS
+
     def _speaks_h2(self, transport: Any) -> bool:
         """The TLS handshake chose HTTP/2 (ALPN ``h2``): an :class:`.h2_front.H2Session`
         takes the connection over, in this protocol's place. True when this session is not
@@ -384,7 +388,7 @@ class FrontendSession(asyncio.Protocol):
         if not self.exchange.t_start:
             self.exchange.t_start = monotonic_ns()
         try:
-            head = h1.parse_request_head(data, listener.max_head)
+            head = h1.parse_request_head(data, listener.max_head, self._max_header_fields())
         except HttpError as error:
             self.proxy.metrics.frontend_parse_errors += 1
             self.answer(error.status, message=error.reason)

@@ -255,6 +255,7 @@ class Metrics:
         "enabled",
         "evicted_connections",
         "frontend_parse_errors",
+        "h2_backend_streams",
         "h2_connections",
         "h2_floods",
         "h2_protocol_errors",
@@ -287,6 +288,7 @@ class Metrics:
         self.proxy_protocol_errors = 0
         self.h2_connections = self.h2_streams = self.h2_refused_streams = 0
         self.h2_floods = self.h2_protocol_errors = 0
+        self.h2_backend_streams = 0
         for cluster in self.clusters.values():
             cluster.own.reset()
             for counters in cluster.backends.values():
@@ -386,6 +388,7 @@ class Metrics:
                 "http2.refused_streams": self.h2_refused_streams,
                 "http2.flood_goaways": self.h2_floods,
                 "http2.protocol_errors": self.h2_protocol_errors,
+                "http2.backend_streams": self.h2_backend_streams,
             }
         )
         return scope

@@ -9,6 +9,14 @@ worker whether the backend is down (HTTP and TCP sessions report the same way). 
 left the configuration is *draining*: its idle connections are closed at once, its busy ones
 finish their requests, and when its last connection closes it is forgotten and reported once
 (``removed_backend_has_no_connections``).
+
+The backends of a cluster with ``http2`` (:meth:`BackendPool.set_http2`) are spoken to in h2c
+(:mod:`.h2_backend`): their connections are shared, a request takes a stream slot on the
+connection with the fewest streams that has room under the backend's MAX_CONCURRENT_STREAMS
+(:meth:`BackendPool.take` gives it as the connection), else a new connection is opened, and
+requests that come while one is being opened wait for it instead of opening more. A
+connection counts once in ``Backend.active_connections`` however many streams it carries.
+Health checks stay HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -23,11 +31,15 @@ from sozu_config.responses import Event, EventKind
 
 from .backend import BackendConnection, BackendServices
 from .balancing import Backend
+from .h2_backend import H2BackendConnection
 
 __all__ = ["BackendPool", "Connecting", "connect_error"]
 
 MAX_IDLE_PER_BACKEND: Final = 128  # idle keep-alive connections kept per backend
 IDLE_BACKEND_TIMEOUT: Final = 30.0  # seconds an idle pooled connection is kept
+# requests that wait for one h2c connection being opened (RFC 9113 §6.5.2 advises backends to
+# allow at least 100 streams); past it, another connection is opened
+OPENING_STREAMS: Final = 100
 
 
 class Connecting(Protocol):
@@ -47,8 +59,13 @@ class BackendPool:
     __slots__ = (
         "_emit",
         "_observe",
+        "_opening",
         "connections",
         "draining",
+        "h2",
+        "h2_clusters",
+        "h2_connections",
+        "h2_idle_since",
         "idle",
         "idle_since",
         "loop",
@@ -71,11 +88,24 @@ class BackendPool:
         self.idle_since: dict[BackendConnection, float] = {}
         # backends removed from the configuration that still have connections
         self.draining: set[Backend] = set()
+        self.h2_clusters: set[str] = set()  # the clusters whose backends speak h2c
+        self.h2: dict[Backend, list[H2BackendConnection]] = {}  # opened and opening
+        self.h2_connections: set[H2BackendConnection] = set()  # opened (counted)
+        self.h2_idle_since: dict[H2BackendConnection, float] = {}
+        self._opening: dict[H2BackendConnection, asyncio.Future[None]] = {}
+
+    @property
+    def busy(self) -> bool:
+        """A backend connection is open (or being opened, for h2c)."""
+        return bool(self.connections or self.h2)
 
     # ------------------------------------------------------------------ idle connections
 
     def take(self, backend: Backend) -> BackendConnection | None:
-        """An idle keep-alive connection to ``backend``, or None."""
+        """An idle keep-alive connection to ``backend`` (a stream slot on a shared connection
+        for an h2c backend), or None."""
+        if self.h2_clusters and backend.cluster_id in self.h2_clusters:
+            return self._stream(backend)
         pool = self.idle.get(backend)
         while pool:
             connection = pool.pop()
@@ -89,7 +119,11 @@ class BackendPool:
         pool = self.idle.get(connection.backend)
         if pool is None:
             pool = self.idle[connection.backend] = []
-        if len(pool) >= MAX_IDLE_PER_BACKEND or self.services.stopping:
+        if (
+            len(pool) >= MAX_IDLE_PER_BACKEND
+            or self.services.stopping
+            or (self.h2_clusters and connection.backend.cluster_id in self.h2_clusters)
+        ):
             connection.close()
             return
         pool.append(connection)
@@ -101,6 +135,10 @@ class BackendPool:
             limit = now - IDLE_BACKEND_TIMEOUT
             for connection in [c for c, t in self.idle_since.items() if t < limit]:
                 connection.close()
+        if self.h2_idle_since:
+            limit = now - IDLE_BACKEND_TIMEOUT
+            for h2_connection in [c for c, t in self.h2_idle_since.items() if t < limit]:
+                h2_connection.close()
 
     # ------------------------------------------------------------------ new connections
 
@@ -114,6 +152,9 @@ class BackendPool:
     ) -> None:
         """Open a connection to ``backend`` for ``session`` (one coroutine per connection);
         ``backend.active_connections`` already counts it."""
+        if self.h2_clusters and backend.cluster_id in self.h2_clusters:
+            self._connect_h2(backend, session, request, complete, timeout)
+            return
         self.loop.create_task(self._connect(backend, session, request, complete, timeout))
 
     async def _connect(
@@ -183,12 +224,140 @@ class BackendPool:
         backend.active_connections -= 1
         self._maybe_drained(backend)
 
+    # ------------------------------------------------------------------ h2c backends
+
+    def set_http2(self, cluster_id: str, enabled: bool) -> None:
+        """Whether the backends of ``cluster_id`` speak h2c (its ``http2``), for the requests
+        from now on; idle connections of the other kind close, busy ones finish their
+        requests."""
+        if (cluster_id in self.h2_clusters) == enabled:
+            return
+        if enabled:
+            self.h2_clusters.add(cluster_id)
+        else:
+            self.h2_clusters.discard(cluster_id)
+        for backend in [b for b in self.idle if b.cluster_id == cluster_id]:
+            self._drop_idle(backend)
+        for connection in [c for c in self.h2_idle_since if c.backend.cluster_id == cluster_id]:
+            connection.close()
+
+    def _stream(self, backend: Backend) -> BackendConnection | None:
+        """A stream slot on the connection to ``backend`` with the fewest streams that has
+        room for one more, or None."""
+        best: H2BackendConnection | None = None
+        for connection in self.h2.get(backend, ()):
+            if connection.has_room() and (best is None or len(connection.slots) < len(best.slots)):
+                best = connection
+        if best is None:
+            return None
+        self.h2_idle_since.pop(best, None)
+        return best.new_stream(self)
+
+    def _connect_h2(
+        self,
+        backend: Backend,
+        session: Connecting,
+        request: bytes,
+        complete: bool,
+        timeout: float,
+    ) -> None:
+        """A stream for ``session``: on a connection with room if one has it now, else on the
+        connection being opened, else on a new one (which keeps the count the session made in
+        ``backend.active_connections``)."""
+        stream = self._stream(backend)
+        if stream is not None:
+            backend.active_connections -= 1
+            self.loop.call_soon(session.connected, stream, request, complete)
+            return
+        for opening in self.h2.get(backend, ()):
+            if not opening.ready and not opening.closed and len(opening.waiting) < OPENING_STREAMS:
+                backend.active_connections -= 1
+                opening.waiting.append((session, request, complete))
+                return
+        connection = H2BackendConnection(self.services, self, backend, self.loop)
+        connection.waiting.append((session, request, complete))
+        self.h2.setdefault(backend, []).append(connection)
+        self._opening[connection] = self.loop.create_future()
+        self.loop.create_task(self._open_h2(connection, timeout))
+
+    async def _open_h2(self, connection: H2BackendConnection, timeout: float) -> None:
+        """Open ``connection`` and wait for the backend's SETTINGS (within ``timeout``), then
+        give its waiting requests their streams."""
+        backend = connection.backend
+        ready = self._opening[connection]
+        started = monotonic_ns()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.loop.create_connection(lambda: connection, backend.host, backend.port)
+                await ready
+        except (OSError, TimeoutError) as error:
+            self._opening.pop(connection, None)
+            self._forget_h2(connection)
+            connection.close()
+            self.connection_failed(backend, error)
+            waiting, connection.waiting = connection.waiting, []
+            for session, _, _ in waiting:
+                session.connect_failed(backend)
+            return
+        elapsed = self.connection_opened(backend, monotonic_ns() - started)
+        self.h2_connections.add(connection)
+        waiting, connection.waiting = connection.waiting, []
+        for session, request, complete in waiting:
+            if connection.has_room():
+                stream = connection.new_stream(self)
+                stream.connect_ns = elapsed
+                session.connected(stream, request, complete)
+            elif connection.capacity == 0:  # it takes no stream at all: not another connection
+                session.connect_failed(backend)
+            else:  # the backend allows fewer streams: another connection
+                backend.active_connections += 1
+                self._connect_h2(backend, session, request, complete, timeout)
+        if not connection.slots:
+            connection.check_unused()
+
+    def h2_ready(self, connection: H2BackendConnection) -> None:
+        """The backend's SETTINGS arrived on ``connection``."""
+        ready = self._opening.pop(connection, None)
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+
+    def h2_idle(self, connection: H2BackendConnection) -> None:
+        """``connection`` carries no stream any more."""
+        cluster_id = connection.backend.cluster_id
+        if self.services.stopping or cluster_id not in self.h2_clusters:
+            connection.close()
+            return
+        self.h2_idle_since[connection] = self.loop.time()
+
+    def h2_closed(self, connection: H2BackendConnection) -> None:
+        """``connection`` closed (maybe said more than once)."""
+        ready = self._opening.pop(connection, None)
+        if ready is not None and not ready.done():
+            ready.set_exception(ConnectionResetError("the backend closed the connection"))
+        self._forget_h2(connection)
+        if connection in self.h2_connections:
+            self.h2_connections.discard(connection)
+            backend = connection.backend
+            backend.active_connections -= 1
+            self._maybe_drained(backend)
+
+    def _forget_h2(self, connection: H2BackendConnection) -> None:
+        self.h2_idle_since.pop(connection, None)
+        connections = self.h2.get(connection.backend)
+        if connections is not None and connection in connections:
+            connections.remove(connection)
+            if not connections:
+                del self.h2[connection.backend]
+
     # ------------------------------------------------------------------ removed backends
 
     def detach(self, backend: Backend) -> None:
         """``backend`` left the configuration: drop its idle connections, let busy ones
         finish."""
         self._drop_idle(backend)
+        for connection in list(self.h2.get(backend, ())):
+            if connection.ready and not connection.slots:
+                connection.close()
         self.draining.add(backend)
         self._maybe_drained(backend)
 
@@ -220,11 +389,17 @@ class BackendPool:
         for pool in idle.values():
             for connection in pool:
                 connection.close()
+        for h2_connection in list(self.h2_connections):
+            if not h2_connection.slots:
+                h2_connection.close()
 
     def close_all(self) -> None:
         """Hard stop: every connection closes now."""
         for connection in list(self.connections):
             connection.close()
+        for h2_connections in list(self.h2.values()):
+            for h2_connection in list(h2_connections):
+                h2_connection.close()
 
 
 def connect_error(error: OSError) -> str:

@@ -150,6 +150,7 @@ class Proxy:
             "http2.active_streams": sum(
                 len(s.streams) for s in self.sessions if isinstance(s, H2Session)
             ),
+            "http2.backend_connections": len(self.pool.h2_connections),
         }
         names = request.metric_names
         proxying = self.metrics.proxy_snapshot((scope for _, scope, _ in every), gauges)
@@ -245,7 +246,7 @@ class Proxy:
         self.refresh_clock()
         for session in [s for s in self.sessions if s.deadline < now]:
             session.check_deadline(now)
-        self.admission.sweep(now, idle=not self.sessions and not self.pool.connections)
+        self.admission.sweep(now, idle=not self.sessions and not self.pool.busy)
         self.pool.sweep(now)
         self.metrics.fold()
 
@@ -359,6 +360,7 @@ class Proxy:
             runtime.stats = self.metrics.cluster(config.cluster_id)
         else:
             runtime.configure(config, limit, retry_after)
+        self.pool.set_http2(config.cluster_id, config.http2)
         for listener in self.listeners.values():
             if isinstance(listener, HttpListener):
                 listener.answers.set_cluster(config.cluster_id, config.answers)
@@ -366,6 +368,7 @@ class Proxy:
     def _remove_cluster(self, request: rq.RemoveCluster) -> None:
         cluster_id = request.cluster_id
         self._no_backend_said.pop(cluster_id, None)
+        self.pool.set_http2(cluster_id, False)
         for key in self.cluster_routes.pop(cluster_id, set()):
             route = self.routes.pop(key)
             listener = self.listeners.get(route.frontend.address)
