@@ -125,6 +125,9 @@ class H2Session(asyncio.Protocol):
             # connection-specific fields
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
+            # the library's inbound normalisation only joins cookie fields, which request_head
+            # does in its own pass (validation stays on)
+            normalize_inbound_headers=False,
         )
         conn = self.conn = _Connection(config)
         conn.local_settings = h2.settings.Settings(
