@@ -12,6 +12,8 @@ What it answers depends on the request's path:
 * ``/refuse-once``: RST_STREAM(REFUSED_STREAM) the first time, the default answer after;
 * ``/goaway-once``: the first time, GOAWAY with a last stream id below this stream (which
   was therefore not processed), then the connection closes;
+* ``/goaway-then-answer``: GOAWAY with this stream as the last one, then the default answer
+  then the connection closes;
 * ``/garbage``: bytes that are no HTTP/2 frame the client accepts (a connection error);
 * anything else: 200 with ``<name> <method> <path> <body length> <body sha256>``.
 
@@ -38,6 +40,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 
 _BODY_STEP = 16_384
 
@@ -88,6 +91,7 @@ class _Origin(asyncio.Protocol):
         self.open = 0
         self.h1: bytes | None = None  # HTTP/1.1 spoken: bytes of the next head
         self.h2 = False  # the preface came
+        self.closing = False  # GOAWAY sent: the connection closes once its streams are done
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -200,6 +204,12 @@ class _Origin(asyncio.Protocol):
             self.flush()
             self.transport.close()
             return True
+        if path == "/goaway-then-answer":
+            # written by hand: the library, told, would refuse to answer afterwards
+            self.flush()
+            self.transport.write(GoAwayFrame(0, last_stream_id=stream_id).serialize())
+            self.closing = True
+            return False
         if path == "/garbage":
             self.flush()
             # a DATA frame on stream 0: a connection error (RFC 9113 §6.1)
@@ -210,6 +220,9 @@ class _Origin(asyncio.Protocol):
     def forget(self, stream_id: int) -> None:
         if self.streams.pop(stream_id, None) is not None:
             self.open -= 1
+        if self.closing and not self.streams:
+            self.flush()
+            self.transport.close()
 
     def answer(self, stream_id: int, stream: _Stream) -> None:
         path = stream.seen.route
