@@ -122,6 +122,9 @@ class H2BackendConnection(asyncio.Protocol):
             # connection-specific fields
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
+            # the library's inbound normalisation only joins cookie fields, which answers do
+            # not carry (validation stays on)
+            normalize_inbound_headers=False,
         )
         conn = self.conn = h2.connection.H2Connection(config)
         conn.state_machine = _StateMachine()
