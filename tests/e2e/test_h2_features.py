@@ -21,10 +21,13 @@ from pathlib import Path
 
 import pytest
 from support import configs
-from support.backends import Answer, Handler, HttpBackend, Received
+from support.backends import Answer, Handler, HttpBackend, Received, wait_for
 from support.daemon import free_port
 from support.h2client import H2Client, StreamState
 from support.h2proxy import HOST, H2Proxy, h2_proxy
+
+from sozu_config import QueryMetrics
+from sozu_config.responses import MetricsContent
 
 pytestmark = pytest.mark.e2e
 
@@ -164,6 +167,26 @@ def test_custom_503_template_over_h2(proxy: H2Proxy) -> None:
     assert state.header("x-template") == "custom-503"
     assert state.header("connection") is None
     assert bytes(state.body) == b"<h1>Cluster down is resting</h1>\n"  # ended by END_STREAM
+
+
+def test_failed_connections_leave_the_gauges_at_zero(proxy: H2Proxy) -> None:
+    """sōzu ``test_h2_dual_backend_failure_no_gauge_underflow``,
+    ``e2e_session_router_connect_failure_no_leak``: streams whose every backend fails (503)
+    and streams retried past a dead one leave no active stream and no backend connection
+    counted."""
+    with H2Client(proxy.port) as client:
+        streams = [client.request(f"/down/{n}", authority="down.wild.example") for n in range(5)]
+        streams += [client.request(f"/retry/{n}", authority="retry.wild.example") for n in range(5)]
+        statuses = [client.response(stream, timeout=15).status for stream in streams]
+    assert statuses == [503] * 5 + [200] * 5
+    assert wait_for(lambda: proxy.proxying()["http2.active_streams"] == 0)
+    response = proxy.daemon.send(QueryMetrics(cluster_ids=["down"]))
+    assert isinstance(response.content, MetricsContent)
+    backends = response.content.clusters["down"]["backends"]
+    assert backends  # the dead backend is counted
+    for gauges in backends.values():
+        assert gauges["backend.connections"] == 0, gauges
+        assert gauges["http.active_requests"] == 0, gauges
 
 
 def test_default_answer_ends_only_its_stream(proxy: H2Proxy) -> None:

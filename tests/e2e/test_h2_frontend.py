@@ -114,7 +114,8 @@ def received(proxy: H2Proxy, target: str) -> Received:
 
 
 def test_get_over_h2(proxy: H2Proxy) -> None:
-    """sōzu ``test_h2_basic_request``: curl negotiates h2 and gets the backend's answer."""
+    """sōzu ``test_h2_basic_request``, ``test_h2_basic_request_response``: curl negotiates h2
+    and gets the backend's answer."""
     answer = proxy.curl("/hello")
     assert (answer.returncode, answer.version, answer.status) == (0, "2", 200), answer.stderr
     assert answer.body == b"app GET /hello"
@@ -122,7 +123,8 @@ def test_get_over_h2(proxy: H2Proxy) -> None:
 
 
 def test_post_body_reaches_the_backend(proxy: H2Proxy, tmp_path: Path) -> None:
-    """sōzu ``test_h2_post_with_body``, ``test_h2_to_h1_chunked_encoding``: a 1 MB body in
+    """sōzu ``test_h2_post_with_body``, ``test_h2_post_body_forwarding``,
+    ``test_h2_to_h1_chunked_encoding``: a 1 MB body in
     many DATA frames (beyond the initial windows) arrives whole at the HTTP/1.1 backend."""
     body = payload(1_000_000, seed=3)
     (tmp_path / "body").write_bytes(body)
@@ -162,8 +164,8 @@ def test_204_has_no_body(proxy: H2Proxy) -> None:
 
 
 def test_large_response(proxy: H2Proxy) -> None:
-    """sōzu ``test_h2_large_payload``, ``test_h2_1mb_response_flow_control_verified``: 4 MB
-    through the windows, byte for byte."""
+    """sōzu ``test_h2_large_payload``, ``test_h2_1mb_response_flow_control_verified``,
+    ``test_h2_large_response_completes``: 4 MB through the windows, byte for byte."""
     answer = proxy.curl("/big/4000000")
     assert (answer.version, answer.status) == ("2", 200), answer.stderr
     assert hashlib.sha256(answer.body).digest() == hashlib.sha256(payload(4_000_000)).digest()

@@ -8,17 +8,19 @@ after ``s`` seconds.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hyperframe.frame import DataFrame
+from hyperframe.frame import DataFrame, WindowUpdateFrame
 from support.backends import Answer, HttpBackend, Received, wait_for
 from support.certs import make_certificate
 from support.clients import tls_client_context, tls_handshake
 from support.daemon import serving_process
-from support.h2client import NO_ERROR, REFUSED_STREAM, H2Client
+from support.h2client import INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Client
 from support.h2proxy import HOST, H2Proxy, h2_proxy
 
 from sozu_config import (
@@ -39,7 +41,17 @@ from sozu_config.responses import WorkersContent
 pytestmark = pytest.mark.e2e
 
 
+async def trickle() -> AsyncIterator[bytes]:
+    for _ in range(6):
+        await asyncio.sleep(0.4)
+        yield b"tick "
+
+
 def handle(request: Received) -> Answer:
+    if request.target == "/big-answer":
+        return Answer(body=b"x" * 300_000)
+    if request.target == "/trickle":
+        return Answer(body=trickle)
     if request.target.startswith("/slow/"):
         delay = float(request.target.split("/")[2])
         return Answer(body=b"slow " + request.target.encode(), delay=delay)
@@ -63,20 +75,19 @@ def soft_stop_in_background(proxy: H2Proxy) -> threading.Thread:
 
 
 def test_soft_stop_sends_goaway_and_lets_open_streams_finish(tmp_path: Path) -> None:
-    """sōzu ``test_h2_goaway_graceful_drain``, ``test_h2_graceful_shutdown_waits_for_
-    inflight_request``: GOAWAY(NO_ERROR) naming the last stream, the open stream answered in
-    full, a new stream refused, then the connection closed and the daemon gone."""
-    with h2_proxy(tmp_path, handle, h2_graceful_shutdown_deadline_seconds=10) as proxy:
-        client = H2Client(proxy.port)
+    """sōzu ``test_h2_goaway_graceful_drain``,
+    ``test_h2_graceful_shutdown_waits_for_inflight_request``: GOAWAY(NO_ERROR) naming the last
+    stream, the open stream answered in full, a new stream refused, then the connection closed and
+    the daemon gone."""
+    with (
+        h2_proxy(tmp_path, handle, h2_graceful_shutdown_deadline_seconds=10) as proxy,
+        H2Client(proxy.port) as client,
+    ):
         assert client.get("/warm").status == 200
         slow = client.request("/slow/1.5")
         wait_for(lambda: any(r.target == "/slow/1.5" for r in proxy.backend.requests))
         stopped = proxy.daemon.send(SoftStop(), timeout=60)
         assert stopped.ok, stopped.message
-        assert proxy.daemon.process is not None
-        assert proxy.daemon.process.wait(30) == 0
-    # (the daemon is gone: what it sent waits in the client's socket)
-    with client:
         assert client.wait_goaway() == NO_ERROR
         assert client.goaway is not None and client.goaway.last_stream_id == slow
         state = client.response(slow)
@@ -84,6 +95,8 @@ def test_soft_stop_sends_goaway_and_lets_open_streams_finish(tmp_path: Path) -> 
         assert client.wait_closed()
         goaway_at = client.frames.index(client.goaway)
         assert goaway_at < max(i for i, f in enumerate(client.frames) if isinstance(f, DataFrame))
+        assert proxy.daemon.process is not None
+        assert proxy.daemon.process.wait(30) == 0
 
 
 def test_a_stream_opened_after_goaway_is_refused(tmp_path: Path) -> None:
@@ -103,18 +116,20 @@ def test_a_stream_opened_after_goaway_is_refused(tmp_path: Path) -> None:
         assert not any(r.target == "/late" for r in proxy.backend.requests)
 
 
-@pytest.mark.parametrize(("deadline", "cut"), [(1, True), (0, False)])
-def test_graceful_shutdown_deadline(tmp_path: Path, deadline: int, cut: bool) -> None:
+@pytest.mark.parametrize(("deadline", "delay", "cut"), [(1, 3, True), (0, 3, False), (8, 6, False)])
+def test_graceful_shutdown_deadline(tmp_path: Path, deadline: int, delay: int, cut: bool) -> None:
     """sōzu ``test_h2_graceful_shutdown_deadline_configurable_short``,
-    ``test_h2_graceful_shutdown_timeout_forces_close``: with a deadline of 1 s a stream still
-    waiting after it is cut (the connection closes, no answer); 0 means no deadline (§B.3):
-    the stream is answered whenever it ends."""
+    ``test_h2_graceful_shutdown_timeout_forces_close``,
+    ``test_h2_graceful_shutdown_deadline_configurable_long``: with a deadline of 1 s a stream
+    still waiting after it is cut (the connection closes, no answer); 0 means no deadline
+    (§B.3): the stream is answered whenever it ends; 8 s lets a 6 s stream (longer than the
+    default 5 s) finish."""
     with (
         h2_proxy(tmp_path, handle, h2_graceful_shutdown_deadline_seconds=deadline) as proxy,
         H2Client(proxy.port) as client,
     ):
-        slow = client.request("/slow/3")
-        wait_for(lambda: any(r.target == "/slow/3" for r in proxy.backend.requests))
+        slow = client.request(f"/slow/{delay}")
+        wait_for(lambda: any(r.target == f"/slow/{delay}" for r in proxy.backend.requests))
         started = time.monotonic()
         assert proxy.daemon.send(SoftStop(), timeout=60).ok
         state = client.stream(slow)
@@ -125,10 +140,10 @@ def test_graceful_shutdown_deadline(tmp_path: Path, deadline: int, cut: bool) ->
         stopped_after = time.monotonic() - started
         if cut:
             assert state.status is None and client.closed
-            assert stopped_after < 2.8, stopped_after
+            assert stopped_after < delay - 0.2, stopped_after
         else:
-            assert (state.status, bytes(state.body)) == (200, b"slow /slow/3")
-            assert stopped_after >= 2.5, stopped_after
+            assert (state.status, bytes(state.body)) == (200, f"slow /slow/{delay}".encode())
+            assert stopped_after >= delay - 0.5, stopped_after
 
 
 def test_worker_upgrade_with_streams_open(tmp_path: Path) -> None:
@@ -159,10 +174,11 @@ def test_worker_upgrade_with_streams_open(tmp_path: Path) -> None:
 
 
 def test_stream_idle_timeout_answers_408(tmp_path: Path) -> None:
-    """sōzu ``test_h2_idle_stream_no_data_cancelled``, ``test_h2_idle_stream_timeout_frees_
-    slot``, ``test_h2_active_upload_survives_idle_timeout``: a request body silent for
-    ``h2_stream_idle_timeout_seconds`` (1) is answered 408 and its slot freed; a body that
-    keeps coming, slower than that in total, is forwarded."""
+    """sōzu ``test_h2_idle_stream_no_data_cancelled``, ``test_h2_idle_stream_timeout_frees_slot``,
+    ``test_h2_active_upload_survives_idle_timeout``, ``e2e_h2_flow_per_stream_idle_timeout``:
+    a request body silent for
+    ``h2_stream_idle_timeout_seconds`` (1) is answered 408 and its slot freed; a body that keeps
+    coming, slower than that in total, is forwarded."""
     settings = {"h2_stream_idle_timeout_seconds": 1, "h2_max_concurrent_streams": 1}
     with h2_proxy(tmp_path, handle, **settings) as proxy, H2Client(proxy.port) as client:
         silent = client.new_stream_id()
@@ -193,6 +209,41 @@ def test_front_idle_timeout_closes_with_goaway(tmp_path: Path) -> None:
         assert client.wait_closed(6)
         assert 0.8 < time.monotonic() - started < 5
         assert client.goaway_code == NO_ERROR
+
+
+@pytest.mark.parametrize("drip", [False, True], ids=["silent", "window drip"])
+def test_a_stream_stalled_on_window_is_reaped(tmp_path: Path, drip: bool) -> None:
+    """sōzu ``test_h2_window_stall_silent_reaped``, ``test_h2_window_stall_wu_drip_reaped``,
+    ``test_h2_window_stall_response_reaped``: a client that gives no window (or one byte at
+    a time) holds its answer, and its backend is no longer read: after ``back_timeout``
+    (2 s) of that the stream is reset (RST_STREAM(INTERNAL_ERROR)), the connection goes on."""
+    with h2_proxy(tmp_path, handle, back_timeout=2) as proxy:
+        with H2Client(proxy.port, window=65_535, credit=False) as client:
+            stream = client.request("/big-answer")
+            state = client.stream(stream)
+            started = time.monotonic()
+            while not state.done and time.monotonic() - started < 8:
+                client.read_until(lambda: state.done, 0.5)
+                if drip:
+                    client.send_frame(
+                        WindowUpdateFrame(0, window_increment=1),
+                        WindowUpdateFrame(stream, window_increment=1),
+                    )
+            assert state.reset == INTERNAL_ERROR and not state.ended
+            assert 1.5 < time.monotonic() - started < 5
+            assert 65_535 <= len(state.body) < 300_000
+            assert client.get("/still-open").status == 200
+        assert wait_for(lambda: proxy.proxying()["http2.active_streams"] == 0)
+
+
+def test_a_slow_answer_is_not_cut_by_the_stream_idle_timeout(tmp_path: Path) -> None:
+    """sōzu ``test_h2_slow_backend_idle_timeout_cancels``: ``h2_stream_idle_timeout_seconds``
+    is about the client's request; a backend trickling its answer (a chunk each 0.4 s for
+    2.4 s, with a 1 s stream idle timeout) is forwarded whole."""
+    with h2_proxy(tmp_path, handle, h2_stream_idle_timeout_seconds=1) as proxy:
+        with H2Client(proxy.port) as client:
+            state = client.get("/trickle", timeout=10)
+        assert (state.status, bytes(state.body)) == (200, b"tick " * 6)
 
 
 # --------------------------------------------------------------------------- live changes

@@ -96,8 +96,8 @@ def floods_counted(proxy: H2Proxy, before: int) -> None:
 
 
 def test_rapid_reset_is_calmed(proxy: H2Proxy, bystander: H2Client) -> None:
-    """sōzu ``test_h2_rapid_reset_triggers_goaway``, ``e2e_h2_flood_rapid_reset_abusive_
-    lifetime`` (CVE-2023-44487): streams opened and reset before their answer, in a burst."""
+    """sōzu ``test_h2_rapid_reset_triggers_goaway``, ``e2e_h2_flood_rapid_reset_abusive_lifetime``
+    (CVE-2023-44487): streams opened and reset before their answer, in a burst."""
     floods = proxy.proxying()["http2.flood_goaways"]
     with H2Client(proxy.port) as attacker:
         burst = []
@@ -277,6 +277,24 @@ def test_too_many_concurrent_streams_are_refused(proxy: H2Proxy) -> None:
     assert proxy.proxying()["http2.refused_streams"] == refused + 1
 
 
+def test_a_flood_of_streams_past_the_limit_is_calmed(proxy: H2Proxy, bystander: H2Client) -> None:
+    """sōzu ``test_h2_headers_flood_no_end_stream``: with 4 uploads open (no END_STREAM), a
+    client opening stream after stream gets each refused, then, past ``h2_max_glitch_count``
+    (100) refusals, GOAWAY(ENHANCE_YOUR_CALM)."""
+    with H2Client(proxy.ports["tight"]) as attacker:
+        fields = [(":method", "POST"), *REQUEST[1:3], (":path", "/slow/held")]
+        burst = [
+            HeadersFrame(attacker.new_stream_id(), attacker.header_block(fields),
+                         flags=["END_HEADERS"])
+            for _ in range(4 + 110)
+        ]  # fmt: skip
+        attacker.send_frame(*burst)
+        calmed(attacker)
+        refused = [f for f in attacker.frames if isinstance(f, RstStreamFrame)]
+        assert len(refused) >= 100 and all(f.error_code == REFUSED_STREAM for f in refused)
+    still_served(proxy, bystander)
+
+
 def test_streams_beyond_the_default_limit_are_refused(proxy: H2Proxy) -> None:
     """The default limit is 100: of 105 slow streams opened at once, 5 are refused."""
     with H2Client(proxy.port) as client:
@@ -287,11 +305,11 @@ def test_streams_beyond_the_default_limit_are_refused(proxy: H2Proxy) -> None:
 
 
 def test_abandoned_uploads_leave_nothing_behind(proxy: H2Proxy) -> None:
-    """sōzu ``test_h2_client_disconnect_mid_upload``, ``test_h2_session_teardown_clean_with_
-    active_backends``, ``test_h2_upstream_close_with_many_streams``: 10 connections each
-    open 40 uploads, send part of each body and vanish. Every stream is dropped (no active
-    stream left, the backend connections closed) and the worker does not grow without bound
-    (loosely: less than 64 MB for the lot)."""
+    """sōzu ``test_h2_client_disconnect_mid_upload``,
+    ``test_h2_session_teardown_clean_with_active_backends``,
+    ``test_h2_upstream_close_with_many_streams``: 10 connections each open 40 uploads, send part of
+    each body and vanish. Every stream is dropped (no active stream left, the backend connections
+    closed) and the worker does not grow without bound (loosely: less than 64 MB for the lot)."""
     (worker,) = proxy.daemon.worker_pids()
 
     def rss() -> int:

@@ -183,6 +183,19 @@ def test_body_other_than_its_content_length(proxy: H2Proxy, body: bytes) -> None
     served(proxy)
 
 
+def test_a_pseudo_field_in_trailers_ends_the_connection(proxy: H2Proxy) -> None:
+    """sōzu ``test_h2_pseudo_header_in_trailer`` (RFC 9113 §8.1): GOAWAY(PROTOCOL_ERROR)."""
+    with H2Client(proxy.port) as client:
+        stream = client.new_stream_id()
+        fields = [(":method", "POST"), *request("/trailer-pseudo")[1:]]
+        client.send_headers(stream, fields, end_stream=False)
+        client.send_data(stream, b"abc", end_stream=False)
+        client.send_headers(stream, [(":path", "/evil")], end_stream=True)
+        assert client.outcome(stream) == ("goaway", PROTOCOL_ERROR)
+    assert not reached(proxy, "/evil")
+    served(proxy)
+
+
 # --------------------------------------------------------------------------- stream ids
 
 
@@ -222,6 +235,17 @@ def test_continuation_on_another_stream_ends_the_connection(proxy: H2Proxy) -> N
     served(proxy)
 
 
+def test_the_last_stream_id_is_served(proxy: H2Proxy) -> None:
+    """sōzu ``e2e_session_stream_id_exhaustion_graceful``: a client jumping to the highest
+    stream id (2^31-1) is served on it; a stream id cannot go past it."""
+    with H2Client(proxy.port) as client:
+        last = 0x7FFF_FFFF
+        state = client.response(client.request("/last-id", stream_id=last))
+        assert (state.status, bytes(state.body)) == (200, b"ok /last-id")
+        assert client.goaway is None
+    served(proxy)
+
+
 # --------------------------------------------------------------------------- frames
 
 FRAME_ERRORS: dict[str, tuple[bytes, int]] = {
@@ -250,10 +274,11 @@ FRAME_ERRORS: dict[str, tuple[bytes, int]] = {
 
 @pytest.mark.parametrize("case", FRAME_ERRORS)
 def test_invalid_frame_ends_the_connection(proxy: H2Proxy, case: str) -> None:
-    """sōzu ``test_h2_invalid_settings_frame_length``, ``test_h2_settings_ack_with_payload_
-    rejected``, ``e2e_h2_flood_settings_entries_cap``, ``e2e_h2_parser_reject_short_goaway``,
-    ``test_h2_goaway_on_nonzero_stream``, ``test_h2_rst_stream_on_stream_zero``,
-    ``test_h2_push_promise_from_client``, ``e2e_h2_parser_reject_push_promise_from_client``,
+    """sōzu ``test_h2_invalid_settings_frame_length``,
+    ``test_h2_settings_ack_with_payload_rejected``, ``e2e_h2_flood_settings_entries_cap``,
+    ``e2e_h2_parser_reject_short_goaway``, ``test_h2_goaway_on_nonzero_stream``,
+    ``test_h2_rst_stream_on_stream_zero``, ``test_h2_push_promise_from_client``,
+    ``e2e_h2_parser_reject_push_promise_from_client``,
     ``e2e_h2_parser_reject_standalone_continuation``,
     ``test_h2_continuation_without_initial_headers``, ``test_h2_data_on_idle_stream``,
     ``test_h2_window_update_overflow``, ``test_h2_malformed_frames_no_crash``."""
@@ -305,8 +330,8 @@ def test_the_reserved_bit_is_ignored_and_never_sent(proxy: H2Proxy) -> None:
 
 
 def test_padding_is_stripped(proxy: H2Proxy) -> None:
-    """sōzu ``test_h2_padded_data_body_and_credit``, ``e2e_h2_parser_accept_all_padding_
-    data``: padded HEADERS and DATA, one DATA frame all padding: the body is the data."""
+    """sōzu ``test_h2_padded_data_body_and_credit``, ``e2e_h2_parser_accept_all_padding_data``:
+    padded HEADERS and DATA, one DATA frame all padding: the body is the data."""
     with H2Client(proxy.port) as client:
         block = client.header_block([(":method", "POST"), *request("/padded")[1:]])
         client.send_raw(
@@ -356,8 +381,9 @@ def test_window_update_on_closed_streams(proxy: H2Proxy) -> None:
 
 def test_ping_echoes_its_data_and_table_size_zero_is_honoured(proxy: H2Proxy) -> None:
     """sōzu ``test_h2_ping_pong_correctness``, ``test_h2_hpack_table_size_zero``,
-    ``test_h2_connection_reuse_sequential``: PING answered with the same 8 bytes; with
-    SETTINGS_HEADER_TABLE_SIZE 0 the answers decode without a dynamic table."""
+    ``test_h2_connection_reuse_sequential``, ``test_h2_half_closed_stream_response``: PING
+    answered with the same 8 bytes; with SETTINGS_HEADER_TABLE_SIZE 0 the answers decode
+    without a dynamic table; three requests one after the other on the connection."""
     with H2Client(proxy.port, settings={0x1: 0}) as client:
         client.decoder.max_allowed_table_size = 0
         client.send_frame(PingFrame(0, opaque_data=b"\x01\x02\x03\x04\x05\x06\x07\x08"))
@@ -380,7 +406,8 @@ def test_ping_echoes_its_data_and_table_size_zero_is_honoured(proxy: H2Proxy) ->
         ("main", "evil.org", 421),  # e2e_h2_sni_authority_mismatch_blocked
         ("main", "*.wild.example", 400),  # e2e_h2_sni_wildcard_authority_not_expanded
         ("main", "localhost", 200),  # e2e_h2_coalescing_multi_san_accepted
-        ("lenient", "evil.org", 200),  # ..._mismatch_allowed_when_strict_binding_disabled
+        # e2e_h2_sni_authority_mismatch_allowed_when_strict_binding_disabled
+        ("lenient", "evil.org", 200),
     ],
 )
 def test_authority_against_the_sni(

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import random
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -22,7 +23,7 @@ from hyperframe.frame import GoAwayFrame, RstStreamFrame, SettingsFrame, WindowU
 from support import configs
 from support.backends import Answer, Received, ScriptedBackend, wait_for
 from support.clients import proxy_v2_header
-from support.h2client import NO_ERROR, H2Client
+from support.h2client import NO_ERROR, PROTOCOL_ERROR, H2Client
 from support.h2proxy import HOST, H2Proxy, h2_proxy
 
 pytestmark = pytest.mark.e2e
@@ -57,6 +58,10 @@ def handle(request: Received) -> Answer:
     if target == "/cut/chunked":
         return Answer(
             raw=b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", close=True
+        )
+    if kind == "status":  # a status line that is not one
+        return Answer(
+            raw=b"HTTP/1.1 %s OK\r\nContent-Length: 2\r\n\r\nhi" % arg.encode(), close=True
         )
     if kind == "big":
         return Answer(body=payload(int(arg)))
@@ -127,8 +132,8 @@ def test_a_slow_stream_does_not_hold_a_fast_one(proxy: H2Proxy) -> None:
 
 @pytest.mark.parametrize("kind", ["chunked", "close", "big"])
 def test_large_answers_of_every_framing(proxy: H2Proxy, kind: str) -> None:
-    """sōzu ``test_h2_large_h1_response_chunked``, ``…_close_delimited``,
-    ``…_content_length``, ``test_h2_close_delimited_large_response``,
+    """sōzu ``test_h2_large_h1_response_chunked``, ``test_h2_large_h1_response_close_delimited``,
+    ``test_h2_large_h1_response_content_length``, ``test_h2_close_delimited_large_response``,
     ``test_h2_concurrent_large_transfers``: three 3 MB answers at once on one connection,
     byte for byte, each ended by END_STREAM."""
     size = 3_000_000
@@ -187,13 +192,74 @@ def test_expect_100_continue(proxy: H2Proxy) -> None:
         assert bytes(state.body) == b"hello"
 
 
+def test_a_get_with_a_body_is_one_request(proxy: H2Proxy) -> None:
+    """sōzu ``test_h2_to_h1_body_with_get``: a GET with DATA reaches the backend as one
+    request whose body is framed (chunked), not as a second request hidden in the body."""
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: app.example\r\n\r\n"
+    with H2Client(proxy.port) as client:
+        stream = client.new_stream_id()
+        fields = [(":method", "GET"), (":scheme", "https"), (":authority", HOST)]
+        client.send_headers(stream, [*fields, (":path", "/echo/get-body")], end_stream=False)
+        client.send_data(stream, smuggled)
+        state = client.response(stream)
+    assert (state.status, bytes(state.body)) == (200, smuggled)
+    (request,) = [r for r in proxy.backend.requests if r.target == "/echo/get-body"]
+    assert request.method == "GET" and request.body == smuggled
+    assert not [r for r in proxy.backend.requests if r.target == "/smuggled"]
+
+
+def test_many_large_header_fields(proxy: H2Proxy) -> None:
+    """sōzu ``test_h2_to_h1_large_headers``: 20 fields of 200 bytes each arrive intact."""
+    fields = [(f"x-large-{n}", chr(ord("a") + n) * 200) for n in range(20)]
+    with H2Client(proxy.port) as client:
+        assert client.get("/large-headers", headers=fields).status == 200
+    (request,) = [r for r in proxy.backend.requests if r.target == "/large-headers"]
+    for name, value in fields:
+        assert request.header_values(name) == [value]
+
+
+@pytest.mark.parametrize("status", ["abc", "20", "+200", "00200", "2000"])
+def test_an_invalid_backend_status_is_a_502(proxy: H2Proxy, status: str) -> None:
+    """sōzu ``test_h2_invalid_status_rejected``: a backend status line that is not three
+    digits never reaches the client as a status: 502, and the connection serves on."""
+    with H2Client(proxy.port) as client:
+        state = client.get(f"/status/{status}")
+        assert (state.status, state.ended) == (502, True)
+        assert client.get("/after-status").status == 200
+
+
 # --------------------------------------------------------------------------- flow control
 
 
+def test_data_of_refused_streams_is_credited(proxy: H2Proxy) -> None:
+    """sōzu ``test_h2_flow_control_on_orphaned_data``: DATA already sent on streams the
+    proxy refused (1.2 MB, more than the 1 MiB connection window) is given back to the
+    connection's window: an upload after it is served."""
+    with H2Client(proxy.port) as client:
+        fields = [(":method", "POST"), (":authority", HOST), (":path", "/orphan")]
+        for _ in range(20):
+            stream = client.new_stream_id()
+            client.send_headers(stream, [*fields, (":scheme", "ftp")], end_stream=False)
+            client.send_data(stream, b"z" * 60_000)
+        stream = client.new_stream_id()
+        client.send_headers(stream, [*fields[:2], (":scheme", "https"), (":path", "/echo/orphan")],
+                            end_stream=False)  # fmt: skip
+        client.send_data(stream, b"y" * 60_000)
+        state = client.response(stream)
+        assert (state.status, len(state.body)) == (200, 60_000)
+        credited = sum(
+            f.window_increment
+            for f in client.frames
+            if isinstance(f, WindowUpdateFrame) and f.stream_id == 0
+        )
+        assert credited >= 20 * 60_000
+        assert client.goaway is None
+
+
 def test_connection_window_exhaustion_and_recovery(proxy: H2Proxy) -> None:
-    """sōzu ``test_h2_connection_window_exhaustion_recovery``, ``test_h2_large_response_flow_
-    control_pressure``: a client that gives no window gets 65,535 bytes and no more; its
-    WINDOW_UPDATEs bring the rest, byte for byte."""
+    """sōzu ``test_h2_connection_window_exhaustion_recovery``,
+    ``test_h2_large_response_flow_control_pressure``: a client that gives no window gets 65,535
+    bytes and no more; its WINDOW_UPDATEs bring the rest, byte for byte."""
     size = 300_000
     with H2Client(proxy.port, window=65_535, credit=False) as client:
         stream = client.request(f"/big/{size}")
@@ -232,17 +298,26 @@ def test_settings_changed_mid_connection(proxy: H2Proxy) -> None:
 # --------------------------------------------------------------------------- the client goes
 
 
-@pytest.mark.parametrize("during", [False, True], ids=["idle", "during an answer"])
-def test_client_goaway_closes_the_connection(proxy: H2Proxy, during: bool) -> None:
-    """sōzu ``test_h2_peer_goaway_no_error_clean_close``, ``test_h2_peer_goaway_during_
-    response_body``: the proxy closes the connection; the worker serves others."""
+@pytest.mark.parametrize(
+    ("during", "code"),
+    [(False, NO_ERROR), (True, NO_ERROR), (True, PROTOCOL_ERROR)],
+    ids=["idle", "during an answer", "PROTOCOL_ERROR then reset"],
+)
+def test_client_goaway_closes_the_connection(proxy: H2Proxy, during: bool, code: int) -> None:
+    """sōzu ``test_h2_peer_goaway_no_error_clean_close``,
+    ``test_h2_peer_goaway_during_response_body``,
+    ``test_h2_peer_goaway_protocol_error_then_rst_clean_drain``: the proxy closes the
+    connection (or the client resets it at once); no stream is left and the worker serves
+    others."""
     with H2Client(proxy.port, window=65_535, credit=False) as client:
         if during:
             stream = client.request("/big/1000000")
             client.read_until(lambda: len(client.stream(stream).body) >= 65_535)
-        frame = GoAwayFrame(0, last_stream_id=0, error_code=NO_ERROR)
-        client.send_frame(frame)
-        assert client.wait_closed()
+        client.send_frame(GoAwayFrame(0, last_stream_id=0, error_code=code))
+        if code == NO_ERROR:
+            assert client.wait_closed()
+        else:  # and a TCP reset straight after
+            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     with H2Client(proxy.port) as other:
         assert other.get("/after-goaway").status == 200
     assert wait_for(lambda: proxy.proxying()["http2.active_streams"] == 0)
