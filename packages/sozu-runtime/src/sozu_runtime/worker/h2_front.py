@@ -39,11 +39,11 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-import hpack
 from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from .h2_guard import Guard, H2Limits
+from .h2_hpack import AnswerEncoder
 from .h2_stream import Refused, StreamSession, StreamTransport, request_head
 
 if TYPE_CHECKING:
@@ -76,15 +76,6 @@ class _Connection(h2.connection.H2Connection):
     def open_inbound_streams(self) -> int:
         super().open_inbound_streams  # noqa: B018 - the property forgets closed streams
         return 0
-
-
-class _Encoder(hpack.Encoder):
-    """HPACK without Huffman coding: what repeats is indexed after its first answer, and
-    what is new in every answer (Sozu-Id, never indexed) is short: coding it byte by byte
-    costs more time than the few bytes it saves."""
-
-    def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        return super().encode(headers, huffman=False)
 
 
 class H2Session(asyncio.Protocol):
@@ -140,7 +131,7 @@ class H2Session(asyncio.Protocol):
             normalize_inbound_headers=False,
         )
         conn = self.conn = _Connection(config)
-        conn.encoder = _Encoder()
+        conn.encoder = AnswerEncoder()
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
