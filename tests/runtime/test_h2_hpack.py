@@ -1,6 +1,8 @@
-"""The HPACK encoder of the answers (worker/h2_hpack.py): whatever the sequence of header lists
-and table size changes, it sends byte for byte what the library's encoder sends (without
-Huffman coding), and a decoder reads back every list as it was given."""
+"""HPACK for HTTP/2 clients (worker/h2_hpack.py). The encoder of the answers: whatever the
+sequence of header lists and table size changes, it sends byte for byte what the library's
+encoder sends (without Huffman coding), and a decoder reads back every list as it was given.
+The decoder of the requests: whatever the blocks (valid, repeated, resizing the table,
+oversized or garbage), it gives what the library's decoder gives, or fails as it does."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import hpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sozu_runtime.worker.h2_hpack import AnswerEncoder
+from sozu_runtime.worker.h2_hpack import AnswerEncoder, RequestDecoder
 
 # A few names and values, so that fields repeat, are indexed, evicted and inserted again;
 # ``date`` and ``content-length`` take many values, as on a real connection.
@@ -74,3 +76,56 @@ def test_repeated_fields_are_one_index_each_and_sozu_id_never_indexed() -> None:
     assert second[:2] == bytes([0x88, 0x80 | 62])
     assert second[2] & 0xF0 == 0x10
     assert [entry[0] for entry in encoder.header_table.dynamic_entries] == [b"server"]
+
+
+def _decoded(decoder: hpack.Decoder, block: bytes) -> object:
+    """The header list, or the type of the error."""
+    try:
+        return [tuple(header) for header in decoder.decode(block, raw=True)]
+    except (hpack.HPACKError, IndexError, TypeError) as error:
+        return type(error)
+
+
+# Blocks: a client's requests (repeated, sometimes with a table size update first), and
+# bytes that are no block at all.
+_REQUEST_FIELDS = st.sampled_from(
+    [
+        (b":method", b"GET"),
+        (b":path", b"/"),
+        (b":path", b"/h2c"),
+        (b":scheme", b"https"),
+        (b":authority", b"bench.local"),
+        (b"user-agent", b"h2load nghttp2/1.52.0"),
+        (b"x-big", b"b" * 300),
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.lists(_REQUEST_FIELDS, min_size=1, max_size=6),
+            st.binary(min_size=1, max_size=20),
+            st.sampled_from([0, 64, 4096]),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from([100, 4096, 65536]),
+)
+def test_the_requests_decoder_gives_what_the_library_gives(
+    steps: list[list[tuple[bytes, bytes]] | bytes | int], list_limit: int
+) -> None:
+    client = hpack.Encoder()
+    decoder, reference = RequestDecoder(), hpack.Decoder()
+    decoder.max_header_list_size = reference.max_header_list_size = list_limit
+    sent: list[bytes] = []
+    for step in steps:
+        if isinstance(step, int):  # the client shrinks or grows its table: a size update
+            client.header_table_size = step
+            continue
+        block = step if isinstance(step, bytes) else client.encode(step)
+        sent.append(block)
+        for again in (block, *sent[-3:]):  # the same bytes again, and earlier blocks
+            assert _decoded(decoder, again) == _decoded(reference, again)

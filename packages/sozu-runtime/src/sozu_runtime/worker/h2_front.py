@@ -43,7 +43,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from .h2_guard import Guard, H2Limits
-from .h2_hpack import AnswerEncoder
+from .h2_hpack import AnswerEncoder, RequestDecoder
 from .h2_stream import Refused, StreamSession, StreamTransport, request_head
 
 if TYPE_CHECKING:
@@ -132,6 +132,7 @@ class H2Session(asyncio.Protocol):
         )
         conn = self.conn = _Connection(config)
         conn.encoder = AnswerEncoder()
+        conn.decoder = RequestDecoder()
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
