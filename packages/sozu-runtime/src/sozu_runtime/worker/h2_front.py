@@ -43,8 +43,8 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from .h2_guard import Guard, H2Limits
+from .h2_hpack import AnswerEncoder, RequestDecoder
 from .h2_stream import Refused, StreamSession, StreamTransport, request_head
-from .hpack_plain import PlainEncoder
 
 if TYPE_CHECKING:
     from .http import FrontendSession
@@ -131,7 +131,8 @@ class H2Session(asyncio.Protocol):
             normalize_inbound_headers=False,
         )
         conn = self.conn = _Connection(config)
-        conn.encoder = PlainEncoder()
+        conn.encoder = AnswerEncoder()
+        conn.decoder = RequestDecoder()
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
