@@ -179,26 +179,31 @@ def test_a_forwarded_head_becomes_an_http2_header_list() -> None:
 def test_an_http2_answer_becomes_an_http11_head() -> None:
     fields = [(b":status", b"200"), (b"content-length", b"3"), (b"x", b"y")]
     assert response_head(fields, b"GET", False) == (
-        b"HTTP/1.1 200 \r\ncontent-length: 3\r\nx: y\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx: y\r\n\r\n",
         False,
     )
     # no length, or trailers announced: chunked
     assert response_head([(b":status", b"200")], b"GET", False) == (
-        b"HTTP/1.1 200 \r\ntransfer-encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
         True,
     )
     announced = [(b":status", b"200"), (b"content-length", b"3"), (b"trailer", b"x-sum")]
     assert response_head(announced, b"GET", False) == (
-        b"HTTP/1.1 200 \r\ntrailer: x-sum\r\ntransfer-encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntrailer: x-sum\r\ntransfer-encoding: chunked\r\n\r\n",
         True,
     )
     # ended with its head: an empty body; no body at all for HEAD, 204, 304
     assert response_head([(b":status", b"200")], b"GET", True)[0].endswith(
         b"content-length: 0\r\n\r\n"
     )
-    assert response_head([(b":status", b"204")], b"GET", False) == (b"HTTP/1.1 204 \r\n\r\n", False)
+    assert response_head([(b":status", b"204")], b"GET", False) == (
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        False,
+    )
+    # a status without a registered phrase has none
+    assert response_head([(b":status", b"299")], b"HEAD", False)[0] == b"HTTP/1.1 299 \r\n\r\n"
     assert response_head([(b":status", b"200")], b"HEAD", False) == (
-        b"HTTP/1.1 200 \r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
         False,
     )
 
@@ -277,6 +282,20 @@ def test_streams_above_a_goaway_are_sent_again_on_a_new_connection() -> None:
             assert origin.connections == 2
             assert [seen.connection for seen in origin.seen] == [2]
             await wait(lambda: gauges(proxy)["http2.backend_connections"] == 1, "one left")
+
+    run(test)
+
+
+def test_the_streams_a_goaway_keeps_are_answered() -> None:
+    async def test(proxy: Proxy) -> None:
+        with H2cServer("origin") as origin:
+            await setup(proxy, origin)
+            transport = await get(proxy, "/goaway-then-answer")
+            assert status_of(transport) == 200
+            assert body_of(transport).startswith(b"origin GET /goaway-then-answer 0 ")
+            await wait(lambda: gauges(proxy)["http2.backend_connections"] == 0, "closed")
+            assert status_of(await get(proxy, "/next")) == 200  # on a new connection
+            assert origin.connections == 2
 
     run(test)
 
@@ -467,5 +486,19 @@ def test_switching_http2_off_closes_the_idle_h2c_connections() -> None:
             transport = await get(proxy, "/then")
             assert body_of(transport) == b"h1 origin GET /then"  # HTTP/1.1 from now on
             assert origin.h1_seen == ["/then"]
+
+    run(test)
+
+
+def test_a_connection_that_closes_once_ready_is_not_counted() -> None:
+    async def test(proxy: Proxy) -> None:
+        with H2cServer("origin", close_after_settings=True) as origin:
+            await setup(proxy, origin)
+            transport = await get(proxy, "/")
+            assert status_of(transport) in (502, 503)
+            assert origin.seen == []
+            await wait(lambda: gauges(proxy)["http2.backend_connections"] == 0, "none counted")
+            (backend,) = proxy.clusters["app"].balancer.backends()
+            await wait(lambda: backend.active_connections == 0, "the backend's count at 0")
 
     run(test)

@@ -12,6 +12,8 @@ What it answers depends on the request's path:
 * ``/refuse-once``: RST_STREAM(REFUSED_STREAM) the first time, the default answer after;
 * ``/goaway-once``: the first time, GOAWAY with a last stream id below this stream (which
   was therefore not processed), then the connection closes;
+* ``/goaway-then-answer``: GOAWAY with this stream as the last one, then the default answer
+  then the connection closes;
 * ``/garbage``: bytes that are no HTTP/2 frame the client accepts (a connection error);
 * anything else: 200 with ``<name> <method> <path> <body length> <body sha256>``.
 
@@ -38,6 +40,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 
 _BODY_STEP = 16_384
 
@@ -88,6 +91,7 @@ class _Origin(asyncio.Protocol):
         self.open = 0
         self.h1: bytes | None = None  # HTTP/1.1 spoken: bytes of the next head
         self.h2 = False  # the preface came
+        self.closing = False  # GOAWAY sent: the connection closes once its streams are done
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -101,6 +105,11 @@ class _Origin(asyncio.Protocol):
             settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self.server.max_streams
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values=settings)
         self.conn.initiate_connection()
+        if self.server.close_after_settings:  # SETTINGS and GOAWAY in one write
+            self.conn.close_connection(ErrorCodes.NO_ERROR)
+            self.flush()
+            self.transport.close()
+            return
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -195,6 +204,12 @@ class _Origin(asyncio.Protocol):
             self.flush()
             self.transport.close()
             return True
+        if path == "/goaway-then-answer":
+            # written by hand: the library, told, would refuse to answer afterwards
+            self.flush()
+            self.transport.write(GoAwayFrame(0, last_stream_id=stream_id).serialize())
+            self.closing = True
+            return False
         if path == "/garbage":
             self.flush()
             # a DATA frame on stream 0: a connection error (RFC 9113 §6.1)
@@ -205,6 +220,9 @@ class _Origin(asyncio.Protocol):
     def forget(self, stream_id: int) -> None:
         if self.streams.pop(stream_id, None) is not None:
             self.open -= 1
+        if self.closing and not self.streams:
+            self.flush()
+            self.transport.close()
 
     def answer(self, stream_id: int, stream: _Stream) -> None:
         path = stream.seen.route
@@ -266,11 +284,19 @@ class _Origin(asyncio.Protocol):
 
 class H2cServer:
     """The h2c origin (see the module's doc) on 127.0.0.1, in its own thread.
-    ``max_streams``: its MAX_CONCURRENT_STREAMS (None: not said)."""
+    ``max_streams``: its MAX_CONCURRENT_STREAMS (None: not said); ``close_after_settings``:
+    each connection says GOAWAY with its SETTINGS, and closes."""
 
-    def __init__(self, name: str = "h2c", *, max_streams: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "h2c",
+        *,
+        max_streams: int | None = None,
+        close_after_settings: bool = False,
+    ) -> None:
         self.name = name
         self.max_streams = max_streams
+        self.close_after_settings = close_after_settings
         self.port = 0
         self.seen: list[Seen] = []
         self.h1_seen: list[str] = []

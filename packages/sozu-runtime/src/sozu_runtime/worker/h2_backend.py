@@ -31,9 +31,11 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 
 from .h2_backend_stream import H2BackendStream
+from .h2_hpack import AnswerEncoder
 
 if TYPE_CHECKING:
     from .backend import BackendServices
@@ -44,6 +46,18 @@ __all__ = ["H2BackendConnection", "H2Pool"]
 STREAM_WINDOW: Final = 1 << 18  # what one stream's answer may send ahead of the client
 CONNECTION_WINDOW: Final = 1 << 22  # and all the streams of a connection together
 _DEFAULT_WINDOW: Final = 65_535  # RFC 9113 §6.9.2
+
+
+class _StateMachine(h2.connection.H2ConnectionStateMachine):
+    """The library's connection states, except that a GOAWAY received leaves the connection
+    open (the library would close it, and refuse the frames of the streams the backend still
+    answers): the streams up to its last stream id finish (RFC 9113 §6.8); no new stream is
+    opened there (:attr:`H2BackendConnection.goaway`)."""
+
+    def process_input(self, input_: ConnectionInputs) -> list[h2.events.Event]:
+        if input_ is ConnectionInputs.RECV_GOAWAY and self.state is ConnectionState.CLIENT_OPEN:
+            return []
+        return super().process_input(input_)
 
 
 class H2Pool(Protocol):
@@ -63,10 +77,12 @@ class H2BackendConnection(asyncio.Protocol):
         "backend",
         "closed",
         "conn",
+        "flush_due",
         "goaway",
         "loop",
         "pool",
         "ready",
+        "saturated",
         "services",
         "slots",
         "streams",
@@ -95,6 +111,8 @@ class H2BackendConnection(asyncio.Protocol):
         self.ready = False  # the backend's SETTINGS arrived
         self.goaway = False  # no new stream: GOAWAY received (or sent)
         self.closed = False
+        self.saturated = False  # the library counts more streams open: none more until one ends
+        self.flush_due = False  # a write of what the streams prepared is planned (flush_output)
         self.write_paused = False
         self.unacked = 0  # DATA bytes received, not given back to the connection's window yet
         config = h2.config.H2Configuration(
@@ -104,8 +122,13 @@ class H2BackendConnection(asyncio.Protocol):
             # connection-specific fields
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
+            # the library's inbound normalisation only joins cookie fields, which answers do
+            # not carry (validation stays on)
+            normalize_inbound_headers=False,
         )
         conn = self.conn = h2.connection.H2Connection(config)
+        conn.state_machine = _StateMachine()
+        conn.encoder = AnswerEncoder()
         conn.local_settings = h2.settings.Settings(
             client=True,
             initial_values={
@@ -123,10 +146,13 @@ class H2BackendConnection(asyncio.Protocol):
 
     def has_room(self) -> bool:
         """A new stream may go on this connection now."""
-        if not self.ready or self.goaway or self.closed:
-            return False
-        capacity = self.capacity
-        return len(self.slots) < capacity and self.conn.open_outbound_streams < capacity
+        return (
+            self.ready
+            and not self.goaway
+            and not self.closed
+            and not self.saturated
+            and len(self.slots) < self.capacity
+        )
 
     def new_stream(self, pool: Any) -> H2BackendStream:
         """A stream slot on this connection (its request opens the stream)."""
@@ -142,7 +168,7 @@ class H2BackendConnection(asyncio.Protocol):
         conn = self.conn
         conn.initiate_connection()
         conn.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
-        self.flush_output()
+        self._send()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -153,7 +179,7 @@ class H2BackendConnection(asyncio.Protocol):
             return
         for event in events:
             self._event(event)
-        self.flush_output()
+        self._send()
 
     # Complexity: one dispatch over the library's events.
     def _event(self, event: h2.events.Event) -> None:
@@ -172,10 +198,12 @@ class H2BackendConnection(asyncio.Protocol):
             if stream is not None:
                 stream.answer_trailers(list(event.headers or ()))
         elif isinstance(event, h2.events.StreamEnded):
+            self.saturated = False
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
                 stream.answer_ended()
         elif isinstance(event, h2.events.StreamReset):
+            self.saturated = False
             stream = self.streams.get(event.stream_id or 0)
             if stream is not None:
                 refused = event.error_code == ErrorCodes.REFUSED_STREAM
@@ -230,7 +258,12 @@ class H2BackendConnection(asyncio.Protocol):
         stream_id = conn.get_next_available_stream_id()
         try:
             conn.send_headers(stream_id, fields, end_stream=end)
-        except h2.exceptions.ProtocolError:  # (TooManyStreamsError among them)
+        except h2.exceptions.TooManyStreamsError:
+            # streams whose answer is complete, not closed yet for the library (the backend's
+            # END_STREAM is on its way): this one goes elsewhere, this connection waits for one
+            self.saturated = True
+            return 0
+        except h2.exceptions.ProtocolError:
             return 0
         self.streams[stream_id] = stream
         return stream_id
@@ -302,6 +335,17 @@ class H2BackendConnection(asyncio.Protocol):
         self.loop.call_soon(callback, *args)
 
     def flush_output(self) -> None:
+        """Write what the streams prepared, once per pass of the event loop: the requests
+        that come together leave in one write."""
+        if not self.flush_due:
+            self.flush_due = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_due = False
+        self._send()
+
+    def _send(self) -> None:
         data = self.conn.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
@@ -330,7 +374,7 @@ class H2BackendConnection(asyncio.Protocol):
                 self.conn.close_connection(code)
             except h2.exceptions.ProtocolError:
                 pass  # the library's connection is closed already: nothing to say
-            self.flush_output()
+            self._send()
         for stream in list(self.slots):
             stream.reset(False, reason)
         self.close()
@@ -341,7 +385,7 @@ class H2BackendConnection(asyncio.Protocol):
         if not self.slots and self.transport is not None and not self.goaway:
             self.goaway = True
             self.conn.close_connection(ErrorCodes.NO_ERROR)
-            self.flush_output()
+        self._send()  # what the streams prepared, and the GOAWAY, before the end
         self.goaway = True
         self.closed = True
         for stream in list(self.slots):

@@ -21,7 +21,10 @@ connection is free again (see :meth:`H2BackendStream.release_or_close`).
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from hpack import NeverIndexedHeaderTuple
 
 from . import h1
 from .backend import BackendConnection, BackendServices, Client, ConnectionPool
@@ -40,6 +43,12 @@ _CONNECTION_FIELDS: Final = frozenset(
 )
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _MAX_FORWARDED_HEAD: Final = 1 << 20  # the session checked the head against its own limit
+# HTTP/2 has no reason phrase: the registered one is given (clients such as h2load read a
+# status line without one as no status at all)
+_STATUS_LINES: Final = {
+    b"%d" % status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode())
+    for status in HTTPStatus
+}
 ACK_STEP: Final = 1 << 15  # response bytes taken by the client before WINDOW_UPDATE says so
 
 
@@ -68,11 +77,15 @@ class StreamCarrier(Protocol):
     def flush_output(self) -> None: ...
 
 
-def request_fields(head: h1.RequestHead, te_trailers: bool = False) -> list[tuple[bytes, bytes]]:
+def request_fields(
+    head: h1.RequestHead, te_trailers: bool = False, request_id: bytes = b""
+) -> list[tuple[bytes, bytes]]:
     """The HTTP/2 header list of a forwarded HTTP/1.1 request head: pseudo-fields first
     (``Host`` becomes ``:authority``), names lowercased, connection-specific fields dropped,
     cookies joined into one field. ``TE`` is hop-by-hop (the forwarded head has none): the
-    client's ``TE: trailers`` (``te_trailers``) is said again, the one value HTTP/2 allows."""
+    client's ``TE: trailers`` (``te_trailers``) is said again, the one value HTTP/2 allows.
+    The fields whose value is ``request_id`` (new in every request) are never indexed, so
+    that the HPACK table keeps what repeats."""
     fields: list[tuple[bytes, bytes]] = [
         (b":method", head.method),
         (b":scheme", b"http"),
@@ -89,7 +102,10 @@ def request_fields(head: h1.RequestHead, te_trailers: bool = False) -> list[tupl
         if lower == b"cookie":
             cookies.append(value)
             continue
-        fields.append((lower, value))
+        if value == request_id:
+            fields.append(NeverIndexedHeaderTuple(lower, value))
+        else:
+            fields.append((lower, value))
     if cookies:
         fields.append((b"cookie", b"; ".join(cookies)))
     return fields
@@ -129,7 +145,8 @@ def response_head(
             chunked = True
             lines = _without_length(lines)
             lines.append(b"transfer-encoding: chunked\r\n")
-    return b"".join((b"HTTP/1.1 ", status, b" \r\n", *lines, b"\r\n")), chunked
+    line = _STATUS_LINES.get(status) or b"HTTP/1.1 " + status + b" \r\n"
+    return b"".join((line, *lines, b"\r\n")), chunked
 
 
 def _without_length(lines: list[bytes]) -> list[bytes]:
@@ -236,7 +253,9 @@ class H2BackendStream(BackendConnection):
             raise HttpError(502, "a protocol upgrade cannot be carried to an HTTP/2 backend")
         assert self.reader is not None
         end = self.reader.kind == BODY_NONE
-        fields = request_fields(head, self.session is not None and _asks_trailers(self.session))
+        session = self.session
+        assert session is not None
+        fields = request_fields(head, _asks_trailers(session), session.exchange.request_id)
         self.stream_id = self.carrier.open_stream(self, fields, end)
         if not self.stream_id:  # no stream can be opened there any more: another connection
             self.carrier.later(self.reset, True, "the backend connection takes no new stream")

@@ -43,6 +43,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from .h2_guard import Guard, H2Limits
+from .h2_hpack import AnswerEncoder, RequestDecoder
 from .h2_stream import Refused, StreamSession, StreamTransport, request_head
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class H2Session(asyncio.Protocol):
 
     __slots__ = (
         "_closed",
+        "_flush_due",
         "_goaway_at",
         "_guard",
         "conn",
@@ -114,6 +116,7 @@ class H2Session(asyncio.Protocol):
         self.write_paused = False
         self._goaway_at = 0.0  # when GOAWAY was sent on a soft stop (0: not sent)
         self._closed = False
+        self._flush_due = False  # a write of what the streams prepared is scheduled
         self._guard = Guard(self.limits, self._closed_stream)
         limits = self.limits
         config = h2.config.H2Configuration(
@@ -123,8 +126,13 @@ class H2Session(asyncio.Protocol):
             # connection-specific fields
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
+            # the library's inbound normalisation only joins cookie fields, which request_head
+            # does in its own pass (validation stays on)
+            normalize_inbound_headers=False,
         )
         conn = self.conn = _Connection(config)
+        conn.encoder = AnswerEncoder()
+        conn.decoder = RequestDecoder()
         conn.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -377,7 +385,15 @@ class H2Session(asyncio.Protocol):
             return
 
     def flush_output(self) -> None:
-        """Write what the library has to send (once per batch of frames)."""
+        """Write what the streams prepared, once per pass of the event loop: the answers of
+        several streams that arrive together (their backends' reads in one pass) leave in one
+        write, one TLS record, instead of one each."""
+        if not self._flush_due:
+            self._flush_due = True
+            self.proxy.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
         self._send()
 
     def _send(self) -> None:
@@ -511,6 +527,7 @@ class H2Session(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
+        self._send()  # what the streams prepared goes before the end
         transport = self.transport
         if transport is not None:
             transport.close()

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
+from hpack import NeverIndexedHeaderTuple
+
 from . import h1
 from .h1 import BODY_NONE, HttpError
 from .h1_decode import MessageReader
@@ -40,6 +42,9 @@ __all__ = ["Refused", "StreamConnection", "StreamSession", "StreamTransport", "r
 _CONNECTION_FIELDS: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
+# A field whose value is new in every answer: kept out of the HPACK dynamic table (RFC 7541
+# §6.2.3), where it would only evict the fields that repeat and lengthen every search.
+_UNIQUE_FIELD: Final = b"sozu-id"
 
 
 class Refused(NamedTuple):
@@ -297,6 +302,9 @@ class StreamTransport:
         for name, value in head.headers:
             lower = name.lower()
             if lower in _CONNECTION_FIELDS:
+                continue
+            if lower == _UNIQUE_FIELD:
+                fields.append(NeverIndexedHeaderTuple(lower, value))
                 continue
             fields.append((lower, value))
         # an answer without a body ends with its head

@@ -300,8 +300,14 @@ class BackendPool:
                 session.connect_failed(backend)
             return
         elapsed = self.connection_opened(backend, monotonic_ns() - started)
-        self.h2_connections.add(connection)
         waiting, connection.waiting = connection.waiting, []
+        if connection.closed:  # closed as soon as it was ready: it counts no more
+            backend.active_connections -= 1
+            self._maybe_drained(backend)
+            for session, _, _ in waiting:
+                session.connect_failed(backend)
+            return
+        self.h2_connections.add(connection)
         for session, request, complete in waiting:
             if connection.has_room():
                 stream = connection.new_stream(self)
