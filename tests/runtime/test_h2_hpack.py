@@ -10,7 +10,7 @@ import hpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sozu_runtime.worker.h2_hpack import AnswerEncoder, RequestDecoder
+from sozu_runtime.worker.h2_hpack import BlockEncoder, RequestDecoder
 
 # A few names and values, so that fields repeat, are indexed, evicted and inserted again;
 # ``date`` and ``content-length`` take many values, as on a real connection.
@@ -46,7 +46,7 @@ class _Reference(hpack.Encoder):
 def test_the_answers_encoder_sends_what_the_library_sends(
     steps: list[tuple[list[tuple[bytes, bytes]], int | None]],
 ) -> None:
-    encoder, reference, decoder = AnswerEncoder(), _Reference(), hpack.Decoder()
+    encoder, reference, decoder = BlockEncoder(), _Reference(), hpack.Decoder()
     decoder.max_allowed_table_size = 65536
     for block, table_size in steps:
         code = encoder.encode(block)
@@ -61,7 +61,7 @@ def test_the_answers_encoder_sends_what_the_library_sends(
 
 
 def test_repeated_fields_are_one_index_each_and_sozu_id_never_indexed() -> None:
-    encoder = AnswerEncoder()
+    encoder = BlockEncoder()
     block = [
         (b":status", b"200"),
         (b"server", b"nginx/1.22.1"),

@@ -35,7 +35,7 @@ from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 
 from .h2_backend_stream import H2BackendStream
-from .h2_hpack import AnswerEncoder
+from .h2_hpack import BlockEncoder
 
 if TYPE_CHECKING:
     from .backend import BackendServices
@@ -128,7 +128,7 @@ class H2BackendConnection(asyncio.Protocol):
         )
         conn = self.conn = h2.connection.H2Connection(config)
         conn.state_machine = _StateMachine()
-        conn.encoder = AnswerEncoder()
+        conn.encoder = BlockEncoder()
         conn.local_settings = h2.settings.Settings(
             client=True,
             initial_values={

@@ -43,7 +43,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from .h2_guard import Guard, H2Limits
-from .h2_hpack import AnswerEncoder, RequestDecoder
+from .h2_hpack import BlockEncoder, RequestDecoder
 from .h2_stream import Refused, StreamSession, StreamTransport, request_head
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class H2Session(asyncio.Protocol):
             normalize_inbound_headers=False,
         )
         conn = self.conn = _Connection(config)
-        conn.encoder = AnswerEncoder()
+        conn.encoder = BlockEncoder()
         conn.decoder = RequestDecoder()
         conn.local_settings = h2.settings.Settings(
             client=False,

@@ -1,14 +1,16 @@
-"""HPACK coding of the header blocks the proxy exchanges with its HTTP/2 clients.
+"""HPACK coding of the header blocks the proxy exchanges over HTTP/2: answers to its clients,
+requests to its h2c backends (both sides encode with :class:`BlockEncoder`).
 
-The answers of a connection repeat the same fields (``server``, ``content-type``, often
-``content-length``): after the first answer each is found whole in the encoder's tables and
-coded as one index (RFC 7541 §6.1). :class:`AnswerEncoder` remembers those codes instead of
-searching the tables again for every answer, and forgets them all as soon as the dynamic
-table changes (an insertion shifts every dynamic index, an eviction removes some, RFC 7541
-§2.3.3), so that what it sends is byte for byte what the library's encoder would send.
+The blocks a connection sends repeat the same fields (``server``, ``content-type`` in answers;
+``:method``, ``:authority``, the forwarding fields in requests): after the first block each
+is found whole in the encoder's tables and coded as one index (RFC 7541 §6.1).
+:class:`BlockEncoder` remembers those codes instead of searching the tables again for every
+block, and forgets them all as soon as the dynamic table changes (an insertion shifts every
+dynamic index, an eviction removes some, RFC 7541 §2.3.3), so that what it sends is byte for
+byte what the library's encoder sends without Huffman.
 
-Literals are not Huffman-coded: what repeats is indexed after its first answer, and what is
-new in every answer (``sozu-id``, sent never indexed) is short: coding it byte by byte costs
+Literals are not Huffman-coded: what repeats is indexed after its first block, and what is
+new in every block (the request id, sent never indexed) is short: coding it byte by byte costs
 more time than the few bytes it saves.
 
 The requests of a connection repeat too: a client sends the same header block, byte for byte,
@@ -25,7 +27,7 @@ from typing import Any, Final
 
 import hpack
 
-__all__ = ["AnswerEncoder", "RequestDecoder"]
+__all__ = ["BlockEncoder", "RequestDecoder"]
 
 # Bounds what a connection keeps: index codes of a few bytes each, and a few header lists.
 _MAX_REMEMBERED: Final = 64
@@ -33,7 +35,7 @@ _MAX_BLOCKS: Final = 8
 _MAX_BLOCK_SIZE: Final = 512
 
 
-class AnswerEncoder(hpack.Encoder):
+class BlockEncoder(hpack.Encoder):
     """The library's encoder, remembering the index code of every field it found whole in a
     table while the dynamic table stays as it was (see the module's doc)."""
 
