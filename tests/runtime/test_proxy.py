@@ -11,6 +11,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from support.transports import ClientTransport
+
 from sozu_config import requests as rq
 from sozu_config.models import (
     Backend,
@@ -30,47 +32,6 @@ from sozu_runtime.worker.proxy import Proxy
 from sozu_runtime.worker.tcp import TcpSession
 
 ADDRESS = "127.0.0.1:18080"
-
-
-class ClientTransport:
-    """The client side of a session: what the session writes, and whether it closed."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-        self.aborted = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def writelines(self, parts: Any) -> None:
-        for part in parts:
-            self.written += part
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.aborted = True
-
-    def is_closing(self) -> bool:
-        return self.closed or self.aborted
-
-    def get_extra_info(self, name: str) -> Any:
-        return ("10.1.2.3", 4567) if name == "peername" else None
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
 
 
 def run(test: Callable[[Proxy, list[Event]], Awaitable[None]]) -> None:
