@@ -494,8 +494,7 @@ class H2Session(asyncio.Protocol):
                 self.conn.close_connection(error_code=ErrorCodes.NO_ERROR)
             except h2.exceptions.ProtocolError:
                 pass
-            self._send()
-            self.close()
+            self.close()  # which sends it
             return
         for stream in list(self.streams.values()):
             session = stream.session

@@ -414,6 +414,8 @@ class StreamSession(FrontendSession):
     def __init__(self, listener: HttpListener, connection: StreamConnection) -> None:
         super().__init__(listener)
         self.proxy_header = connection.proxy_header
+        # h2_max_header_fields, checked on the HEADERS frame already
+        self.max_fields = connection.limits.header_fields
 
     def _learn_peer(self, transport: Any) -> None:
         """The facts of the connection, learnt once by it."""
@@ -424,11 +426,6 @@ class StreamSession(FrontendSession):
 
     def _speaks_h2(self, transport: Any) -> bool:
         return False  # it is HTTP/2 already
-
-    def _max_header_fields(self) -> int:
-        """The connection's ``h2_max_header_fields``, checked on the HEADERS frame already."""
-        connection: StreamConnection = self.transport.connection
-        return connection.limits.header_fields
 
     def _register(self) -> None:
         """A stream is not a connection: the H2 connection is counted, and sweeps it."""

@@ -115,6 +115,7 @@ class FrontendSession(asyncio.Protocol):
         "ip_slot",
         "keep_alive",
         "listener",
+        "max_fields",
         "peer_ip",
         "peer_port",
         "pending",
@@ -141,6 +142,7 @@ class FrontendSession(asyncio.Protocol):
         self.remaining = 0  # request body bytes still to forward (BODY_LENGTH)
         self.chunks: h1.ChunkedTracker | None = None  # request body framing (BODY_CHUNKED)
         self.keep_alive = True
+        self.max_fields = h1.MAX_HEADER_FIELDS  # fields a request head may have (431 beyond)
         self.deadline = 0.0
         self.deadline_status = 0
         self.started = 0.0  # when the connection was made
@@ -215,10 +217,6 @@ class FrontendSession(asyncio.Protocol):
 
     def _unregister(self) -> None:
         self.proxy.session_closed(self)
-
-    def _max_header_fields(self) -> int:
-        """How many fields a request head may have (431 beyond)."""
-        return h1.MAX_HEADER_FIELDS
 
     def _speaks_h2(self, transport: Any) -> bool:
         """The TLS handshake chose HTTP/2 (ALPN ``h2``): an :class:`.h2_front.H2Session`
@@ -388,7 +386,7 @@ class FrontendSession(asyncio.Protocol):
         if not self.exchange.t_start:
             self.exchange.t_start = monotonic_ns()
         try:
-            head = h1.parse_request_head(data, listener.max_head, self._max_header_fields())
+            head = h1.parse_request_head(data, listener.max_head, self.max_fields)
         except HttpError as error:
             self.proxy.metrics.frontend_parse_errors += 1
             self.answer(error.status, message=error.reason)
