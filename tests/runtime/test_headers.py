@@ -11,7 +11,7 @@ from sozu_config.models import (
     HttpListenerConfig,
     HttpsListenerConfig,
 )
-from sozu_runtime.worker import h1
+from sozu_runtime.worker import h1, headers
 from sozu_runtime.worker.headers import (
     ForwardingHeaders,
     client_response_head,
@@ -75,6 +75,37 @@ def test_https_listeners_say_https_and_ipv6_peers_are_bracketed() -> None:
     assert b'Forwarded: proto=https;for="[2001:db8::1]:4000";by="[::1]"\r\n' in block
     assert b"X-Real-IP: 2001:db8::1\r\n" in block
     assert block.endswith(b"X-Forwarded-Port: 8443\r\nX-Forwarded-Proto: https\r\n")
+
+
+def test_the_block_of_each_connection_names_its_own_port_and_address() -> None:
+    # the pieces kept per client address make the blocks: only the port differs between two
+    # connections of one address, and every address gets its own
+    fwd = forwarding(send_x_real_ip=True)
+    first, second = fwd.for_peer("10.0.0.7", 5555), fwd.for_peer("10.0.0.7", 6)
+    assert first == second.replace(b":6", b":5555")
+    assert b'for="10.0.0.7:6";' in second
+    other = fwd.for_peer("10.0.0.8", 5555)
+    assert other == first.replace(b"10.0.0.7", b"10.0.0.8")
+    for number in range(headers.PEER_PIECES_SIZE + 2):  # more addresses than are kept
+        ip = f"10.1.{number // 256}.{number % 256}"
+        assert fwd.for_peer(ip, number).startswith(b"X-Forwarded-For: %s\r\n" % ip.encode())
+    assert fwd.for_peer("10.0.0.7", 5555) == first
+
+
+def test_a_trusted_clients_own_fields_leave_the_block() -> None:
+    fwd = forwarding(trust_forwarded_headers=True)
+    full = fwd.for_peer(*PEER)
+    for seen, field in (
+        (h1.SEEN_X_FORWARDED_FOR, b"X-Forwarded-For"),
+        (h1.SEEN_FORWARDED, b"Forwarded"),
+        (h1.SEEN_X_FORWARDED_PORT, b"X-Forwarded-Port"),
+        (h1.SEEN_X_FORWARDED_PROTO, b"X-Forwarded-Proto"),
+    ):
+        lines = [line for line in full.split(b"\r\n") if not line.startswith(field + b":")]
+        assert fwd.for_peer(*PEER, seen) == b"\r\n".join(lines)
+    assert fwd.for_peer(*PEER, h1.SEEN_X_FORWARDED_FOR | h1.SEEN_FORWARDED) == (
+        b"X-Forwarded-Port: 8080\r\nX-Forwarded-Proto: http\r\n"
+    )
 
 
 def test_a_plain_request_is_forwarded_as_received_plus_the_block() -> None:

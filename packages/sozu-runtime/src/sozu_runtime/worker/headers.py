@@ -16,7 +16,8 @@ Strict-Transport-Security line, ``Connection`` when the connection closes (or an
 client keeps it), hop-by-hop fields removed, the frontend's response edits.
 
 The common request is forwarded as received plus a precomputed block of headers
-(:meth:`ForwardingHeaders.for_peer`, once per connection); a head is rebuilt field by field
+(:meth:`ForwardingHeaders.for_peer`, once per connection, from pieces kept per client address:
+a new connection costs one formatting); a head is rebuilt field by field
 only when something in it must go or change (the client's own forwarding chain, hop-by-hop
 fields, a sticky cookie, edits). Everything here is a plain function of bytes and settings:
 tests drive it without sockets.
@@ -48,6 +49,8 @@ _CRLF: Final = b"\r\n"
 _PROTO_PORT_FIELDS: Final = frozenset((b"x-forwarded-proto", b"x-forwarded-port"))
 _CLOSE: Final = b"Connection: close\r\n"
 _KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
+# Client addresses whose forwarding block pieces a listener keeps (emptied when full).
+PEER_PIECES_SIZE: Final = 1024
 
 
 class ForwardingHeaders:
@@ -59,6 +62,7 @@ class ForwardingHeaders:
 
     __slots__ = (
         "_by",
+        "_peer_pieces",
         "_public_port",
         "elide_x_real_ip",
         "proto",
@@ -94,6 +98,8 @@ class ForwardingHeaders:
         self.rebuild_mask = mask
         self._public_port = str(public_port).encode()
         self._by = _forwarded_node(public_ip)
+        # client IP → the block of for_peer (nothing seen) before and after the client's port
+        self._peer_pieces: dict[str, tuple[bytes, bytes]] = {}
 
     # ------------------------------------------------------------------ forwarding headers
 
@@ -105,20 +111,39 @@ class ForwardingHeaders:
     def for_peer(self, ip: str, port: int, seen: int = 0) -> bytes:
         """The headers added to every request from ``ip:port`` (X-Forwarded-Port and -Proto
         only when ``seen`` says the client did not send them, which a caller says only for a
-        trusted client); precomputed once per connection for the common case."""
+        trusted client); precomputed once per connection for the common case, from the
+        pieces kept for the client's address."""
+        if seen:
+            head, tail = self._pieces(ip, seen)
+            if seen & h1.SEEN_FORWARDED:  # the port is in Forwarded only
+                return head + tail
+        else:
+            cached = self._peer_pieces.get(ip)
+            if cached is None:
+                peer_pieces = self._peer_pieces
+                if len(peer_pieces) >= PEER_PIECES_SIZE:
+                    peer_pieces.clear()
+                cached = peer_pieces[ip] = self._pieces(ip, 0)
+            head, tail = cached
+        return b"%s%d%s" % (head, port, tail)
+
+    def _pieces(self, ip: str, seen: int) -> tuple[bytes, bytes]:
+        """The block of :meth:`for_peer`, cut where the client's port goes (in
+        ``Forwarded``; the tail is empty when that is not added)."""
         peer = ip.encode()
-        out = []
-        if not seen & h1.SEEN_X_FORWARDED_FOR:
-            out.append(b"X-Forwarded-For: " + peer + _CRLF)
+        head = b"" if seen & h1.SEEN_X_FORWARDED_FOR else b"X-Forwarded-For: " + peer + _CRLF
+        tail = b""
         if not seen & h1.SEEN_FORWARDED:
-            out.append(b"Forwarded: " + self.forwarded_value(ip, port) + _CRLF)
+            node = _forwarded_node(ip).strip(b'"')
+            head += b'Forwarded: proto=%s;for="%s:' % (self.proto, node)
+            tail = b'";by=%s\r\n' % self._by
         if self.send_x_real_ip:
-            out.append(b"X-Real-IP: " + peer + _CRLF)
+            tail += b"X-Real-IP: " + peer + _CRLF
         if not seen & h1.SEEN_X_FORWARDED_PORT:
-            out.append(b"X-Forwarded-Port: " + self._public_port + _CRLF)
+            tail += b"X-Forwarded-Port: " + self._public_port + _CRLF
         if not seen & h1.SEEN_X_FORWARDED_PROTO:
-            out.append(b"X-Forwarded-Proto: " + self.proto + _CRLF)
-        return b"".join(out)
+            tail += b"X-Forwarded-Proto: " + self.proto + _CRLF
+        return head, tail
 
     # ------------------------------------------------------------------ request heads
 
