@@ -17,6 +17,11 @@ They run on ``--observability-loads`` only (by default ``small-50``, or every lo
 ``--loads``), and the report adds a table of ``sozu`` and ``sozu-observed`` against
 ``sozu-quiet`` (``loadbench/observability.py``).
 
+Two multi-core targets, ``sozu-2w`` (two workers) and ``haproxy-2t`` (two threads), run on both
+CPUs, shared with wrk and the origin, on ``--multicore-loads`` only (by default ``small-50`` and
+``newconn``, or every load given with ``--loads``); they have a table of their own, against
+``haproxy-2t`` (``loadbench/multicore.py``).
+
 After the load rounds, with every server stopped, it runs the memory benchmark
 (``benchmarks/memory.py``: the worker's RSS idle, per idle connection and while streaming) and
 the reconfiguration benchmark (``benchmarks/reconfig.py``: change rate, propagation to the
@@ -26,7 +31,8 @@ report, results file, charts and page.
 Usage::
 
     python benchmarks/load.py [--rounds N] [--duration S] [--targets a,b,..] [--loads x,y,..]
-                              [--observability-loads x,y,..] [--quick] [--out DIR]
+                              [--observability-loads x,y,..] [--multicore-loads x,y,..]
+                              [--quick] [--out DIR]
                               [--no-docs] [--skip-memory] [--skip-reconfig]
 
 See ``docs/benchmarks.md`` for what is measured and how to read the results.
@@ -52,6 +58,12 @@ from loadbench import http2
 from loadbench.certificates import write_self_signed
 from loadbench.loads import HOSTNAME, LOADS, LOADS_BY_NAME, Load
 from loadbench.machine import choose_cpus, describe_machine, ensure_tools
+from loadbench.multicore import (
+    MULTICORE_REFERENCE,
+    multicore_markdown,
+    multicore_summaries,
+    multicore_text,
+)
 from loadbench.observability import (
     ObservabilityCost,
     cost_markdown,
@@ -96,10 +108,12 @@ WARMUP_S = 1
 # What a run costs beyond wrk's own duration (process start, connection set-up, teardown).
 RUN_OVERHEAD_S = 0.1
 # The budget of a default run; the estimate printed at start is checked against it.
-DEFAULT_BUDGET_S = 13.5 * 60.0
+DEFAULT_BUDGET_S = 14.5 * 60.0
 # The loads the variants of sozu that show the cost of observability run on, unless told: the
 # full run would exceed its budget with them on every load.
 DEFAULT_OBSERVABILITY_LOADS = ("small-50",)
+# The loads the multi-core targets (sozu-2w, haproxy-2t) run on, unless told.
+DEFAULT_MULTICORE_LOADS = ("small-50", "newconn")
 # The budget with the memory and reconfiguration benchmarks: ``nox -s bench`` (this and
 # config_bench.py) must stay under 20 minutes.
 TOTAL_BUDGET_S = 18 * 60.0
@@ -119,6 +133,8 @@ class Settings:
     docs_page: Path | None
     # The loads ``sozu-quiet`` and ``sozu-observed`` are measured on.
     observability_loads: tuple[str, ...] = DEFAULT_OBSERVABILITY_LOADS
+    # The loads ``sozu-2w`` and ``haproxy-2t`` are measured on.
+    multicore_loads: tuple[str, ...] = DEFAULT_MULTICORE_LOADS
     # The benchmarks run after the load rounds; ``None`` when skipped.
     memory: memory.MemorySettings | None = None
     reconfig: reconfig.ReconfigSettings | None = None
@@ -132,6 +148,7 @@ class Settings:
             "targets": list(self.targets),
             "loads": [load.name for load in self.loads],
             "observability_loads": list(self.observability_loads),
+            "multicore_loads": list(self.multicore_loads),
             "quick": self.quick,
             "memory": self.memory is not None,
             "reconfig": self.reconfig is not None,
@@ -179,6 +196,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Settings:
         f"{','.join(DEFAULT_OBSERVABILITY_LOADS)}, or every load given with --loads)",
     )
     parser.add_argument(
+        "--multicore-loads",
+        type=lambda text: _names(text, load_names, "loads"),
+        help="comma-separated loads sozu-2w and haproxy-2t run on (default "
+        f"{','.join(DEFAULT_MULTICORE_LOADS)}, or every load given with --loads)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="1 round of 2 s per run (a smoke test, not a result)"
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
@@ -202,12 +225,17 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Settings:
     observability_loads = arguments.observability_loads or (
         arguments.loads or DEFAULT_OBSERVABILITY_LOADS
     )
-    variants = [name for name in arguments.targets if TARGETS_BY_NAME[name].observability_variant]
-    if variants and not set(observability_loads) & set(loads):
-        parser.error(
-            f"{', '.join(variants)} run on {','.join(observability_loads)} only, "
-            "which --loads leaves out: they would never be measured"
-        )
+    multicore_loads = arguments.multicore_loads or (arguments.loads or DEFAULT_MULTICORE_LOADS)
+    for kind, chosen in (
+        ("observability_variant", observability_loads),
+        ("multi_core", multicore_loads),
+    ):
+        variants = [name for name in arguments.targets if getattr(TARGETS_BY_NAME[name], kind)]
+        if variants and not set(chosen) & set(loads):
+            parser.error(
+                f"{', '.join(variants)} run on {','.join(chosen)} only, "
+                "which --loads leaves out: they would never be measured"
+            )
     return Settings(
         rounds=rounds,
         duration_s=duration,
@@ -215,6 +243,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> Settings:
         targets=arguments.targets,
         loads=tuple(LOADS_BY_NAME[name] for name in loads),
         observability_loads=observability_loads,
+        multicore_loads=multicore_loads,
         quick=arguments.quick,
         out_dir=arguments.out.resolve(),
         docs_page=None if arguments.no_docs else DOCS_PAGE,
@@ -247,10 +276,14 @@ def load_applies(load: Load, target: Target | type[Target]) -> bool:
 
 def in_plan(settings: Settings, load: Load, target: Target | type[Target]) -> bool:
     """Whether the (load, target) slot exists at all: the variants of sozu that show the cost
-    of observability run on ``settings.observability_loads`` only. A slot that exists but
-    whose load does not apply (see ``load_applies``) is reported ``n/a``; one that does not
-    exist is not reported."""
-    return not target.observability_variant or load.name in settings.observability_loads
+    of observability run on ``settings.observability_loads`` only, the multi-core targets on
+    ``settings.multicore_loads`` only. A slot that exists but whose load does not apply (see
+    ``load_applies``) is reported ``n/a``; one that does not exist is not reported."""
+    if target.observability_variant:
+        return load.name in settings.observability_loads
+    if target.multi_core:
+        return load.name in settings.multicore_loads
+    return True
 
 
 def estimated_seconds(settings: Settings) -> float:
@@ -494,12 +527,14 @@ def results_payload(
     elapsed_s: float,
     extras: dict[str, Any] | None = None,
     costs: Sequence[ObservabilityCost] = (),
+    multicore: Sequence[CellSummary] = (),
 ) -> dict[str, Any]:
     """Everything the run produced, as the JSON document ``latest.json`` holds.
 
     ``extras`` are the results of the memory and reconfiguration benchmarks by name
     (``memory``, ``reconfig``); a part that was skipped is absent. ``costs``, when there are
-    any, go under ``observability``.
+    any, go under ``observability``; the cells of the multi-core table (``multicore``), when
+    there are any, under ``multicore``.
     """
     payload: dict[str, Any] = {
         "schema": 1,
@@ -533,8 +568,18 @@ def results_payload(
     }
     if costs:
         payload["observability"] = costs_to_json(costs)
+    if multicore:
+        payload["multicore"] = {
+            "reference": MULTICORE_REFERENCE,
+            "summary": [asdict(summary) for summary in multicore],
+        }
     payload.update(extras or {})
     return payload
+
+
+def one_core(summaries: Sequence[CellSummary]) -> list[CellSummary]:
+    """The cells of the main table: the multi-core targets have a table of their own."""
+    return [summary for summary in summaries if not TARGETS_BY_NAME[summary.target].multi_core]
 
 
 def target_problems(readiness: dict[str, Readiness]) -> dict[str, Readiness]:
@@ -561,8 +606,10 @@ def markdown_report(
     summaries: Sequence[CellSummary],
     readiness: dict[str, Readiness],
     costs: Sequence[ObservabilityCost] = (),
+    multicore: Sequence[CellSummary] = (),
 ) -> str:
-    """The text that goes between the results markers of ``docs/benchmarks.md``."""
+    """The text that goes between the results markers of ``docs/benchmarks.md`` (the cells of
+    the multi-core targets are in their own table, ``multicore``)."""
     lines = [
         f"_{describe_run(settings, machine)}_",
         "",
@@ -570,8 +617,10 @@ def markdown_report(
         "(target req/s / HAProxy req/s in the same round); `!` marks a cell where wrk "
         "counted errors (see the notes).",
         "",
-        markdown_table(summaries),
+        markdown_table(one_core(summaries)),
     ]
+    if multicore:
+        lines += ["", multicore_markdown(multicore)]
     if costs:
         lines += ["", cost_markdown(costs)]
     notes = failure_notes(summaries, target_problems(readiness))
@@ -593,16 +642,19 @@ def write_reports(
     summaries: Sequence[CellSummary],
     readiness: dict[str, Readiness],
     costs: Sequence[ObservabilityCost] = (),
+    multicore: Sequence[CellSummary] = (),
 ) -> None:
     """Print the tables, write ``latest.json`` (and a dated copy), the charts and the docs
     tables."""
     print()
     print(describe_run(settings, payload["machine"]))
-    print(text_table(summaries))
+    print(text_table(one_core(summaries)))
     notes = failure_notes(summaries, target_problems(readiness))
     if notes:
         print("\nNotes:")
         print("\n".join(f"  {note}" for note in notes))
+    if multicore:
+        print(f"\n{multicore_text(multicore)}")
     if costs:
         print(f"\n{cost_text_table(costs)}")
     for name, title, part_lines in (
@@ -623,7 +675,7 @@ def write_reports(
     print("charts: " + ", ".join(str(path) for path in chart_paths))
     if settings.docs_page is not None:
         if settings.docs_page.exists():
-            rewrite_tables(settings, payload["machine"], summaries, readiness, costs)
+            rewrite_tables(settings, payload["machine"], summaries, readiness, costs, multicore)
             rewrite_extra_sections(settings, payload, chart_paths)
         else:
             print(f"warning: {settings.docs_page} not found; table not written", file=sys.stderr)
@@ -635,6 +687,7 @@ def rewrite_tables(
     summaries: Sequence[CellSummary],
     readiness: dict[str, Readiness],
     costs: Sequence[ObservabilityCost],
+    multicore: Sequence[CellSummary] = (),
 ) -> None:
     """Rewrite the results table of the HTTP/1.1 loads and the one of the HTTP/2 loads, each
     only when some of its loads ran."""
@@ -642,7 +695,7 @@ def rewrite_tables(
     http1_cells, http2_cells = http2.split_summaries(summaries, settings.loads)
     if http1_cells:
         page = settings.docs_page.read_text(encoding="utf-8")
-        report = markdown_report(settings, machine, http1_cells, readiness, costs)
+        report = markdown_report(settings, machine, http1_cells, readiness, costs, multicore)
         settings.docs_page.write_text(replace_between_markers(page, report), encoding="utf-8")
         print(f"table rewritten in {settings.docs_page}")
     if http2_cells:
@@ -721,6 +774,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         restore_signals(previous_handlers)
     summaries, costs = summarise_run(settings, records)
+    multicore = multicore_summaries(
+        records, [load.name for load in settings.loads], settings.targets
+    )
     payload = results_payload(
         settings,
         machine,
@@ -731,8 +787,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.monotonic() - began,
         extras,
         costs,
+        multicore,
     )
-    write_reports(settings, payload, summaries, readiness, costs)
+    write_reports(settings, payload, summaries, readiness, costs, multicore)
     return 130 if interrupted else 0
 
 

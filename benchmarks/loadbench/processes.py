@@ -24,8 +24,9 @@ from types import FrameType
 STOP_GRACE_S = 5.0
 
 
-def pinned_command(cpu: int, command: Sequence[str]) -> list[str]:
-    """``command`` prefixed so that it (and everything it forks) runs on ``cpu`` only."""
+def pinned_command(cpu: int | str, command: Sequence[str]) -> list[str]:
+    """``command`` prefixed so that it (and everything it forks) runs on ``cpu`` only (a CPU
+    number, or a ``taskset`` list such as ``"0,1"``)."""
     return ["taskset", "--cpu-list", str(cpu), *command]
 
 
@@ -36,7 +37,7 @@ class PinnedProcess:
     no member of the process group running.
     """
 
-    def __init__(self, name: str, command: Sequence[str], cpu: int, log_path: Path) -> None:
+    def __init__(self, name: str, command: Sequence[str], cpu: int | str, log_path: Path) -> None:
         self.name = name
         self.command = pinned_command(cpu, command)
         self.log_path = log_path

@@ -150,9 +150,13 @@ def per_round_ratios(measured: Iterable[RunRecord], reference: dict[int, RunReco
 
 
 def summarise(
-    records: Sequence[RunRecord], loads: Sequence[str], targets: Sequence[str]
+    records: Sequence[RunRecord],
+    loads: Sequence[str],
+    targets: Sequence[str],
+    reference_target: str = REFERENCE_TARGET,
 ) -> list[CellSummary]:
-    """One ``CellSummary`` per (load, target), loads outermost, in the given orders."""
+    """One ``CellSummary`` per (load, target), loads outermost, in the given orders; the
+    ratios are taken against ``reference_target`` (HAProxy with one thread unless told)."""
     by_cell: dict[tuple[str, str], list[RunRecord]] = {}
     for record in records:
         by_cell.setdefault((record.load, record.target), []).append(record)
@@ -160,7 +164,7 @@ def summarise(
     for load in loads:
         reference = {
             record.round: record
-            for record in measured_runs(by_cell.get((load, REFERENCE_TARGET), []))
+            for record in measured_runs(by_cell.get((load, reference_target), []))
         }
         for target in targets:
             cell = by_cell.get((load, target), [])
@@ -256,9 +260,16 @@ def table_rows(summaries: Sequence[CellSummary]) -> list[tuple[str, ...]]:
     return rows
 
 
-def text_table(summaries: Sequence[CellSummary]) -> str:
+def table_header(reference_target: str = REFERENCE_TARGET) -> tuple[str, ...]:
+    """The header of a results table whose ratios are taken against ``reference_target``."""
+    return tuple(
+        f"vs {reference_target}" if name == "vs haproxy" else name for name in TABLE_HEADER
+    )
+
+
+def text_table(summaries: Sequence[CellSummary], reference_target: str = REFERENCE_TARGET) -> str:
     """The results as an aligned plain-text table, for the terminal."""
-    rows = [TABLE_HEADER, *table_rows(summaries)]
+    rows = [table_header(reference_target), *table_rows(summaries)]
     widths = [max(len(row[column]) for row in rows) for column in range(len(TABLE_HEADER))]
     numeric = {2, 3, 4, 5, 6}
     lines = []
@@ -273,10 +284,12 @@ def text_table(summaries: Sequence[CellSummary]) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(summaries: Sequence[CellSummary]) -> str:
+def markdown_table(
+    summaries: Sequence[CellSummary], reference_target: str = REFERENCE_TARGET
+) -> str:
     """The results as a GitHub-flavoured Markdown table."""
     lines = [
-        "| " + " | ".join(TABLE_HEADER) + " |",
+        "| " + " | ".join(table_header(reference_target)) + " |",
         "|" + "|".join([":---", ":---", "---:", "---:", "---:", "---:", "---:"]) + "|",
     ]
     lines.extend(

@@ -10,7 +10,9 @@ listener (HTTP/2 in clear text, prior knowledge) through the proxies that can sp
 backend (``speaks_h2c``), for the HTTP/2 load that measures that path.
 
 Placement: the origin and wrk share the client CPU, every proxy runs alone on the proxy CPU, so
-a proxy's throughput is bounded by one core and never competes with the load generator.
+a proxy's throughput is bounded by one core and never competes with the load generator. The
+multi-core targets (``multi_core``: sōzu with two workers, HAProxy with two threads) run on
+both CPUs, the client's included: on a two-core machine they share it with wrk and the origin.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ class Server(ABC):
     # Seconds to wait for the first 200 before declaring the server failed.
     startup_timeout_s: ClassVar[float] = 10.0
 
-    def __init__(self, directory: Path, cpu: int, http_port: int, https_port: int) -> None:
+    def __init__(self, directory: Path, cpu: int | str, http_port: int, https_port: int) -> None:
         self.directory = directory
         self.cpu = cpu
         self.http_port = http_port
@@ -246,7 +248,7 @@ class Origin(Server):
     def __init__(
         self,
         directory: Path,
-        cpu: int,
+        cpu: int | str,
         http_port: int,
         https_port: int,
         tls: TlsMaterial,
@@ -303,11 +305,14 @@ class Target(Server):
     observability_variant: ClassVar[bool] = False
     # TCP ports the target needs beyond its HTTP and HTTPS ports, given as ``extra_ports``.
     extra_port_count: ClassVar[int] = 0
+    # Runs on every CPU (the client's too) instead of the proxy CPU alone, and is measured on
+    # the loads chosen for the multi-core comparison (``--multicore-loads``) only.
+    multi_core: ClassVar[bool] = False
 
     def __init__(
         self,
         directory: Path,
-        cpu: int,
+        cpu: int | str,
         http_port: int,
         https_port: int,
         origin: Origin,
@@ -386,6 +391,7 @@ class SozuTarget(Target):
     # The daemon imports more and starts a worker; it gets longer than the C servers.
     startup_timeout_s = 20.0
     template: ClassVar[str] = "sozu.toml"
+    worker_count: ClassVar[int] = 1
 
     @property
     def command_socket(self) -> Path:
@@ -397,6 +403,7 @@ class SozuTarget(Target):
         return {
             **self.common_values(),
             "origin_h2c_port": self.origin.h2c_port,
+            "worker_count": self.worker_count,
             "command_socket": str(self.command_socket),
             "certificate": str(self.tls.certificate_path),
             "key": str(self.tls.key_path),
@@ -413,6 +420,16 @@ class SozuTarget(Target):
         if not sozu_executable().exists():
             return self._failed(f"{sozu_executable()} not found (is sozu-cli installed?)")
         return super().wait_until_ready()
+
+
+class SozuTwoWorkersTarget(SozuTarget):
+    """The same daemon with two workers (``worker_count = 2``), on both CPUs: the multi-core
+    row, compared with HAProxy's two threads."""
+
+    name = "sozu-2w"
+    description = "sozu for Python, 2 workers, on both CPUs (shared with wrk)"
+    worker_count = 2
+    multi_core = True
 
 
 class SozuQuietTarget(SozuTarget):
@@ -489,6 +506,7 @@ class HaproxyTarget(Target):
 
     name = "haproxy"
     description = "HAProxy, nbthread 1, http-reuse always"
+    threads: ClassVar[int] = 1
 
     def command(self) -> list[str]:
         """Write ``haproxy.cfg`` and return the foreground HAProxy command."""
@@ -497,11 +515,21 @@ class HaproxyTarget(Target):
             self.directory / "haproxy.cfg",
             {
                 **self.common_values(),
+                "threads": self.threads,
                 "origin_h2c_port": self.origin.h2c_port,
                 "bundle": str(self.tls.bundle_path),
             },
         )
         return ["haproxy", "-db", "-f", str(config)]
+
+
+class HaproxyTwoThreadsTarget(HaproxyTarget):
+    """HAProxy with two threads (``nbthread 2``), on both CPUs: the multi-core reference."""
+
+    name = "haproxy-2t"
+    description = "HAProxy, nbthread 2, on both CPUs (shared with wrk)"
+    threads = 2
+    multi_core = True
 
 
 class NginxTarget(Target):
@@ -558,9 +586,16 @@ TARGET_CLASSES: tuple[type[Target], ...] = (
     HaproxyTarget,
     NginxTarget,
     AiohttpTarget,
+    SozuTwoWorkersTarget,
+    HaproxyTwoThreadsTarget,
 )
 TARGET_NAMES: tuple[str, ...] = tuple(cls.name for cls in TARGET_CLASSES)
 TARGETS_BY_NAME: dict[str, type[Target]] = {cls.name: cls for cls in TARGET_CLASSES}
+
+
+def multi_core_cpus(client_cpu: int, proxy_cpu: int) -> int | str:
+    """The CPUs of a multi-core target: the proxy CPU and the client CPU (``taskset`` list)."""
+    return proxy_cpu if client_cpu == proxy_cpu else f"{client_cpu},{proxy_cpu}"
 
 
 def build_servers(
@@ -570,7 +605,7 @@ def build_servers(
 
     Each server gets its own subdirectory of ``workspace`` and two ports (plus the extra ports
     its class asks for, and the origin's h2c port), all allocated at once so that no two
-    servers are given the same port.
+    servers are given the same port. The multi-core targets run on both CPUs.
     """
     chosen = [cls for cls in TARGET_CLASSES if cls.name in names]
     proxies = [cls for cls in chosen if cls is not DirectTarget]
@@ -587,5 +622,6 @@ def build_servers(
             directory = workspace / cls.name
             http_port, https_port = next(ports), next(ports)
             extra = [next(ports) for _ in range(cls.extra_port_count)]
-            targets.append(cls(directory, proxy_cpu, http_port, https_port, origin, tls, extra))
+            cpu = multi_core_cpus(client_cpu, proxy_cpu) if cls.multi_core else proxy_cpu
+            targets.append(cls(directory, cpu, http_port, https_port, origin, tls, extra))
     return origin, targets
