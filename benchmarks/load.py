@@ -58,12 +58,9 @@ from loadbench import http2
 from loadbench.certificates import write_self_signed
 from loadbench.loads import HOSTNAME, LOADS, LOADS_BY_NAME, Load
 from loadbench.machine import choose_cpus, describe_machine, ensure_tools
-from loadbench.multicore import (
-    MULTICORE_REFERENCE,
-    multicore_markdown,
-    multicore_summaries,
-    multicore_text,
-)
+from loadbench.multicore import DOCS_REGION as MULTICORE_REGION
+from loadbench.multicore import MULTICORE_REFERENCE, multicore_summaries, multicore_text
+from loadbench.multicore import markdown_section as multicore_section
 from loadbench.observability import (
     ObservabilityCost,
     cost_markdown,
@@ -606,10 +603,9 @@ def markdown_report(
     summaries: Sequence[CellSummary],
     readiness: dict[str, Readiness],
     costs: Sequence[ObservabilityCost] = (),
-    multicore: Sequence[CellSummary] = (),
 ) -> str:
     """The text that goes between the results markers of ``docs/benchmarks.md`` (the cells of
-    the multi-core targets are in their own table, ``multicore``)."""
+    the multi-core targets have a region of their own, see ``rewrite_tables``)."""
     lines = [
         f"_{describe_run(settings, machine)}_",
         "",
@@ -619,8 +615,6 @@ def markdown_report(
         "",
         markdown_table(one_core(summaries)),
     ]
-    if multicore:
-        lines += ["", multicore_markdown(multicore)]
     if costs:
         lines += ["", cost_markdown(costs)]
     notes = failure_notes(summaries, target_problems(readiness))
@@ -689,13 +683,13 @@ def rewrite_tables(
     costs: Sequence[ObservabilityCost],
     multicore: Sequence[CellSummary] = (),
 ) -> None:
-    """Rewrite the results table of the HTTP/1.1 loads and the one of the HTTP/2 loads, each
-    only when some of its loads ran."""
+    """Rewrite the results table of the HTTP/1.1 loads, the one of the HTTP/2 loads and the
+    multi-core one, each only when some of its cells were measured."""
     assert settings.docs_page is not None
-    http1_cells, http2_cells = http2.split_summaries(summaries, settings.loads)
+    http1_cells, http2_cells = http2.split_summaries(one_core(summaries), settings.loads)
     if http1_cells:
         page = settings.docs_page.read_text(encoding="utf-8")
-        report = markdown_report(settings, machine, http1_cells, readiness, costs, multicore)
+        report = markdown_report(settings, machine, http1_cells, readiness, costs)
         settings.docs_page.write_text(replace_between_markers(page, report), encoding="utf-8")
         print(f"table rewritten in {settings.docs_page}")
     if http2_cells:
@@ -703,6 +697,11 @@ def rewrite_tables(
         section = http2.markdown_section(describe_run(settings, machine), http2_cells, notes)
         if memory.rewrite_docs_region(settings.docs_page, http2.DOCS_REGION, section):
             print(f"HTTP/2 table rewritten in {settings.docs_page}")
+    if multicore:
+        notes = failure_notes(multicore, target_problems(readiness))
+        section = multicore_section(describe_run(settings, machine), multicore, notes)
+        if memory.rewrite_docs_region(settings.docs_page, MULTICORE_REGION, section):
+            print(f"multi-core table rewritten in {settings.docs_page}")
 
 
 def rewrite_extra_sections(

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from loadbench.report import CellSummary, RunRecord, markdown_table, summarise, text_table
 from loadbench.targets import TARGETS_BY_NAME
 
+# The region of docs/benchmarks.md the table goes to (``<!-- multicore:begin -->`` ...).
+DOCS_REGION = "multicore"
 # The target every ratio of the multi-core table is taken against.
 MULTICORE_REFERENCE = "haproxy-2t"
 # The targets the table shows, in its order: one core, then both.
@@ -54,3 +56,14 @@ def multicore_text(summaries: Sequence[CellSummary]) -> str:
 def multicore_markdown(summaries: Sequence[CellSummary]) -> str:
     """The table for the documentation page, with its title and explanation."""
     return f"**{TITLE}.** {EXPLANATION}\n\n{markdown_table(summaries, MULTICORE_REFERENCE)}"
+
+
+def markdown_section(
+    run_description: str, summaries: Sequence[CellSummary], notes: Sequence[str]
+) -> str:
+    """What goes between the ``multicore`` markers of the page: how the run was made, the
+    table and the notes on its cells."""
+    lines = [f"_{run_description}_", "", multicore_markdown(summaries)]
+    if notes:
+        lines += ["", "Notes:", "", "```text", *notes, "```"]
+    return "\n".join(lines)

@@ -3,6 +3,7 @@ configurations and CPUs, the loads they run on, and their table against ``haprox
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import load
@@ -124,3 +125,33 @@ def test_the_main_table_leaves_the_multi_core_targets_to_their_own() -> None:
 
     assert [cell.target for cell in load.one_core(summaries)] == ["sozu", "haproxy"]
     assert [cell.target for cell in summaries] == ["sozu", "haproxy", "sozu-2w"]  # charts
+
+
+def test_the_page_gets_the_multi_core_table_in_its_own_region(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text(
+        "# Benchmarks\n<!-- results:begin -->\nold main table\n<!-- results:end -->\n"
+        "<!-- multicore:begin -->\nold\n<!-- multicore:end -->\n",
+        encoding="utf-8",
+    )
+    settings = load.parse_arguments(["--targets", "sozu-2w,haproxy-2t", "--loads", "small-50"])
+    settings = dataclasses.replace(settings, docs_page=page)
+    records = [_run(0, "sozu-2w", 900, "small-50"), _run(0, "haproxy-2t", 1500, "small-50")]
+    summaries, costs = load.summarise_run(settings, records)
+    cells = multicore_summaries(records, ["small-50"], settings.targets)
+    machine = {
+        "date": "2026-12-04",
+        "cpu_model": "CPU",
+        "cpu_count": 2,
+        "kernel": "Linux",
+        "python": "3.11",
+        "tools": {"wrk": "wrk 4", "h2load": None, "nginx": "nginx", "haproxy": "HAProxy"},
+    }
+
+    load.rewrite_tables(settings, machine, summaries, {}, costs, cells)
+
+    text = page.read_text(encoding="utf-8")
+    assert "old main table" in text  # no one-core cell: the main table is left alone
+    region = text.split("<!-- multicore:begin -->")[1].split("<!-- multicore:end -->")[0]
+    assert region.startswith("\n_full run: 3 round(s)") and "2026-12-04" in region
+    assert "|  | haproxy-2t | 1,500 | 1.00 |" in region and "old" not in region
