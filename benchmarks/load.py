@@ -551,7 +551,7 @@ def describe_run(settings: Settings, machine: dict[str, Any]) -> str:
         f"{settings.warmup_s:g} s warm-up; {machine['date']}; {machine['cpu_model']}, "
         f"{machine['cpu_count']} CPUs; {machine['kernel']}; Python {machine['python']}; "
         f"{tools['wrk']}; {tools.get('h2load') or 'no h2load'}; {tools['nginx']}; "
-        f"{tools['haproxy']}."
+        f"{tools['haproxy']}; sozu's hot path {machine.get('sozu_hot_path', 'unknown')}."
     )
 
 

@@ -40,7 +40,13 @@ from mypyc.build import mypycify
 
 build_dir, *modules = sys.argv[1:]
 extensions = mypycify(
-    ["--config-file=", "--ignore-missing-imports", "--follow-imports=silent", *modules],
+    [
+        "--config-file=",
+        "--cache-dir=" + build_dir + "/cache",
+        "--ignore-missing-imports",
+        "--follow-imports=silent",
+        *modules,
+    ],
     opt_level="3",
     group_name="{GROUP}",
     target_dir=build_dir + "/c",
@@ -74,7 +80,8 @@ class CompiledHotPath(BuildHookInterface):  # type: ignore[type-arg]
         src = Path(self.root) / "src"
         modules: list[str] = list(self.config.get("compiled", []))
         editable = version == "editable"
-        self._clean(src, modules)
+        if editable:
+            self._clean(src, modules)
         if os.environ.get(PURE_ENV) == "1":
             _say(f"{PURE_ENV}=1: building pure Python")
             return

@@ -32,10 +32,13 @@ _MANIFEST = _HERE / "_compiled.json"
 _PACKAGE = __name__.rpartition(".")[0]
 
 
-class _Mode:
-    """The mode of this process, decided on first use."""
+class Mode:
+    """The mode of a process, decided on first use from ``manifest`` (the build's record of
+    the compiled sources, relative to ``root``) and the environment."""
 
-    def __init__(self) -> None:
+    def __init__(self, manifest: Path, root: Path) -> None:
+        self.manifest = manifest
+        self.root = root
         self.decided = False
         self.compiled = False
         self.reason = ""
@@ -46,7 +49,7 @@ class _Mode:
             return
         self.decided = True
         try:
-            hashes: dict[str, str] = json.loads(_MANIFEST.read_text())
+            hashes: dict[str, str] = json.loads(self.manifest.read_text())
         except (OSError, ValueError):
             self.reason = "pure Python: this installation has no compiled modules"
             return
@@ -55,7 +58,7 @@ class _Mode:
             self.reason = f"pure Python: {PURE_ENV}=1"
             return
         for path, digest in hashes.items():
-            source = _HERE.parent / path
+            source = self.root / path
             try:
                 current = hashlib.sha256(source.read_bytes()).hexdigest()
             except OSError:
@@ -68,7 +71,7 @@ class _Mode:
         self.reason = f"compiled: {len(hashes)} modules built with mypyc"
 
 
-_MODE = _Mode()
+_MODE = Mode(_MANIFEST, _HERE.parent)
 
 
 def mode() -> tuple[bool, str]:
