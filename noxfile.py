@@ -1,5 +1,5 @@
-"""Development tasks: `nox -s tests`, `lint`, `typecheck`, `schema`, `bench`, `demo`, `fuzz`,
-`soak`."""
+"""Development tasks: `nox -s tests`, `tests-pure`, `lint`, `typecheck`, `schema`, `bench`,
+`demo`, `fuzz`, `soak`."""
 
 from __future__ import annotations
 
@@ -18,10 +18,34 @@ TEST_DEPS = [
 ]
 
 
+# Says how the installed daemon runs its per-request modules; fails when a C compiler is
+# present but they did not compile (the build then falls back to pure Python, and the tests
+# would silently check only that mode).
+HOT_PATH_CHECK = """
+import shutil, sys
+from sozu_runtime.compiled import mode
+compiled, reason = mode()
+print("sozu hot path:", reason)
+sys.exit(0 if compiled or sys.argv[1] == "pure" or not shutil.which("cc") else 1)
+"""
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite (unit, property and end-to-end tests)."""
+    """The whole test suite (unit, property and end-to-end tests), on the compiled hot path
+    where a C compiler exists."""
     session.install(*PACKAGES, *TEST_DEPS)
+    session.run("python", "-c", HOT_PATH_CHECK, "compiled")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(name="tests-pure")
+def tests_pure(session: nox.Session) -> None:
+    """The whole test suite with the per-request modules run from their Python sources
+    (``SOZU_PURE_PYTHON=1``: what runs where no C compiler is found)."""
+    session.env["SOZU_PURE_PYTHON"] = "1"
+    session.install(*PACKAGES, *TEST_DEPS)
+    session.run("python", "-c", HOT_PATH_CHECK, "pure")
     session.run("pytest", *session.posargs)
 
 

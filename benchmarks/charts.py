@@ -44,6 +44,7 @@ DEFAULT_RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TARGET_COLOURS = {
     "direct": "#7f7f7f",
     "sozu": "#d62728",
+    "sozu-pure": "#e377c2",
     "sozu-quiet": "#f4a6a6",
     "sozu-observed": "#8c1c1c",
     "haproxy": "#1f77b4",

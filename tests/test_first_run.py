@@ -230,7 +230,7 @@ def run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProce
 
 
 @pytest.mark.install
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_the_three_packages_install_from_the_repository_in_a_fresh_venv(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     created = run([sys.executable, "-m", "venv", str(venv)], tmp_path, 60)
@@ -248,8 +248,13 @@ def test_the_three_packages_install_from_the_repository_in_a_fresh_venv(tmp_path
 
     # the README's single install (the index only for the dependencies)
     packages = [str(REPOSITORY / "packages" / name) for name in ("sozu-config", "sozu-runtime")]
-    installed = run([*pip, *packages, str(REPOSITORY / "packages" / "sozu-cli")], tmp_path, 180)
+    installed = run([*pip, *packages, str(REPOSITORY / "packages" / "sozu-cli")], tmp_path, 480)
     assert installed.returncode == 0, installed.stderr
+    # where a C compiler exists, the one install compiled the hot path
+    hot_path = run([str(venv / "bin" / "python"), "-c", HOT_PATH], tmp_path, 60)
+    assert hot_path.returncode == 0, hot_path.stderr
+    if shutil.which("cc") is not None and os.environ.get("SOZU_PURE_PYTHON") != "1":
+        assert hot_path.stdout.startswith("compiled: "), hot_path.stdout
     version = run([str(venv / "bin" / "sozu"), "--version"], tmp_path, 60)
     assert version.returncode == 0, version.stderr
     assert "0.1.0" in version.stdout + version.stderr
@@ -260,8 +265,39 @@ def test_the_three_packages_install_from_the_repository_in_a_fresh_venv(tmp_path
     assert {path.name for path in licences} >= {"LICENSE", "LICENSE.GPL-3"}
 
 
+HOT_PATH = "from sozu_runtime.compiled import mode; print(mode()[1])"
+
+
 @pytest.mark.install
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
+def test_an_install_whose_compiler_fails_runs_pure_python(tmp_path: Path) -> None:
+    """A machine whose C compiler fails (here ``CC=false``) still installs the daemon: the
+    build says why it fell back, and the proxy runs its Python sources."""
+    venv = tmp_path / "venv"
+    created = run([sys.executable, "-m", "venv", str(venv)], tmp_path, 60)
+    assert created.returncode == 0, created.stderr
+    packages = [str(REPOSITORY / "packages" / name) for name in ("sozu-config", "sozu-runtime")]
+    env = {key: value for key, value in os.environ.items() if key != "SOZU_PURE_PYTHON"}
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-v", *packages],
+        cwd=tmp_path,
+        env={**env, "CC": shutil.which("false") or "/bin/false"},
+        capture_output=True,
+        text=True,
+        timeout=480,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    assert "mypyc failed, building pure Python instead" in installed.stdout + installed.stderr
+    python = str(venv / "bin" / "python")
+    hot_path = run([python, "-c", HOT_PATH], tmp_path, 60)
+    assert hot_path.stdout.strip() == "pure Python: this installation has no compiled modules"
+    started = run([python, "-c", "import sozu_runtime.worker.http"], tmp_path, 60)
+    assert started.returncode == 0, started.stderr
+
+
+@pytest.mark.install
+@pytest.mark.timeout(600)
 def test_the_readme_demo_command_installs_a_demo_whose_banner_works(tmp_path: Path) -> None:
     """The README's first command, as written, in an empty directory; its last step with
     ``--install-only`` (the demo itself would take the ports 8080, 9001 and 9002)."""
@@ -273,7 +309,7 @@ def test_the_readme_demo_command_installs_a_demo_whose_banner_works(tmp_path: Pa
     envdir = tmp_path / "nox"
     noxfile = REPOSITORY / "noxfile.py"
     extra = ["--install-only", "--envdir", str(envdir), "-f", str(noxfile)]
-    installed = run([*shlex.split(nox_step), *extra], tmp_path, 240)
+    installed = run([*shlex.split(nox_step), *extra], tmp_path, 480)
     assert installed.returncode == 0, installed.stderr[-3000:]
 
     python = envdir / "demo" / "bin" / "python"

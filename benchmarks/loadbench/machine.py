@@ -89,7 +89,16 @@ def describe_machine(repository: Path) -> dict[str, Any]:
             for name in ("sozu-runtime", "sozu-cli", "sozu-config", "aiohttp", "uvloop")
         },
         "source_revision": source_revision(repository),
+        "sozu_hot_path": hot_path(),
     }
+
+
+def hot_path() -> str:
+    """How ``sozu`` runs its per-request modules here: compiled (mypyc) or pure Python."""
+    # imported here: the benchmark's own tests describe machines without the runtime
+    from sozu_runtime.compiled import mode
+
+    return mode()[1]
 
 
 def missing_tools() -> list[str]:

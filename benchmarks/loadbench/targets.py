@@ -18,6 +18,7 @@ both CPUs, the client's included: on a two-core machine they share it with wrk a
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 import sys
@@ -34,6 +35,7 @@ from loadbench.loads import HOSTNAME, Load
 from loadbench.processes import PinnedProcess
 from sozu_config.client import ClientError, CommandClient
 from sozu_config.requests import ConfigureMetrics
+from sozu_runtime.compiled import PURE_ENV
 
 # Every server listens on loopback only.
 LOOPBACK = "127.0.0.1"
@@ -166,7 +168,11 @@ class Server(ABC):
         self.process = PinnedProcess(
             self.name, self.command(), self.cpu, self.directory / "output.log"
         )
-        self.process.start(cwd=self.directory)
+        self.process.start(cwd=self.directory, env=self.environment())
+
+    def environment(self) -> dict[str, str] | None:
+        """The process's environment (None: the benchmark's own)."""
+        return None
 
     def stop(self) -> None:
         """Stop the process group, if it was started (idempotent)."""
@@ -432,6 +438,18 @@ class SozuTwoWorkersTarget(SozuTarget):
     multi_core = True
 
 
+class SozuPureTarget(SozuTarget):
+    """The same daemon with its per-request modules run from their Python sources
+    (``SOZU_PURE_PYTHON=1``): what the compiled hot path gains, side by side."""
+
+    name = "sozu-pure"
+    description = "sozu for Python, 1 worker, pure-Python mode (SOZU_PURE_PYTHON=1)"
+
+    def environment(self) -> dict[str, str] | None:
+        """The daemon's environment, and so its workers': ``SOZU_PURE_PYTHON=1``."""
+        return {**os.environ, PURE_ENV: "1"}
+
+
 class SozuQuietTarget(SozuTarget):
     """The same daemon with its metrics disabled once it is up, and no access logs: the
     baseline the cost of observability is measured against."""
@@ -581,6 +599,7 @@ class AiohttpTarget(Target):
 TARGET_CLASSES: tuple[type[Target], ...] = (
     DirectTarget,
     SozuTarget,
+    SozuPureTarget,
     SozuQuietTarget,
     SozuObservedTarget,
     HaproxyTarget,

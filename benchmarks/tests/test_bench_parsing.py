@@ -589,7 +589,7 @@ def test_load_runs_the_memory_and_reconfiguration_benchmarks_unless_skipped() ->
     assert load.estimated_extra_seconds(bare) == 0.0
     assert bare.to_json()["memory"] is False
     # the whole default run stays within the budget of nox -s bench
-    assert load.estimated_seconds(full) + load.estimated_extra_seconds(full) < 18 * 60
+    assert load.estimated_seconds(full) + load.estimated_extra_seconds(full) < load.TOTAL_BUDGET_S
 
 
 def test_failed_transfers_are_grouped_by_direction_and_reason() -> None:

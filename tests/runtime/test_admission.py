@@ -84,12 +84,11 @@ def test_per_ip_slots_per_cluster() -> None:
     assert limits.ip_slots("api", "10.0.0.1") == 0
 
 
-def test_memory_is_handed_back_after_a_burst_and_when_idle(monkeypatch: object) -> None:
-    from sozu_runtime.worker import admission as module
-
+def test_memory_is_handed_back_after_a_burst_and_when_idle() -> None:
     trims: list[int] = []
-    monkeypatch.setattr(module, "return_free_memory", lambda: trims.append(1) or True)  # type: ignore[attr-defined]
-    limits, _ = admission(10_000)
+    limits = Admission(
+        [].append, Metrics(), max_connections=10_000, trim=lambda: trims.append(1) or True
+    )
     burst = [Connection(float(i)) for i in range(300)]
     for connection in burst:
         limits.opened(connection)

@@ -51,6 +51,7 @@ from sozu_config.responses import (
 from sozu_config.state import ConfigState, StateError
 
 from .. import __version__
+from ..compiled import mode as hot_path_mode
 from ..health import HealthMonitor
 from ..logs import reopen_logs
 from ..messages import ReopenLogs
@@ -187,11 +188,12 @@ class Daemon:
         write_pid_file(config)
         self._notify_serving()
         log.info(
-            "sozu is ready: %d workers, %d listeners, %d clusters, command socket %s",
+            "sozu is ready: %d workers, %d listeners, %d clusters, command socket %s; hot path %s",
             len(self.pool),
             len(self.state.listeners()),
             len(self.state.clusters),
             config.command_socket,
+            hot_path_mode()[1],
         )
 
     async def adopt(self, data: dict[str, Any]) -> None:

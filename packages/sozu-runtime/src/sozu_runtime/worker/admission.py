@@ -99,6 +99,7 @@ class Admission:
         "_peak",
         "_per_ip",
         "_set_accepting",
+        "_trim",
         "_trimmed_at",
         "connections",
         "evict_on_queue_full",
@@ -114,8 +115,10 @@ class Admission:
         *,
         max_connections: int,
         evict_on_queue_full: bool = False,
+        trim: Callable[[], bool] = return_free_memory,
     ) -> None:
         self._set_accepting = set_accepting
+        self._trim = trim  # hands free memory back (see :func:`return_free_memory`)
         self.metrics = metrics
         self.max_connections = max_connections
         self.evict_on_queue_full = evict_on_queue_full
@@ -210,7 +213,7 @@ class Admission:
             return
         self._trimmed_at = now
         self._peak = count
-        return_free_memory()
+        self._trim()
 
 
 def _deadline(connection: Connection) -> float:

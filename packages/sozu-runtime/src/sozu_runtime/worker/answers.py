@@ -99,7 +99,7 @@ _VARIABLE_PATTERN: Final[re.Pattern[bytes]] = re.compile(
     b"%("
     + b"|".join(
         re.escape(name.encode("ascii"))
-        for name in sorted(VARIABLES | _ALIASES.keys(), key=lambda n: (-len(n), n))
+        for name in sorted((*VARIABLES, *_ALIASES), key=lambda n: (-len(n), n))
     )
     + b")"
 )
@@ -175,7 +175,7 @@ def _built_in_body_escape(body: bytes, offset: int) -> _Escape:
 # --- compiled segments ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _BodySlot:
     """A variable in the body, replaced by its escaped value (empty when missing)."""
 
@@ -186,7 +186,7 @@ class _BodySlot:
         return self.escape(variables.get(self.variable, ""))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _HeaderSlot:
     """A header line whose whole value is a variable; the line is dropped if the value is empty.
 
@@ -201,7 +201,7 @@ class _HeaderSlot:
         return self.prefix + value + _CRLF if value else b""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _ContentLengthSlot:
     """The template's Content-Length line, its value recomputed from the rendered body."""
 
@@ -218,7 +218,7 @@ _BodySegment = bytes | _BodySlot
 # --- templates --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AnswerTemplate:
     """A validated, precompiled answer template. Immutable, so it can be shared freely.
 

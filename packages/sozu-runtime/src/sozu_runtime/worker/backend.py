@@ -491,4 +491,6 @@ class BackendConnection(asyncio.BufferedProtocol):
                 self.transport.close()
             self.pool.closed(self)
 
-    abandon = close  # the client went away, or was answered directly
+    def abandon(self) -> None:
+        """Give the request up: the client went away, or was answered directly."""
+        self.close()

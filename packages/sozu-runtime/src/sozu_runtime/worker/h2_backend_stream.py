@@ -404,7 +404,9 @@ class H2BackendStream(BackendConnection):
             self.session = None
         self.release_or_close(False)
 
-    abandon = close
+    def abandon(self) -> None:
+        """Give the request up: the client went away, or was answered directly."""
+        self.close()
 
     def fail_later(self, status: int, reason: str) -> None:
         """Fail the request on the next turn of the loop: the session is in the middle of

@@ -73,7 +73,7 @@ means the same thing in every position.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
 from sozu_config.grammar import (
@@ -110,7 +110,7 @@ _HOST_WILDCARD: Final = int(HostKind.WILDCARD)
 _HOST_REGEX: Final = int(HostKind.REGEX)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RouteRule:
     """What a frontend asks the router to match: hostname, path rule, method (None: any) and
     position. Kinds and positions may be given by their wire names (``"prefix"``, ``"tree"``);
@@ -166,7 +166,6 @@ def _parse_method(method: str | None) -> bytes | None:
 # --- rules and host entries ------------------------------------------------------------------
 
 
-@dataclass(slots=True, eq=False)
 class _Rule(Generic[R]):
     """One rule with everything the hot path needs pre-computed.
 
@@ -176,14 +175,37 @@ class _Rule(Generic[R]):
     identity, so two rules are never confused when one is removed.
     """
 
-    host_kind: int
-    host_name: bytes
-    host_pattern: re.Pattern[bytes] | None
-    path_kind: int
-    path: bytes
-    path_pattern: re.Pattern[bytes] | None
-    method: bytes | None
-    route: R
+    __slots__ = (
+        "host_kind",
+        "host_name",
+        "host_pattern",
+        "method",
+        "path",
+        "path_kind",
+        "path_pattern",
+        "route",
+    )
+
+    def __init__(
+        self,
+        *,
+        host_kind: int,
+        host_name: bytes,
+        host_pattern: re.Pattern[bytes] | None,
+        path_kind: int,
+        path: bytes,
+        path_pattern: re.Pattern[bytes] | None,
+        method: bytes | None,
+        route: R,
+    ) -> None:
+        self.host_kind = host_kind
+        self.host_name = host_name
+        self.host_pattern = host_pattern
+        self.path_kind = path_kind
+        self.path = path
+        self.path_pattern = path_pattern
+        self.method = method
+        self.route = route
 
 
 # A regex path rule as stored in a host entry: its compiled pattern next to it, so that the
@@ -191,13 +213,15 @@ class _Rule(Generic[R]):
 _RegexRule = tuple[re.Pattern[bytes], _Rule[R]]
 
 
-@dataclass(slots=True, eq=False)
 class _MethodSlot(Generic[R]):
     """The rules sharing one equals value or one prefix in a host entry: at most one per
     method and at most one for any method (duplicates are refused on add)."""
 
-    by_method: dict[bytes, _Rule[R]] = field(default_factory=dict)
-    any_method: _Rule[R] | None = None
+    __slots__ = ("any_method", "by_method")
+
+    def __init__(self) -> None:
+        self.by_method: dict[bytes, _Rule[R]] = {}
+        self.any_method: _Rule[R] | None = None
 
     def pick(self, method: bytes) -> _Rule[R] | None:
         """The rule for `method` if there is one, else the any-method rule, else None."""
@@ -222,7 +246,6 @@ class _MethodSlot(Generic[R]):
         return self.any_method is not None or bool(self.by_method)
 
 
-@dataclass(slots=True, eq=False)
 class _HostEntry(Generic[R]):
     """The TREE rules of one hostname, indexed for the within-entry precedence.
 
@@ -232,12 +255,22 @@ class _HostEntry(Generic[R]):
     size 0 is removed from the router.
     """
 
-    equals: dict[bytes, _MethodSlot[R]] = field(default_factory=dict)
-    regex_by_method: dict[bytes, list[_RegexRule[R]]] = field(default_factory=dict)
-    regex_any_method: list[_RegexRule[R]] = field(default_factory=list)
-    prefix_slots: dict[bytes, _MethodSlot[R]] = field(default_factory=dict)
-    prefixes: list[tuple[bytes, _MethodSlot[R]]] = field(default_factory=list)
-    size: int = 0
+    __slots__ = (
+        "equals",
+        "prefix_slots",
+        "prefixes",
+        "regex_any_method",
+        "regex_by_method",
+        "size",
+    )
+
+    def __init__(self) -> None:
+        self.equals: dict[bytes, _MethodSlot[R]] = {}
+        self.regex_by_method: dict[bytes, list[_RegexRule[R]]] = {}
+        self.regex_any_method: list[_RegexRule[R]] = []
+        self.prefix_slots: dict[bytes, _MethodSlot[R]] = {}
+        self.prefixes: list[tuple[bytes, _MethodSlot[R]]] = []
+        self.size = 0
 
     def find(self, path: bytes, method: bytes) -> _Rule[R] | None:
         """The rule of this entry for `path` and `method`: equals, else regex, else the
@@ -404,14 +437,14 @@ class Router(Generic[R]):
         name = host.name.encode("ascii")
         host_name = b"." + name if host.kind is HostKind.WILDCARD else name
         entry: _Rule[R] = _Rule(
-            int(host.kind),
-            host_name,
-            host.pattern,
-            kind,
-            path,
-            path_pattern,
-            _parse_method(rule.method),
-            route,
+            host_kind=int(host.kind),
+            host_name=host_name,
+            host_pattern=host.pattern,
+            path_kind=kind,
+            path=path,
+            path_pattern=path_pattern,
+            method=_parse_method(rule.method),
+            route=route,
         )
         if rule.position is RulePosition.PRE:
             self._pre.append(entry)
