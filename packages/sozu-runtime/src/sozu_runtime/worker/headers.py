@@ -105,8 +105,13 @@ class ForwardingHeaders:
 
     def forwarded_value(self, ip: str, port: int) -> bytes:
         """The element this proxy adds to ``Forwarded`` for a client at ``ip:port``."""
-        node = _forwarded_node(ip)
-        return b'proto=%s;for="%s:%d";by=%s' % (self.proto, node.strip(b'"'), port, self._by)
+        before, after = self._forwarded_around_port(ip)
+        return b"%s%d%s" % (before, port, after)
+
+    def _forwarded_around_port(self, ip: str) -> tuple[bytes, bytes]:
+        """That element for a client at ``ip``, before and after its port."""
+        node = _forwarded_node(ip).strip(b'"')
+        return b'proto=%s;for="%s:' % (self.proto, node), b'";by=%s' % self._by
 
     def for_peer(self, ip: str, port: int, seen: int = 0) -> bytes:
         """The headers added to every request from ``ip:port`` (X-Forwarded-Port and -Proto
@@ -134,9 +139,9 @@ class ForwardingHeaders:
         head = b"" if seen & h1.SEEN_X_FORWARDED_FOR else b"X-Forwarded-For: " + peer + _CRLF
         tail = b""
         if not seen & h1.SEEN_FORWARDED:
-            node = _forwarded_node(ip).strip(b'"')
-            head += b'Forwarded: proto=%s;for="%s:' % (self.proto, node)
-            tail = b'";by=%s\r\n' % self._by
+            before, after = self._forwarded_around_port(ip)
+            head += b"Forwarded: " + before
+            tail = after + _CRLF
         if self.send_x_real_ip:
             tail += b"X-Real-IP: " + peer + _CRLF
         if not seen & h1.SEEN_X_FORWARDED_PORT:
