@@ -399,6 +399,3 @@ class Response(Model):
     def final(self) -> bool:
         return self.status is not ResponseStatus.PROCESSING
 
-
-WorkerResponses.model_rebuild()
-Response.model_rebuild()
