@@ -33,12 +33,14 @@ if TYPE_CHECKING:
         fingerprint_of,
     )
     from .client import (
+        MUTATION_TIMEOUT,
         AsyncCommandClient,
         ClientError,
         CommandClient,
         CommandFailed,
         CommandTimeout,
         DaemonUnreachable,
+        mutation_timeout,
     )
     from .config import (
         Config,
@@ -49,13 +51,7 @@ if TYPE_CHECKING:
         load_config,
         load_config_text,
     )
-    from .live import (
-        MUTATION_TIMEOUT,
-        LivePlan,
-        fetch_live_state,
-        load_plan,
-        mutation_timeout,
-    )
+    from .live import LivePlan, fetch_live_state, load_plan
     from .models import (
         H2_LISTENER_FIELDS,
         Backend,
@@ -401,11 +397,11 @@ _HOMES: dict[str, str] = {
     "check_config_text": "config",
     "load_config": "config",
     "load_config_text": "config",
-    "MUTATION_TIMEOUT": "live",
+    "MUTATION_TIMEOUT": "client",
     "LivePlan": "live",
     "fetch_live_state": "live",
     "load_plan": "live",
-    "mutation_timeout": "live",
+    "mutation_timeout": "client",
     "H2_LISTENER_FIELDS": "models",
     "Backend": "models",
     "Cluster": "models",

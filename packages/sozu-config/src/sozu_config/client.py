@@ -39,13 +39,28 @@ if TYPE_CHECKING:
     import asyncio
 
 __all__ = [
+    "MUTATION_TIMEOUT",
     "AsyncCommandClient",
     "ClientError",
     "CommandClient",
     "CommandFailed",
     "CommandTimeout",
     "DaemonUnreachable",
+    "mutation_timeout",
 ]
+
+MUTATION_TIMEOUT = 30.0
+"""Seconds a client waits at least for the answer to a change: a batch is applied by every
+worker before the daemon answers, which takes longer than a query."""
+
+
+def mutation_timeout(ctl_command_timeout: int) -> float | None:
+    """Seconds to wait for the answer to a change, given a ``ctl_command_timeout`` in
+    milliseconds (0: no limit, ``None``): that timeout, but at least :data:`MUTATION_TIMEOUT`."""
+    if ctl_command_timeout == 0:
+        return None
+    return max(ctl_command_timeout / 1000, MUTATION_TIMEOUT)
+
 
 _ids = itertools.count(1)
 _prefix = f"{os.getpid():x}"

@@ -398,4 +398,3 @@ class Response(Model):
     @property
     def final(self) -> bool:
         return self.status is not ResponseStatus.PROCESSING
-

@@ -28,7 +28,6 @@ from sozu_config import (
     UpgradeMain,
     UpgradeWorker,
 )
-from sozu_config.config import ConfigError, load_config
 from sozu_config.responses import BatchResults, EventContent, RequestCounts, WorkersContent
 
 from ..arguments import non_negative
@@ -47,6 +46,8 @@ LOG_LEVELS = literal_values(Logging, "level")
 
 def start(ctx: Context) -> int:
     """Run the daemon in the foreground (exit 1 when the configuration does not load)."""
+    from sozu_config.config import ConfigError, load_config
+
     path = ctx.config_path
     if path is None:
         raise UsageError("no configuration file: give -c FILE or set SOZU_CONFIG")
