@@ -4,7 +4,6 @@ change its log level, follow its events."""
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +137,8 @@ def upgrade(ctx: Context) -> int:
         before.main.version if before.main else None,
         main_after,
     )
+    from concurrent.futures import ThreadPoolExecutor
+
     workers = content_of(ctx.send_patiently(ListWorkers()), WorkersContent).workers
     running = [w for w in workers if w.run_state.value == "running"]
     with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
