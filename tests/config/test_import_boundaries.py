@@ -332,3 +332,28 @@ def test_the_io_half_of_planning_is_in_live() -> None:
     assert ".client" not in imports
     assert ".live" not in imports
     assert ".client" in top_level_imports(PACKAGE / "src" / "sozu_config" / "live.py")
+
+
+BUILT = textwrap.dedent(
+    """
+    import json
+    from sozu_config import protocol
+    from sozu_config.responses import Response
+    before = [Response.__pydantic_complete__, protocol._REQUEST_MESSAGE.pydantic_complete]
+    protocol.build_validators()
+    protocol.build_validators()
+    after = [Response.__pydantic_complete__, protocol._REQUEST_MESSAGE.pydantic_complete,
+             protocol._RESPONSE.pydantic_complete]
+    print(json.dumps({"before": before, "after": after}))
+    """
+)
+
+
+def test_validators_are_built_on_first_use_or_when_asked() -> None:
+    """Loading the protocol builds no validator; a daemon builds them before it listens."""
+    result = subprocess.run(
+        [sys.executable, "-c", BUILT], capture_output=True, text=True, check=True, timeout=120
+    )
+    report = json.loads(result.stdout)
+    assert report["before"] == [False, False]
+    assert report["after"] == [True, True, True]
