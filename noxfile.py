@@ -84,9 +84,11 @@ def schema(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: library (diff, generate, load) and load tests against other proxies."""
+    """Benchmarks: library (diff, generate, load), command-line start, and load tests against
+    other proxies."""
     session.install(*PACKAGES, "aiohttp>=3.9", "matplotlib>=3.8")
     session.run("python", "benchmarks/config_bench.py")
+    session.run("python", "benchmarks/cli_start.py")
     session.run("python", "benchmarks/load.py", *session.posargs)
 
 

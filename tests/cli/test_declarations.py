@@ -214,7 +214,11 @@ def _demo() -> Parser:
     add_commands(
         subcommands,
         TABLE,
-        {GlobalOptions.ALL: [shared], GlobalOptions.WITHOUT_SOCKET: [], GlobalOptions.NONE: []},
+        {
+            GlobalOptions.ALL: lambda: [shared],
+            GlobalOptions.WITHOUT_SOCKET: list,
+            GlobalOptions.NONE: list,
+        },
     )
     return parser
 
@@ -243,3 +247,23 @@ def test_the_generic_builder(capsys: pytest.CaptureFixture[str]) -> None:
     assert completers["plan"] == Completer.FILE
     assert completers["colour"] == ("red", "dark_blue")
     assert completers["verbose"] is None
+
+
+def test_a_parser_for_one_command_line_builds_only_the_command_it_names() -> None:
+    """``build_parser(words)`` builds the named command whole and the others as their name and
+    help line: the top-level help and the command's own parsing are those of the whole
+    parser."""
+    words = ["--socket", "/run/sozu.sock", "cluster", "list", "--json"]
+    whole, partial = build_parser(), build_parser(words)
+    assert vars(partial.parse_args(words)) == vars(whole.parse_args(words))
+    assert partial.format_help() == whole.format_help()
+    assert (
+        _leaf(partial, ["cluster", "list"]).format_help()
+        == _leaf(whole, ["cluster", "list"]).format_help()
+    )
+    status = _leaf(partial, ["status"])  # not named: its name and help only
+    assert status.format_usage() != _leaf(whole, ["status"]).format_usage()
+    backend = _leaf(partial, ["backend"])
+    assert [a for a in backend._actions if isinstance(a, argparse._SubParsersAction)] == []
+    with pytest.raises(SystemExit):
+        partial.parse_args(["no-such-command"])

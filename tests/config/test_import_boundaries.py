@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -18,6 +19,10 @@ from sozu_config.responses import StateContent
 REPOSITORY = Path(__file__).resolve().parents[2]
 PACKAGE = REPOSITORY / "packages" / "sozu-config"
 FORBIDDEN = ("aiohttp", "rich", "uvloop", "httptools", "sozu_runtime", "sozu_cli")
+HEAVY = ("cryptography", "deepdiff", "asyncio")
+"""Loaded only by what needs them: parsing a certificate, showing a field's change, the asyncio
+client."""
+CERTIFICATE = REPOSITORY / "tests" / "fixtures" / "sozu-data" / "lib__assets__local-certificate.pem"
 
 LOADED_MODULES = textwrap.dedent(
     """
@@ -48,17 +53,94 @@ def forbidden_among(modules: list[str]) -> list[str]:
     return [m for m in modules if m.split(".")[0] in FORBIDDEN]
 
 
+def top_packages(modules: list[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules}
+
+
 def test_importing_sozu_config_loads_no_server_or_cli_module() -> None:
     loaded = modules_loaded("import")
     assert "sozu_config" in loaded
-    assert "sozu_config.state" in loaded
     assert forbidden_among(loaded) == []
+
+
+def test_importing_sozu_config_loads_none_of_its_modules_nor_their_dependencies() -> None:
+    """The public names load their module on first use: the bare import is cheap."""
+    loaded = modules_loaded("import")
+    assert [m for m in loaded if m.startswith("sozu_config.")] == []
+    assert top_packages(loaded) & {*HEAVY, "pydantic", "rich"} == set()
 
 
 def test_using_every_public_name_loads_no_server_or_cli_module() -> None:
     loaded = modules_loaded("all")
     assert "sozu_config.client" in loaded
+    assert "sozu_config.state" in loaded
     assert forbidden_among(loaded) == []
+    assert top_packages(loaded) & set(HEAVY) == set()
+
+
+CERTIFICATE_READ = textwrap.dedent(
+    """
+    import json, sys
+    from sozu_config import CertificateAndKey, certificate_info
+    CertificateAndKey(certificate="x", key="y")
+    before = "cryptography" in sys.modules
+    info = certificate_info(open(sys.argv[1], encoding="ascii").read())
+    print(json.dumps({"before": before, "after": "cryptography" in sys.modules,
+                      "fingerprint": info.fingerprint}))
+    """
+)
+
+
+def test_cryptography_is_loaded_once_a_certificate_is_read() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CERTIFICATE_READ, str(CERTIFICATE)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    report = json.loads(result.stdout)
+    assert report["before"] is False
+    assert report["after"] is True
+    assert len(report["fingerprint"]) == 64
+
+
+def test_every_public_name_imports_in_a_fresh_interpreter() -> None:
+    """``from sozu_config import …`` works for every name at once, and for the names of each
+    module first thing in a new process (loading one module lazily does not depend on another
+    having been loaded before)."""
+    groups: dict[str, list[str]] = {}
+    for name, module in sozu_config._HOMES.items():
+        groups.setdefault(module, []).append(name)
+    statements = [f"from sozu_config import {', '.join(sozu_config.__all__)}"]
+    statements += [f"from sozu_config import {', '.join(names)}" for names in groups.values()]
+    for statement in statements:
+        result = subprocess.run(
+            [sys.executable, "-c", statement],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"{statement[:80]}: {result.stderr[-2000:]}"
+
+
+def test_each_lazy_name_is_the_object_of_its_home_module() -> None:
+    homes = sozu_config._HOMES
+    assert set(homes) == set(sozu_config.__all__) - {"__version__"}
+    for name, module in homes.items():
+        home = importlib.import_module(f"sozu_config.{module}")
+        assert getattr(sozu_config, name) is getattr(home, name), name
+    assert set(sozu_config.__all__) <= set(dir(sozu_config))
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    try:
+        sozu_config.NoSuchName  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as error:
+        assert "NoSuchName" in str(error)
+    else:
+        raise AssertionError("no AttributeError")
 
 
 def test_every_name_in_all_exists() -> None:
@@ -250,3 +332,28 @@ def test_the_io_half_of_planning_is_in_live() -> None:
     assert ".client" not in imports
     assert ".live" not in imports
     assert ".client" in top_level_imports(PACKAGE / "src" / "sozu_config" / "live.py")
+
+
+BUILT = textwrap.dedent(
+    """
+    import json
+    from sozu_config import protocol
+    from sozu_config.responses import Response
+    before = [Response.__pydantic_complete__, protocol._REQUEST_MESSAGE.pydantic_complete]
+    protocol.build_validators()
+    protocol.build_validators()
+    after = [Response.__pydantic_complete__, protocol._REQUEST_MESSAGE.pydantic_complete,
+             protocol._RESPONSE.pydantic_complete]
+    print(json.dumps({"before": before, "after": after}))
+    """
+)
+
+
+def test_validators_are_built_on_first_use_or_when_asked() -> None:
+    """Loading the protocol builds no validator; a daemon builds them before it listens."""
+    result = subprocess.run(
+        [sys.executable, "-c", BUILT], capture_output=True, text=True, check=True, timeout=120
+    )
+    report = json.loads(result.stdout)
+    assert report["before"] == [False, False]
+    assert report["after"] == [True, True, True]

@@ -27,7 +27,8 @@ checked file there, ``--fleet-status URL`` shows what every node runs.
 
 This module is the command (its arguments, its modes, one pass over the targets); the targets
 themselves are :mod:`.targets`, saved plans :mod:`.saved_plans`, offline plans :mod:`.offline`,
-the fleet modes :mod:`.fleet.command`.
+the fleet modes :mod:`.fleet.command`. Those are imported when a pass runs, not with this
+module, which ``sozu`` imports for its ``apply`` subcommand's arguments.
 """
 
 from __future__ import annotations
@@ -35,25 +36,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sozu_config.config import Config
-from sozu_config.live import MUTATION_TIMEOUT
+from sozu_config.client import MUTATION_TIMEOUT
 
 from .arguments import Parser, add_version, non_negative, positive
 from .declarations import Arg, Argument, Completer, OneOf
 from .declarations import add_arguments as add_declared
 from .errors import CommandError
-from .offline import plan_offline
 from .output import Output
-from .saved_plans import apply_saved, save_plan
-from .targets import (
-    ApplyExit,
-    given_sockets,
-    load_desired,
-    mode_of,
-    run_pass,
-    worst,
-)
+
+if TYPE_CHECKING:
+    from sozu_config.config import Config
 
 __all__ = ["VERSION_RETRIES", "add_arguments", "apply_file", "build_parser", "main", "run"]
 
@@ -79,6 +73,8 @@ EXAMPLES = [
 
 
 def _sockets(args: argparse.Namespace, config: Config) -> list[Path]:
+    from .targets import given_sockets
+
     return given_sockets(args) or [config.command_socket]
 
 
@@ -88,6 +84,9 @@ def apply_file(
     """One pass: load the file, plan every target, show, then check, save or apply. Returns the
     exit code (:func:`worst` of the targets'). ``retries``: times to plan again after a version
     mismatch (used by ``--watch``)."""
+    from .saved_plans import save_plan
+    from .targets import ApplyExit, load_desired, mode_of, run_pass, worst
+
     file = Path(args.file)
     mode = mode_of(args)
     desired = load_desired(file, output)
@@ -154,8 +153,12 @@ def run(args: argparse.Namespace, output: Output) -> int:
             return code
     _validate(args)
     if args.diff or args.against:
+        from .offline import plan_offline
+
         return plan_offline(args, output)
     if getattr(args, "plan", None):
+        from .saved_plans import apply_saved
+
         return apply_saved(args, output)
     if args.watch:
         from .watch import watch
@@ -340,6 +343,8 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sozu-apply``."""
+    from .targets import ApplyExit
+
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit:  # --help and --version: 0; bad arguments: an error like any

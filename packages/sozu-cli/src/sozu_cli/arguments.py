@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sozu_config import normalize_address
-from sozu_config.config import MAX_NAMED_FILE_BYTES
 from sozu_config.files import read_regular_text
 
 from .errors import ExitCode
@@ -171,6 +170,8 @@ def key_values(text: str) -> dict[str, str]:
 
 
 def _read_text(path_text: str, what: str) -> str:
+    from sozu_config.config import MAX_NAMED_FILE_BYTES
+
     path = Path(path_text)
     try:
         return read_regular_text(path, MAX_NAMED_FILE_BYTES)

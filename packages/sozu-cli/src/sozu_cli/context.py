@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sozu_config import (
     ClientError,
@@ -28,12 +28,14 @@ from sozu_config import (
     ResponseContent,
     SubscribeEvents,
 )
-from sozu_config.config import Config, ConfigError, load_config
-from sozu_config.live import MUTATION_TIMEOUT
+from sozu_config.client import MUTATION_TIMEOUT
 from sozu_config.requests import LIFECYCLE_TYPES, MUTATING_TYPES, type_names
 
 from .errors import DaemonFailure, Unreachable, UsageError
 from .output import Output
+
+if TYPE_CHECKING:
+    from sozu_config.config import Config
 
 __all__ = ["DEFAULT_TIMEOUT_MS", "LONG_TIMEOUT_MS", "Context", "client_error", "content_of"]
 
@@ -41,7 +43,7 @@ DEFAULT_TIMEOUT_MS = 1_000
 """sōzu's ``ctl_command_timeout`` default, used when no configuration file is read."""
 LONG_TIMEOUT_MS = int(MUTATION_TIMEOUT * 1000)
 """The least wait for requests that change the state or the processes (the library's
-:data:`~sozu_config.live.MUTATION_TIMEOUT`): the daemon answers them once every worker has
+:data:`~sozu_config.client.MUTATION_TIMEOUT`): the daemon answers them once every worker has
 applied them."""
 
 
@@ -88,6 +90,8 @@ class Context:
     @cached_property
     def config(self) -> Config:
         """The configuration file, loaded and validated (a bad file is a usage error)."""
+        from sozu_config.config import ConfigError, load_config
+
         path = self.config_path
         if path is None:
             raise UsageError(

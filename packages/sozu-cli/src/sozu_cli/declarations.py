@@ -11,7 +11,7 @@ An argument whose values are an enumeration of :mod:`sozu_config.models` is decl
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, get_args
@@ -180,15 +180,31 @@ def add_arguments(parser: argparse._ActionsContainer, arguments: Sequence[Argume
 def add_commands(
     subcommands: argparse._SubParsersAction[Parser],
     commands: Sequence[Command],
-    global_options: Mapping[GlobalOptions, Sequence[Parser]],
+    global_options: Mapping[GlobalOptions, Callable[[], Sequence[Parser]]],
+    *,
+    only: Collection[str] | None = None,
 ) -> None:
     """Add the parsers of ``commands`` (and of their subcommands) to ``subcommands``.
 
-    ``global_options`` gives the parent parsers that hold each set of global options."""
+    ``global_options`` gives the parent parsers that hold each set of global options (made
+    when first needed). With ``only``, the commands not named in it are added with their name
+    and help line alone, enough for the parent's ``--help`` and for refusing an unknown
+    command: a run that parses ``only`` (its command line's words) builds the parsers of the
+    command it runs and not those of the eighty others."""
     for command in commands:
+        if only is not None and command.name not in only:
+            add_command(
+                subcommands,
+                command.name,
+                help=command.help,
+                description=command.description,
+                examples=command.examples,
+                handler=command.handler,
+            )
+            continue
         parents: Sequence[Parser] = ()
         if not command.subcommands:
-            parents = global_options[command.global_options]
+            parents = global_options[command.global_options]()
         parser = add_command(
             subcommands,
             command.name,

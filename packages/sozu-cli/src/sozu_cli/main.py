@@ -18,11 +18,12 @@ import contextlib
 import io
 import os
 import sys
-from functools import partial
+from collections.abc import Collection
+from functools import cache, partial
 
 from pydantic import ValidationError
 
-from sozu_config.live import MUTATION_TIMEOUT
+from sozu_config.client import MUTATION_TIMEOUT
 from sozu_config.protocol import validation_message
 
 from . import apply as apply_command
@@ -158,8 +159,10 @@ COMMANDS: tuple[Command, ...] = (
 """Every subcommand of ``sozu``."""
 
 
-def build_parser() -> Parser:
-    """The whole ``sozu`` parser (also the source of the completion scripts)."""
+def build_parser(words: Collection[str] | None = None) -> Parser:
+    """The whole ``sozu`` parser (also the source of the completion scripts). With ``words``,
+    the command line about to be parsed, only the parsers of the command it names are built
+    whole; the others are their name and help line (see :func:`add_commands`)."""
     parser = Parser(
         prog="sozu",
         description="Start, inspect and change the sōzu reverse proxy. Commands that talk to a "
@@ -177,11 +180,14 @@ def build_parser() -> Parser:
         subcommands,
         COMMANDS,
         {
-            GlobalOptions.ALL: _repeated_options(socket=True),
-            GlobalOptions.WITHOUT_SOCKET: _repeated_options(socket=False),
-            GlobalOptions.SHORT_TIMEOUT: _repeated_options(socket=True, long_timeout=False),
-            GlobalOptions.NONE: [],
+            GlobalOptions.ALL: cache(partial(_repeated_options, socket=True)),
+            GlobalOptions.WITHOUT_SOCKET: cache(partial(_repeated_options, socket=False)),
+            GlobalOptions.SHORT_TIMEOUT: cache(
+                partial(_repeated_options, socket=True, long_timeout=False)
+            ),
+            GlobalOptions.NONE: list,
         },
+        only=None if words is None else frozenset(words),
     )
     return parser
 
@@ -191,11 +197,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     JSON failure document on stdout (the parser's own line still goes to stderr)."""
     words = sys.argv[1:] if argv is None else argv
     if not {"-j", "--json"} & set(words):
-        return build_parser().parse_args(words)
+        return build_parser(words).parse_args(words)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return build_parser().parse_args(words)
+            return build_parser(words).parse_args(words)
     except SystemExit as stop:
         if stop.code == ExitCode.USAGE:
             lines = captured.getvalue().strip().splitlines()

@@ -77,16 +77,21 @@ class Output:
         self.rich = not json_mode and _is_terminal(self.stdout)
         self.wrote_json = False
         """Whether a JSON document was printed on stdout already."""
-        self._console: Any = None
-        self._error_console: Any = None
-        if self.rich:
+        self._error_rich = _is_terminal(self.stderr)
+        self._consoles: dict[bool, Any] = {}
+
+    def _console(self, *, error: bool = False) -> Any:
+        """The rich console of stdout (or of stderr), None where rich is not used. rich is
+        imported when something is first written on a terminal, not before."""
+        if not (self._error_rich if error else self.rich):
+            return None
+        console = self._consoles.get(error)
+        if console is None:
             from rich.console import Console
 
-            self._console = Console(file=self.stdout, highlight=False)
-        if _is_terminal(self.stderr):
-            from rich.console import Console
-
-            self._error_console = Console(file=self.stderr, highlight=False)
+            console = Console(file=self.stderr if error else self.stdout, highlight=False)
+            self._consoles[error] = console
+        return console
 
     # ------------------------------------------------------------------ human text
 
@@ -94,8 +99,9 @@ class Output:
         """A line of human text (nothing in JSON mode)."""
         if self.json_mode:
             return
-        if self._console is not None:
-            self._console.print(text, style=style, markup=False, soft_wrap=True)
+        console = self._console()
+        if console is not None:
+            console.print(text, style=style, markup=False, soft_wrap=True)
         else:
             self.stdout.write(text + "\n")
             self.stdout.flush()
@@ -121,7 +127,8 @@ class Output:
             return
         listed = [list(row) for row in rows]
         texts = [[cell(value) for value in row] for row in listed]
-        if self._console is not None:
+        console = self._console()
+        if console is not None:
             from rich import box
             from rich.table import Table
             from rich.text import Text
@@ -142,7 +149,7 @@ class Output:
                         for value, text in zip(values, row, strict=True)
                     )
                 )
-            self._console.print(table)
+            console.print(table)
             return
         if title:
             self.stdout.write(title + "\n")
@@ -191,10 +198,9 @@ class Output:
     # ------------------------------------------------------------------ diagnostics
 
     def _stderr(self, prefix: str, message: str, style: str) -> None:
-        if self._error_console is not None:
-            self._error_console.print(
-                f"{prefix}{message}", style=style, markup=False, soft_wrap=True
-            )
+        console = self._console(error=True)
+        if console is not None:
+            console.print(f"{prefix}{message}", style=style, markup=False, soft_wrap=True)
         else:
             self.stderr.write(f"{prefix}{message}\n")
             self.stderr.flush()

@@ -4,6 +4,9 @@ A certificate is identified by its fingerprint: the SHA-256 of the leaf certific
 encoding, in lowercase hex. The names it serves are the CN and the DNS subject alternative names
 of the leaf, unless the request overrides them. Private keys are kept out of ``repr``, error
 messages and query answers: only fingerprints and names are shown.
+
+``cryptography`` is imported by the functions that read PEM text, not with this module: the
+models are used by every request and answer, most of which hold no certificate.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-from cryptography.x509.oid import NameOID
 from pydantic import Field, field_validator
 
 from .addresses import SocketAddress
 from .grammar import fold_hostname, normalize_certificate_name
 from .models import Model, TlsVersion
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 __all__ = [
     "CertificateAndKey",
@@ -96,6 +100,8 @@ def split_pem_chain(text: str) -> list[str]:
 
 
 def _load(pem: str, what: str) -> x509.Certificate:
+    from cryptography import x509
+
     blocks = split_pem_chain(pem) if isinstance(pem, str) else []
     if not blocks:
         raise CertificateError(f"{what} is not a PEM certificate (no BEGIN CERTIFICATE block)")
@@ -108,6 +114,10 @@ def _load(pem: str, what: str) -> x509.Certificate:
 @lru_cache(maxsize=4096)
 def certificate_info(pem: str) -> CertificateInfo:
     """Fingerprint, names, validity of the first certificate in ``pem``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
     cert = _load(pem, "the certificate")
     der = cert.public_bytes(serialization.Encoding.DER)
     names: list[str] = []
@@ -135,6 +145,8 @@ def fingerprint_of(pem: str) -> str:
 
 
 def _spki(key: PublicKeyTypes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -143,6 +155,8 @@ def _spki(key: PublicKeyTypes) -> bytes:
 @lru_cache(maxsize=4096)
 def check_key_matches(certificate_pem: str, key_pem: str) -> None:
     """Raise CertificateError unless ``key_pem`` is a private key for the certificate."""
+    from cryptography.hazmat.primitives import serialization
+
     cert = _load(certificate_pem, "the certificate")
     try:
         key = serialization.load_pem_private_key(

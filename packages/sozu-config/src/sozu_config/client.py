@@ -10,18 +10,20 @@ final answer in time), :class:`~sozu_config.protocol.ProtocolError` (the peer sp
 
     with CommandClient("/run/sozu/sozu.sock") as client:
         response = client.send(Status())
+
+asyncio is imported by :class:`AsyncCommandClient` when it connects, not with this module: a
+blocking client does not pay for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -33,14 +35,32 @@ from .protocol import (
 from .requests import SubscribeEvents
 from .responses import ErrorKind, Event, EventContent, Response
 
+if TYPE_CHECKING:
+    import asyncio
+
 __all__ = [
+    "MUTATION_TIMEOUT",
     "AsyncCommandClient",
     "ClientError",
     "CommandClient",
     "CommandFailed",
     "CommandTimeout",
     "DaemonUnreachable",
+    "mutation_timeout",
 ]
+
+MUTATION_TIMEOUT = 30.0
+"""Seconds a client waits at least for the answer to a change: a batch is applied by every
+worker before the daemon answers, which takes longer than a query."""
+
+
+def mutation_timeout(ctl_command_timeout: int) -> float | None:
+    """Seconds to wait for the answer to a change, given a ``ctl_command_timeout`` in
+    milliseconds (0: no limit, ``None``): that timeout, but at least :data:`MUTATION_TIMEOUT`."""
+    if ctl_command_timeout == 0:
+        return None
+    return max(ctl_command_timeout / 1000, MUTATION_TIMEOUT)
+
 
 _ids = itertools.count(1)
 _prefix = f"{os.getpid():x}"
@@ -232,6 +252,8 @@ class AsyncCommandClient:
         self._stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def connect(self) -> AsyncCommandClient:
+        import asyncio
+
         if self._stream is None:
             try:
                 self._stream = await asyncio.wait_for(
@@ -275,6 +297,8 @@ class AsyncCommandClient:
         self, request: Any, *, request_id: str | None = None, timeout: float | None = -1.0
     ) -> AsyncIterator[Response]:
         """Send ``request`` and yield every answer, the final one last."""
+        import asyncio
+
         await self.connect()
         assert self._stream is not None
         reader, writer = self._stream

@@ -7,7 +7,8 @@ half, shared by the library API and ``sozu-apply``:
 * :func:`load_plan` loads a ``config.toml``, reads the live state of its ``command_socket``
   and returns a :class:`LivePlan`, which keeps the connection for
   :meth:`LivePlan.apply`;
-* :func:`mutation_timeout` is how long a client waits for the answer to a change.
+* :func:`mutation_timeout` is how long a client waits for the answer to a change (defined
+  with the client, :mod:`sozu_config.client`, and exported here too).
 
 Applying a plan is :meth:`Plan.apply <sozu_config.plan.Plan.apply>` with a client: the plan
 builds the guarded batch and reads the answer, the client carries them.
@@ -27,7 +28,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import requests as rq
-from .client import CommandClient
+from .client import MUTATION_TIMEOUT, CommandClient, mutation_timeout
 from .plan import Plan, PlanError, Sender, plan_states
 from .responses import Response, StateContent
 from .state import ConfigState
@@ -39,18 +40,6 @@ __all__ = [
     "load_plan",
     "mutation_timeout",
 ]
-
-MUTATION_TIMEOUT = 30.0
-"""Seconds a client waits at least for the answer to a change: a batch is applied by every
-worker before the daemon answers, which takes longer than a query."""
-
-
-def mutation_timeout(ctl_command_timeout: int) -> float | None:
-    """Seconds to wait for the answer to a change, given a ``ctl_command_timeout`` in
-    milliseconds (0: no limit, ``None``): that timeout, but at least :data:`MUTATION_TIMEOUT`."""
-    if ctl_command_timeout == 0:
-        return None
-    return max(ctl_command_timeout / 1000, MUTATION_TIMEOUT)
 
 
 def fetch_live_state(client: CommandClient) -> ConfigState:

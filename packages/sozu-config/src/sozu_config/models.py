@@ -65,9 +65,12 @@ __all__ = [
 
 
 class Model(BaseModel):
-    """Base of every model: frozen, unknown fields are errors."""
+    """Base of every model: frozen, unknown fields are errors.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+    The validators are built when a model is first used, not when its class is defined
+    (``defer_build``): a command that sends one request does not pay for all of them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False, defer_build=True)
 
 
 # --------------------------------------------------------------------------- enumerations

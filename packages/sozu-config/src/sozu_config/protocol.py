@@ -30,6 +30,7 @@ __all__ = [
     "MessageTooLarge",
     "ProtocolError",
     "RequestMessage",
+    "build_validators",
     "decode_request",
     "decode_response",
     "encode_request",
@@ -80,6 +81,17 @@ class RequestMessage(Model):
 
 _REQUEST_MESSAGE: TypeAdapter[RequestMessage] = TypeAdapter(RequestMessage)
 _RESPONSE: TypeAdapter[Response] = TypeAdapter(Response)
+
+
+def build_validators() -> None:
+    """Build now the validators of the request envelope and of the answers, otherwise built
+    at their first use (the models are ``defer_build``): a daemon calls this before it
+    listens, so that its first command is not slower than the others. Idempotent."""
+    if not Response.__pydantic_complete__:
+        Response.model_rebuild(force=True)
+    for adapter in (_REQUEST_MESSAGE, _RESPONSE):
+        if not adapter.pydantic_complete:
+            adapter.rebuild(force=True)
 
 
 def validation_message(error: ValidationError, *, limit: int = 3) -> str:

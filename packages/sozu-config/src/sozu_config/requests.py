@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeAlias, get_args, get_origin
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, model_validator
 from typing_extensions import TypeIs
 
 from .addresses import SocketAddress
@@ -661,8 +661,11 @@ Request = Annotated[
 ]
 """Any request."""
 
-REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
-STATE_REQUEST_ADAPTER: TypeAdapter[StateRequest] = TypeAdapter(StateRequest)
+REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request, config=ConfigDict(defer_build=True))
+STATE_REQUEST_ADAPTER: TypeAdapter[StateRequest] = TypeAdapter(
+    StateRequest, config=ConfigDict(defer_build=True)
+)
+"""Validators of any request and of the state requests, built on first use."""
 
 
 def members(family: Any) -> tuple[type[_Request], ...]:

@@ -398,7 +398,3 @@ class Response(Model):
     @property
     def final(self) -> bool:
         return self.status is not ResponseStatus.PROCESSING
-
-
-WorkerResponses.model_rebuild()
-Response.model_rebuild()

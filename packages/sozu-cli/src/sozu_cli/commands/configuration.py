@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from sozu_config.config import (
-    Config,
-    ConfigError,
-    ConfigWarning,
-    checked_config,
-    finding_line,
-)
+from typing import TYPE_CHECKING, Any
 
 from ..context import Context
 from ..declarations import Arg, Command, Completer
 from ..errors import ExitCode, UsageError
 from ..health_view import check_summary
 from ..output import plural
+
+if TYPE_CHECKING:
+    from sozu_config.config import Config, ConfigError, ConfigWarning
 
 __all__ = ["COMMANDS", "summary_of"]
 
@@ -41,6 +36,8 @@ def summary_of(config: Config) -> dict[str, Any]:
 
 def _finding(finding: ConfigError | ConfigWarning, severity: str) -> dict[str, Any]:
     """A finding as ``--json`` gives it."""
+    from sozu_config.config import ConfigError, finding_line
+
     reason = finding.reason if isinstance(finding, ConfigError) else finding.message
     return {
         "severity": severity,
@@ -62,6 +59,8 @@ def _in_file_order(finding: ConfigError | ConfigWarning) -> tuple[bool, int, int
 def config_check(ctx: Context) -> int:
     """Every error and warning of the file, each on a line (``file:line:column: ...``), then a
     count; exit 1 when there is an error, 0 otherwise (with the file's summary)."""
+    from sozu_config.config import checked_config, finding_line
+
     output = ctx.output
     path = Path(ctx.args.file) if ctx.args.file else ctx.config_path
     if path is None:

@@ -4,7 +4,6 @@ change its log level, follow its events."""
 from __future__ import annotations
 
 import datetime as dt
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from sozu_config import (
     UpgradeMain,
     UpgradeWorker,
 )
-from sozu_config.config import ConfigError, load_config
 from sozu_config.responses import BatchResults, EventContent, RequestCounts, WorkersContent
 
 from ..arguments import non_negative
@@ -47,6 +45,8 @@ LOG_LEVELS = literal_values(Logging, "level")
 
 def start(ctx: Context) -> int:
     """Run the daemon in the foreground (exit 1 when the configuration does not load)."""
+    from sozu_config.config import ConfigError, load_config
+
     path = ctx.config_path
     if path is None:
         raise UsageError("no configuration file: give -c FILE or set SOZU_CONFIG")
@@ -137,6 +137,8 @@ def upgrade(ctx: Context) -> int:
         before.main.version if before.main else None,
         main_after,
     )
+    from concurrent.futures import ThreadPoolExecutor
+
     workers = content_of(ctx.send_patiently(ListWorkers()), WorkersContent).workers
     running = [w for w in workers if w.run_state.value == "running"]
     with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:

@@ -63,10 +63,11 @@ _Enum = TypeVar("_Enum", bound=StrEnum)
 
 
 class FileModel(BaseModel):
-    """Base of the file models: strict TOML types, unknown keys refused."""
+    """Base of the file models: strict TOML types, unknown keys refused; validators built on
+    first use."""
 
     model_config = ConfigDict(
-        strict=True, extra="forbid", frozen=True, use_attribute_docstrings=True
+        strict=True, extra="forbid", frozen=True, use_attribute_docstrings=True, defer_build=True
     )
 
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from sozu_config import requests as rq
 from sozu_config.config import Config
+from sozu_config.protocol import build_validators
 from sozu_config.responses import (
     ErrorKind,
     Event,
@@ -89,6 +90,7 @@ class Daemon:
     """One sōzu instance (``state``: the state to go on with, after a main upgrade)."""
 
     def __init__(self, config: Config, state: ConfigState | None = None) -> None:
+        build_validators()  # before the command socket listens, not at the first command
         self.config = config
         self.started_at = dt.datetime.now(dt.UTC)  # when this code started (an upgrade: anew)
         self.state = state if state is not None else ConfigState(version=time.time_ns() // 1000)
