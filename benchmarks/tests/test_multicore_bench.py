@@ -11,7 +11,6 @@ import pytest
 from loadbench.certificates import write_self_signed
 from loadbench.loads import HOSTNAME, LOADS_BY_NAME
 from loadbench.multicore import multicore_markdown, multicore_summaries, multicore_text
-from loadbench.report import RunRecord
 from loadbench.targets import (
     LOOPBACK,
     HaproxyTarget,
@@ -20,27 +19,9 @@ from loadbench.targets import (
     SozuTwoWorkersTarget,
     build_servers,
 )
-from loadbench.wrk import SocketErrors, WrkResult
+from synthetic import wrk_run
 
 from sozu_config import load_config
-
-
-def _run(round_index: int, target: str, requests_per_s: float, load_name: str) -> RunRecord:
-    result = WrkResult(
-        requests=1000,
-        duration_s=5.0,
-        requests_per_s=requests_per_s,
-        transfer_bytes_per_s=0,
-        latency_avg_ms=1.0,
-        latency_max_ms=9.0,
-        latency_p50_ms=1.0,
-        latency_p75_ms=2.0,
-        latency_p90_ms=3.0,
-        latency_p99_ms=4.0,
-        socket_errors=SocketErrors(),
-        non_2xx_3xx=0,
-    )
-    return RunRecord.from_wrk(round_index, load_name, target, result, "")
 
 
 def test_the_multi_core_targets_run_on_both_cpus_with_two_workers_or_threads(
@@ -97,9 +78,9 @@ def test_the_multi_core_table_takes_its_ratios_against_haproxy_with_two_threads(
     records = []
     for round_index, scale in enumerate((1.0, 0.5, 2.0)):
         for target, rate in (("sozu", 600), ("haproxy", 1000), ("sozu-2w", 900)):
-            records.append(_run(round_index, target, rate * scale, "small-50"))
-        records.append(_run(round_index, "haproxy-2t", 1500 * scale, "small-50"))
-        records.append(_run(round_index, "sozu", 300 * scale, "64k"))  # no multi-core run
+            records.append(wrk_run(round_index, target, rate * scale, "small-50"))
+        records.append(wrk_run(round_index, "haproxy-2t", 1500 * scale, "small-50"))
+        records.append(wrk_run(round_index, "sozu", 300 * scale, "64k"))  # no multi-core run
 
     targets = ("sozu", "haproxy", "sozu-2w", "haproxy-2t")
     cells = multicore_summaries(records, ["small-50", "64k"], targets)
@@ -119,8 +100,8 @@ def test_the_main_table_leaves_the_multi_core_targets_to_their_own() -> None:
     settings = load.parse_arguments(
         ["--targets", "sozu,haproxy,sozu-2w", "--loads", "small-50", "--no-docs"]
     )
-    records = [_run(0, "sozu", 600, "small-50"), _run(0, "haproxy", 1000, "small-50")]
-    records.append(_run(0, "sozu-2w", 900, "small-50"))
+    records = [wrk_run(0, "sozu", 600, "small-50"), wrk_run(0, "haproxy", 1000, "small-50")]
+    records.append(wrk_run(0, "sozu-2w", 900, "small-50"))
     summaries, _ = load.summarise_run(settings, records)
 
     assert [cell.target for cell in load.one_core(summaries)] == ["sozu", "haproxy"]
@@ -136,7 +117,7 @@ def test_the_page_gets_the_multi_core_table_in_its_own_region(tmp_path: Path) ->
     )
     settings = load.parse_arguments(["--targets", "sozu-2w,haproxy-2t", "--loads", "small-50"])
     settings = dataclasses.replace(settings, docs_page=page)
-    records = [_run(0, "sozu-2w", 900, "small-50"), _run(0, "haproxy-2t", 1500, "small-50")]
+    records = [wrk_run(0, "sozu-2w", 900, "small-50"), wrk_run(0, "haproxy-2t", 1500, "small-50")]
     summaries, costs = load.summarise_run(settings, records)
     cells = multicore_summaries(records, ["small-50"], settings.targets)
     machine = {

@@ -33,7 +33,7 @@ from loadbench.targets import (
     fetch,
     sozu_executable,
 )
-from loadbench.wrk import SocketErrors, WrkResult
+from synthetic import wrk_run
 
 from sozu_config import load_config
 from sozu_config.client import CommandClient
@@ -43,39 +43,15 @@ from sozu_config.responses import MetricsContent
 VARIANTS = ["sozu", "sozu-quiet", "sozu-observed"]
 
 
-def _run(
-    round_index: int,
-    target: str,
-    requests_per_s: float,
-    load_name: str = "small-50",
-    errors: int = 0,
-) -> RunRecord:
-    result = WrkResult(
-        requests=1000,
-        duration_s=5.0,
-        requests_per_s=requests_per_s,
-        transfer_bytes_per_s=0,
-        latency_avg_ms=1.0,
-        latency_max_ms=9.0,
-        latency_p50_ms=1.0,
-        latency_p75_ms=2.0,
-        latency_p90_ms=3.0,
-        latency_p99_ms=4.0,
-        socket_errors=SocketErrors(read=errors),
-        non_2xx_3xx=0,
-    )
-    return RunRecord.from_wrk(round_index, load_name, target, result, "")
-
-
 def _three_rounds() -> list[RunRecord]:
     # Per round: quiet, then sozu and sozu-observed; the machine drifts between rounds.
     figures = [(1000.0, 960.0, 800.0), (2000.0, 1800.0, 1800.0), (500.0, 490.0, 400.0)]
     records = []
     for round_index, (quiet, metrics, observed) in enumerate(figures):
         records += [
-            _run(round_index, "sozu", metrics),
-            _run(round_index, "sozu-quiet", quiet),
-            _run(round_index, "sozu-observed", observed),
+            wrk_run(round_index, "sozu", metrics),
+            wrk_run(round_index, "sozu-quiet", quiet),
+            wrk_run(round_index, "sozu-observed", observed),
         ]
     return records
 
@@ -107,7 +83,7 @@ def test_no_table_without_the_quiet_daemon_and_another_variant() -> None:
 
 
 def test_only_the_loads_the_quiet_daemon_ran_on_have_rows() -> None:
-    records = [*_three_rounds(), _run(0, "sozu", 3000.0, load_name="64k")]
+    records = [*_three_rounds(), wrk_run(0, "sozu", 3000.0, load_name="64k")]
 
     costs = observability_costs(records, ["small-50", "64k"], VARIANTS)
 
@@ -116,8 +92,8 @@ def test_only_the_loads_the_quiet_daemon_ran_on_have_rows() -> None:
 
 def test_a_variant_that_did_not_start_is_a_failed_row_saying_why() -> None:
     records = [
-        _run(0, "sozu-quiet", 1000.0),
-        _run(0, "sozu", 950.0),
+        wrk_run(0, "sozu-quiet", 1000.0),
+        wrk_run(0, "sozu", 950.0),
         RunRecord(0, "small-50", "sozu-observed", "failed", None, "did not start: exited"),
     ]
 
@@ -131,9 +107,9 @@ def test_a_variant_that_did_not_start_is_a_failed_row_saying_why() -> None:
 def test_no_ratio_without_a_quiet_run_of_the_same_round() -> None:
     dead_quiet = [
         RunRecord(0, "small-50", "sozu-quiet", "failed", None, "did not start"),
-        _run(0, "sozu", 900.0),
+        wrk_run(0, "sozu", 900.0),
     ]
-    other_rounds = [_run(0, "sozu-quiet", 1000.0), _run(1, "sozu", 900.0)]
+    other_rounds = [wrk_run(0, "sozu-quiet", 1000.0), wrk_run(1, "sozu", 900.0)]
 
     (no_quiet,) = observability_costs(dead_quiet, ["small-50"], ["sozu", "sozu-quiet"])
     (apart,) = observability_costs(other_rounds, ["small-50"], ["sozu", "sozu-quiet"])
@@ -144,12 +120,12 @@ def test_no_ratio_without_a_quiet_run_of_the_same_round() -> None:
 
 def test_runs_with_errors_are_used_only_without_clean_ones_and_flag_the_row() -> None:
     clean_beside_flagged = [
-        _run(0, "sozu-quiet", 1000.0),
-        _run(0, "sozu", 900.0),
-        _run(1, "sozu-quiet", 1000.0),
-        _run(1, "sozu", 10.0, errors=5),
+        wrk_run(0, "sozu-quiet", 1000.0),
+        wrk_run(0, "sozu", 900.0),
+        wrk_run(1, "sozu-quiet", 1000.0),
+        wrk_run(1, "sozu", 10.0, errors=5),
     ]
-    quiet_with_errors = [_run(0, "sozu-quiet", 1000.0, errors=1), _run(0, "sozu", 500.0)]
+    quiet_with_errors = [wrk_run(0, "sozu-quiet", 1000.0, errors=1), wrk_run(0, "sozu", 500.0)]
 
     (clean,) = observability_costs(clean_beside_flagged, ["small-50"], ["sozu", "sozu-quiet"])
     (flagged,) = observability_costs(quiet_with_errors, ["small-50"], ["sozu", "sozu-quiet"])
@@ -160,8 +136,8 @@ def test_runs_with_errors_are_used_only_without_clean_ones_and_flag_the_row() ->
 
 def test_the_tables_state_the_goals_and_the_failures() -> None:
     records = [
-        _run(0, "sozu-quiet", 1000.0),
-        _run(0, "sozu", 970.0),
+        wrk_run(0, "sozu-quiet", 1000.0),
+        wrk_run(0, "sozu", 970.0),
         RunRecord(0, "small-50", "sozu-observed", "failed", None, "did not start: exited"),
     ]
     costs = observability_costs(records, ["small-50"], VARIANTS)
@@ -232,7 +208,7 @@ def test_the_report_leaves_out_the_slots_that_do_not_exist() -> None:
             "small-50",
         ]
     )
-    records = [*_three_rounds(), _run(0, "sozu", 3000.0, load_name="64k")]
+    records = [*_three_rounds(), wrk_run(0, "sozu", 3000.0, load_name="64k")]
     records = [record for record in records if record.target != "sozu-observed"]
 
     summaries, costs = load.summarise_run(settings, records)
