@@ -32,21 +32,31 @@ PURE_ENV = "SOZU_PURE_PYTHON"
 MANIFEST = "sozu_runtime/_compiled.json"
 GROUP = "sozu_runtime"  # the shared library is named sozu_runtime__mypyc
 
+# What mypyc checks the modules against. Every library they import must be found, typed, in the
+# build's environment (pyproject.toml's build requirements): a class of a library that mypyc
+# took for ``Any`` could be a compiled class's base, and mypyc would then lay the compiled class
+# out without the instance dictionary its base needs. Only sozu-config, which a build cannot
+# install from an index, is missing: the modules take nothing from it but values and functions.
+_MYPY_CONFIG = """\
+[mypy]
+follow_imports = silent
+
+[mypy-sozu_config.*]
+ignore_missing_imports = True
+"""
+
 # run in a child interpreter: mypyc's build goes through setuptools' build_ext
 _BUILD_SCRIPT = f"""
 import sys
+_MYPY_CONFIG = {_MYPY_CONFIG!r}
 from setuptools import Distribution
 from mypyc.build import mypycify
 
 build_dir, *modules = sys.argv[1:]
+with open(build_dir + "/mypy.ini", "w") as config:
+    config.write(_MYPY_CONFIG)
 extensions = mypycify(
-    [
-        "--config-file=",
-        "--cache-dir=" + build_dir + "/cache",
-        "--ignore-missing-imports",
-        "--follow-imports=silent",
-        *modules,
-    ],
+    ["--config-file=" + build_dir + "/mypy.ini", "--cache-dir=" + build_dir + "/cache", *modules],
     opt_level="3",
     group_name="{GROUP}",
     target_dir=build_dir + "/c",

@@ -70,6 +70,56 @@ def test_the_default_mode_runs_the_compiled_modules_all_together_or_none() -> No
         assert extensions == set(), default["reason"]
 
 
+# what a child process reports: every worker class that extends a library's class, and whether
+# an instance of it keeps attributes (the library's code stores its own in the instance's dict)
+LIBRARY_SUBCLASSES = """
+import importlib, inspect, json, pkgutil
+import sozu_runtime.worker as worker
+found = {}
+for info in pkgutil.iter_modules(worker.__path__):
+    if info.name == "__main__":
+        continue
+    module = importlib.import_module("sozu_runtime.worker." + info.name)
+    for cls in vars(module).values():
+        if not (inspect.isclass(cls) and cls.__module__ == module.__name__):
+            continue
+        own = ("sozu_runtime", "builtins", "typing", "asyncio")
+        if not any(
+            base.__module__.partition(".")[0] not in own and "__dict__" in vars(base)
+            for base in cls.__mro__[1:]
+        ):
+            continue
+        try:
+            instance = cls.__new__(cls)
+            instance.probe = 1
+            found[cls.__qualname__] = vars(instance).get("probe") == 1 or "no dict entry"
+        except Exception as exc:
+            found[cls.__qualname__] = repr(exc)
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["default", "pure"])
+def test_worker_classes_extending_a_library_class_keep_their_attributes(pure: bool) -> None:
+    # compiled against a library it could not see, such a class lost its instance dict
+    env = {key: value for key, value in os.environ.items() if key != PURE_ENV}
+    if pure:
+        env[PURE_ENV] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", LIBRARY_SUBCLASSES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    # the h2 and hpack classes the HTTP/2 code extends, at least
+    assert {"BlockEncoder", "RequestDecoder", "_Connection", "_StateMachine"} <= set(found)
+    assert all(result is True for result in found.values()), found
+
+
 def built(tmp_path: Path, sources: dict[str, bytes]) -> Mode:
     """A fake installation: ``sources`` under ``tmp_path`` and a manifest of their hashes."""
     for path, text in sources.items():
