@@ -30,12 +30,13 @@ print(json.dumps({"compiled": compiled, "reason": reason, "files": files}))
 """
 
 
-def report(pure: bool) -> dict[str, object]:
+def report(pure: bool, script: str = REPORT) -> dict[str, object]:
+    """What ``script`` prints (JSON), run in a child process in the default or the pure mode."""
     env = {key: value for key, value in os.environ.items() if key != PURE_ENV}
     if pure:
         env[PURE_ENV] = "1"
     done = subprocess.run(
-        [sys.executable, "-c", REPORT],
+        [sys.executable, "-c", script],
         env=env,
         capture_output=True,
         text=True,
@@ -102,19 +103,7 @@ print(json.dumps(found))
 @pytest.mark.parametrize("pure", [False, True], ids=["default", "pure"])
 def test_worker_classes_extending_a_library_class_keep_their_attributes(pure: bool) -> None:
     # compiled against a library it could not see, such a class lost its instance dict
-    env = {key: value for key, value in os.environ.items() if key != PURE_ENV}
-    if pure:
-        env[PURE_ENV] = "1"
-    done = subprocess.run(
-        [sys.executable, "-c", LIBRARY_SUBCLASSES],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout)
+    found = report(pure, LIBRARY_SUBCLASSES)
     # the h2 and hpack classes the HTTP/2 code extends, at least
     assert {"BlockEncoder", "RequestDecoder", "_Connection", "_StateMachine"} <= set(found)
     assert all(result is True for result in found.values()), found
