@@ -12,6 +12,9 @@ def wrk_run(
     requests_per_s: float,
     load_name: str = "small-50",
     errors: int = 0,
+    *,
+    p50_ms: float = 1.0,
+    p99_ms: float = 4.0,
 ) -> RunRecord:
     """One clean (or, with ``errors``, erroneous) run of ``target`` on ``load_name``."""
     result = WrkResult(
@@ -21,10 +24,10 @@ def wrk_run(
         transfer_bytes_per_s=0,
         latency_avg_ms=1.0,
         latency_max_ms=9.0,
-        latency_p50_ms=1.0,
+        latency_p50_ms=p50_ms,
         latency_p75_ms=2.0,
         latency_p90_ms=3.0,
-        latency_p99_ms=4.0,
+        latency_p99_ms=p99_ms,
         socket_errors=SocketErrors(read=errors),
         non_2xx_3xx=0,
     )

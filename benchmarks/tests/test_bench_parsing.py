@@ -59,6 +59,7 @@ from reconfig import (
     served_index,
 )
 from reconfig import markdown_section as reconfig_section
+from synthetic import wrk_run
 
 from sozu_config import load_config
 
@@ -203,21 +204,15 @@ def test_runs_are_classified_from_wrk_output() -> None:
 
 
 def _run(round_index: int, target: str, requests_per_s: float, errors: int = 0) -> RunRecord:
-    result = WrkResult(
-        requests=1000,
-        duration_s=5.0,
-        requests_per_s=requests_per_s,
-        transfer_bytes_per_s=0,
-        latency_avg_ms=1.0,
-        latency_max_ms=9.0,
-        latency_p50_ms=requests_per_s / 1000,
-        latency_p75_ms=2.0,
-        latency_p90_ms=3.0,
-        latency_p99_ms=requests_per_s / 100,
-        socket_errors=SocketErrors(read=errors),
-        non_2xx_3xx=0,
+    """A run whose latencies follow its rate, so that their medians can be told apart."""
+    return wrk_run(
+        round_index,
+        target,
+        requests_per_s,
+        errors=errors,
+        p50_ms=requests_per_s / 1000,
+        p99_ms=requests_per_s / 100,
     )
-    return RunRecord.from_wrk(round_index, "small-50", target, result, "")
 
 
 def test_medians_and_per_round_ratios_to_haproxy() -> None:
