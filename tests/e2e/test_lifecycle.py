@@ -222,7 +222,9 @@ def test_hup_reloads_the_file_and_a_bad_file_changes_nothing(
         os.kill(daemon.pid, signal.SIGHUP)
         wait_for(lambda: get(port, "/", host="extra.example").status == 200, timeout=15)
         assert get(port, "/", host="gone.example").status == 404
-        assert "reload: " in daemon.logs()
+        # the workers route by the new file before the main process has their answers and
+        # logs the reload: wait for its lines too
+        wait_for(lambda: "reload: " in daemon.logs(), timeout=15)
 
         state = daemon.send(QueryState()).content
         daemon.config_path.write_text("[[listeners]\nthis is not TOML\n")
