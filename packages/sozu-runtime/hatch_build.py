@@ -36,7 +36,7 @@ GROUP = "sozu_runtime"  # the shared library is named sozu_runtime__mypyc
 # build's environment (pyproject.toml's build requirements): a class of a library that mypyc
 # took for ``Any`` could be a compiled class's base, and mypyc would then lay the compiled class
 # out without the instance dictionary its base needs. Only sozu-config, which a build cannot
-# install from an index, is missing: the modules take nothing from it but values and functions.
+# install from an index, is missing: the modules use its names but extend none of its classes.
 _MYPY_CONFIG = """\
 [mypy]
 follow_imports = silent
