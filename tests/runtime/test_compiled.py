@@ -76,6 +76,9 @@ def test_the_default_mode_runs_the_compiled_modules_all_together_or_none() -> No
 LIBRARY_SUBCLASSES = """
 import importlib, inspect, json, pkgutil
 import sozu_runtime.worker as worker
+# the project's own classes, the builtins, and typing's and asyncio's, which keep no dict
+# (typing's Protocol classes cannot even be instantiated)
+own = ("sozu_runtime", "builtins", "typing", "asyncio")
 found = {}
 for info in pkgutil.iter_modules(worker.__path__):
     if info.name == "__main__":
@@ -84,7 +87,6 @@ for info in pkgutil.iter_modules(worker.__path__):
     for cls in vars(module).values():
         if not (inspect.isclass(cls) and cls.__module__ == module.__name__):
             continue
-        own = ("sozu_runtime", "builtins", "typing", "asyncio")
         if not any(
             base.__module__.partition(".")[0] not in own and "__dict__" in vars(base)
             for base in cls.__mro__[1:]
